@@ -1,0 +1,112 @@
+"""``checkpoint.json``: the agent's queue position and the memo of every step's result.
+
+A step's result is written (atomically) the moment it exists; a run that dies resumes at
+the first step without a recorded result and never pays for a recorded one again.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from . import files, paths
+
+VERSION = 1
+DONE, QUARANTINED = "done", "quarantined"
+
+
+def _blank(agent: str) -> dict[str, Any]:
+    return {"version": VERSION, "agent": agent, "topics": {}, "current": None}
+
+
+def _valid(data: Any) -> bool:
+    return (isinstance(data, dict) and isinstance(data.get("topics"), dict)
+            and (data.get("current") is None or isinstance(data.get("current"), dict)))
+
+
+class Checkpoint:
+    """One agent's checkpoint, loaded once per run and saved after every change."""
+
+    def __init__(self, agent: str, data: dict[str, Any], *, moved_aside: Path | None = None) -> None:
+        self.agent = agent
+        self.data = data
+        self.moved_aside = moved_aside
+
+    @classmethod
+    def load(cls, agent: str, *, repair: bool = True) -> Checkpoint:
+        """The saved checkpoint; a corrupt one is moved aside (when ``repair``) and replaced."""
+        path = paths.checkpoint(agent)
+        problem = None
+        try:
+            data = files.read_json(path)
+        except files.CorruptFile as exc:
+            data, problem = None, exc.problem
+        if data is not None and not _valid(data):
+            data, problem = None, "wrong shape"
+        if problem is None:
+            return cls(agent, data or _blank(agent))
+        moved = files.quarantine_corrupt(path) if repair else None
+        return cls(agent, _blank(agent), moved_aside=moved or path)
+
+    def save(self) -> None:
+        files.write_json(paths.checkpoint(self.agent), self.data)
+
+    # -- the queue ------------------------------------------------------------------
+    def topic_state(self, topic: str) -> dict[str, Any]:
+        return self.data["topics"].setdefault(topic, {"status": "pending", "attempts": 0, "feedback": []})
+
+    def peek(self, topic: str) -> dict[str, Any]:
+        return self.data["topics"].get(topic) or {"status": "pending", "attempts": 0, "feedback": []}
+
+    def next_topic(self, queue: tuple[str, ...]) -> str | None:
+        """The topic in progress, else the first pending one in queue order."""
+        current = self.data.get("current")
+        if current and current.get("topic") in queue:
+            return current["topic"]
+        for topic in queue:
+            if self.peek(topic)["status"] not in (DONE, QUARANTINED):
+                return topic
+        return None
+
+    def counts(self, queue: tuple[str, ...]) -> dict[str, int]:
+        done = sum(1 for t in queue if self.peek(t)["status"] == DONE)
+        quarantined = sum(1 for t in queue if self.peek(t)["status"] == QUARANTINED)
+        return {"done": done, "pending": len(queue) - done - quarantined, "quarantined": quarantined}
+
+    # -- the attempt in progress ------------------------------------------------------
+    def current(self, topic: str, run_id: str) -> dict[str, Any]:
+        """The attempt in progress for ``topic``, started if there is none."""
+        cur = self.data.get("current")
+        if not cur or cur.get("topic") != topic:
+            state = self.topic_state(topic)
+            cur = {"topic": topic, "attempt": state["attempts"] + 1, "run_id": run_id,
+                   "started": _now(), "steps": {}}
+            self.data["current"] = cur
+        return cur
+
+    def record_step(self, name: str, result: dict[str, Any]) -> None:
+        self.data["current"]["steps"][name] = {**result, "recorded": _now()}
+        self.save()
+
+    def finish_attempt(self, *, passed: bool, feedback: list[str], max_attempts: int,
+                       stored: dict[str, Any] | None = None) -> str:
+        """Close the attempt in one write; returns the topic's new status."""
+        cur = self.data["current"]
+        state = self.topic_state(cur["topic"])
+        state["attempts"] += 1
+        if passed:
+            state["status"] = DONE
+            state["stored"] = stored
+        else:
+            state["feedback"] = (state.get("feedback") or []) + [
+                {"attempt": cur["attempt"], "issues": feedback}]
+            state["status"] = QUARANTINED if state["attempts"] >= max_attempts else "pending"
+        state["updated"] = _now()
+        self.data["current"] = None
+        self.save()
+        return state["status"]
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()

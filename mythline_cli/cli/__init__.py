@@ -1,0 +1,50 @@
+"""The ``mythline`` command: one Typer app, one module per command group."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from .. import __version__
+from . import budget, init, run, status
+from ._util import STATE
+
+EXIT_CODES = """Exit codes: 0 stored or nothing due · 1 the cycle failed · 2 usage or config error ·
+3 over budget · 4 already running · 5 paused or backing off · 130/143 interrupted."""
+
+app = typer.Typer(
+    name="mythline",
+    help="Mythline: a fleet of LLM research agents that build a World of Warcraft lore store, "
+    "one short, budgeted, crash-safe run at a time.\n\n" + EXIT_CODES,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mythline {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    config: Path = typer.Option(None, "--config", "-c", help="Config file to use (else $MYTHLINE_CONFIG, "
+                                "./mythline.toml, the user config dir, then built-in defaults).",
+                                dir_okay=False),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks instead of one-line errors."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    STATE.config = config
+    STATE.debug = debug
+
+
+app.command("run", help=run.HELP)(run.run_cli)
+app.command("status", help=status.HELP)(status.status_cli)
+app.command("init", help=init.HELP)(init.init_cli)
+app.command("home", help="Print the state home (set MYTHLINE_HOME to move it).")(status.home_cli)
+app.add_typer(budget.app, name="budget")

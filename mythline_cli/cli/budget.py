@@ -1,0 +1,73 @@
+"""``mythline budget show|reset``: the ledger, read or zeroed."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from ..errors import UsageError
+from ._util import boundary, out, print_json, settings
+
+app = typer.Typer(no_args_is_help=True, help="Look at or reset the budget ledger (spend per agent and for the fleet).")
+
+
+@app.command("show", help="Spent, reserved and cap per agent and for the fleet, in the current window.")
+def show_cli(json_out: bool = typer.Option(False, "--json", help="Print the report as JSON.")) -> None:
+    with boundary():
+        from ..ledger import Ledger
+
+        cfg = settings()
+        report = Ledger(cfg).report()
+        if json_out:
+            print_json(report)
+            return
+        from rich.table import Table
+
+        day = report["fleet"]["day"]
+        table = Table(title=f"Budget · day {day['window']} ({report['timezone']})", title_justify="left")
+        for col in ("scope", "USD spent", "USD reserved", "USD cap", "tokens spent", "tokens reserved", "token cap"):
+            table.add_column(col, justify="left" if col == "scope" else "right")
+
+        def cap(value: float | int | None, usd: bool) -> str:
+            if value is None:
+                return "none"
+            return f"${value:.2f}" if usd else f"{value:,}"
+
+        def add(scope: str, row: dict) -> None:
+            table.add_row(scope, f"${row['usd']['spent']:.4f}", f"${row['usd']['reserved']:.4f}",
+                          cap(row["usd"]["cap"], True), f"{int(row['tokens']['spent']):,}",
+                          f"{int(row['tokens']['reserved']):,}", cap(row["tokens"]["cap"], False))
+
+        for name, row in report["agents"].items():
+            add(name, row)
+        add("fleet (day)", day)
+        month = report["fleet"]["month"]
+        add(f"fleet (month {month['window']})", month)
+        out().print(table)
+
+
+@app.command("reset", help="Zero the current window's spend for one agent or all, recorded in the ledger "
+                           "history and the events. Asks first on a terminal; needs --yes otherwise.")
+def reset_cli(
+    agent: str = typer.Option(None, "--agent", help="Reset only this agent (default: every agent)."),
+    month: bool = typer.Option(False, "--month", help="Also zero the current month."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+) -> None:
+    with boundary():
+        from ..events import EventLog
+        from ..ledger import Ledger
+
+        cfg = settings()
+        if agent is not None:
+            cfg.agent(agent)  # unknown agent -> exit 2
+        what = f"agent {agent}" if agent else "every agent"
+        if not yes:
+            if not (sys.stdin and sys.stdin.isatty()):
+                raise UsageError(f"refusing to reset the budget of {what} without --yes (not on a terminal)")
+            if not typer.confirm(f"Zero today's{' and this month' + chr(39) + 's' if month else ''} spend for {what}?"):
+                raise typer.Exit(1)
+        entry = Ledger(cfg).reset(agent=agent, month=month)
+        for name in ([agent] if agent else cfg.agent_names):
+            EventLog(name, "budget-reset").emit("budget-reset", windows=entry["windows"], scope=entry["agent"])
+        out().print(f"Reset {what} for {', '.join(entry['windows'])}.")

@@ -1,0 +1,149 @@
+"""``mythline run``: one research -> validate -> store cycle for one agent."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from ..errors import ExitCode
+from ._util import boundary, fail_line, is_tty, out, print_json, settings
+
+HELP = """Run one research -> validate -> store cycle for AGENT, then exit.
+
+Meant to be started by cron or Task Scheduler. It takes the agent's run lock, resumes
+the topic in progress (or takes the next one), reserves every LLM call in the budget
+ledger before sending it, records each step's result the moment it exists, and stores
+the record only if it passes validation. Quiet on success when not on a terminal; one
+line on stderr on failure.
+
+Examples:
+  mythline run world-npcs --dry-run     # prompts, estimate and budget decision; calls nothing
+  mythline run world-npcs               # one real cycle (needs OPENROUTER_API_KEY)
+"""
+
+
+class LiveView:
+    """A live table of the run's steps, tokens and cost (terminal only)."""
+
+    def __init__(self, agent: str) -> None:
+        from rich.live import Live
+
+        self.agent = agent
+        self.rows: dict[str, dict[str, Any]] = {}
+        self.topic = ""
+        self.note = "starting"
+        self.live = Live(self._render(), console=out(), refresh_per_second=8, transient=False)
+
+    def _render(self) -> Any:
+        from rich.table import Table
+
+        table = Table(title=f"{self.agent} · {self.topic}", title_justify="left", expand=False)
+        for col in ("step", "status", "tokens", "cost (USD)", "latency"):
+            table.add_column(col, justify="right" if col != "step" and col != "status" else "left")
+        for step, row in self.rows.items():
+            table.add_row(step, row.get("status", ""), row.get("tokens", ""), row.get("usd", ""), row.get("latency", ""))
+        table.caption = self.note
+        return table
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        kind = event["event"]
+        if kind == "llm-request":
+            est = event["estimate"]
+            usd = f"≤{est['usd']:.5f}" if est.get("usd") is not None else "?"
+            self.rows[event["step"]] = {"status": "calling…", "tokens": f"≤{est['prompt_tokens'] + est['max_output_tokens']:,}", "usd": usd}
+        elif kind == "llm-retry":
+            self.rows.setdefault(event["step"], {})["status"] = f"retrying ({event.get('kind')})"
+        elif kind == "llm-call":
+            row = self.rows.setdefault(event["step"], {})
+            if event.get("ok"):
+                row.update(status="done", tokens=f"{event['prompt_tokens'] + event['completion_tokens']:,}",
+                           usd=f"{event['usd']:.5f}" if event.get("usd") is not None else "-",
+                           latency=f"{event['latency_s']:.1f}s")
+            else:
+                row.update(status=f"failed: {event.get('kind')}")
+        elif kind == "verdict":
+            self.note = f"verdict: score {event.get('score')} · {'passed' if event.get('passed') else 'rejected'}"
+        elif kind == "store":
+            self.note = f"stored ({event.get('action')}): {event.get('path')}"
+        elif kind == "quarantine":
+            self.note = "topic quarantined"
+        self.live.update(self._render())
+
+    def start_topic(self, topic: str) -> None:
+        self.topic = topic
+
+
+def run_cli(
+    agent: str = typer.Argument(..., help="Agent to run (see: mythline status)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Render the prompts, print the estimate and the budget "
+                                 "decision; call nothing, write nothing. Needs no API key or network."),
+    model: str = typer.Option(None, "--model", help="Model for this run (overrides MYTHLINE_MODEL and the config)."),
+    base_url: str = typer.Option(None, "--base-url", help="OpenAI-compatible API base URL for this run "
+                                 "(overrides MYTHLINE_BASE_URL and the config)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the outcome (or the dry run) as JSON."),
+) -> None:
+    with boundary():
+        cfg = settings(model=model, base_url=base_url)
+        if dry_run:
+            from ..cycle import dry_run as plan
+
+            report = plan(cfg, agent)
+            if json_out:
+                print_json(report)
+            else:
+                _print_plan(report)
+            code = ExitCode.OK if report.get("topic") is None or report["budget"]["allowed"] else ExitCode.OVER_BUDGET
+            raise typer.Exit(code)
+
+        from ..cycle import run_agent
+
+        view = LiveView(agent) if is_tty() and not json_out else None
+        listener = None
+        if view is not None:
+            def listener(event: dict[str, Any]) -> None:
+                if event["event"] == "run-start":
+                    view.live.start()
+                if event.get("topic") and not view.topic:
+                    view.start_topic(event["topic"])
+                view(event)
+        try:
+            outcome = run_agent(cfg, agent, listener=listener)
+        finally:
+            if view is not None:
+                view.live.stop()
+    for warning in outcome.warnings:
+        fail_line(warning)
+    if json_out:
+        print_json({"agent": outcome.agent, "exit_code": outcome.code, "state": outcome.state,
+                    "result": outcome.result, "topic": outcome.topic, "message": outcome.message})
+    elif outcome.message:
+        fail_line(outcome.message)
+    elif is_tty():
+        out().print(f"{outcome.agent}: {outcome.result or outcome.state}"
+                    + (f" · {outcome.topic}" if outcome.topic else ""))
+    raise typer.Exit(outcome.code)
+
+
+def _print_plan(report: dict[str, Any]) -> None:
+    con = out()
+    if report.get("topic") is None:
+        con.print(f"{report['agent']}: the queue is empty; a run would do nothing.")
+        return
+    con.rule(f"{report['agent']} · {report['topic']} · {report['step']} (attempt {report['attempt']})")
+    for message in report["messages"]:
+        con.print(f"[bold]{message['role']}[/bold]", markup=True)
+        con.print(message["content"], markup=False)
+        con.print()
+    est = report["estimate"]
+    usd = f"${est['usd']:.6f}" if est["usd"] is not None else "unknown (no price for this model)"
+    con.rule("estimate")
+    con.print(f"model {report['model']} at {report['base_url']}")
+    con.print(f"prompt ≤ {est['prompt_tokens']:,} tokens (counted by {est['counted_by']}) + output ≤ "
+              f"{est['max_output_tokens']:,} tokens = {est['tokens']:,} tokens, {usd}"
+              + (f"  [price: {est['price']}]" if est["price"] else ""), markup=False)
+    budget = report["budget"]
+    if budget["allowed"]:
+        con.print("budget: allowed — a real run would reserve this and send the call.")
+    else:
+        con.print(f"budget: refused — {budget['reason']}", markup=False)

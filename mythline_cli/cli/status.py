@@ -1,0 +1,102 @@
+"""``mythline status`` and ``mythline home``: read files only, never import the LLM stack."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import typer
+
+from ._util import boundary, out, print_json, settings
+
+HELP = """Show every agent's state from its heartbeat, and the fleet's budget.
+
+States: never-run, ok, running, late (past its next due time), down (past due + grace,
+or a run hung past budget.run_timeout), failed, paused, over-budget, queue-empty.
+Exit 1 when any agent is down or failed, else 0 — usable as a monitoring check.
+"""
+
+STYLES = {"ok": "green", "running": "cyan", "late": "yellow", "down": "bold red", "failed": "red",
+          "paused": "magenta", "over-budget": "yellow", "queue-empty": "blue", "never-run": "dim"}
+
+
+def _ago(ts: str | None, now: datetime) -> str:
+    if not ts:
+        return "-"
+    try:
+        then = datetime.fromisoformat(ts)
+    except ValueError:
+        return "-"
+    secs = (now - then).total_seconds()
+    future = secs < 0
+    secs = abs(secs)
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "m")):
+        if secs >= size:
+            text = f"{int(secs // size)}{unit}"
+            break
+    else:
+        text = f"{int(secs)}s"
+    return f"in {text}" if future else f"{text} ago"
+
+
+def _money(spent: float, cap: float | None) -> str:
+    return f"${spent:.2f}" + (f" / ${cap:.2f}" if cap is not None else "")
+
+
+def _tokens(spent: int, cap: int | None) -> str:
+    def k(n: float) -> str:
+        return f"{n / 1000:.0f}k" if n >= 10_000 else f"{int(n):,}"
+    return k(spent) + (f" / {k(cap)}" if cap is not None else "")
+
+
+def render(data: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    now = datetime.fromisoformat(data["now"])
+    table = Table(title="Mythline fleet", title_justify="left", caption_justify="left")
+    for col, justify in (("agent", "left"), ("state", "left"), ("last run", "right"), ("last success", "right"),
+                         ("next due", "right"), ("fails", "right"), ("done/pend/quar", "right"),
+                         ("tokens today", "right"), ("USD today", "right")):
+        table.add_column(col, justify=justify, no_wrap=True)
+    for row in data["agents"]:
+        state = row["state"] + (f" ({row['note']})" if row["note"] else "")
+        t = row["topics"]
+        table.add_row(
+            row["agent"], f"[{STYLES.get(row['state'], '')}]{state}[/]", _ago(row["last_run"], now),
+            _ago(row["last_success"], now), _ago(row["next_due"], now) if row["next_due"] else "-",
+            str(row["consecutive_failures"] or 0), f"{t['done']}/{t['pending']}/{t['quarantined']}",
+            _tokens(row["tokens_today"], row["tokens_cap"]), _money(row["usd_today"], row["usd_cap"]),
+        )
+    day = data["fleet"]["day"]
+    caption = (f"fleet today ({day['window']}): {_money(day['usd']['spent'], day['usd']['cap'])}"
+               f" + ${day['usd']['reserved']:.2f} reserved · {_tokens(day['tokens']['spent'], day['tokens']['cap'])} tokens")
+    month = data["fleet"]["month"]
+    if month["usd"]["cap"] is not None or month["tokens"]["cap"] is not None:
+        caption += f" · month {month['window']}: {_money(month['usd']['spent'], month['usd']['cap'])}"
+    caption += f" · {data['open_reservations']} open reservation(s) · state home {data['home']}"
+    table.caption = caption
+    con = out()
+    con.print(table)
+    for row in data["agents"]:
+        if row["last_error"]:
+            con.print(f"[bold]{row['agent']}[/]: {row['last_error']}", markup=True)
+    if data.get("ledger_error"):
+        con.print(f"[red]ledger:[/] {data['ledger_error']}", markup=True)
+
+
+def status_cli(json_out: bool = typer.Option(False, "--json", help="Print the same data as JSON.")) -> None:
+    with boundary():
+        from ..status import collect
+
+        data = collect(settings())
+        if json_out:
+            print_json(data)
+        else:
+            render(data)
+    raise typer.Exit(1 if data["failing"] else 0)
+
+
+def home_cli() -> None:
+    from .. import paths
+
+    typer.echo(str(paths.home()))

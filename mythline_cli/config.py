@@ -1,0 +1,306 @@
+"""``mythline.toml`` as pydantic models, its lookup, and the built-in default fleet.
+
+Precedence for a setting: command-line flag > environment > file > built-in default.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+from . import paths
+from .durations import parse_duration
+from .errors import ConfigError, UsageError
+from .fleet.topics import DESCRIPTIONS, DOMAINS, TOPICS
+
+OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
+DEFAULT_MODEL = "openai/gpt-4o-mini"
+CONFIG_NAME = "mythline.toml"
+
+MIN_INTERVAL = 60.0
+MAX_INTERVAL = 31 * 86400.0
+
+
+def _duration(value: Any) -> float:
+    return parse_duration(value)
+
+
+def _interval(value: Any) -> float:
+    seconds = parse_duration(value)
+    if not MIN_INTERVAL <= seconds <= MAX_INTERVAL:
+        raise ValueError("an interval must be between 1m and 31d")
+    return seconds
+
+
+def _cap(value: Any) -> Any:
+    # TOML has no null: "none" switches a cap off. Zero or negative is a mistake, not "off".
+    if isinstance(value, str) and value.strip().lower() == "none":
+        return None
+    if isinstance(value, bool):
+        raise ValueError("a cap is a positive number, or \"none\" for no cap")
+    if isinstance(value, (int, float)) and value <= 0:
+        raise ValueError("a cap must be greater than 0 (write \"none\" for no cap)")
+    return value
+
+
+Duration = Annotated[float, BeforeValidator(_duration)]
+Interval = Annotated[float, BeforeValidator(_interval)]
+UsdCap = Annotated[float | None, BeforeValidator(_cap)]
+TokenCap = Annotated[int | None, BeforeValidator(_cap)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Prices(_Model):
+    """USD per million tokens, for a model the bundled price table does not know."""
+
+    input_per_million: float = Field(ge=0)
+    output_per_million: float = Field(ge=0)
+
+
+class Provider(_Model):
+    """Where chat completions go and how they are called."""
+
+    base_url: str = OPENROUTER_BASE_URL
+    model: str = DEFAULT_MODEL
+    api_key_env: str = "OPENROUTER_API_KEY"
+    timeout: Duration = 120.0
+    temperature: float = Field(default=0.0, ge=0, le=2)
+    max_output_tokens: int = Field(default=4096, gt=0, le=1_000_000)
+    structured_outputs: Literal["json_schema", "json_object"] = "json_schema"
+    max_attempts: int = Field(default=5, ge=1, le=20)
+    max_retry_wait: Duration = 60.0
+    max_retry_time: Duration = 300.0
+    tokenizer: Literal["auto", "chars"] = "auto"
+    estimate_margin: float = Field(default=1.25, ge=1, le=10)
+    prices: dict[str, Prices] = {}
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+
+class Budget(_Model):
+    """Fleet-wide caps and the budget window."""
+
+    timezone: str = "local"
+    daily_usd: UsdCap = 5.0
+    daily_tokens: TokenCap = 5_000_000
+    monthly_usd: UsdCap = None
+    monthly_tokens: TokenCap = None
+    run_timeout: Duration = 1800.0
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        if value != "local":
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown timezone {value!r}; use an IANA name like 'Europe/Berlin' or 'local'") from None
+        return value
+
+
+class AgentSettings(_Model):
+    """Per-agent settings; ``[defaults]`` holds the fleet's, ``[agents.NAME]`` overrides."""
+
+    enabled: bool | None = None
+    interval: Interval | None = None
+    grace: Duration | None = None
+    max_attempts: int | None = Field(default=None, ge=1, le=20)
+    min_score: float | None = Field(default=None, ge=0, le=1)
+    min_sources: int | None = Field(default=None, ge=0, le=50)
+    daily_usd: UsdCap = None
+    daily_tokens: TokenCap = None
+    model: str | None = None
+    topics: list[str] | None = None
+    extra_topics: list[str] | None = None
+
+
+DEFAULT_AGENT = AgentSettings(
+    enabled=True, interval=1800.0, grace=900.0, max_attempts=3, min_score=0.7,
+    min_sources=2, daily_usd=0.5, daily_tokens=500_000,
+)
+
+
+class Config(_Model):
+    """The whole of ``mythline.toml``."""
+
+    provider: Provider = Provider()
+    budget: Budget = Budget()
+    defaults: AgentSettings = AgentSettings()
+    agents: dict[str, AgentSettings] = {}
+    prompts_dir: str | None = None
+
+    @field_validator("agents")
+    @classmethod
+    def _known(cls, value: dict[str, AgentSettings]) -> dict[str, AgentSettings]:
+        for name in value:
+            if name not in TOPICS:
+                raise ValueError(f"unknown agent {name!r}; the fleet is: {', '.join(TOPICS)}")
+        return value
+
+
+@dataclass(frozen=True)
+class Agent:
+    """One agent with every setting resolved."""
+
+    name: str
+    domain: str
+    description: str
+    enabled: bool
+    interval: float
+    grace: float
+    max_attempts: int
+    min_score: float
+    min_sources: int
+    daily_usd: float | None
+    daily_tokens: int | None
+    model: str
+    topics: tuple[str, ...]
+
+
+@dataclass
+class Settings:
+    """A loaded configuration: the models, where it came from, and resolved agents."""
+
+    config: Config
+    source: Path | None
+
+    @property
+    def provider(self) -> Provider:
+        return self.config.provider
+
+    @property
+    def budget(self) -> Budget:
+        return self.config.budget
+
+    @property
+    def agent_names(self) -> list[str]:
+        return list(TOPICS)
+
+    def agent(self, name: str) -> Agent:
+        if name not in TOPICS:
+            raise UsageError(f"unknown agent {name!r}; the fleet is: {', '.join(TOPICS)} (see: mythline status)")
+        merged: dict[str, Any] = {}
+        for layer in (DEFAULT_AGENT, self.config.defaults, self.config.agents.get(name)):
+            if layer is None:
+                continue
+            merged.update({k: v for k, v in layer.model_dump().items() if k in layer.model_fields_set or layer is DEFAULT_AGENT})
+        topics = tuple(merged.get("topics") or TOPICS[name]) + tuple(merged.get("extra_topics") or ())
+        # A topic listed twice is one topic.
+        topics = tuple(dict.fromkeys(t.strip() for t in topics if t.strip()))
+        return Agent(
+            name=name, domain=DOMAINS[name], description=DESCRIPTIONS[name],
+            enabled=merged["enabled"], interval=merged["interval"], grace=merged["grace"],
+            max_attempts=merged["max_attempts"], min_score=merged["min_score"],
+            min_sources=merged["min_sources"], daily_usd=merged["daily_usd"],
+            daily_tokens=merged["daily_tokens"], model=merged.get("model") or self.provider.model,
+            topics=topics,
+        )
+
+    def agents(self) -> list[Agent]:
+        return [self.agent(name) for name in TOPICS]
+
+    def prompts_dir(self) -> Path | None:
+        raw = self.config.prompts_dir
+        if not raw:
+            return None
+        path = Path(raw).expanduser()
+        if not path.is_absolute() and self.source is not None:
+            path = self.source.parent / path
+        return path
+
+
+def find_config(explicit: Path | None) -> Path | None:
+    """The config file to use: ``--config``, ``$MYTHLINE_CONFIG``, ./, user config dir."""
+    if explicit is not None:
+        if not explicit.is_file():
+            raise ConfigError("no such file (given with --config)", path=explicit)
+        return explicit
+    env = os.environ.get("MYTHLINE_CONFIG")
+    if env:
+        path = Path(env).expanduser()
+        if not path.is_file():
+            raise ConfigError("no such file (given in MYTHLINE_CONFIG)", path=path)
+        return path
+    for candidate in (Path.cwd() / CONFIG_NAME, paths.user_config_dir() / CONFIG_NAME):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _env_overrides(data: dict[str, Any]) -> dict[str, Any]:
+    provider = dict(data.get("provider") or {})
+    for env, key in (("MYTHLINE_BASE_URL", "base_url"), ("MYTHLINE_MODEL", "model")):
+        value = os.environ.get(env)
+        if value:
+            provider[key] = value
+    if provider:
+        data = {**data, "provider": provider}
+    return data
+
+
+def _describe(exc: ValidationError) -> tuple[str, str]:
+    err = exc.errors()[0]
+    key = ".".join(str(p) for p in err["loc"])
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        msg = "unknown key"
+    elif kind == "value_error":
+        msg = str(err.get("ctx", {}).get("error", err["msg"]))
+    else:
+        msg = err["msg"]
+        if "input" in err and not isinstance(err["input"], (dict, list)):
+            msg += f" (got {err['input']!r})"
+    more = len(exc.errors()) - 1
+    if more:
+        msg += f" (and {more} more problem{'s' if more > 1 else ''})"
+    return key, msg
+
+
+def parse_config(data: dict[str, Any], source: Path | None = None) -> Settings:
+    try:
+        config = Config.model_validate(_env_overrides(data))
+    except ValidationError as exc:
+        key, msg = _describe(exc)
+        raise ConfigError(msg, path=source, key=key) from None
+    return Settings(config=config, source=source)
+
+
+def load_settings(explicit: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Find, read and validate the configuration; flags in ``overrides`` win over everything."""
+    path = find_config(explicit)
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read ({exc.strerror})", path=path) from None
+        try:
+            data = tomllib.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise ConfigError("not UTF-8 text; save it as UTF-8", path=path) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"not valid TOML ({exc})", path=path) from None
+    settings = parse_config(data, path)
+    if overrides:
+        merged = settings.config.provider.model_dump() | {k: v for k, v in overrides.items() if v is not None}
+        try:
+            provider = Provider.model_validate(merged)
+        except ValidationError as exc:
+            key, msg = _describe(exc)
+            raise ConfigError(msg, key=f"--{key.replace('_', '-')}") from None
+        settings.config = settings.config.model_copy(update={"provider": provider})
+    return settings

@@ -1,0 +1,361 @@
+"""One research -> validate -> store pass for one agent: the step machine.
+
+Every LLM call is estimated and reserved in the ledger first, settled after, and its
+result recorded in the checkpoint before anything else happens. A run that dies at any
+point resumes at the first step without a recorded result.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from filelock import FileLock, Timeout
+
+from . import checkpoint as ckpt_mod
+from . import heartbeat as hb_mod
+from . import paths, pricing, research, validate
+from .checkpoint import Checkpoint
+from .config import Agent, Settings
+from .errors import (AlreadyRunning, BudgetExceeded, ExitCode, LedgerCorrupt, LLMError, MythlineError,
+                     UnknownPrice, UsageError)
+from .events import EventLog
+from .fleet.schemas import RECORD_MODELS
+from .heartbeat import Heartbeat
+from .ledger import Ledger, Reservation
+from .store import store_record
+
+Listener = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class Outcome:
+    """How a run ended: exit code, heartbeat state, and the one line to show on failure."""
+
+    code: int
+    state: str
+    agent: str
+    topic: str | None = None
+    message: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    result: str | None = None  # stored / unchanged / rejected / quarantined / queue-empty
+
+
+def new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+
+
+def api_key(settings: Settings) -> str | None:
+    """The key from the configured environment variable; None for keyless local servers."""
+    env = settings.provider.api_key_env
+    if not env:
+        return None
+    key = os.environ.get(env, "").strip()
+    if not key:
+        raise UsageError(
+            f"{env} is not set; export your API key in it (or set provider.api_key_env = \"\" "
+            "for a local server that needs no key)"
+        )
+    return key
+
+
+class _CallBudget:
+    """The ledger side of one logical call: reserve, pay for lost attempts, settle."""
+
+    def __init__(self, ledger: Ledger, agent: Agent, estimate: pricing.Estimate, *, run_id: str, step: str,
+                 events: EventLog) -> None:
+        self.ledger, self.agent, self.estimate = ledger, agent, estimate
+        self.run_id, self.step, self.events = run_id, step, events
+        self.open: Reservation | None = ledger.reserve(agent, estimate, run_id=run_id, step=step)
+
+    def _cost(self, prompt: int, completion: int, provider_cost: float | None) -> tuple[float | None, str]:
+        if provider_cost is not None:
+            return provider_cost, "provider"
+        usd = pricing.cost_of(prompt, completion, self.estimate.price)
+        return usd, "tokens x prices" if usd is not None else "unpriced"
+
+    def charge_failure(self, billed: tuple[int, int, float | None] | None) -> None:
+        """Close the open reservation for an attempt that failed."""
+        if self.open is None:
+            return
+        res, self.open = self.open, None
+        if billed is None:
+            # The provider may have billed a call we never saw the end of: count the estimate.
+            self.ledger.settle(res, usd=res.usd, tokens=res.tokens, unsettled=True)
+        elif billed == (0, 0, 0.0):
+            self.ledger.release(res)
+        else:
+            usd, _ = self._cost(*billed)
+            self.ledger.settle(res, usd=usd, tokens=billed[0] + billed[1])
+
+    def before_retry(self, failure: Any) -> None:
+        self.charge_failure(getattr(failure, "billed", None))
+        self.events.emit("llm-retry", step=self.step, error=str(failure), kind=getattr(failure, "kind", None),
+                         retry_after=getattr(failure, "retry_after", None))
+        self.open = self.ledger.reserve(self.agent, self.estimate, run_id=self.run_id, step=self.step)
+
+    def settle(self, prompt: int, completion: int, provider_cost: float | None) -> tuple[float | None, str]:
+        usd, source = self._cost(prompt, completion, provider_cost)
+        assert self.open is not None
+        res, self.open = self.open, None
+        self.ledger.settle(res, usd=usd, tokens=prompt + completion)
+        return usd, source
+
+
+class Cycle:
+    """One run of one agent. Build it, then call ``run()``."""
+
+    def __init__(self, settings: Settings, agent: Agent, *, key: str | None, listener: Listener | None = None,
+                 ledger: Ledger | None = None, client_factory: Callable[[], Any] | None = None) -> None:
+        self.settings = settings
+        self.agent = agent
+        self.key = key
+        self.run_id = new_run_id()
+        self.listener = listener
+        self.ledger = ledger or Ledger(settings)
+        self.events = EventLog(agent.name, self.run_id, secrets=(key,) if key else ())
+        self.prompts_dir = settings.prompts_dir()
+        self._client_factory = client_factory
+        self._client: Any = None
+        self.schema = RECORD_MODELS[agent.name]
+        self.mode = settings.provider.structured_outputs
+
+    # -- plumbing ------------------------------------------------------------------------
+    def emit(self, event: str, **data: Any) -> None:
+        entry = self.events.emit(event, **data)
+        if self.listener:
+            self.listener(entry)
+
+    def client(self) -> Any:
+        if self._client is None:
+            if self._client_factory is not None:
+                self._client = self._client_factory()
+            else:
+                from .llm import LLMClient  # the openai import costs a second: only when calling
+
+                self._client = LLMClient(self.settings.provider, self.key)
+        return self._client
+
+    def today(self) -> dict[str, Any]:
+        tokens, usd = self.ledger.agent_today(self.agent.name)
+        return {"tokens_today": tokens, "usd_today": round(usd, 6)}
+
+    # -- the run -----------------------------------------------------------------------
+    def run(self) -> Outcome:
+        paths.agent_dir(self.agent.name).mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(paths.run_lock(self.agent.name)), timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise AlreadyRunning(self.agent.name) from None
+        try:
+            return self._run_locked()
+        finally:
+            lock.release()
+            if self._client is not None:
+                self._client.close()
+
+    def _run_locked(self) -> Outcome:
+        agent = self.agent
+        t0 = time.monotonic()
+        warnings: list[str] = []
+        ck = Checkpoint.load(agent.name)
+        self.hb = Heartbeat(agent.name, self.run_id, previous=hb_mod.read(agent.name), pid=os.getpid())
+        self.hb.beat()
+        self.emit("run-start", pid=os.getpid(), model=agent.model, base_url=self.settings.provider.base_url)
+        if ck.moved_aside is not None:
+            msg = f"{agent.name}: checkpoint was unreadable; moved aside to {ck.moved_aside} and started afresh"
+            warnings.append(msg)
+            self.emit("corrupt-state", file="checkpoint", moved_to=str(ck.moved_aside))
+        topic = ck.next_topic(agent.topics)
+        counts = ck.counts(agent.topics)
+        if topic is None:
+            self.hb.finish("queue-empty", started_at=t0, ended_at=time.monotonic(), step=None, topics=counts,
+                           consecutive_failures=0, **self._today_safe())
+            self.emit("run-end", outcome="queue-empty", duration_s=round(time.monotonic() - t0, 3))
+            return Outcome(ExitCode.OK, "queue-empty", agent.name, result="queue-empty", warnings=warnings)
+        self.hb.beat(topic=topic, topics=counts)
+        try:
+            result = self._attempt(ck, topic)
+        except (BudgetExceeded, UnknownPrice) as exc:
+            return self._end(t0, "over-budget", exc.exit_code, topic, str(exc), ck, warnings, failure=False)
+        except LLMError as exc:
+            self.emit("error", step=self.hb.data.get("step"), error=str(exc), status=exc.status)
+            return self._end(t0, "failed", ExitCode.FAILED, topic, f"{agent.name}: {exc}", ck, warnings)
+        except LedgerCorrupt as exc:
+            self.emit("error", step=self.hb.data.get("step"), error=str(exc))
+            return self._end(t0, "failed", exc.exit_code, topic, str(exc), ck, warnings)
+        except (MythlineError, KeyboardInterrupt, Exception) as exc:
+            self.emit("error", step=self.hb.data.get("step"), error=f"{type(exc).__name__}: {exc}")
+            self._end(t0, "failed", ExitCode.FAILED, topic, f"{agent.name}: {exc}", ck, warnings)
+            raise
+        message = None
+        if result == "quarantined":
+            message = f"{agent.name}: topic {topic!r} quarantined after {agent.max_attempts} failed attempts"
+        out = self._end(t0, "ok", ExitCode.OK, topic, None, ck, warnings, result=result)
+        out.message = message
+        return out
+
+    def _today_safe(self) -> dict[str, Any]:
+        try:
+            return self.today()
+        except LedgerCorrupt:
+            return {}
+
+    def _end(self, t0: float, state: str, code: int, topic: str | None, message: str | None, ck: Checkpoint,
+             warnings: list[str], *, failure: bool = True, result: str | None = None) -> Outcome:
+        now = datetime.now(timezone.utc).isoformat()
+        fields: dict[str, Any] = {"topics": ck.counts(self.agent.topics), **self._today_safe()}
+        if state == "ok":
+            fields.update(last_success=now, consecutive_failures=0, last_outcome=result, step=None)
+        else:
+            fields.update(last_error=message, last_outcome=state)
+            if failure:
+                fields["consecutive_failures"] = int(self.hb.data.get("consecutive_failures") or 0) + 1
+        self.hb.finish(state, started_at=t0, ended_at=time.monotonic(), **fields)
+        self.emit("run-end", outcome=result or state, exit_code=code, duration_s=round(time.monotonic() - t0, 3))
+        return Outcome(code, state, self.agent.name, topic=topic, message=message, warnings=warnings, result=result)
+
+    # -- one attempt at one topic --------------------------------------------------------
+    def _attempt(self, ck: Checkpoint, topic: str) -> str:
+        agent = self.agent
+        cur = ck.current(topic, self.run_id)
+        steps = cur["steps"]
+        feedback = ck.peek(topic).get("feedback") or []
+        msgs = research.messages(agent, topic, feedback, self.prompts_dir, self.schema, self.mode)
+        fmt = research.response_format(self.schema, self.mode)
+
+        if "research" not in steps:
+            ck.record_step("research", self._call("research", msgs, fmt, cur["attempt"]))
+        record, error = research.parse(steps["research"]["content"], self.schema)
+        if error is not None:
+            self.emit("invalid-output", step="research", error=error)
+            if "repair" not in steps:
+                repair = research.repair_messages(msgs, steps["research"]["content"], error, self.prompts_dir)
+                ck.record_step("repair", self._call("repair", repair, fmt, cur["attempt"]))
+            record, error = research.parse(steps["repair"]["content"], self.schema)
+            if error is not None:
+                self.emit("invalid-output", step="repair", error=error)
+                return self._reject(ck, topic, [f"the answer was not a valid record: {error}"], score=None)
+
+        problems = validate.check_rules(record, agent)
+        if problems:
+            return self._reject(ck, topic, problems, score=None)
+
+        if "audit" not in steps:
+            amsgs = validate.audit_messages(agent, topic, record, self.prompts_dir, self.mode)
+            afmt = research.response_format(validate.Audit, self.mode, name="audit")
+            ck.record_step("audit", self._call("audit", amsgs, afmt, cur["attempt"]))
+        audit, error = research.parse(steps["audit"]["content"], validate.Audit)
+        if audit is None:
+            return self._reject(ck, topic, [f"the audit answer was unreadable: {error}"], score=None)
+        score, issues = float(audit["score"]), list(audit["issues"])
+        passed = score >= agent.min_score
+        self.emit("verdict", topic=topic, attempt=cur["attempt"], score=score, min_score=agent.min_score,
+                  passed=passed, issues=issues)
+        if not passed:
+            return self._reject(ck, topic, issues or [f"audit score {score:.2f} is below {agent.min_score:.2f}"],
+                                score=score, verdict_sent=True)
+
+        self.hb.beat(step="store")
+        calls = [s for s in steps.values() if "prompt_tokens" in s]
+        provenance = {
+            "agent": agent.name, "model": steps["research"].get("model", agent.model), "run_id": self.run_id,
+            "attempt": cur["attempt"], "score": score, "audit_issues": issues,
+            "tokens": sum(s["prompt_tokens"] + s["completion_tokens"] for s in calls),
+            "cost_usd": round(sum(s.get("usd") or 0.0 for s in calls), 8),
+            "sources": record.get("sources", []),
+            "researched_at": steps["research"]["recorded"], "validated_at": steps["audit"]["recorded"],
+        }
+        stored = store_record(domain=agent.domain, topic=topic, record=record, provenance=provenance)
+        self.emit("store", topic=topic, **stored)
+        ck.finish_attempt(passed=True, feedback=[], max_attempts=agent.max_attempts, stored=stored)
+        return "stored" if stored["action"] != "unchanged" else "unchanged"
+
+    def _reject(self, ck: Checkpoint, topic: str, issues: list[str], *, score: float | None,
+                verdict_sent: bool = False) -> str:
+        attempt = ck.data["current"]["attempt"]
+        if not verdict_sent:
+            self.emit("verdict", topic=topic, attempt=attempt, score=score, passed=False, issues=issues)
+        status = ck.finish_attempt(passed=False, feedback=issues, max_attempts=self.agent.max_attempts)
+        if status == ckpt_mod.QUARANTINED:
+            self.emit("quarantine", topic=topic, attempts=attempt, issues=issues)
+            return "quarantined"
+        return "rejected"
+
+    def _call(self, step: str, messages: list[dict[str, str]], fmt: dict[str, Any], attempt: int) -> dict[str, Any]:
+        """Estimate, reserve, call, settle, and return the result to record."""
+        p = self.settings.provider
+        self.hb.beat(step=step)
+        est = pricing.estimate(messages, model=self.agent.model, max_output_tokens=p.max_output_tokens, provider=p)
+        estimate = {"prompt_tokens": est.prompt_tokens, "max_output_tokens": est.max_output_tokens,
+                    "usd": est.usd, "counted_by": est.counted_by,
+                    "price": est.price.source if est.price else None}
+        budget = _CallBudget(self.ledger, self.agent, est, run_id=self.run_id, step=step, events=self.events)
+        self.emit("llm-request", step=step, attempt=attempt, estimate=estimate)
+        try:
+            result = self.client().chat(messages, model=self.agent.model, max_tokens=p.max_output_tokens,
+                                        response_format=fmt, guard=budget)
+        except LLMError as exc:
+            budget.charge_failure(getattr(exc, "billed", None))
+            self.emit("llm-call", step=step, attempt=attempt, ok=False, estimate=estimate, error=str(exc),
+                      kind=getattr(exc, "kind", None), status=exc.status, attempts=getattr(exc, "attempts", 1))
+            raise
+        except BaseException:
+            budget.charge_failure(None)  # interrupted mid-call: the provider may still bill it
+            raise
+        usd, source = budget.settle(result.prompt_tokens, result.completion_tokens, result.provider_cost)
+        self.emit("llm-call", step=step, attempt=attempt, ok=True, estimate=estimate,
+                  prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens, usd=usd,
+                  cost_source=source, latency_s=round(result.latency, 3), attempts=result.attempts,
+                  response_id=result.response_id, model=result.model)
+        self.hb.beat(**self.today())
+        return {"content": result.content, "prompt_tokens": result.prompt_tokens,
+                "completion_tokens": result.completion_tokens, "usd": usd, "cost_source": source,
+                "model": result.model, "response_id": result.response_id}
+
+
+def run_agent(settings: Settings, name: str, *, listener: Listener | None = None,
+              client_factory: Callable[[], Any] | None = None) -> Outcome:
+    """Run one cycle of agent ``name``."""
+    agent = settings.agent(name)
+    key = api_key(settings)
+    return Cycle(settings, agent, key=key, listener=listener, client_factory=client_factory).run()
+
+
+def dry_run(settings: Settings, name: str) -> dict[str, Any]:
+    """What the next run would send and whether the budget allows it; calls and writes nothing."""
+    agent = settings.agent(name)
+    ck = Checkpoint.load(agent.name, repair=False)
+    topic = ck.next_topic(agent.topics)
+    out: dict[str, Any] = {"agent": agent.name, "model": agent.model, "base_url": settings.provider.base_url,
+                           "topic": topic, "topics": ck.counts(agent.topics)}
+    if topic is None:
+        out["step"] = None
+        return out
+    schema = RECORD_MODELS[agent.name]
+    mode = settings.provider.structured_outputs
+    feedback = ck.peek(topic).get("feedback") or []
+    msgs = research.messages(agent, topic, feedback, settings.prompts_dir(), schema, mode)
+    cur = ck.data.get("current") or {}
+    steps = cur.get("steps", {}) if cur.get("topic") == topic else {}
+    step = "research"
+    if "research" in steps:
+        record, _ = research.parse((steps.get("repair") or steps["research"])["content"], schema)
+        step = "audit" if record is not None else "repair"
+        if record is not None:
+            msgs = validate.audit_messages(agent, topic, record, settings.prompts_dir(), mode)
+    p = settings.provider
+    est = pricing.estimate(msgs, model=agent.model, max_output_tokens=p.max_output_tokens, provider=p)
+    refusal = Ledger(settings).check(agent, est)
+    out.update(step=step, attempt=(ck.peek(topic)["attempts"] + 1), messages=msgs,
+               estimate={"prompt_tokens": est.prompt_tokens, "max_output_tokens": est.max_output_tokens,
+                         "tokens": est.tokens, "usd": est.usd, "counted_by": est.counted_by,
+                         "price": est.price.source if est.price else None},
+               budget={"allowed": refusal is None, "reason": str(refusal) if refusal else None})
+    return out

@@ -1,0 +1,42 @@
+"""Durations as people write them in a config: ``"90s"``, ``"30m"``, ``"1h30m"``, ``"2d"``."""
+
+from __future__ import annotations
+
+import re
+
+_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str | int | float) -> float:
+    """Seconds in ``text``; a bare number is seconds. Raises ``ValueError`` with the rule."""
+    if isinstance(text, bool):
+        raise ValueError("expected a duration like '30m', '2h' or '1d'")
+    if isinstance(text, (int, float)):
+        seconds = float(text)
+    else:
+        cleaned = text.strip().lower().replace(" ", "")
+        pos, seconds = 0, 0.0
+        for match in _PART.finditer(cleaned):
+            if match.start() != pos:
+                break
+            seconds += float(match.group(1)) * _UNITS[match.group(2)]
+            pos = match.end()
+        if not cleaned or pos != len(cleaned):
+            raise ValueError(f"{text!r} is not a duration; write it like '30m', '2h', '1h30m' or '1d'")
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest exact spelling of ``seconds``: 1800 -> '30m', 5400 -> '1h30m'."""
+    seconds = int(round(seconds))
+    if seconds == 0:
+        return "0s"
+    out = ""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size:
+            out += f"{seconds // size}{unit}"
+            seconds %= size
+    return out

@@ -1,0 +1,130 @@
+"""Typed errors. Each carries its data and the exit code the CLI turns it into."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class ExitCode:
+    """The documented exit codes of every command."""
+
+    OK = 0
+    FAILED = 1
+    USAGE = 2
+    OVER_BUDGET = 3
+    ALREADY_RUNNING = 4
+    PAUSED = 5
+    INTERRUPTED = 130
+    TERMINATED = 143
+
+
+class MythlineError(Exception):
+    """Base of every error a user can cause or meet; ``str()`` is the one line shown."""
+
+    exit_code = ExitCode.FAILED
+
+
+class ConfigError(MythlineError):
+    """The configuration cannot be used."""
+
+    exit_code = ExitCode.USAGE
+
+    def __init__(self, message: str, *, path: Path | None = None, key: str | None = None) -> None:
+        self.path = path
+        self.key = key
+        self.problem = message
+        where = str(path) if path else "configuration"
+        if key:
+            where += f": {key}"
+        super().__init__(f"{where}: {message}")
+
+
+class UsageError(MythlineError):
+    """A command was called in a way that cannot work (unknown agent, missing key)."""
+
+    exit_code = ExitCode.USAGE
+
+
+class BudgetExceeded(MythlineError):
+    """A reservation would take spend past a cap."""
+
+    exit_code = ExitCode.OVER_BUDGET
+
+    def __init__(self, *, scope: str, unit: str, window: str, spent: float, reserved: float,
+                 request: float, cap: float, setting: str, agent: str) -> None:
+        self.scope = scope  # "agent <name>" or "fleet"
+        self.unit = unit  # "usd" or "tokens"
+        self.window = window
+        self.spent = spent
+        self.reserved = reserved
+        self.request = request
+        self.cap = cap
+        self.setting = setting
+        self.agent = agent
+        used = _fmt(unit, spent + reserved)
+        reset = f"mythline budget reset --agent {agent}" if scope.startswith("agent") else "mythline budget reset"
+        super().__init__(
+            f"{scope} is over its {window} cap: {used} spent or reserved + {_fmt(unit, request)} "
+            f"for this call > {_fmt(unit, cap)}; raise {setting} in mythline.toml, wait for the "
+            f"next window, or run: {reset}"
+        )
+
+
+class UnknownPrice(MythlineError):
+    """A USD cap is set but the model's price is not known, so spend cannot be bounded."""
+
+    exit_code = ExitCode.OVER_BUDGET
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        super().__init__(
+            f"no price known for model {model!r}, so its USD caps cannot be enforced; add "
+            f'[provider.prices."{model}"] with input_per_million and output_per_million '
+            "to mythline.toml (0 for a free local model)"
+        )
+
+
+class LedgerCorrupt(MythlineError):
+    """The ledger cannot be read; spend is never silently reset to zero."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        self.path = path
+        super().__init__(
+            f"{path}: the budget ledger is unreadable ({problem}); nothing was called. "
+            "Move it aside and run: mythline budget reset --yes"
+        )
+
+
+class AlreadyRunning(MythlineError):
+    """Another run of the same agent holds its run lock."""
+
+    exit_code = ExitCode.ALREADY_RUNNING
+
+    def __init__(self, agent: str) -> None:
+        self.agent = agent
+        super().__init__(f"{agent} is already running; this run did nothing")
+
+
+class LLMError(MythlineError):
+    """A chat-completion call failed for good (after any retries)."""
+
+    def __init__(self, message: str, *, status: int | None = None, retryable: bool = False) -> None:
+        self.status = status
+        self.retryable = retryable
+        super().__init__(message)
+
+
+class BadResponse(LLMError):
+    """The provider answered, but not with a usable completion."""
+
+
+class Interrupted(MythlineError):
+    """The run was stopped by a signal at a step boundary."""
+
+    def __init__(self, signame: str, code: int) -> None:
+        self.exit_code = code
+        super().__init__(f"stopped by {signame}; the checkpoint is saved and the next run resumes")
+
+
+def _fmt(unit: str, value: float) -> str:
+    return f"${value:.4f}" if unit == "usd" else f"{int(value):,} tokens"

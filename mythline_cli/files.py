@@ -1,0 +1,179 @@
+"""The one place that writes: atomic JSON replace, JSONL append, tolerant reads.
+
+Invariant: after a crash every file is either its old or its new version. JSON files
+are written to a temp file in the same directory, fsynced, then ``os.replace``-d over
+the target (atomic on POSIX and on NTFS). A JSONL append is one ``write`` of a whole
+line; a torn tail loses at most the line being written, and the next append starts
+on a fresh line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+# Windows refuses os.replace while another process has the target open (a reader,
+# an antivirus scan, the indexer). Those holds are short: retry for about a second.
+_REPLACE_RETRIES = 20
+_REPLACE_PAUSE = 0.05
+
+
+class CorruptFile(Exception):
+    """A state file exists but does not hold what it should."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+def dumps(data: Any) -> str:
+    return json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False) + "\n"
+
+
+def _fsync_dir(directory: Path) -> None:
+    # Makes the rename itself durable on POSIX; directories cannot be opened on Windows.
+    if sys.platform == "win32":
+        return
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _replace(src: str, dst: Path) -> None:
+    for attempt in range(_REPLACE_RETRIES):
+        try:
+            os.replace(src, dst)
+            return
+        except PermissionError:
+            if sys.platform != "win32" or attempt == _REPLACE_RETRIES - 1:
+                raise
+            time.sleep(_REPLACE_PAUSE)
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so that a crash leaves the old or the new file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        _replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_bytes_atomic(path, dumps(data).encode("utf-8"))
+
+
+def read_json(path: Path) -> Any | None:
+    """The parsed file, ``None`` when it does not exist, ``CorruptFile`` when unreadable."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    if not raw.strip():
+        raise CorruptFile(path, "empty file")
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CorruptFile(path, f"not valid JSON ({exc})") from None
+
+
+def quarantine_corrupt(path: Path, now: datetime | None = None) -> Path:
+    """Move a corrupt file aside as ``<name>.corrupt-<timestamp>`` and return the new path."""
+    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%S%fZ")
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    _replace(str(path), target)
+    return target
+
+
+def append_jsonl(path: Path, record: dict[str, Any], *, fsync: bool = True) -> None:
+    """Append one JSON line; start on a fresh line if an earlier write was torn."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_BINARY", 0), 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        if size:
+            os.lseek(fd, size - 1, os.SEEK_SET)
+            if os.read(fd, 1) != b"\n":
+                line = b"\n" + line
+        os.write(fd, line)
+        if fsync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    """Every complete, parseable object line of ``path``; torn or garbled lines are skipped."""
+    try:
+        fh = path.open("rb")
+    except FileNotFoundError:
+        return
+    with fh:
+        for raw in fh:
+            if not raw.endswith(b"\n"):
+                # The tail of a write that never finished.
+                continue
+            try:
+                obj = json.loads(raw)
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                continue
+            if isinstance(obj, dict):
+                yield obj
+
+
+def tail_jsonl(path: Path, n: int) -> list[dict[str, Any]]:
+    """The last ``n`` complete lines of ``path`` without reading all of a large file."""
+    if n <= 0:
+        return []
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return []
+    block = 64 * 1024
+    with path.open("rb") as fh:
+        start = size
+        data = b""
+        while start > 0 and data.count(b"\n") <= n:
+            start = max(0, start - block)
+            fh.seek(start)
+            data = fh.read(size - start)
+    lines = data.split(b"\n")
+    if start > 0:
+        lines = lines[1:]  # the first piece may be a partial line
+    # The last piece is empty after a final newline, or a torn tail: drop it either way.
+    lines = lines[:-1]
+    out: list[dict[str, Any]] = []
+    for raw in lines:
+        try:
+            obj = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            continue
+        if isinstance(obj, dict):
+            out.append(obj)
+    return out[-n:]

@@ -1,0 +1,1 @@
+"""The built-in fleet: record schemas, topic queues and prompts."""

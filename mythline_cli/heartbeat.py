@@ -1,0 +1,61 @@
+"""``heartbeat.json``: the one small file ``mythline status`` reads per agent."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from . import files, paths
+
+STATES = ("never-run", "ok", "running", "late", "down", "failed", "paused", "over-budget", "queue-empty")
+
+
+def read(agent: str) -> dict[str, Any] | None:
+    """The last heartbeat, or None; an unreadable one is moved aside and treated as missing."""
+    path = paths.heartbeat(agent)
+    try:
+        data = files.read_json(path)
+    except files.CorruptFile:
+        files.quarantine_corrupt(path)
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def read_only(agent: str) -> dict[str, Any] | None:
+    """Like ``read`` but never touches the disk (for status)."""
+    try:
+        data = files.read_json(paths.heartbeat(agent))
+    except files.CorruptFile:
+        return {"state": "failed", "last_error": "heartbeat file is unreadable"}
+    return data if isinstance(data, dict) else None
+
+
+class Heartbeat:
+    """The heartbeat of one run: a dict kept in memory and written whole at each beat."""
+
+    def __init__(self, agent: str, run_id: str, *, previous: dict[str, Any] | None, pid: int) -> None:
+        prev = previous or {}
+        now = _now()
+        self.data: dict[str, Any] = {
+            "agent": agent, "run_id": run_id, "pid": pid, "state": "running", "step": "start",
+            "topic": None, "started": now, "updated": now, "finished": None,
+            "last_success": prev.get("last_success"), "last_error": prev.get("last_error"),
+            "last_outcome": prev.get("last_outcome"),
+            "consecutive_failures": int(prev.get("consecutive_failures") or 0),
+            "duration_s": None, "tokens_today": prev.get("tokens_today", 0), "usd_today": prev.get("usd_today", 0.0),
+            "topics": prev.get("topics") or {"done": 0, "pending": 0, "quarantined": 0},
+        }
+
+    def beat(self, **fields: Any) -> None:
+        self.data.update(fields)
+        self.data["updated"] = _now()
+        files.write_json(paths.heartbeat(self.data["agent"]), self.data)
+
+    def finish(self, state: str, *, started_at: float, ended_at: float, **fields: Any) -> None:
+        self.data["finished"] = _now()
+        self.data["duration_s"] = round(ended_at - started_at, 3)
+        self.beat(state=state, **fields)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()

@@ -1,0 +1,331 @@
+"""The file-locked budget ledger: reserve before a call, settle after, reclaim the dead.
+
+Every change is a read-modify-write of ``ledger.json`` under ``ledger.lock``; the lock is
+held for the few milliseconds that takes and never across network I/O. Spend is kept
+per agent per window ("day:2026-11-25", "month:2026-11"); fleet figures are their sum.
+A reservation counts against every window it was made in until it is settled, released,
+or reclaimed.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone, tzinfo
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from filelock import FileLock, Timeout
+
+from . import files, paths
+from .config import Agent, Settings
+from .errors import BudgetExceeded, LedgerCorrupt, MythlineError, UnknownPrice
+from .pricing import Estimate
+from .procs import pid_alive
+
+VERSION = 1
+LOCK_TIMEOUT = 30.0
+
+
+def zone(name: str) -> tzinfo:
+    if name == "local":
+        return datetime.now().astimezone().tzinfo or timezone.utc
+    return ZoneInfo(name)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def window_keys(now: datetime, tz: tzinfo) -> dict[str, str]:
+    """The current budget windows for a wall clock instant in the budget's timezone."""
+    local = now.astimezone(tz)
+    return {"day": f"day:{local.date().isoformat()}", "month": f"month:{local:%Y-%m}"}
+
+
+def _empty() -> dict[str, Any]:
+    return {"version": VERSION, "windows": {}, "reservations": {}}
+
+
+def _bucket(window: dict[str, Any], agent: str) -> dict[str, Any]:
+    return window.setdefault("agents", {}).setdefault(
+        agent, {"usd": 0.0, "tokens": 0, "unsettled_usd": 0.0, "calls": 0}
+    )
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """An open hold on the budget for one call."""
+
+    id: str
+    agent: str
+    usd: float | None
+    tokens: int
+
+
+@dataclass
+class Usage:
+    """Spent and reserved in one window for one scope, against its cap."""
+
+    spent: float
+    reserved: float
+    cap: float | None
+
+
+class Ledger:
+    """Reserve, settle, release, reclaim, reset and report, all under one file lock."""
+
+    def __init__(self, settings: Settings, *, now: Callable[[], datetime] = utcnow,
+                 lock_timeout: float = LOCK_TIMEOUT, history: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.settings = settings
+        self.now = now
+        self.tz = zone(settings.budget.timezone)
+        self.lock_timeout = lock_timeout
+        self.host = socket.gethostname()
+        self.last_lock_wait = 0.0
+        self.last_lock_held = 0.0
+        self._history = history
+
+    # -- storage -----------------------------------------------------------------
+    def _load(self) -> dict[str, Any]:
+        path = paths.ledger()
+        try:
+            data = files.read_json(path)
+        except files.CorruptFile as exc:
+            raise LedgerCorrupt(path, exc.problem) from None
+        if data is None:
+            return _empty()
+        if not (isinstance(data, dict) and isinstance(data.get("windows"), dict)
+                and isinstance(data.get("reservations"), dict)):
+            raise LedgerCorrupt(path, "not a ledger")
+        return data
+
+    @contextmanager
+    def _locked(self) -> Iterator[dict[str, Any]]:
+        """The ledger, loaded under the lock; saved when the block exits cleanly."""
+        paths.home().mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(paths.ledger_lock()), timeout=self.lock_timeout)
+        t0 = time.perf_counter()
+        try:
+            lock.acquire()
+        except Timeout:
+            raise MythlineError(
+                f"the budget ledger stayed locked for {self.lock_timeout:.0f}s "
+                f"({paths.ledger_lock()}); is a process stuck? nothing was called"
+            ) from None
+        t1 = time.perf_counter()
+        try:
+            data = self._load()
+            self._reclaim(data)
+            self._roll(data)
+            yield data
+            files.write_json(paths.ledger(), data)
+        finally:
+            lock.release()
+            t2 = time.perf_counter()
+            self.last_lock_wait, self.last_lock_held = t1 - t0, t2 - t1
+
+    def _log(self, entry: dict[str, Any]) -> None:
+        entry = {"ts": self.now().isoformat(), **entry}
+        files.append_jsonl(paths.ledger_history(), entry)
+        if self._history is not None:
+            self._history(entry)
+
+    # -- housekeeping done on every access ---------------------------------------
+    def _reclaim(self, data: dict[str, Any]) -> None:
+        """Charge reservations whose process is gone at their estimate, marked unsettled."""
+        timeout = self.settings.budget.run_timeout
+        now_ts = self.now().timestamp()
+        for rid, res in list(data["reservations"].items()):
+            age = now_ts - float(res.get("created_ts", 0))
+            dead = res.get("host") == self.host and not pid_alive(int(res.get("pid", 0)))
+            if not dead and age <= timeout:
+                continue
+            del data["reservations"][rid]
+            usd = res.get("usd") or 0.0
+            for key in res.get("windows", []):
+                window = data["windows"].get(key)
+                if window is None:
+                    continue
+                bucket = _bucket(window, res["agent"])
+                bucket["usd"] += usd
+                bucket["tokens"] += int(res.get("tokens", 0))
+                bucket["unsettled_usd"] += usd
+                bucket["calls"] += 1
+            # The provider may have billed the call, so it counts at its estimate.
+            self._log({"event": "reclaim", "reservation": rid, "agent": res["agent"],
+                       "pid": res.get("pid"), "run_id": res.get("run_id"),
+                       "reason": "process gone" if dead else "older than run_timeout",
+                       "usd": usd, "tokens": res.get("tokens", 0), "windows": res.get("windows", [])})
+
+    def _roll(self, data: dict[str, Any]) -> None:
+        """Open the current windows; close old ones that no reservation still points at."""
+        current = window_keys(self.now(), self.tz)
+        for kind, key in current.items():
+            data["windows"].setdefault(key, {"kind": kind, "opened": self.now().isoformat(), "agents": {}})
+        held = {k for res in data["reservations"].values() for k in res.get("windows", [])}
+        for key in list(data["windows"]):
+            if key in current.values() or key in held:
+                continue
+            window = data["windows"].pop(key)
+            self._log({"event": "window-closed", "window": key, "agents": window.get("agents", {})})
+
+    # -- the money rules ---------------------------------------------------------
+    def _caps(self, agent: Agent) -> list[tuple[str, str, str, float, str]]:
+        """(window kind, scope, unit, cap, setting) for every cap that applies."""
+        budget = self.settings.budget
+        caps = [
+            ("day", agent.name, "usd", agent.daily_usd, f"agents.{agent.name}.daily_usd"),
+            ("day", agent.name, "tokens", agent.daily_tokens, f"agents.{agent.name}.daily_tokens"),
+            ("day", "*", "usd", budget.daily_usd, "budget.daily_usd"),
+            ("day", "*", "tokens", budget.daily_tokens, "budget.daily_tokens"),
+            ("month", "*", "usd", budget.monthly_usd, "budget.monthly_usd"),
+            ("month", "*", "tokens", budget.monthly_tokens, "budget.monthly_tokens"),
+        ]
+        return [c for c in caps if c[3] is not None]  # type: ignore[misc]
+
+    @staticmethod
+    def usage(data: dict[str, Any], key: str, scope: str, unit: str) -> tuple[float, float]:
+        """(spent, reserved) in window ``key`` for an agent name or ``"*"`` (the fleet)."""
+        window = data["windows"].get(key, {})
+        spent = 0.0
+        for name, bucket in window.get("agents", {}).items():
+            if scope in ("*", name):
+                spent += bucket.get(unit, 0) or 0
+        reserved = 0.0
+        for res in data["reservations"].values():
+            if key in res.get("windows", []) and scope in ("*", res.get("agent")):
+                reserved += res.get(unit) or 0
+        return spent, reserved
+
+    def _refusal(self, data: dict[str, Any], agent: Agent, estimate: Estimate) -> BudgetExceeded | None:
+        """Why ``estimate`` may not be reserved now, or None when every cap has room."""
+        current = window_keys(self.now(), self.tz)
+        for kind, scope, unit, cap, setting in self._caps(agent):
+            request = float(estimate.usd or 0.0) if unit == "usd" else float(estimate.tokens)
+            spent, reserved = self.usage(data, current[kind], scope, unit)
+            # The tolerance absorbs float noise only; it never admits a whole call.
+            if spent + reserved + request > cap * (1 + 1e-9):
+                return BudgetExceeded(
+                    scope=f"agent {agent.name}" if scope != "*" else "the fleet", unit=unit,
+                    window="daily" if kind == "day" else "monthly", spent=spent,
+                    reserved=reserved, request=request, cap=cap, setting=setting, agent=agent.name,
+                )
+        return None
+
+    def _price_check(self, agent: Agent, estimate: Estimate) -> None:
+        if estimate.usd is None and any(unit == "usd" for _, _, unit, _, _ in self._caps(agent)):
+            raise UnknownPrice(agent.model)
+
+    def check(self, agent: Agent, estimate: Estimate) -> BudgetExceeded | UnknownPrice | None:
+        """The decision ``reserve`` would make now, without writing anything (for --dry-run)."""
+        try:
+            self._price_check(agent, estimate)
+        except UnknownPrice as exc:
+            return exc
+        return self._refusal(self.snapshot(), agent, estimate)
+
+    def reserve(self, agent: Agent, estimate: Estimate, *, run_id: str, step: str) -> Reservation:
+        """Hold ``estimate`` against every cap, or raise without holding anything."""
+        self._price_check(agent, estimate)
+        with self._locked() as data:
+            refusal = self._refusal(data, agent, estimate)
+            if refusal is None:
+                rid = self._hold(data, agent, estimate, run_id=run_id, step=step)
+        # Raised after the block so that reclaims and window closes made on the way are saved.
+        if refusal is not None:
+            raise refusal
+        return Reservation(rid, agent.name, estimate.usd, estimate.tokens)
+
+    def _hold(self, data: dict[str, Any], agent: Agent, estimate: Estimate, *, run_id: str, step: str) -> str:
+        current = window_keys(self.now(), self.tz)
+        rid = uuid.uuid4().hex[:16]
+        data["reservations"][rid] = {
+            "agent": agent.name, "run_id": run_id, "step": step, "pid": os.getpid(),
+            "host": self.host, "created": self.now().isoformat(), "created_ts": self.now().timestamp(),
+            "usd": estimate.usd, "tokens": estimate.tokens, "windows": sorted(set(current.values())),
+        }
+        return rid
+
+    def agent_today(self, agent: str) -> tuple[int, float]:
+        """(tokens, usd) spent today by one agent, from the file as it stands."""
+        data = self.snapshot()
+        day = window_keys(self.now(), self.tz)["day"]
+        bucket = data["windows"].get(day, {}).get("agents", {}).get(agent, {})
+        return int(bucket.get("tokens", 0)), float(bucket.get("usd", 0.0))
+
+    def settle(self, reservation: Reservation, *, usd: float | None, tokens: int,
+               unsettled: bool = False) -> bool:
+        """Replace the hold with what the call cost. ``unsettled``: an estimate, not a bill.
+
+        Returns False when the reservation had already been reclaimed (and so charged).
+        """
+        with self._locked() as data:
+            res = data["reservations"].pop(reservation.id, None)
+            if res is None:
+                self._log({"event": "late-settle", "reservation": reservation.id,
+                           "agent": reservation.agent, "usd": usd, "tokens": tokens})
+                return False
+            for key in res["windows"]:
+                bucket = _bucket(data["windows"][key], res["agent"])
+                bucket["usd"] += usd or 0.0
+                bucket["tokens"] += int(tokens)
+                bucket["calls"] += 1
+                if unsettled:
+                    bucket["unsettled_usd"] += usd or 0.0
+        return True
+
+    def release(self, reservation: Reservation) -> None:
+        """Drop a hold whose call was never sent."""
+        with self._locked() as data:
+            data["reservations"].pop(reservation.id, None)
+
+    def reset(self, *, agent: str | None = None, month: bool = False, reason: str = "manual") -> dict[str, Any]:
+        """Zero the current day (and month) spend of one agent or of all."""
+        with self._locked() as data:
+            current = window_keys(self.now(), self.tz)
+            keys = [current["day"]] + ([current["month"]] if month else [])
+            cleared: dict[str, Any] = {}
+            for key in keys:
+                buckets = data["windows"][key].setdefault("agents", {})
+                names = [agent] if agent else list(buckets)
+                cleared[key] = {n: buckets.pop(n) for n in names if n in buckets}
+            entry = {"event": "reset", "agent": agent or "*", "windows": keys, "cleared": cleared, "reason": reason}
+            self._log(entry)
+        return entry
+
+    def snapshot(self) -> dict[str, Any]:
+        """The ledger as it is on disk (no lock: files are replaced atomically)."""
+        return self._load()
+
+    def report(self, data: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Spent, reserved and caps of the current windows, per agent and for the fleet."""
+        data = data if data is not None else self.snapshot()
+        current = window_keys(self.now(), self.tz)
+        budget = self.settings.budget
+        agents = {}
+        for agent in self.settings.agents():
+            day = current["day"]
+            su, ru = self.usage(data, day, agent.name, "usd")
+            st, rt = self.usage(data, day, agent.name, "tokens")
+            agents[agent.name] = {
+                "usd": {"spent": su, "reserved": ru, "cap": agent.daily_usd},
+                "tokens": {"spent": st, "reserved": rt, "cap": agent.daily_tokens},
+            }
+        fleet = {}
+        for kind, usd_cap, tok_cap in (("day", budget.daily_usd, budget.daily_tokens),
+                                       ("month", budget.monthly_usd, budget.monthly_tokens)):
+            su, ru = self.usage(data, current[kind], "*", "usd")
+            st, rt = self.usage(data, current[kind], "*", "tokens")
+            fleet[kind] = {
+                "window": current[kind].split(":", 1)[1],
+                "usd": {"spent": su, "reserved": ru, "cap": usd_cap},
+                "tokens": {"spent": st, "reserved": rt, "cap": tok_cap},
+            }
+        return {"timezone": budget.timezone, "windows": current, "agents": agents, "fleet": fleet,
+                "open_reservations": len(data["reservations"])}

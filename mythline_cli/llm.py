@@ -1,0 +1,270 @@
+"""The OpenAI-compatible client: one chat completion, retried by tenacity, with its usage.
+
+The SDK's own retries are off (``max_retries=0``) so retries never multiply. A retry that
+follows a failure the provider may have billed (a timeout, a connection cut after the
+request went out, a broken 200) is paid for first through ``Guard.before_retry``, which
+charges the lost attempt and reserves the next one, or refuses.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import openai
+from tenacity import RetryCallState, Retrying, retry_if_exception
+
+from .config import Provider
+from .errors import BadResponse, LLMError
+
+RETRY_STATUSES = {408, 409, 429}
+
+
+@dataclass
+class CallResult:
+    """A usable completion and what it cost."""
+
+    content: str
+    prompt_tokens: int
+    completion_tokens: int
+    provider_cost: float | None
+    model: str
+    response_id: str
+    latency: float
+    attempts: int
+    finish_reason: str
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class Guard(Protocol):
+    """Pays for a lost attempt and reserves the next before a retry; raises to refuse."""
+
+    def before_retry(self, failure: CallFailure) -> None: ...
+
+
+@dataclass(eq=False)
+class CallFailure(LLMError):
+    """One failed attempt, with what the provider may have billed for it."""
+
+    message: str
+    status: int | None = None
+    retryable: bool = False
+    retry_after: float | None = None
+    # None: unknown (charge the estimate); else (prompt, completion, provider cost or None).
+    billed: tuple[int, int, float | None] | None = (0, 0, 0.0)
+    kind: str = "error"
+    attempts: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        LLMError.__init__(self, self.message, status=self.status, retryable=self.retryable)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _retry_after(headers: Any) -> float | None:
+    if not headers:
+        return None
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        if parsed is None:
+            return None
+        return max(0.0, parsed.timestamp() - time.time())
+
+
+_HINTS = {
+    401: "the API key was refused; check the key in ${env} (create one at your provider's dashboard)",
+    402: "the provider says the account is out of credits or over its key limit; add credits or raise the key's limit",
+    403: "the provider refused the request (permissions or moderation); check the key's permissions and the model",
+    404: "the model or endpoint was not found; check provider.model and provider.base_url",
+}
+
+
+def _classify(exc: BaseException, provider: Provider) -> CallFailure:
+    if isinstance(exc, CallFailure):
+        return exc
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        after = _retry_after(exc.response.headers if exc.response is not None else None)
+        retryable = status in RETRY_STATUSES or status >= 500 or (status == 402 and after is not None)
+        detail = _error_detail(exc)
+        hint = _HINTS.get(status)
+        if hint and not retryable:
+            msg = f"HTTP {status} from {provider.base_url}: {hint.replace('${env}', provider.api_key_env or 'the key variable')}"
+        else:
+            msg = f"HTTP {status} from {provider.base_url}: {detail}"
+        return CallFailure(msg, status=status, retryable=retryable, retry_after=after, kind=f"http-{status}")
+    if isinstance(exc, openai.APITimeoutError):
+        return CallFailure(f"no answer from {provider.base_url} within {provider.timeout:g}s",
+                           retryable=True, billed=None, kind="timeout")
+    if isinstance(exc, openai.APIConnectionError):
+        cause = exc.__cause__
+        # A refused or unresolvable connection never reached the provider: nothing billed.
+        sent = type(cause).__name__ not in ("ConnectError", "ConnectTimeout")
+        return CallFailure(f"connection to {provider.base_url} failed ({type(cause).__name__ if cause else 'error'})",
+                           retryable=True, billed=None if sent else (0, 0, 0.0), kind="connection")
+    if isinstance(exc, openai.APIError):
+        return CallFailure(f"bad response from {provider.base_url}: {exc.message}", retryable=True,
+                           billed=None, kind="bad-response")
+    if isinstance(exc, (ValueError, TypeError, AttributeError)):
+        # The SDK hands back undecodable bodies as bare JSONDecodeError or odd objects.
+        return CallFailure(f"unreadable response from {provider.base_url} ({type(exc).__name__})",
+                           retryable=True, billed=None, kind="bad-response")
+    raise exc
+
+
+def _error_detail(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])[:300]
+    return str(exc.message)[:300]
+
+
+def _usage(resp: Any) -> tuple[int, int, float | None]:
+    usage = getattr(resp, "usage", None)
+    if usage is None:
+        return 0, 0, None
+    cost = getattr(usage, "cost", None)
+    if cost is None and usage.model_extra:
+        cost = usage.model_extra.get("cost")
+    try:
+        cost = float(cost) if cost is not None else None
+    except (TypeError, ValueError):
+        cost = None
+    return int(usage.prompt_tokens or 0), int(usage.completion_tokens or 0), cost
+
+
+def _check(resp: Any, max_tokens: int) -> tuple[str, str]:
+    """The content and finish reason of a usable completion, else a ``CallFailure``."""
+    if isinstance(resp, (str, bytes)) or not hasattr(resp, "choices"):
+        raise CallFailure("the provider's answer is not a chat completion", retryable=True, billed=None,
+                          kind="bad-response")
+    usage = _usage(resp) if getattr(resp, "usage", None) is not None else None
+    extra = getattr(resp, "model_extra", None) or {}
+    if extra.get("error"):
+        err = extra["error"]
+        msg = err.get("message") if isinstance(err, dict) else str(err)
+        raise CallFailure(f"the provider returned an error inside a 200 response: {msg}", retryable=True,
+                          billed=usage, kind="error-in-200")
+    if not resp.choices:
+        raise CallFailure("the provider returned no choices", retryable=True, billed=usage, kind="empty")
+    choice = resp.choices[0]
+    reason = choice.finish_reason or ""
+    if reason == "length":
+        raise CallFailure(f"the answer was cut off at max_tokens={max_tokens}; raise provider.max_output_tokens",
+                          retryable=False, billed=usage, kind="length")
+    if reason == "error":
+        raise CallFailure("the provider ended the answer with an error", retryable=True, billed=usage, kind="error-in-200")
+    content = choice.message.content if choice.message else None
+    if not content or not content.strip():
+        raise CallFailure("the provider returned an empty answer", retryable=True, billed=usage, kind="empty")
+    return content, reason
+
+
+class LLMClient:
+    """Chat completions against one OpenAI-compatible endpoint."""
+
+    def __init__(self, provider: Provider, api_key: str | None, *, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic, jitter: Callable[[], float] = random.random,
+                 on_attempt: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.provider = provider
+        self.sleep = sleep
+        self.clock = clock
+        self.jitter = jitter
+        self.on_attempt = on_attempt
+        self._client = openai.OpenAI(
+            base_url=provider.base_url,
+            # A local server needs no key, but the SDK insists on a string.
+            api_key=api_key or "no-key",
+            max_retries=0,
+            timeout=openai.Timeout(provider.timeout, connect=min(10.0, provider.timeout)),
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _wait(self, state: RetryCallState) -> float:
+        failure = state.outcome.exception() if state.outcome else None
+        base = min(self.provider.max_retry_wait, 1.0 * 2 ** (state.attempt_number - 1))
+        wait = base * (0.5 + self.jitter() / 2)
+        after = getattr(failure, "retry_after", None)
+        if after is not None:
+            wait = max(wait, after)  # never sooner than the provider asked
+        return wait
+
+    def chat(self, messages: list[dict[str, str]], *, model: str, max_tokens: int,
+             response_format: dict[str, Any] | None, guard: Guard | None = None) -> CallResult:
+        """One completion; retried on transient failures; raises ``CallFailure`` for good."""
+        p = self.provider
+        started = self.clock()
+        attempts = 0
+
+        def attempt() -> CallResult:
+            nonlocal attempts
+            attempts += 1
+            t0 = self.clock()
+            kwargs: dict[str, Any] = {"model": model, "messages": messages, "max_tokens": max_tokens,
+                                      "temperature": p.temperature}
+            if response_format is not None:
+                kwargs["response_format"] = response_format
+            try:
+                resp = self._client.chat.completions.create(**kwargs)
+                content, reason = _check(resp, max_tokens)
+            except Exception as exc:  # noqa: BLE001 - classified below, re-raised otherwise
+                failure = _classify(exc, p)
+                failure.attempts = attempts
+                if self.on_attempt:
+                    self.on_attempt({"attempt": attempts, "ok": False, "kind": failure.kind, "status": failure.status,
+                                     "latency_s": round(self.clock() - t0, 3), "error": failure.message})
+                raise failure from None
+            prompt, completion, cost = _usage(resp)
+            return CallResult(content=content, prompt_tokens=prompt, completion_tokens=completion,
+                              provider_cost=cost, model=getattr(resp, "model", model) or model,
+                              response_id=getattr(resp, "id", "") or "", latency=self.clock() - t0,
+                              attempts=attempts, finish_reason=reason)
+
+        def give_up(state: RetryCallState) -> bool:
+            if state.attempt_number >= p.max_attempts:
+                return True
+            elapsed = self.clock() - started
+            failure = state.outcome.exception() if state.outcome else None
+            nxt = self._wait(state)
+            if getattr(failure, "retry_after", None) is not None and failure.retry_after > p.max_retry_wait:
+                return True  # the provider asks for a longer pause than a run should take
+            return elapsed + nxt > p.max_retry_time
+
+        def before_sleep(state: RetryCallState) -> None:
+            failure = state.outcome.exception()
+            if guard is not None:
+                guard.before_retry(failure)
+
+        retrying = Retrying(
+            stop=give_up,
+            wait=self._wait,
+            retry=retry_if_exception(lambda e: isinstance(e, CallFailure) and e.retryable),
+            sleep=self.sleep,
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        return retrying(attempt)

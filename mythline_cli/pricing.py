@@ -1,0 +1,140 @@
+"""Estimates before a call: prompt tokens, the output bound, and their price.
+
+Prices come from the config first, then from tokencost's bundled price table, read as
+a JSON file: importing ``tokencost`` would import ``anthropic`` (seconds of start-up),
+and its token counter can reach Anthropic's API for ``claude-`` models. Never import it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable
+
+from .config import Provider
+
+# Chat formats add a few tokens per message and per reply beyond the text itself.
+PER_MESSAGE_TOKENS = 4
+PER_REPLY_TOKENS = 3
+# No tokenizer: one token per three UTF-8 bytes over-counts English (about four
+# characters a token) and matches CJK text, so the estimate errs on the paying side.
+BYTES_PER_TOKEN = 3
+
+
+@dataclass(frozen=True)
+class Price:
+    """USD per token for input and output, and where the figure came from."""
+
+    input: float
+    output: float
+    source: str
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """The most a call can cost, reserved before it is sent."""
+
+    prompt_tokens: int
+    max_output_tokens: int
+    usd: float | None
+    counted_by: str  # "tiktoken" or "chars"
+    price: Price | None
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.max_output_tokens
+
+
+def _table_path() -> Path | None:
+    # find_spec locates the package without running its __init__ (and so without anthropic).
+    spec = importlib.util.find_spec("tokencost")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "model_prices.json"
+    return path if path.is_file() else None
+
+
+@lru_cache(maxsize=1)
+def price_table() -> dict[str, Any]:
+    path = _table_path()
+    if path is None:
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _candidates(model: str) -> list[str]:
+    # OpenRouter names are "vendor/model"; the table knows some as "openrouter/vendor/model",
+    # some as "vendor/model" and most as bare "model". Try them in that order, exactly.
+    names = [model, f"openrouter/{model}"]
+    base = model.split(":", 1)[0]  # ":online", ":free" and similar suffixes
+    if base != model:
+        names += [base, f"openrouter/{base}"]
+    if "/" in base:
+        names.append(base.rsplit("/", 1)[1])
+    return names
+
+
+def lookup_price(model: str, provider: Provider) -> Price | None:
+    """The model's price, or ``None`` when neither the config nor the table knows it."""
+    configured = provider.prices.get(model)
+    if configured is not None:
+        return Price(configured.input_per_million / 1e6, configured.output_per_million / 1e6, "config")
+    table = price_table()
+    for name in _candidates(model):
+        entry = table.get(name)
+        if not isinstance(entry, dict):
+            continue
+        inp, out = entry.get("input_cost_per_token"), entry.get("output_cost_per_token")
+        if isinstance(inp, (int, float)) and isinstance(out, (int, float)):
+            return Price(float(inp), float(out), f"tokencost:{name}")
+    return None
+
+
+def _char_count(text: str) -> int:
+    return math.ceil(len(text.encode("utf-8")) / BYTES_PER_TOKEN)
+
+
+@lru_cache(maxsize=1)
+def _tiktoken_encoder() -> Callable[[str], int] | None:
+    try:
+        import tiktoken
+
+        encoding = tiktoken.get_encoding("o200k_base")
+    except Exception:  # noqa: BLE001 - offline, missing files, any loader failure
+        return None
+    return lambda text: len(encoding.encode(text, disallowed_special=()))
+
+
+def count_messages(messages: list[dict[str, str]], mode: str = "auto") -> tuple[int, str]:
+    """Tokens in a chat prompt and the method used: ``tiktoken``, else ``chars``."""
+    counter = _tiktoken_encoder() if mode == "auto" else None
+    method = "tiktoken" if counter else "chars"
+    count = counter or _char_count
+    total = PER_REPLY_TOKENS
+    for message in messages:
+        total += PER_MESSAGE_TOKENS + count(message.get("content") or "")
+    return total, method
+
+
+def estimate(messages: list[dict[str, str]], *, model: str, max_output_tokens: int,
+             provider: Provider) -> Estimate:
+    """Reserve-able bound of a call: counted prompt x margin + ``max_tokens``, priced."""
+    counted, method = count_messages(messages, provider.tokenizer)
+    # Other vendors' tokenizers split text differently from OpenAI's; the margin covers it.
+    prompt_tokens = math.ceil(counted * provider.estimate_margin)
+    price = lookup_price(model, provider)
+    usd = None if price is None else prompt_tokens * price.input + max_output_tokens * price.output
+    return Estimate(prompt_tokens, max_output_tokens, usd, method, price)
+
+
+def cost_of(prompt_tokens: int, completion_tokens: int, price: Price | None) -> float | None:
+    if price is None:
+        return None
+    return prompt_tokens * price.input + completion_tokens * price.output

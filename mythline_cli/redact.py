@@ -1,0 +1,28 @@
+"""Keeps secrets out of everything we write or print."""
+
+from __future__ import annotations
+
+from typing import Any
+
+MASK = "[redacted]"
+
+
+def redact(value: Any, secrets: tuple[str, ...]) -> Any:
+    """``value`` with every occurrence of each secret (of 8+ characters) masked."""
+    live = tuple(s for s in secrets if s and len(s) >= 8)
+    if not live:
+        return value
+    return _walk(value, live)
+
+
+def _walk(value: Any, secrets: tuple[str, ...]) -> Any:
+    if isinstance(value, str):
+        for secret in secrets:
+            if secret in value:
+                value = value.replace(secret, MASK)
+        return value
+    if isinstance(value, dict):
+        return {k: _walk(v, secrets) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_walk(v, secrets) for v in value]
+    return value

@@ -1,0 +1,109 @@
+"""Every test gets its own state home, no user config, no keys, and a scripted LLM server."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from factories import record_json
+from llm_server import Reply, ScriptedLLMServer, completion
+
+TEST_KEY = "sk-test-DO-NOT-LEAK-0123456789abcdef"
+KEY_ENV = "MYTHLINE_TEST_KEY"
+MODEL = "test/model"
+
+
+@pytest.fixture(autouse=True)
+def env_setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "home"
+    monkeypatch.setenv("MYTHLINE_HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
+    for var in ("MYTHLINE_CONFIG", "MYTHLINE_MODEL", "MYTHLINE_BASE_URL", "OPENROUTER_API_KEY", KEY_ENV):
+        monkeypatch.delenv(var, raising=False)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    return home
+
+
+@pytest.fixture
+def home(env_setup: Path) -> Path:
+    return env_setup
+
+
+@pytest.fixture
+def llm_server() -> Iterator[ScriptedLLMServer]:
+    with ScriptedLLMServer() as server:
+        yield server
+
+
+def toml_value(value: Any) -> str:
+    return json.dumps(value)
+
+
+def write_config(path: Path, *, base_url: str, sections: dict[str, dict[str, Any]] | None = None,
+                 provider: dict[str, Any] | None = None) -> Path:
+    """A config that talks to the scripted server with a known price and fast retries."""
+    prov = {"base_url": base_url, "model": MODEL, "api_key_env": KEY_ENV, "tokenizer": "chars",
+            "timeout": "5s", "max_attempts": 3, "max_retry_wait": "2s", "max_retry_time": "20s",
+            "max_output_tokens": 500}
+    prov.update(provider or {})
+    lines = ["[provider]"] + [f"{k} = {toml_value(v)}" for k, v in prov.items()]
+    lines += ['[provider.prices."test/model"]', "input_per_million = 1.0", "output_per_million = 2.0"]
+    for name, values in (sections or {}).items():
+        lines.append(f"[{name}]")
+        lines += [f"{k} = {toml_value(v)}" for k, v in values.items()]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def config(tmp_path: Path, llm_server: ScriptedLLMServer, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Path]:
+    """Write a config for the scripted server; point MYTHLINE_CONFIG at it; set the key."""
+    monkeypatch.setenv(KEY_ENV, TEST_KEY)
+
+    def make(**kwargs: Any) -> Path:
+        path = write_config(tmp_path / "mythline.toml", base_url=llm_server.base_url, **kwargs)
+        monkeypatch.setenv("MYTHLINE_CONFIG", str(path))
+        return path
+
+    make()
+    return make
+
+
+def is_audit(request: dict[str, Any]) -> bool:
+    fmt = (request.get("body") or {}).get("response_format") or {}
+    return (fmt.get("json_schema") or {}).get("name") == "audit"
+
+
+def topic_of(request: dict[str, Any]) -> str:
+    text = request["body"]["messages"][-1]["content"]
+    return text.split("**", 2)[1]
+
+
+def lore_responder(agent: str, *, score: float = 0.9, issues: list[str] | None = None,
+                   cost: float | None = None) -> Callable[[dict[str, Any]], Reply]:
+    """Answers research prompts with a valid record and audit prompts with ``score``."""
+    def respond(request: dict[str, Any]) -> Reply:
+        if is_audit(request):
+            return completion(json.dumps({"score": score, "issues": issues or []}), prompt_tokens=300,
+                              completion_tokens=20, cost=cost, model=MODEL)
+        return completion(record_json(agent, topic_of(request)), prompt_tokens=400, completion_tokens=200,
+                          cost=cost, model=MODEL)
+    return respond
+
+
+def mythline(*args: str, env: dict[str, str] | None = None, timeout: float = 60, **kwargs: Any):
+    """Run the real CLI in a subprocess, as cron would."""
+    import subprocess
+
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "mythline_cli", *args], capture_output=True, text=True,
+                          env=full_env, timeout=timeout, **kwargs)

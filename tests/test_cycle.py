@@ -281,3 +281,22 @@ def test_already_running_exits_4_and_touches_nothing(home, config, llm_server):
     assert result.stderr == "mythline: world-npcs is already running; this run did nothing\n"
     assert llm_server.count() == 0
     assert sorted(p.name for p in lock_path.parent.iterdir()) == ["run.lock"]
+
+
+def test_a_hang_times_out_and_is_charged_at_its_estimate(home, config, llm_server):
+    from llm_server import Reply
+
+    config(provider={"timeout": "1s", "max_attempts": 2})
+    llm_server.default = Reply(status=200, json={}, delay=5)
+    result = run("run", AGENT)
+    assert result.exit_code == 1
+    assert "no answer from" in result.stderr and "within 1s" in result.stderr
+    assert llm_server.count() == 2  # retried once, each attempt budgeted first
+    ledger = json.loads((home / "ledger.json").read_text())
+    assert ledger["reservations"] == {}
+    (day,) = [w for k, w in ledger["windows"].items() if k.startswith("day:")]
+    bucket = day["agents"][AGENT]
+    # The provider may have billed a request we never saw answered: both count, unsettled.
+    assert bucket["calls"] == 2 and bucket["unsettled_usd"] == bucket["usd"] > 0
+    assert stored(home) == []
+    assert not (home / "agents" / AGENT / "checkpoint.json").exists()  # nothing was recorded

@@ -1,0 +1,110 @@
+"""A real SIGKILL in the middle of a cycle costs nothing twice and loses nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import TEST_KEY, is_audit, lore_responder, mythline
+from llm_server import Reply
+
+AGENT = "world-npcs"
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
+
+
+def wait_for(predicate, timeout: float = 30.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return
+        time.sleep(0.01)
+    raise AssertionError("condition not reached in time")
+
+
+def research_recorded(home: Path) -> bool:
+    try:
+        ck = json.loads((home / "agents" / AGENT / "checkpoint.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return False
+    return "research" in ((ck.get("current") or {}).get("steps") or {})
+
+
+def start_run() -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "mythline_cli", "run", AGENT],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize("kill_when", ["research-recorded", "audit-in-flight"])
+def test_sigkill_resumes_without_paying_for_research_again(home, config, llm_server, kill_when):
+    answer = lore_responder(AGENT)
+
+    def hang_audit(request):
+        if is_audit(request):
+            return Reply(status=200, json={}, delay=60)  # never answered before the kill
+        return answer(request)
+
+    llm_server.responder = hang_audit
+    proc = start_run()
+    try:
+        wait_for(lambda: research_recorded(home))
+        if kill_when == "audit-in-flight":
+            wait_for(lambda: llm_server.count() == 2)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+
+    # Every state file still parses after the kill.
+    for path in home.rglob("*.json"):
+        json.loads(path.read_text())
+
+    llm_server.responder = answer
+    result = mythline("run", AGENT)
+    assert result.returncode == 0, result.stderr
+    research = [r for r in llm_server.requests if not is_audit(r)]
+    assert len(research) == 1  # the recorded research step was not requested again
+    assert len(list((home / "store").rglob("*.json"))) == 1
+
+    ledger = json.loads((home / "ledger.json").read_text())
+    assert ledger["reservations"] == {}
+    history = [json.loads(line) for line in (home / "ledger-history.jsonl").read_text().splitlines()] \
+        if (home / "ledger-history.jsonl").exists() else []
+    reclaims = [h for h in history if h["event"] == "reclaim"]
+    if kill_when == "audit-in-flight":
+        # The dead run's audit reservation is charged at its estimate and marked unsettled.
+        assert len(reclaims) == 1 and reclaims[0]["reason"] == "process gone"
+        (day,) = [w for k, w in ledger["windows"].items() if k.startswith("day:")]
+        assert day["agents"][AGENT]["unsettled_usd"] == pytest.approx(reclaims[0]["usd"])
+        assert reclaims[0]["usd"] > 0
+    for path in home.rglob("*"):
+        if path.is_file():
+            assert TEST_KEY not in path.read_text(errors="replace")
+
+
+def test_two_runs_of_one_agent_one_wins(home, config, llm_server):
+    answer = lore_responder(AGENT)
+
+    def slow(request):
+        reply = answer(request)
+        reply.delay = 1.0
+        return reply
+
+    llm_server.responder = slow
+    first = start_run()
+    wait_for(lambda: llm_server.count() >= 1)
+    second = mythline("run", AGENT)
+    out, err = first.communicate(timeout=60)
+    assert first.returncode == 0, err
+    assert second.returncode == 4
+    assert second.stderr == "mythline: world-npcs is already running; this run did nothing\n"
+    assert llm_server.count() == 2

@@ -49,6 +49,12 @@ def _cap(value: Any) -> Any:
     return value
 
 
+def _shorten(name: str, limit: int = 60) -> str:
+    """``repr`` of a user-supplied name, cut short so an error stays one readable line."""
+    text = repr(name)
+    return text if len(text) <= limit else text[: limit - 4] + "...'"
+
+
 Duration = Annotated[float, BeforeValidator(_duration)]
 Interval = Annotated[float, BeforeValidator(_interval)]
 UsdCap = Annotated[float | None, BeforeValidator(_cap)]
@@ -70,7 +76,7 @@ class Provider(_Model):
     """Where chat completions go and how they are called."""
 
     base_url: str = OPENROUTER_BASE_URL
-    model: str = DEFAULT_MODEL
+    model: str = Field(default=DEFAULT_MODEL, min_length=1)
     api_key_env: str = "OPENROUTER_API_KEY"
     timeout: Duration = 120.0
     temperature: float = Field(default=0.0, ge=0, le=2)
@@ -143,12 +149,14 @@ class Config(_Model):
     agents: dict[str, AgentSettings] = {}
     prompts_dir: str | None = None
 
-    @field_validator("agents")
+    @field_validator("agents", mode="before")
     @classmethod
-    def _known(cls, value: dict[str, AgentSettings]) -> dict[str, AgentSettings]:
-        for name in value:
-            if name not in TOPICS:
-                raise ValueError(f"unknown agent {name!r}; the fleet is: {', '.join(TOPICS)}")
+    def _known(cls, value: Any) -> Any:
+        # Before the tables are validated: a misspelt agent is the problem, not its keys.
+        if isinstance(value, dict):
+            for name in value:
+                if name not in TOPICS:
+                    raise ValueError(f"unknown agent {_shorten(name)}; the fleet is: {', '.join(TOPICS)}")
         return value
 
 
@@ -192,13 +200,15 @@ class Settings:
 
     def agent(self, name: str) -> Agent:
         if name not in TOPICS:
-            raise UsageError(f"unknown agent {name!r}; the fleet is: {', '.join(TOPICS)} (see: mythline status)")
+            raise UsageError(f"unknown agent {_shorten(name)}; the fleet is: {', '.join(TOPICS)} (see: mythline status)")
         merged: dict[str, Any] = {}
         for layer in (DEFAULT_AGENT, self.config.defaults, self.config.agents.get(name)):
             if layer is None:
                 continue
             merged.update({k: v for k, v in layer.model_dump().items() if k in layer.model_fields_set or layer is DEFAULT_AGENT})
-        topics = tuple(merged.get("topics") or TOPICS[name]) + tuple(merged.get("extra_topics") or ())
+        # `topics = []` replaces the queue with an empty one; only an unset list means the built-in queue.
+        base = merged.get("topics")
+        topics = tuple(TOPICS[name] if base is None else base) + tuple(merged.get("extra_topics") or ())
         # A topic listed twice is one topic.
         topics = tuple(dict.fromkeys(t.strip() for t in topics if t.strip()))
         return Agent(
@@ -272,10 +282,20 @@ def _describe(exc: ValidationError) -> tuple[str, str]:
 
 def parse_config(data: dict[str, Any], source: Path | None = None) -> Settings:
     try:
-        config = Config.model_validate(_env_overrides(data))
+        config = Config.model_validate(data)
     except ValidationError as exc:
         key, msg = _describe(exc)
         raise ConfigError(msg, path=source, key=key) from None
+    # The environment is checked apart from the file, so a bad variable is not blamed on the file.
+    env = _env_overrides({})
+    if env:
+        try:
+            provider = Provider.model_validate(config.provider.model_dump() | env["provider"])
+        except ValidationError as exc:
+            field = str(exc.errors()[0]["loc"][0])
+            var = {"base_url": "MYTHLINE_BASE_URL", "model": "MYTHLINE_MODEL"}.get(field, field)
+            raise ConfigError(_describe(exc)[1], key=var) from None
+        config = config.model_copy(update={"provider": provider})
     return Settings(config=config, source=source)
 
 

@@ -18,22 +18,50 @@ def _parse(ts: Any) -> datetime | None:
     if not isinstance(ts, str):
         return None
     try:
-        return datetime.fromisoformat(ts)
+        parsed = datetime.fromisoformat(ts)
     except ValueError:
         return None
+    # A hand-edited or foreign timestamp without an offset is read as UTC, not compared naive-to-aware.
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _count(value: Any) -> int:
+    try:
+        return max(0, int(value))
+    except (TypeError, ValueError, OverflowError):
+        return 0
+
+
+def _pause_note(path: Any) -> str | None:
+    """The first line of the kill-switch file, if it holds a note."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    lines = text.strip().splitlines()
+    first = lines[0].strip() if lines else ""
+    return first[:200] or None
 
 
 def agent_state(hb: dict[str, Any] | None, *, interval: float, grace: float, run_timeout: float,
-                now: datetime, paused: bool) -> tuple[str, datetime | None, str | None]:
+                now: datetime, paused: bool, enabled: bool = True) -> tuple[str, datetime | None, str | None]:
     """(state, next due, note) for one agent, like a cron monitor would judge it."""
     if paused:
         return "paused", None, None
     if hb is None:
-        return "never-run", None, None
+        return "never-run", None, None if enabled else "disabled"
     state = hb.get("state") or "failed"
+    if not isinstance(state, str):
+        state = "failed"
     updated = _parse(hb.get("updated")) or _parse(hb.get("started"))
     if state == "running":
-        if updated is not None and (now - updated).total_seconds() > run_timeout:
+        # A run older than run_timeout is hung, even if it still writes heartbeats.
+        began = _parse(hb.get("started")) or updated
+        if began is not None and (now - began).total_seconds() > run_timeout:
             return "down", None, "hung"
         pid = hb.get("pid")
         if isinstance(pid, int) and hb.get("host", socket.gethostname()) == socket.gethostname() and not pid_alive(pid):
@@ -41,6 +69,9 @@ def agent_state(hb: dict[str, Any] | None, *, interval: float, grace: float, run
         return "running", None, None
     last = _parse(hb.get("finished")) or updated
     due = last + timedelta(seconds=interval) if last else None
+    if not enabled:
+        # A disabled agent is not scheduled, so it is never late or down.
+        return (state if state in heartbeat.STATES else "failed"), None, "disabled"
     if state in ("failed", "over-budget", "queue-empty"):
         return state, due, None
     if due is not None and now > due + timedelta(seconds=grace):
@@ -64,18 +95,28 @@ def collect(settings: Settings, *, now: datetime | None = None) -> dict[str, Any
     rows = []
     for agent in settings.agents():
         hb = heartbeat.read_only(agent.name)
-        paused = paths.agent_dir(agent.name).joinpath("paused").exists()
+        pause_file = paths.agent_dir(agent.name).joinpath("paused")
+        paused = pause_file.exists()
         state, due, note = agent_state(hb, interval=agent.interval, grace=agent.grace,
-                                       run_timeout=settings.budget.run_timeout, now=now, paused=paused)
+                                       run_timeout=settings.budget.run_timeout, now=now, paused=paused,
+                                       enabled=agent.enabled)
+        if paused:
+            note = _pause_note(pause_file)
         hb = hb or {}
-        topics = hb.get("topics") or {}
-        done, quarantined = int(topics.get("done", 0)), int(topics.get("quarantined", 0))
+        topics = hb.get("topics")
+        topics = topics if isinstance(topics, dict) else {}
+        done, quarantined = _count(topics.get("done", 0)), _count(topics.get("quarantined", 0))
         spent = day.get(agent.name, {})
+        last_run = _parse(hb.get("finished")) or _parse(hb.get("started"))
+        last_success = _parse(hb.get("last_success"))
         rows.append({
             "agent": agent.name, "state": state, "note": note,
-            "last_run": hb.get("finished") or hb.get("started"), "last_success": hb.get("last_success"),
-            "next_due": due.isoformat() if due else None, "consecutive_failures": hb.get("consecutive_failures", 0),
-            "topic": hb.get("topic"), "last_error": hb.get("last_error") if state in FAILING + ("over-budget",) else None,
+            "last_run": last_run.isoformat() if last_run else None,
+            "last_success": last_success.isoformat() if last_success else None,
+            "next_due": due.isoformat() if due else None,
+            "consecutive_failures": _count(hb.get("consecutive_failures", 0)),
+            "topic": _text(hb.get("topic")),
+            "last_error": _text(hb.get("last_error")) if state in FAILING + ("over-budget",) else None,
             "topics": {"done": done, "pending": max(0, len(agent.topics) - done - quarantined),
                        "quarantined": quarantined},
             "tokens_today": int(spent.get("tokens", 0)), "tokens_cap": agent.daily_tokens,

@@ -1,0 +1,71 @@
+"""Estimates: prices from the config or tokencost's table, tokens with an offline fallback."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+from mythline_cli import pricing
+from mythline_cli.config import parse_config
+
+
+def provider(**prov):
+    return parse_config({"provider": prov}).provider
+
+
+def test_config_price_beats_the_table():
+    p = provider(prices={"openai/gpt-4o-mini": {"input_per_million": 10, "output_per_million": 20}})
+    price = pricing.lookup_price("openai/gpt-4o-mini", p)
+    assert (price.input, price.output, price.source) == (10e-6, 20e-6, "config")
+
+
+def test_table_lookup_tries_openrouter_spellings():
+    p = provider()
+    assert pricing.lookup_price("openai/gpt-4o-mini", p).source == "tokencost:openai/gpt-4o-mini"
+    assert pricing.lookup_price("deepseek/deepseek-chat", p).source.startswith("tokencost:")
+    online = pricing.lookup_price("openai/gpt-4o-mini:online", p)
+    assert online is not None and online.input > 0
+    assert pricing.lookup_price("acme/never-heard-of-it", p) is None
+
+
+def test_estimate_is_margin_times_count_plus_max_tokens():
+    p = provider(tokenizer="chars", prices={"m": {"input_per_million": 1, "output_per_million": 2}})
+    msgs = [{"role": "user", "content": "x" * 300}]
+    est = pricing.estimate(msgs, model="m", max_output_tokens=1000, provider=p)
+    counted = pricing.PER_REPLY_TOKENS + pricing.PER_MESSAGE_TOKENS + 100
+    assert est.prompt_tokens == math.ceil(counted * 1.25)
+    assert est.tokens == est.prompt_tokens + 1000
+    assert est.usd == est.prompt_tokens * 1e-6 + 1000 * 2e-6
+    assert est.counted_by == "chars"
+
+
+def test_unknown_price_estimates_no_usd():
+    est = pricing.estimate([{"role": "user", "content": "hi"}], model="acme/x", max_output_tokens=10,
+                           provider=provider(tokenizer="chars"))
+    assert est.usd is None and est.price is None
+
+
+def test_tokenizer_falls_back_offline_and_never_imports_tokencost(tmp_path):
+    # An empty tiktoken cache and a proxy on a closed local port: the download fails at once.
+    code = (
+        "import json, sys\n"
+        "from mythline_cli import pricing\n"
+        "from mythline_cli.config import parse_config\n"
+        "p = parse_config({}).provider\n"
+        "est = pricing.estimate([{'role': 'user', 'content': 'é' * 30}], model='openai/gpt-4o-mini',"
+        " max_output_tokens=5, provider=p)\n"
+        "print(json.dumps([est.counted_by, est.prompt_tokens, 'tokencost' in sys.modules,"
+        " 'anthropic' in sys.modules]))\n"
+    )
+    env = {"TIKTOKEN_CACHE_DIR": str(tmp_path / "empty"), "HTTPS_PROXY": "http://127.0.0.1:9",
+           "HTTP_PROXY": "http://127.0.0.1:9", "PATH": "/usr/bin:/bin"}
+    (tmp_path / "empty").mkdir()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    counted_by, prompt_tokens, has_tokencost, has_anthropic = json.loads(out.stdout)
+    assert counted_by == "chars"
+    # 30 two-byte characters = 60 bytes = 20 tokens, plus the chat overhead, times the margin.
+    assert prompt_tokens == math.ceil((20 + pricing.PER_MESSAGE_TOKENS + pricing.PER_REPLY_TOKENS) * 1.25)
+    assert has_tokencost is False and has_anthropic is False

@@ -58,6 +58,31 @@ def _bucket(window: dict[str, Any], agent: str) -> dict[str, Any]:
     )
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _shape_problem(data: Any) -> str | None:
+    """What makes ``data`` not a ledger, or None when every part has the expected shape."""
+    if not (isinstance(data, dict) and isinstance(data.get("windows"), dict)
+            and isinstance(data.get("reservations"), dict)):
+        return "not a ledger"
+    for key, window in data["windows"].items():
+        if not isinstance(window, dict) or not isinstance(window.get("agents", {}), dict):
+            return f"window {key!r} is not a window"
+        for name, bucket in window.get("agents", {}).items():
+            if not (isinstance(bucket, dict) and all(
+                    _number(bucket.get(f, 0)) for f in ("usd", "tokens", "unsettled_usd", "calls"))):
+                return f"window {key!r} has a malformed entry for {name!r}"
+    for rid, res in data["reservations"].items():
+        if not (isinstance(res, dict) and isinstance(res.get("agent"), str)
+                and isinstance(res.get("windows"), list) and all(isinstance(k, str) for k in res["windows"])
+                and (res.get("usd") is None or _number(res.get("usd"))) and _number(res.get("tokens", 0))
+                and _number(res.get("pid", 0)) and _number(res.get("created_ts", 0))):
+            return f"reservation {rid!r} is malformed"
+    return None
+
+
 @dataclass(frozen=True)
 class Reservation:
     """An open hold on the budget for one call."""
@@ -98,11 +123,20 @@ class Ledger:
             data = files.read_json(path)
         except files.CorruptFile as exc:
             raise LedgerCorrupt(path, exc.problem) from None
+        if data is None and path.exists():
+            # read_json says None for a missing file and for a file holding JSON ``null``;
+            # read again so that a ledger created meanwhile is not mistaken for the latter.
+            try:
+                data = files.read_json(path)
+            except files.CorruptFile as exc:
+                raise LedgerCorrupt(path, exc.problem) from None
+            if data is None and path.exists():
+                raise LedgerCorrupt(path, "not a ledger (JSON null)")
         if data is None:
             return _empty()
-        if not (isinstance(data, dict) and isinstance(data.get("windows"), dict)
-                and isinstance(data.get("reservations"), dict)):
-            raise LedgerCorrupt(path, "not a ledger")
+        problem = _shape_problem(data)
+        if problem:
+            raise LedgerCorrupt(path, problem)
         return data
 
     @contextmanager

@@ -62,7 +62,7 @@ TokenCap = Annotated[int | None, BeforeValidator(_cap)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
 
 class Prices(_Model):
@@ -185,6 +185,8 @@ class Settings:
 
     config: Config
     source: Path | None
+    # A model from --model or MYTHLINE_MODEL: it beats every file setting, [agents.NAME] model included.
+    model_override: str | None = None
 
     @property
     def provider(self) -> Provider:
@@ -216,7 +218,8 @@ class Settings:
             enabled=merged["enabled"], interval=merged["interval"], grace=merged["grace"],
             max_attempts=merged["max_attempts"], min_score=merged["min_score"],
             min_sources=merged["min_sources"], daily_usd=merged["daily_usd"],
-            daily_tokens=merged["daily_tokens"], model=merged.get("model") or self.provider.model,
+            daily_tokens=merged["daily_tokens"],
+            model=self.model_override or merged.get("model") or self.provider.model,
             topics=topics,
         )
 
@@ -296,7 +299,7 @@ def parse_config(data: dict[str, Any], source: Path | None = None) -> Settings:
             var = {"base_url": "MYTHLINE_BASE_URL", "model": "MYTHLINE_MODEL"}.get(field, field)
             raise ConfigError(_describe(exc)[1], key=var) from None
         config = config.model_copy(update={"provider": provider})
-    return Settings(config=config, source=source)
+    return Settings(config=config, source=source, model_override=env.get("provider", {}).get("model"))
 
 
 def load_settings(explicit: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
@@ -323,4 +326,6 @@ def load_settings(explicit: Path | None = None, overrides: dict[str, Any] | None
             key, msg = _describe(exc)
             raise ConfigError(msg, key=f"--{key.replace('_', '-')}") from None
         settings.config = settings.config.model_copy(update={"provider": provider})
+        if overrides.get("model") is not None:
+            settings.model_override = provider.model
     return settings

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 _PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_SECONDS = 366 * 86400.0  # far beyond any sane setting, far below what datetime arithmetic overflows on
 
 
 def parse_duration(text: str | int | float) -> float:
@@ -24,8 +26,12 @@ def parse_duration(text: str | int | float) -> float:
             pos = match.end()
         if not cleaned or pos != len(cleaned):
             raise ValueError(f"{text!r} is not a duration; write it like '30m', '2h', '1h30m' or '1d'")
+    if math.isnan(seconds):
+        raise ValueError("expected a duration like '30m', '2h' or '1d'")
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
+    if seconds > MAX_SECONDS:
+        raise ValueError("a duration cannot be longer than 366d")
     return seconds
 
 

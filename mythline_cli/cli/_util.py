@@ -43,7 +43,9 @@ def fail_line(message: str) -> None:
     if sys.stderr is None:  # a windowless launcher has no stderr
         return
     if sys.stderr.isatty():
-        err().print(f"[bold red]mythline:[/] {message}", markup=True)
+        from rich.markup import escape
+
+        err().print(f"[bold red]mythline:[/] {escape(message)}", markup=True)
     else:
         sys.stderr.write(f"mythline: {message}\n")
         sys.stderr.flush()

@@ -25,5 +25,5 @@ def init_cli(
         written = write_starter(path, force=force)
         con = out()
         for item in written:
-            con.print(f"wrote {item}")
-        con.print(f"Next: edit {path}, then try: mythline --config {path} run world-zones --dry-run")
+            con.print(f"wrote {item}", markup=False)
+        con.print(f"Next: edit {path}, then try: mythline --config {path} run world-zones --dry-run", markup=False)

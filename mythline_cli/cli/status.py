@@ -50,7 +50,9 @@ def _tokens(spent: int, cap: int | None) -> str:
 
 
 def render(data: dict[str, Any]) -> None:
+    from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text
 
     now = datetime.fromisoformat(data["now"])
     table = Table(title="Mythline fleet", title_justify="left", caption_justify="left")
@@ -62,7 +64,7 @@ def render(data: dict[str, Any]) -> None:
         state = row["state"] + (f" ({row['note']})" if row["note"] else "")
         t = row["topics"]
         table.add_row(
-            row["agent"], f"[{STYLES.get(row['state'], '')}]{state}[/]", _ago(row["last_run"], now),
+            row["agent"], Text(state, style=STYLES.get(row["state"], "")), _ago(row["last_run"], now),
             _ago(row["last_success"], now), _ago(row["next_due"], now) if row["next_due"] else "-",
             str(row["consecutive_failures"] or 0), f"{t['done']}/{t['pending']}/{t['quarantined']}",
             _tokens(row["tokens_today"], row["tokens_cap"]), _money(row["usd_today"], row["usd_cap"]),
@@ -74,14 +76,15 @@ def render(data: dict[str, Any]) -> None:
     if month["usd"]["cap"] is not None or month["tokens"]["cap"] is not None:
         caption += f" · month {month['window']}: {_money(month['usd']['spent'], month['usd']['cap'])}"
     caption += f" · {data['open_reservations']} open reservation(s) · state home {data['home']}"
-    table.caption = caption
+    table.caption = Text(caption)
     con = out()
     con.print(table)
     for row in data["agents"]:
         if row["last_error"]:
-            con.print(f"[bold]{row['agent']}[/]: {row['last_error']}", markup=True)
+            # Errors quote config tables like [provider.prices."m"]: never read them as markup.
+            con.print(f"[bold]{row['agent']}[/]: {escape(str(row['last_error']))}", markup=True)
     if data.get("ledger_error"):
-        con.print(f"[red]ledger:[/] {data['ledger_error']}", markup=True)
+        con.print(f"[red]ledger:[/] {escape(str(data['ledger_error']))}", markup=True)
 
 
 def status_cli(json_out: bool = typer.Option(False, "--json", help="Print the same data as JSON.")) -> None:

@@ -1,0 +1,132 @@
+"""Help text for every command, documentation for every command, and cheap imports for the read-only ones."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer.main
+from typer.testing import CliRunner
+
+from mythline_cli.cli import app
+
+ROOT = Path(__file__).resolve().parent.parent
+runner = CliRunner()
+
+
+def walk(command: Any, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
+    found = [(path, command)]
+    for name, sub in sorted(getattr(command, "commands", {}).items()):
+        found += walk(sub, path + (name,))
+    return found
+
+
+TREE = walk(typer.main.get_command(app))
+COMMANDS = [(path, cmd) for path, cmd in TREE if path]
+IDS = [" ".join(path) for path, _ in COMMANDS]
+
+
+def test_the_tree_has_the_known_commands() -> None:
+    names = {" ".join(path) for path, _ in COMMANDS}
+    assert {"run", "status", "init", "home", "budget", "budget show", "budget reset"} <= names
+
+
+@pytest.mark.parametrize("path,command", TREE, ids=["mythline"] + IDS)
+def test_every_command_has_help(path: tuple[str, ...], command: Any) -> None:
+    text = (command.help or "").strip()
+    assert len(text) >= 15, f"{' '.join(('mythline',) + path)} has no real help text: {text!r}"
+    for param in command.params:
+        if param.name == "help":
+            continue
+        assert (getattr(param, "help", None) or "").strip(), f"{path} parameter {param.name} has no help"
+
+
+@pytest.mark.parametrize("path,command", TREE, ids=["mythline"] + IDS)
+def test_help_option_prints_the_help(path: tuple[str, ...], command: Any) -> None:
+    result = runner.invoke(app, [*path, "--help"])
+    assert result.exit_code == 0, result.stderr
+    first = (command.help or "").strip().splitlines()[0]
+    assert first[:40] in " ".join(result.stdout.split())
+    assert "Usage:" in result.stdout
+
+
+def test_top_level_help_documents_exit_codes() -> None:
+    result = runner.invoke(app, ["--help"])
+    text = " ".join(result.stdout.split())
+    for code in ("0 ", "1 ", "2 usage or config error", "3 over budget", "4 already running", "5 paused",
+                 "130/143"):
+        assert code in text
+
+
+def test_no_arguments_prints_help() -> None:
+    result = runner.invoke(app, [])
+    assert "Usage:" in result.stdout + result.stderr
+    assert "status" in result.stdout + result.stderr
+
+
+def test_version() -> None:
+    from mythline_cli import __version__
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout.strip() == f"mythline {__version__}"
+
+
+# -- read-only commands do not load the LLM stack ----------------------------------------------
+
+PROBE = """
+import json, sys
+from typer.testing import CliRunner
+from mythline_cli.cli import app
+result = CliRunner().invoke(app, json.loads(sys.argv[1]))
+print(json.dumps({"exit": result.exit_code, "stderr": result.stderr,
+                  "loaded": {m: m in sys.modules for m in ("openai", "tokencost", "anthropic", "tiktoken")}}))
+"""
+
+
+@pytest.mark.parametrize("args", [
+    ["status"], ["status", "--json"], ["budget", "show"], ["budget", "show", "--json"], ["--help"],
+    ["status", "--help"], ["run", "--help"], ["budget", "--help"], ["home"], ["init"],
+], ids=lambda a: " ".join(a))
+def test_read_only_commands_do_not_import_the_llm_stack(args: list[str]) -> None:
+    proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps(args)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["exit"] == 0, report["stderr"]
+    assert report["loaded"]["openai"] is False
+    assert report["loaded"]["tokencost"] is False
+    assert report["loaded"]["anthropic"] is False
+
+
+def test_status_with_heartbeats_and_a_config_does_not_import_the_llm_stack() -> None:
+    Path("mythline.toml").write_text('[provider]\nmodel = "some/model"\n[budget]\ndaily_usd = 1\n',
+                                     encoding="utf-8")
+    hb = Path(__import__("os").environ["MYTHLINE_HOME"]) / "agents" / "world-npcs" / "heartbeat.json"
+    hb.parent.mkdir(parents=True)
+    hb.write_text('{"state": "failed", "finished": "2030-01-01T00:00:00+00:00", "last_error": "x"}',
+                  encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps(["status"])], capture_output=True, text=True,
+                          timeout=120)
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["exit"] == 1
+    assert report["loaded"]["openai"] is False and report["loaded"]["tokencost"] is False
+
+
+# -- documentation -----------------------------------------------------------------------------
+
+def test_every_command_is_documented() -> None:
+    cli_doc = ROOT / "docs" / "cli.md"
+    assert cli_doc.is_file(), "docs/cli.md (the command reference) does not exist"
+    texts = [cli_doc.read_text(encoding="utf-8")]
+    readme = ROOT / "README.md"
+    if readme.is_file():
+        texts.append(readme.read_text(encoding="utf-8"))
+    texts += [p.read_text(encoding="utf-8") for p in sorted((ROOT / "docs").rglob("*.md")) if p != cli_doc]
+    docs = " ".join(" ".join(texts).split())
+    missing = [name for name in IDS if not re.search(r"\bmythline " + re.escape(name) + r"\b", docs)]
+    assert not missing, f"commands not documented as `mythline <command>` in README.md or docs/: {missing}"

@@ -72,8 +72,10 @@ def agent_state(hb: dict[str, Any] | None, *, interval: float, grace: float, run
     if not enabled:
         # A disabled agent is not scheduled, so it is never late or down.
         return (state if state in heartbeat.STATES else "failed"), None, "disabled"
-    if state in ("failed", "over-budget", "queue-empty"):
+    if state == "failed":
         return state, due, None
+    # Over-budget and queue-empty agents still run on schedule (cheaply): silence means the
+    # scheduler stopped calling them, which is worth a "late" or "down" like any other.
     if due is not None and now > due + timedelta(seconds=grace):
         return "down", due, None
     if due is not None and now > due:

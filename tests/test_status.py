@@ -111,7 +111,7 @@ def test_every_state_at_once() -> None:
     finished("character-archetypes", "ok", minutes(5))
     pause("character-archetypes", "manual stop: bad sources\nsecond line")
     finished("faction-dynamics", "over-budget", minutes(3), last_error="fleet is over its day cap")
-    finished("narrative-history", "queue-empty", minutes(200))
+    finished("narrative-history", "queue-empty", minutes(5))
     code, data = status_json()
     states = {name: (row["state"], row["note"]) for name, row in rows(data).items()}
     assert states == {
@@ -144,8 +144,8 @@ def test_every_state_at_once() -> None:
     ("late", timedelta(minutes=35), 0),
     ("down", timedelta(hours=3), 1),
     ("failed", timedelta(minutes=1), 1),
-    ("over-budget", timedelta(days=2), 0),
-    ("queue-empty", timedelta(days=2), 0),
+    ("over-budget", timedelta(minutes=1), 0),
+    ("queue-empty", timedelta(minutes=1), 0),
 ])
 def test_exit_code_per_state(state: str, ago: timedelta, code: int) -> None:
     written = state if state in ("failed", "over-budget", "queue-empty") else "ok"
@@ -154,6 +154,15 @@ def test_exit_code_per_state(state: str, ago: timedelta, code: int) -> None:
     assert rows(data)["world-lore"]["state"] == state
     assert exit_code == code
     assert data["failing"] == (["world-lore"] if code else [])
+
+
+@pytest.mark.parametrize("written", ["over-budget", "queue-empty"])
+def test_silent_over_budget_or_empty_agents_go_down(written: str) -> None:
+    # They still run on schedule; two days of silence means the scheduler stopped.
+    finished("world-lore", written, timedelta(days=2))
+    exit_code, data = status_json()
+    assert rows(data)["world-lore"]["state"] == "down"
+    assert exit_code == 1
 
 
 def test_running_is_not_failing() -> None:

@@ -140,6 +140,48 @@ DEFAULT_AGENT = AgentSettings(
 )
 
 
+class Backoff(_Model):
+    """How long an agent waits after a failed cycle: base * 2^(n-1), with jitter, capped."""
+
+    base: Duration = 300.0
+    max: Duration = 6 * 3600.0
+    jitter: float = Field(default=0.2, ge=0, le=1)
+
+
+class Breaker(_Model):
+    """The provider's circuit breaker, shared by the whole fleet."""
+
+    failures: int = Field(default=5, ge=1, le=1000)
+    cooldown: Duration = 600.0
+
+
+class Alerts(_Model):
+    """Who hears about trouble, and when."""
+
+    warn_at: float = Field(default=0.8, gt=0, le=1)
+    consecutive_failures: int = Field(default=3, ge=1, le=1000)
+    # A Slack or Discord webhook URL carries a token: prefer naming a variable that holds it.
+    webhook_url_env: str = ""
+    webhook_url: str = ""
+    command: str = ""
+    timeout: Duration = 10.0
+    retries: int = Field(default=2, ge=0, le=10)
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+
+class Schedule(_Model):
+    """What `mythline schedule` generates."""
+
+    mailto: str = ""
+    windows_logon: Literal["InteractiveToken", "S4U", "Password"] = "InteractiveToken"
+
+
 class Config(_Model):
     """The whole of ``mythline.toml``."""
 
@@ -148,6 +190,10 @@ class Config(_Model):
     defaults: AgentSettings = AgentSettings()
     agents: dict[str, AgentSettings] = {}
     prompts_dir: str | None = None
+    backoff: Backoff = Backoff()
+    breaker: Breaker = Breaker()
+    alerts: Alerts = Alerts()
+    schedule: Schedule = Schedule()
 
     @field_validator("agents", mode="before")
     @classmethod

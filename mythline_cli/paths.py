@@ -62,3 +62,35 @@ def store_dir() -> Path:
 
 def record(domain: str, slug: str) -> Path:
     return store_dir() / domain / f"{slug}.json"
+
+
+def paused_flag(agent: str) -> Path:
+    return agent_dir(agent) / "paused"
+
+
+def backoff(agent: str) -> Path:
+    return agent_dir(agent) / "backoff.json"
+
+
+def breaker() -> Path:
+    return home() / "breaker.json"
+
+
+def breaker_lock() -> Path:
+    return home() / "breaker.lock"
+
+
+def alerts_state() -> Path:
+    return home() / "alerts.json"
+
+
+def alerts_lock() -> Path:
+    return home() / "alerts.lock"
+
+
+def log_dir() -> Path:
+    return home() / "logs"
+
+
+def agent_log(agent: str) -> Path:
+    return log_dir() / f"{agent}.log"

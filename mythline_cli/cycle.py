@@ -8,26 +8,29 @@ point resumes at the first step without a recorded result.
 from __future__ import annotations
 
 import os
+import random
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from filelock import FileLock, Timeout
 
 from . import checkpoint as ckpt_mod
 from . import heartbeat as hb_mod
-from . import paths, pricing, research, validate
+from . import killswitch, paths, pricing, research, validate
+from .breaker import Breaker, BreakerOpen, trips
 from .checkpoint import Checkpoint
 from .config import Agent, Settings
-from .errors import (AlreadyRunning, BudgetExceeded, ExitCode, LedgerCorrupt, LLMError, MythlineError,
-                     UnknownPrice, UsageError)
+from .errors import (AlreadyRunning, BackingOff, BudgetExceeded, ExitCode, Interrupted, LedgerCorrupt, LLMError,
+                     MythlineError, UnknownPrice, UsageError)
 from .events import EventLog
 from .fleet.schemas import RECORD_MODELS
 from .heartbeat import Heartbeat
-from .ledger import Ledger, Reservation
+from .ledger import Ledger, Reservation, crossings
+from .stopping import StopFlag
 from .store import store_record
 
 Listener = Callable[[dict[str, Any]], None]
@@ -68,8 +71,9 @@ class _CallBudget:
     """The ledger side of one logical call: reserve, pay for lost attempts, settle."""
 
     def __init__(self, ledger: Ledger, agent: Agent, estimate: pricing.Estimate, *, run_id: str, step: str,
-                 events: EventLog) -> None:
+                 events: EventLog, before_send: Callable[[], None] = lambda: None) -> None:
         self.ledger, self.agent, self.estimate = ledger, agent, estimate
+        self.before_send = before_send
         self.run_id, self.step, self.events = run_id, step, events
         self.open: Reservation | None = ledger.reserve(agent, estimate, run_id=run_id, step=step)
 
@@ -97,6 +101,10 @@ class _CallBudget:
         self.charge_failure(getattr(failure, "billed", None))
         self.events.emit("llm-retry", step=self.step, error=str(failure), kind=getattr(failure, "kind", None),
                          retry_after=getattr(failure, "retry_after", None))
+
+    def before_attempt(self) -> None:
+        """A retry is a new call: stop here if asked to, else reserve it like the first."""
+        self.before_send()
         self.open = self.ledger.reserve(self.agent, self.estimate, run_id=self.run_id, step=self.step)
 
     def settle(self, prompt: int, completion: int, provider_cost: float | None) -> tuple[float | None, str]:
@@ -111,8 +119,12 @@ class Cycle:
     """One run of one agent. Build it, then call ``run()``."""
 
     def __init__(self, settings: Settings, agent: Agent, *, key: str | None, listener: Listener | None = None,
-                 ledger: Ledger | None = None, client_factory: Callable[[], Any] | None = None) -> None:
+                 ledger: Ledger | None = None, client_factory: Callable[[], Any] | None = None,
+                 force: bool = False, stop: StopFlag | None = None) -> None:
         self.settings = settings
+        self.force = force
+        self.stop = stop if stop is not None else StopFlag()
+        self.breaker = Breaker(settings)
         self.agent = agent
         self.key = key
         self.run_id = new_run_id()
@@ -138,7 +150,7 @@ class Cycle:
             else:
                 from .llm import LLMClient  # the openai import costs a second: only when calling
 
-                self._client = LLMClient(self.settings.provider, self.key)
+                self._client = LLMClient(self.settings.provider, self.key, sleep=self._nap)
         return self._client
 
     def today(self) -> dict[str, Any]:
@@ -164,8 +176,11 @@ class Cycle:
         agent = self.agent
         t0 = time.monotonic()
         warnings: list[str] = []
+        killswitch.check(agent.name)
+        previous = hb_mod.read(agent.name)
+        self._check_backoff(previous)
         ck = Checkpoint.load(agent.name)
-        self.hb = Heartbeat(agent.name, self.run_id, previous=hb_mod.read(agent.name), pid=os.getpid())
+        self.hb = Heartbeat(agent.name, self.run_id, previous=previous, pid=os.getpid())
         self.hb.beat()
         self.emit("run-start", pid=os.getpid(), model=agent.model, base_url=self.settings.provider.base_url)
         if ck.moved_aside is not None:
@@ -184,6 +199,17 @@ class Cycle:
             result = self._attempt(ck, topic)
         except (BudgetExceeded, UnknownPrice) as exc:
             return self._end(t0, "over-budget", exc.exit_code, topic, str(exc), ck, warnings, failure=False)
+        except killswitch.Paused as exc:
+            self.emit("paused", step=self.hb.data.get("step"), note=exc.note)
+            return self._end(t0, "paused", exc.exit_code, topic, str(exc), ck, warnings, failure=False)
+        except Interrupted as exc:
+            self.emit("interrupted", step=self.hb.data.get("step"), signal=self.stop.signame)
+            return self._end(t0, "interrupted", exc.exit_code, topic, f"{agent.name}: {exc}", ck, warnings,
+                             failure=False)
+        except BreakerOpen as exc:
+            self.emit("breaker-open", step=self.hb.data.get("step"), error=str(exc))
+            return self._end(t0, "failed", exc.exit_code, topic, f"{agent.name}: {exc}", ck, warnings,
+                             failure=False)
         except LLMError as exc:
             self.emit("error", step=self.hb.data.get("step"), error=str(exc), status=exc.status)
             return self._end(t0, "failed", ExitCode.FAILED, topic, f"{agent.name}: {exc}", ck, warnings)
@@ -197,6 +223,7 @@ class Cycle:
         message = None
         if result == "quarantined":
             message = f"{agent.name}: topic {topic!r} quarantined after {agent.max_attempts} failed attempts"
+            self._alert("quarantine", message, once_key=f"quarantine:{agent.name}:{topic}", topic=topic)
         out = self._end(t0, "ok", ExitCode.OK, topic, None, ck, warnings, result=result)
         out.message = message
         return out
@@ -212,12 +239,19 @@ class Cycle:
         now = datetime.now(timezone.utc).isoformat()
         fields: dict[str, Any] = {"topics": ck.counts(self.agent.topics), **self._today_safe()}
         if state == "ok":
-            fields.update(last_success=now, consecutive_failures=0, last_outcome=result, step=None)
+            fields.update(last_success=now, consecutive_failures=0, last_outcome=result, step=None, backoff_until=None)
         else:
             fields.update(last_error=message, last_outcome=state)
             if failure:
-                fields["consecutive_failures"] = int(self.hb.data.get("consecutive_failures") or 0) + 1
+                streak = int(self.hb.data.get("consecutive_failures") or 0) + 1
+                fields["consecutive_failures"] = streak
+                fields["backoff_until"] = self._backoff_until(streak)
         self.hb.finish(state, started_at=t0, ended_at=time.monotonic(), **fields)
+        if failure and state == "failed":
+            streak = fields["consecutive_failures"]
+            if streak == self.settings.config.alerts.consecutive_failures:
+                self._alert("failures", f"{self.agent.name} failed {streak} runs in a row: {message}",
+                            once_key=f"failures:{self.agent.name}:{self.run_id}", failures=streak)
         self.emit("run-end", outcome=result or state, exit_code=code, duration_s=round(time.monotonic() - t0, 3))
         return Outcome(code, state, self.agent.name, topic=topic, message=message, warnings=warnings, result=result)
 
@@ -277,6 +311,46 @@ class Cycle:
         ck.finish_attempt(passed=True, feedback=[], max_attempts=agent.max_attempts, stored=stored)
         return "stored" if stored["action"] != "unchanged" else "unchanged"
 
+    # -- failing well ----------------------------------------------------------------------
+    def _check_backoff(self, previous: dict[str, Any] | None) -> None:
+        until = (previous or {}).get("backoff_until")
+        if self.force or not isinstance(until, str):
+            return
+        try:
+            when = datetime.fromisoformat(until)
+        except ValueError:
+            return
+        if datetime.now(timezone.utc) < when:
+            raise BackingOff(self.agent.name, until, int((previous or {}).get("consecutive_failures") or 0))
+
+    def _backoff_until(self, streak: int) -> str:
+        cfg = self.settings.config.backoff
+        wait = min(cfg.max, cfg.base * 2 ** (streak - 1))
+        wait *= 1 + cfg.jitter * (2 * random.random() - 1)
+        return (datetime.now(timezone.utc) + timedelta(seconds=min(wait, cfg.max))).isoformat()
+
+    def _alert(self, kind: str, message: str, *, once_key: str, **data: Any) -> None:
+        try:
+            from . import alerts
+
+            alerts.send(self.settings, kind=kind, message=message, agent=self.agent.name, once_key=once_key,
+                        data=data)
+        except Exception as exc:  # noqa: BLE001 - an alert must never break a run
+            self.emit("alert-failed", kind=kind, error=f"{type(exc).__name__}: {exc}")
+
+    def _warn_budget(self) -> None:
+        warn_at = self.settings.config.alerts.warn_at
+        try:
+            hits = crossings(self.ledger, self.agent, warn_at)
+        except MythlineError:
+            return
+        for hit in hits:
+            scope = hit["scope"]
+            spent = f"${hit['spent']:.4f}" if hit["unit"] == "usd" else f"{int(hit['spent']):,} tokens"
+            cap = f"${hit['cap']:.4f}" if hit["unit"] == "usd" else f"{int(hit['cap']):,} tokens"
+            self._alert("budget-warn", f"{scope} has spent {spent} of its {cap} cap ({hit['setting']}) "
+                        f"in {hit['window']}", once_key=f"budget-warn:{scope}:{hit['unit']}:{hit['window']}", **hit)
+
     def _reject(self, ck: Checkpoint, topic: str, issues: list[str], *, score: float | None,
                 verdict_sent: bool = False) -> str:
         attempt = ck.data["current"]["attempt"]
@@ -288,21 +362,39 @@ class Cycle:
             return "quarantined"
         return "rejected"
 
+    def _nap(self, seconds: float) -> None:
+        """A retry wait that a stop signal cuts short."""
+        end = time.monotonic() + seconds
+        while not self.stop and time.monotonic() < end:
+            time.sleep(min(0.2, max(0.0, end - time.monotonic())))
+
+    def _boundary(self) -> None:
+        """Where a run may stop cleanly: a signal arrived, or the kill switch was thrown."""
+        self.stop.check()
+        killswitch.check(self.agent.name, mid_run=True)
+
     def _call(self, step: str, messages: list[dict[str, str]], fmt: dict[str, Any], attempt: int) -> dict[str, Any]:
         """Estimate, reserve, call, settle, and return the result to record."""
         p = self.settings.provider
+        self._boundary()
         self.hb.beat(step=step)
+        self.breaker.before_call(self.agent.name)
         est = pricing.estimate(messages, model=self.agent.model, max_output_tokens=p.max_output_tokens, provider=p)
         estimate = {"prompt_tokens": est.prompt_tokens, "max_output_tokens": est.max_output_tokens,
                     "usd": est.usd, "counted_by": est.counted_by,
                     "price": est.price.source if est.price else None}
-        budget = _CallBudget(self.ledger, self.agent, est, run_id=self.run_id, step=step, events=self.events)
+        budget = _CallBudget(self.ledger, self.agent, est, run_id=self.run_id, step=step, events=self.events,
+                             before_send=self._boundary)
+        if self.stop:
+            budget.charge_failure((0, 0, 0.0))  # never sent: release the hold
+            self.stop.check()
         self.emit("llm-request", step=step, attempt=attempt, estimate=estimate)
         try:
             result = self.client().chat(messages, model=self.agent.model, max_tokens=p.max_output_tokens,
                                         response_format=fmt, guard=budget)
         except LLMError as exc:
             budget.charge_failure(getattr(exc, "billed", None))
+            self.breaker.record(ok=False, kind=getattr(exc, "kind", None), status=exc.status)
             self.emit("llm-call", step=step, attempt=attempt, ok=False, estimate=estimate, error=str(exc),
                       kind=getattr(exc, "kind", None), status=exc.status, attempts=getattr(exc, "attempts", 1))
             raise
@@ -310,6 +402,8 @@ class Cycle:
             budget.charge_failure(None)  # interrupted mid-call: the provider may still bill it
             raise
         usd, source = budget.settle(result.prompt_tokens, result.completion_tokens, result.provider_cost)
+        self.breaker.record(ok=True)
+        self._warn_budget()
         self.emit("llm-call", step=step, attempt=attempt, ok=True, estimate=estimate,
                   prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens, usd=usd,
                   cost_source=source, latency_s=round(result.latency, 3), attempts=result.attempts,
@@ -321,11 +415,15 @@ class Cycle:
 
 
 def run_agent(settings: Settings, name: str, *, listener: Listener | None = None,
-              client_factory: Callable[[], Any] | None = None) -> Outcome:
-    """Run one cycle of agent ``name``."""
+              client_factory: Callable[[], Any] | None = None, force: bool = False) -> Outcome:
+    """Run one cycle of agent ``name``; SIGTERM / SIGINT stop it at the next step boundary."""
+    from .stopping import graceful
+
     agent = settings.agent(name)
     key = api_key(settings)
-    return Cycle(settings, agent, key=key, listener=listener, client_factory=client_factory).run()
+    with graceful(StopFlag()) as stop:
+        return Cycle(settings, agent, key=key, listener=listener, client_factory=client_factory, force=force,
+                     stop=stop).run()
 
 
 def dry_run(settings: Settings, name: str) -> dict[str, Any]:

@@ -128,3 +128,16 @@ class Interrupted(MythlineError):
 
 def _fmt(unit: str, value: float) -> str:
     return f"${value:.4f}" if unit == "usd" else f"{int(value):,} tokens"
+
+
+class BackingOff(MythlineError):
+    """The agent failed recently and waits before trying again."""
+
+    exit_code = ExitCode.PAUSED
+
+    def __init__(self, agent: str, until: str, failures: int) -> None:
+        self.agent = agent
+        self.until = until
+        self.failures = failures
+        super().__init__(f"{agent} is backing off after {failures} failed run(s) until {until}; "
+                         f"nothing was called. Use: mythline run {agent} --force to run now")

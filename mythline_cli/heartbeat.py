@@ -7,7 +7,8 @@ from typing import Any
 
 from . import files, paths
 
-STATES = ("never-run", "ok", "running", "late", "down", "failed", "paused", "over-budget", "queue-empty")
+STATES = ("never-run", "ok", "running", "late", "down", "failed", "paused", "over-budget", "queue-empty",
+          "interrupted")
 
 
 def read(agent: str) -> dict[str, Any] | None:

@@ -363,3 +363,16 @@ class Ledger:
             }
         return {"timezone": budget.timezone, "windows": current, "agents": agents, "fleet": fleet,
                 "open_reservations": len(data["reservations"])}
+
+
+def crossings(ledger: Ledger, agent: Agent, warn_at: float) -> list[dict[str, Any]]:
+    """Every cap that ``agent``'s spend (or the fleet's) has reached ``warn_at`` of."""
+    data = ledger.snapshot()
+    current = window_keys(ledger.now(), ledger.tz)
+    out = []
+    for kind, scope, unit, cap, setting in ledger._caps(agent):
+        spent, _ = ledger.usage(data, current[kind], scope, unit)
+        if cap and spent >= warn_at * cap:
+            out.append({"scope": "fleet" if scope == "*" else scope, "unit": unit, "window": current[kind],
+                        "spent": spent, "cap": cap, "setting": setting})
+    return out

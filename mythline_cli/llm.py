@@ -44,9 +44,11 @@ class CallResult:
 
 
 class Guard(Protocol):
-    """Pays for a lost attempt and reserves the next before a retry; raises to refuse."""
+    """Pays for a lost attempt after it fails; reserves the next before it is sent, or raises."""
 
     def before_retry(self, failure: CallFailure) -> None: ...
+
+    def before_attempt(self) -> None: ...
 
 
 @dataclass(eq=False)
@@ -222,6 +224,8 @@ class LLMClient:
 
         def attempt() -> CallResult:
             nonlocal attempts
+            if attempts and guard is not None:
+                guard.before_attempt()  # may stop the run or refuse the retry's reservation
             attempts += 1
             t0 = self.clock()
             kwargs: dict[str, Any] = {"model": model, "messages": messages, "max_tokens": max_tokens,

@@ -220,7 +220,7 @@ def test_broken_responses_fail_the_call_and_store_nothing(home, config, llm_serv
         llm_server.enqueue(reply)
     config(provider={"max_attempts": 1})
     for expected in ("error inside a 200 response", "no choices", "cut off at max_tokens=500"):
-        result = run("run", AGENT)
+        result = run("run", AGENT, "--force")  # past the backoff each failure starts
         assert result.exit_code == 1, result.output
         assert expected in result.stderr
     assert stored(home) == []

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from .. import __version__
-from . import budget, init, run, status
+from . import budget, init, pause, run, status
 from ._util import STATE
 
 EXIT_CODES = """Exit codes: 0 stored or nothing due · 1 the cycle failed · 2 usage or config error ·
@@ -48,3 +48,5 @@ app.command("status", help=status.HELP)(status.status_cli)
 app.command("init", help=init.HELP)(init.init_cli)
 app.command("home", help="Print the state home (set MYTHLINE_HOME to move it).")(status.home_cli)
 app.add_typer(budget.app, name="budget")
+app.command("pause", help=pause.PAUSE_HELP)(pause.pause_cli)
+app.command("resume", help=pause.RESUME_HELP)(pause.resume_cli)

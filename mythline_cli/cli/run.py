@@ -6,7 +6,7 @@ from typing import Any
 
 import typer
 
-from ..errors import ExitCode
+from ..errors import ExitCode, UsageError
 from ._util import boundary, fail_line, is_tty, out, print_json, settings
 
 HELP = """Run one research -> validate -> store cycle for AGENT, then exit.
@@ -75,14 +75,24 @@ class LiveView:
 
 
 def run_cli(
-    agent: str = typer.Argument(..., help="Agent to run (see: mythline status)."),
+    agent: str = typer.Argument(None, help="Agent to run (see: mythline agents). Omit with --due."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Render the prompts, print the estimate and the budget "
                                  "decision; call nothing, write nothing. Needs no API key or network."),
     model: str = typer.Option(None, "--model", help="Model for this run (overrides MYTHLINE_MODEL and the config)."),
     base_url: str = typer.Option(None, "--base-url", help="OpenAI-compatible API base URL for this run "
                                  "(overrides MYTHLINE_BASE_URL and the config)."),
     json_out: bool = typer.Option(False, "--json", help="Print the outcome (or the dry run) as JSON."),
+    force: bool = typer.Option(False, "--force", help="Run even while the agent is backing off after failures."),
+    due: bool = typer.Option(False, "--due", help="Run every agent whose next due time has passed, each as its "
+                             "own process (one scheduler entry for the whole fleet)."),
+    jobs: int = typer.Option(2, "--jobs", "-j", min=1, max=64, help="With --due: how many agents run at once."),
 ) -> None:
+    if due:
+        _run_due(agent, jobs=jobs, force=force, json_out=json_out, dry_run=dry_run)
+        return
+    if agent is None:
+        with boundary():
+            raise UsageError("name an agent (see: mythline agents), or use --due for every agent that is due")
     with boundary():
         cfg = settings(model=model, base_url=base_url)
         if dry_run:
@@ -108,7 +118,7 @@ def run_cli(
                     view.start_topic(event["topic"])
                 view(event)
         try:
-            outcome = run_agent(cfg, agent, listener=listener)
+            outcome = run_agent(cfg, agent, listener=listener, force=force)
         finally:
             if view is not None:
                 view.live.stop()
@@ -123,6 +133,38 @@ def run_cli(
         out().print(f"{outcome.agent}: {outcome.result or outcome.state}"
                     + (f" · {outcome.topic}" if outcome.topic else ""))
     raise typer.Exit(outcome.code)
+
+
+def _run_due(agent: str | None, *, jobs: int, force: bool, json_out: bool, dry_run: bool) -> None:
+    from ..due import due_agents, fleet_exit_code, run_due
+    from ._util import STATE
+
+    with boundary():
+        if agent is not None or dry_run:
+            raise UsageError("--due runs every agent that is due: give no agent name and no --dry-run")
+        cfg = settings()
+        names = due_agents(cfg)
+        if json_out and not names:
+            print_json({"due": [], "results": [], "exit_code": 0})
+        if not names:
+            if is_tty():
+                out().print("Nothing is due.")
+            raise typer.Exit(ExitCode.OK)
+        results = run_due(cfg, jobs=jobs, config=STATE.config or cfg.source, force=force, agents=names)
+    code = fleet_exit_code(results)
+    if any(r.agent == "*" for r in results):
+        code = next(r.exit_code for r in results if r.agent == "*")
+    if json_out:
+        print_json({"due": names, "exit_code": code,
+                    "results": [{"agent": r.agent, "exit_code": r.exit_code, "stderr": r.stderr.strip()}
+                                for r in results if r.agent != "*"]})
+    else:
+        for r in results:
+            for line in r.stderr.splitlines():
+                fail_line(line.removeprefix("mythline: "))
+        if is_tty():
+            out().print("  ".join(f"{r.agent}: {r.exit_code}" for r in results if r.agent != "*"))
+    raise typer.Exit(code)
 
 
 def _print_plan(report: dict[str, Any]) -> None:

@@ -1,0 +1,122 @@
+"""``mythline run --due``: one scheduler entry for the whole fleet.
+
+Every agent whose next due time has passed runs as its own ``mythline run AGENT`` process
+(its own run lock, its own signal handling, the shared ledger), at most ``jobs`` at once.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from . import heartbeat, killswitch
+from .config import Settings
+from .errors import ExitCode
+
+
+def _parse(ts: Any) -> datetime | None:
+    if not isinstance(ts, str):
+        return None
+    try:
+        value = datetime.fromisoformat(ts)
+    except ValueError:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def due_agents(settings: Settings, *, now: datetime | None = None) -> list[str]:
+    """Enabled, unpaused agents whose interval has passed since their last run and not backing off."""
+    now = now or datetime.now(timezone.utc)
+    due = []
+    for agent in settings.agents():
+        if not agent.enabled or killswitch.is_paused(agent.name):
+            continue
+        hb = heartbeat.read_only(agent.name)
+        if not hb:
+            due.append(agent.name)
+            continue
+        until = _parse(hb.get("backoff_until"))
+        if until is not None and now < until:
+            continue
+        if hb.get("state") == "running":
+            continue  # its run lock decides; a hung run shows up in status, not here
+        last = _parse(hb.get("finished")) or _parse(hb.get("started"))
+        if last is None or now >= last + timedelta(seconds=agent.interval):
+            due.append(agent.name)
+    return due
+
+
+@dataclass
+class ChildResult:
+    """One agent's run under ``--due``."""
+
+    agent: str
+    exit_code: int
+    stderr: str
+
+
+# Worst first: the fleet's exit code is the most serious of its runs'.
+_SEVERITY = [ExitCode.FAILED, ExitCode.USAGE, ExitCode.OVER_BUDGET]
+
+
+def fleet_exit_code(results: list[ChildResult]) -> int:
+    codes = {r.exit_code for r in results}
+    for code in _SEVERITY:
+        if code in codes:
+            return code
+    if codes - {ExitCode.OK, ExitCode.ALREADY_RUNNING, ExitCode.PAUSED}:
+        return ExitCode.FAILED  # a run killed by a signal, or another surprise
+    return ExitCode.OK
+
+
+def run_due(settings: Settings, *, jobs: int, config: Path | None, force: bool = False,
+            agents: list[str] | None = None, poll: float = 0.05) -> list[ChildResult]:
+    """Run the due agents as separate processes, at most ``jobs`` at once."""
+    queue = list(agents if agents is not None else due_agents(settings))
+    running: dict[str, subprocess.Popen[str]] = {}
+    results: list[ChildResult] = []
+    stopping: list[int] = []
+
+    def forward(signum: int, frame: Any) -> None:
+        stopping.append(signum)
+        for proc in running.values():
+            try:
+                proc.send_signal(signum)
+            except OSError:
+                pass
+
+    previous = {}
+    for name in ("SIGINT", "SIGTERM"):
+        sig = getattr(signal, name)
+        try:
+            previous[sig] = signal.signal(sig, forward)
+        except ValueError:
+            pass
+    base = [sys.executable, "-m", "mythline_cli"] + (["--config", str(config)] if config else [])
+    try:
+        while queue or running:
+            while queue and len(running) < jobs and not stopping:
+                name = queue.pop(0)
+                cmd = base + ["run", name] + (["--force"] if force else [])
+                running[name] = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            if stopping:
+                queue.clear()
+            for name, proc in list(running.items()):
+                if proc.poll() is not None:
+                    err = proc.stderr.read() if proc.stderr else ""
+                    results.append(ChildResult(name, proc.returncode, err))
+                    del running[name]
+            time.sleep(poll)
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+    if stopping:
+        code = ExitCode.TERMINATED if stopping[0] == signal.SIGTERM else ExitCode.INTERRUPTED
+        results.append(ChildResult("*", code, ""))
+    return results

@@ -1,0 +1,294 @@
+"""Backoff between runs, the circuit breaker, the kill switch, signals, and run --due."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from freezegun import freeze_time
+from typer.testing import CliRunner
+
+from conftest import is_audit, lore_responder, mythline
+from llm_server import Reply, error
+from mythline_cli.breaker import Breaker, BreakerOpen
+from mythline_cli.cli import app
+from mythline_cli.config import parse_config
+from mythline_cli.cycle import Cycle
+from mythline_cli.due import due_agents
+
+AGENT = "world-npcs"
+
+
+def run(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def hb(home: Path, agent: str = AGENT) -> dict:
+    return json.loads((home / "agents" / agent / "heartbeat.json").read_text())
+
+
+def write_hb(home: Path, agent: str, **fields) -> None:
+    path = home / "agents" / agent / "heartbeat.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"agent": agent, "state": "ok", **fields}))
+
+
+def ledger(home: Path) -> dict:
+    return json.loads((home / "ledger.json").read_text())
+
+
+def research_recorded(home: Path) -> bool:
+    try:
+        ck = json.loads((home / "agents" / AGENT / "checkpoint.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return False
+    return "research" in ((ck.get("current") or {}).get("steps") or {})
+
+
+def wait_for(predicate, timeout: float = 30.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return
+        time.sleep(0.01)
+    raise AssertionError("condition not reached in time")
+
+
+# -- backoff -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("streak,expected", [(1, 300), (2, 600), (3, 1200), (10, 3600)])
+def test_backoff_doubles_with_jitter_and_is_capped(streak, expected):
+    settings = parse_config({"backoff": {"base": "5m", "max": "1h", "jitter": 0.2}})
+    cycle = Cycle(settings, settings.agent(AGENT), key=None)
+    with freeze_time("2026-03-01 12:00:00"):
+        waits = {(datetime.fromisoformat(cycle._backoff_until(streak))
+                  - datetime(2026, 3, 1, 12, tzinfo=timezone.utc)).total_seconds() for _ in range(200)}
+    assert max(waits) <= min(expected * 1.2, 3600) and min(waits) >= expected * 0.8
+    assert len(waits) > 1 or expected == 3600  # jitter spreads a fleet that failed together
+
+
+def test_failed_run_backs_off_and_force_overrides(home, config, llm_server):
+    config(sections={"backoff": {"base": "10m", "jitter": 0}})
+    llm_server.enqueue(error(401, "bad key"))
+    before = datetime.now(timezone.utc)
+    assert run("run", AGENT).exit_code == 1
+    until = datetime.fromisoformat(hb(home)["backoff_until"])
+    assert timedelta(minutes=10) <= until - before <= timedelta(minutes=10, seconds=30)
+
+    second = run("run", AGENT)
+    assert second.exit_code == 5
+    assert "backing off after 1 failed run(s)" in second.stderr and "--force" in second.stderr
+    assert llm_server.count() == 1  # nothing was called
+
+    llm_server.responder = lore_responder(AGENT)
+    assert run("run", AGENT, "--force").exit_code == 0
+    state = hb(home)
+    assert state["backoff_until"] is None and state["consecutive_failures"] == 0
+
+
+def test_backoff_in_the_past_lets_the_run_go(home, config, llm_server):
+    write_hb(home, AGENT, consecutive_failures=2,
+             backoff_until=(datetime.now(timezone.utc) - timedelta(seconds=1)).isoformat())
+    llm_server.responder = lore_responder(AGENT)
+    assert run("run", AGENT).exit_code == 0
+
+
+# -- kill switch ---------------------------------------------------------------------------
+
+def test_paused_run_sends_no_request(home, config, llm_server):
+    llm_server.responder = lore_responder(AGENT)
+    assert run("pause", AGENT, "--note", "checking sources").exit_code == 0
+    result = run("run", AGENT)
+    assert result.exit_code == 5 and llm_server.count() == 0
+    assert result.stderr == ("mythline: world-npcs is paused (checking sources); nothing was called. "
+                             "Run: mythline resume world-npcs\n")
+    status = json.loads(run("status", "--json").stdout)
+    row = next(r for r in status["agents"] if r["agent"] == AGENT)
+    assert row["state"] == "paused" and row["note"] == "checking sources"
+    assert run("resume", AGENT).exit_code == 0
+    assert run("run", AGENT).exit_code == 0 and llm_server.count() == 2
+
+
+def test_pause_all_and_resume_all(home, config):
+    assert run("pause", "--all").exit_code == 0
+    assert all((home / "agents" / a / "paused").exists() for a in parse_config({}).agent_names)
+    assert run("resume", "--all").stdout.startswith("Resumed world-zones, world-npcs")
+    assert not list(home.rglob("paused"))
+    bad = run("pause")
+    assert bad.exit_code == 2 and bad.stderr == "mythline: name one agent, or use --all\n"
+    assert run("pause", "world-dragons").exit_code == 2
+
+
+def test_pause_mid_run_stops_at_the_next_call_with_the_checkpoint_saved(home, config, llm_server):
+    answer = lore_responder(AGENT)
+
+    def research_then_pause(request):
+        if not is_audit(request):
+            (home / "agents" / AGENT / "paused").write_text("stop now\n")
+        return answer(request)
+
+    llm_server.responder = research_then_pause
+    result = run("run", AGENT)
+    assert result.exit_code == 5
+    assert "stopped at a step boundary, checkpoint saved" in result.stderr
+    assert llm_server.count() == 1 and research_recorded(home)
+    assert hb(home)["state"] == "paused" and ledger(home)["reservations"] == {}
+    run("resume", AGENT)
+    llm_server.responder = answer
+    assert run("run", AGENT).exit_code == 0
+    assert [is_audit(r) for r in llm_server.requests] == [False, True]
+
+
+# -- signals --------------------------------------------------------------------------------
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("signame,code", [("SIGTERM", 143), ("SIGINT", 130)])
+def test_signal_mid_call_finishes_the_call_saves_and_exits(home, config, llm_server, signame, code):
+    answer = lore_responder(AGENT)
+
+    def slow_research(request):
+        reply = answer(request)
+        if not is_audit(request):
+            reply.delay = 1.5
+        return reply
+
+    llm_server.responder = slow_research
+    proc = subprocess.Popen([sys.executable, "-m", "mythline_cli", "run", AGENT],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: llm_server.count() == 1)
+    proc.send_signal(getattr(signal, signame))
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == code, err
+    assert err.startswith(f"mythline: world-npcs: stopped by {signame}; the checkpoint is saved")
+    assert llm_server.count() == 1  # the audit was never sent
+    assert research_recorded(home)  # the paid research answer was kept
+    assert ledger(home)["reservations"] == {}
+    assert hb(home)["state"] == "interrupted" and hb(home)["consecutive_failures"] == 0
+
+    llm_server.responder = answer
+    result = mythline("run", AGENT)
+    assert result.returncode == 0, result.stderr
+    assert [is_audit(r) for r in llm_server.requests] == [False, True]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_sigterm_during_a_retry_wait_stops_without_another_request(home, config, llm_server):
+    config(provider={"max_retry_wait": "30s", "max_retry_time": "60s", "max_attempts": 3})
+    llm_server.enqueue(error(429, "slow down", headers={"retry-after": "20"}))
+    proc = subprocess.Popen([sys.executable, "-m", "mythline_cli", "run", AGENT],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: llm_server.count() == 1)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=15)  # far less than the 20 s wait
+    assert proc.returncode == 143, err
+    assert llm_server.count() == 1
+    assert ledger(home)["reservations"] == {}
+
+
+# -- circuit breaker ------------------------------------------------------------------------
+
+def test_breaker_opens_after_k_failures_across_agents_then_probes(home, config, llm_server):
+    config(provider={"max_attempts": 1}, sections={"breaker": {"failures": 2, "cooldown": "1h"}})
+    llm_server.default = error(503, "no provider available")
+    assert run("run", "world-npcs").exit_code == 1
+    assert run("run", "world-zones").exit_code == 1  # second failure in a row: open
+    assert llm_server.count() == 2
+
+    skipped = run("run", "world-items")
+    assert skipped.exit_code == 5 and llm_server.count() == 2
+    assert "failed 2 calls in a row across the fleet; cooling down until" in skipped.stderr
+
+    # The cooldown passes: one probe goes out, and its success closes the breaker.
+    state = json.loads((home / "breaker.json").read_text())
+    (entry,) = state.values()
+    entry["opened_at"] = (datetime.now(timezone.utc) - timedelta(hours=2)).isoformat()
+    (home / "breaker.json").write_text(json.dumps(state))
+    llm_server.default = None
+    llm_server.responder = lore_responder("world-items")
+    assert run("run", "world-items").exit_code == 0
+    (entry,) = json.loads((home / "breaker.json").read_text()).values()
+    assert entry == {"failures": 0, "opened_at": None, "probe": None}
+
+
+def test_a_failed_probe_reopens_and_only_one_probe_at_a_time(home):
+    settings = parse_config({"breaker": {"failures": 3, "cooldown": "10m"}})
+    clock = [datetime(2026, 5, 1, 12, tzinfo=timezone.utc)]
+    breaker = Breaker(settings, now=lambda: clock[0])
+    for _ in range(3):
+        breaker.before_call("world-npcs")
+        breaker.record(ok=False, kind="http-503", status=503)
+    with pytest.raises(BreakerOpen):
+        breaker.before_call("world-npcs")
+    clock[0] += timedelta(minutes=11)
+    breaker.before_call("world-npcs")  # the probe
+    with pytest.raises(BreakerOpen, match="another agent is probing"):
+        breaker.before_call("world-zones")
+    breaker.record(ok=False, kind="timeout")
+    with pytest.raises(BreakerOpen, match="cooling down until 12:21:00"):
+        breaker.before_call("world-zones")
+
+
+def test_auth_errors_do_not_trip_the_breaker(home):
+    settings = parse_config({"breaker": {"failures": 1}})
+    breaker = Breaker(settings)
+    breaker.record(ok=False, kind="http-401", status=401)
+    breaker.before_call("world-npcs")  # still closed
+
+
+# -- run --due -----------------------------------------------------------------------------
+
+def test_due_agents_follow_interval_backoff_and_pause(home):
+    settings = parse_config({"defaults": {"interval": "30m"}})
+    with freeze_time("2026-06-01 12:00:00+00:00"):
+        now = datetime.now(timezone.utc)
+        write_hb(home, "world-zones", finished=(now - timedelta(minutes=10)).isoformat())
+        write_hb(home, "world-npcs", finished=(now - timedelta(minutes=31)).isoformat())
+        write_hb(home, "world-items", finished=(now - timedelta(hours=3)).isoformat(),
+                 backoff_until=(now + timedelta(minutes=5)).isoformat())
+        write_hb(home, "world-lore", state="running", started=(now - timedelta(hours=1)).isoformat())
+        (home / "agents" / "world-factions").mkdir(parents=True)
+        (home / "agents" / "world-factions" / "paused").write_text("")
+        due = due_agents(settings)
+    assert "world-zones" not in due and "world-npcs" in due
+    assert "world-items" not in due and "world-lore" not in due and "world-factions" not in due
+    assert "quest-chains" in due  # never run
+    with freeze_time("2026-06-01 12:20:01+00:00"):
+        assert "world-zones" in due_agents(settings)
+
+
+def test_run_due_runs_each_due_agent_in_its_own_process(home, config, llm_server):
+    others = [a for a in parse_config({}).agent_names if a not in ("world-npcs", "world-zones")]
+    config(sections={f"agents.{a}": {"enabled": False} for a in others})
+    answers = {a: lore_responder(a) for a in ("world-npcs", "world-zones")}
+
+    def respond(request):
+        text = json.dumps(request["body"]["messages"])
+        agent = "world-zones" if "zone" in text.lower() else "world-npcs"
+        return answers[agent](request)
+
+    llm_server.responder = respond
+    result = mythline("run", "--due", "--jobs", "2", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert sorted(report["due"]) == ["world-npcs", "world-zones"]
+    assert {r["agent"]: r["exit_code"] for r in report["results"]} == {"world-npcs": 0, "world-zones": 0}
+    assert len(list((home / "store").rglob("*.json"))) == 2
+    # Both just ran: nothing is due now.
+    again = mythline("run", "--due")
+    assert again.returncode == 0 and again.stdout == "" and again.stderr == ""
+
+
+def test_run_needs_an_agent_or_due(home):
+    result = run("run")
+    assert result.exit_code == 2
+    assert result.stderr == ("mythline: name an agent (see: mythline agents), or use --due for every agent "
+                             "that is due\n")
+    assert run("run", AGENT, "--due").exit_code == 2

@@ -91,7 +91,7 @@ class LedgerCorrupt(MythlineError):
         self.path = path
         super().__init__(
             f"{path}: the budget ledger is unreadable ({problem}); nothing was called. "
-            "Move it aside and run: mythline budget reset --yes"
+            "Rebuild it from its journal with: mythline budget repair"
         )
 
 

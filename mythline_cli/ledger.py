@@ -5,6 +5,11 @@ held for the few milliseconds that takes and never across network I/O. Spend is 
 per agent per window ("day:2026-11-25", "month:2026-11"); fleet figures are their sum.
 A reservation counts against every window it was made in until it is settled, released,
 or reclaimed.
+
+``ledger-history.jsonl`` is the ledger's journal: every change is appended there (fsynced,
+numbered) before ``ledger.json`` is replaced, and ``apply`` turns a journal line into the
+change. A crash between the two is rolled forward by the next access; a lost or corrupt
+``ledger.json`` is rebuilt by replaying the journal (``mythline budget repair``).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone, tzinfo
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -81,6 +87,59 @@ def _shape_problem(data: Any) -> str | None:
                 and _number(res.get("pid", 0)) and _number(res.get("created_ts", 0))):
             return f"reservation {rid!r} is malformed"
     return None
+
+
+def _charge(data: dict[str, Any], windows: list[str], agent: str, usd: float, tokens: int, unsettled: bool) -> None:
+    for key in windows:
+        window = data["windows"].get(key)
+        if window is None:
+            continue
+        bucket = _bucket(window, agent)
+        bucket["usd"] += usd
+        bucket["tokens"] += int(tokens)
+        bucket["calls"] += 1
+        if unsettled:
+            bucket["unsettled_usd"] += usd
+
+
+def apply(data: dict[str, Any], op: dict[str, Any]) -> None:
+    """Make the change one journal line describes. Deterministic: replay gives the same ledger."""
+    kind = op.get("event")
+    if kind == "window-opened":
+        data["windows"].setdefault(op["window"], {"kind": op["kind"], "opened": op["ts"], "agents": {}})
+    elif kind == "reserve":
+        data["reservations"][op["reservation"]] = {
+            k: op[k] for k in ("agent", "run_id", "step", "pid", "host", "created", "created_ts", "usd", "tokens",
+                               "windows") if k in op}
+    elif kind == "settle":
+        res = data["reservations"].pop(op["reservation"], None)
+        if res is not None:
+            _charge(data, res["windows"], res["agent"], op.get("usd") or 0.0, op.get("tokens", 0),
+                    bool(op.get("unsettled")))
+    elif kind == "release":
+        data["reservations"].pop(op["reservation"], None)
+    elif kind == "reclaim":
+        # The provider may have billed the call, so it counts at its estimate, unsettled.
+        data["reservations"].pop(op["reservation"], None)
+        _charge(data, op.get("windows", []), op["agent"], op.get("usd") or 0.0, op.get("tokens", 0), True)
+    elif kind == "window-closed":
+        data["windows"].pop(op["window"], None)
+    elif kind == "reset":
+        for key in op.get("windows", []):
+            buckets = data["windows"].get(key, {}).get("agents", {})
+            for name in ([op["agent"]] if op.get("agent") not in (None, "*") else list(buckets)):
+                buckets.pop(name, None)
+    if isinstance(op.get("seq"), int):
+        data["seq"] = op["seq"]
+
+
+def replay(journal: Path) -> dict[str, Any]:
+    """A ledger rebuilt from every numbered line of the journal."""
+    data = _empty()
+    for op in files.iter_jsonl(journal):
+        if isinstance(op.get("seq"), int):
+            apply(data, op)
+    return data
 
 
 @dataclass(frozen=True)
@@ -155,6 +214,7 @@ class Ledger:
         t1 = time.perf_counter()
         try:
             data = self._load()
+            self._roll_forward(data)
             self._reclaim(data)
             self._roll(data)
             yield data
@@ -164,11 +224,30 @@ class Ledger:
             t2 = time.perf_counter()
             self.last_lock_wait, self.last_lock_held = t1 - t0, t2 - t1
 
-    def _log(self, entry: dict[str, Any]) -> None:
-        entry = {"ts": self.now().isoformat(), **entry}
+    def _log(self, data: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
+        """Journal one change, then make it (write-ahead: the journal is never behind)."""
+        entry = {"seq": int(data.get("seq", 0)) + 1, "ts": self.now().isoformat(), **entry}
         files.append_jsonl(paths.ledger_history(), entry)
+        apply(data, entry)
         if self._history is not None:
             self._history(entry)
+        return entry
+
+    def _roll_forward(self, data: dict[str, Any]) -> None:
+        """Apply journal lines a crash kept out of ``ledger.json`` (normally there are none)."""
+        seq = int(data.get("seq", 0))
+        journal = paths.ledger_history()
+        n = 16
+        while True:
+            tail = [op for op in files.tail_jsonl(journal, n) if isinstance(op.get("seq"), int)]
+            if not tail or tail[-1]["seq"] <= seq:
+                return
+            if tail[0]["seq"] <= seq + 1 or len(tail) < n:
+                break
+            n *= 4
+        for op in tail:
+            if op["seq"] > seq:
+                apply(data, op)
 
     # -- housekeeping done on every access ---------------------------------------
     def _reclaim(self, data: dict[str, Any]) -> None:
@@ -180,19 +259,8 @@ class Ledger:
             dead = res.get("host") == self.host and not pid_alive(int(res.get("pid", 0)))
             if not dead and age <= timeout:
                 continue
-            del data["reservations"][rid]
             usd = res.get("usd") or 0.0
-            for key in res.get("windows", []):
-                window = data["windows"].get(key)
-                if window is None:
-                    continue
-                bucket = _bucket(window, res["agent"])
-                bucket["usd"] += usd
-                bucket["tokens"] += int(res.get("tokens", 0))
-                bucket["unsettled_usd"] += usd
-                bucket["calls"] += 1
-            # The provider may have billed the call, so it counts at its estimate.
-            self._log({"event": "reclaim", "reservation": rid, "agent": res["agent"],
+            self._log(data, {"event": "reclaim", "reservation": rid, "agent": res["agent"],
                        "pid": res.get("pid"), "run_id": res.get("run_id"),
                        "reason": "process gone" if dead else "older than run_timeout",
                        "usd": usd, "tokens": res.get("tokens", 0), "windows": res.get("windows", [])})
@@ -201,13 +269,14 @@ class Ledger:
         """Open the current windows; close old ones that no reservation still points at."""
         current = window_keys(self.now(), self.tz)
         for kind, key in current.items():
-            data["windows"].setdefault(key, {"kind": kind, "opened": self.now().isoformat(), "agents": {}})
+            if key not in data["windows"]:
+                self._log(data, {"event": "window-opened", "window": key, "kind": kind})
         held = {k for res in data["reservations"].values() for k in res.get("windows", [])}
         for key in list(data["windows"]):
             if key in current.values() or key in held:
                 continue
-            window = data["windows"].pop(key)
-            self._log({"event": "window-closed", "window": key, "agents": window.get("agents", {})})
+            self._log(data, {"event": "window-closed", "window": key,
+                             "agents": data["windows"][key].get("agents", {})})
 
     # -- the money rules ---------------------------------------------------------
     def _caps(self, agent: Agent) -> list[tuple[str, str, str, float, str]]:
@@ -279,11 +348,12 @@ class Ledger:
     def _hold(self, data: dict[str, Any], agent: Agent, estimate: Estimate, *, run_id: str, step: str) -> str:
         current = window_keys(self.now(), self.tz)
         rid = uuid.uuid4().hex[:16]
-        data["reservations"][rid] = {
-            "agent": agent.name, "run_id": run_id, "step": step, "pid": os.getpid(),
-            "host": self.host, "created": self.now().isoformat(), "created_ts": self.now().timestamp(),
-            "usd": estimate.usd, "tokens": estimate.tokens, "windows": sorted(set(current.values())),
-        }
+        self._log(data, {
+            "event": "reserve", "reservation": rid, "agent": agent.name, "run_id": run_id, "step": step,
+            "pid": os.getpid(), "host": self.host, "created": self.now().isoformat(),
+            "created_ts": self.now().timestamp(), "usd": estimate.usd, "tokens": estimate.tokens,
+            "windows": sorted(set(current.values())),
+        })
         return rid
 
     def agent_today(self, agent: str) -> tuple[int, float]:
@@ -300,24 +370,19 @@ class Ledger:
         Returns False when the reservation had already been reclaimed (and so charged).
         """
         with self._locked() as data:
-            res = data["reservations"].pop(reservation.id, None)
-            if res is None:
-                self._log({"event": "late-settle", "reservation": reservation.id,
-                           "agent": reservation.agent, "usd": usd, "tokens": tokens})
+            if reservation.id not in data["reservations"]:
+                self._log(data, {"event": "late-settle", "reservation": reservation.id,
+                                 "agent": reservation.agent, "usd": usd, "tokens": tokens})
                 return False
-            for key in res["windows"]:
-                bucket = _bucket(data["windows"][key], res["agent"])
-                bucket["usd"] += usd or 0.0
-                bucket["tokens"] += int(tokens)
-                bucket["calls"] += 1
-                if unsettled:
-                    bucket["unsettled_usd"] += usd or 0.0
+            self._log(data, {"event": "settle", "reservation": reservation.id, "agent": reservation.agent,
+                             "usd": usd, "tokens": int(tokens), "unsettled": unsettled})
         return True
 
     def release(self, reservation: Reservation) -> None:
         """Drop a hold whose call was never sent."""
         with self._locked() as data:
-            data["reservations"].pop(reservation.id, None)
+            if reservation.id in data["reservations"]:
+                self._log(data, {"event": "release", "reservation": reservation.id, "agent": reservation.agent})
 
     def reset(self, *, agent: str | None = None, month: bool = False, reason: str = "manual") -> dict[str, Any]:
         """Zero the current day (and month) spend of one agent or of all."""
@@ -326,12 +391,27 @@ class Ledger:
             keys = [current["day"]] + ([current["month"]] if month else [])
             cleared: dict[str, Any] = {}
             for key in keys:
-                buckets = data["windows"][key].setdefault("agents", {})
+                buckets = data["windows"][key].get("agents", {})
                 names = [agent] if agent else list(buckets)
-                cleared[key] = {n: buckets.pop(n) for n in names if n in buckets}
-            entry = {"event": "reset", "agent": agent or "*", "windows": keys, "cleared": cleared, "reason": reason}
-            self._log(entry)
+                cleared[key] = {n: dict(buckets[n]) for n in names if n in buckets}
+            entry = self._log(data, {"event": "reset", "agent": agent or "*", "windows": keys,
+                                     "cleared": cleared, "reason": reason})
         return entry
+
+    def repair(self) -> dict[str, Any]:
+        """Rebuild ``ledger.json`` from the journal; an unreadable one is moved aside first."""
+        paths.home().mkdir(parents=True, exist_ok=True)
+        with FileLock(str(paths.ledger_lock()), timeout=self.lock_timeout):
+            moved = None
+            path = paths.ledger()
+            try:
+                self._load()
+            except LedgerCorrupt:
+                moved = files.quarantine_corrupt(path)
+            data = replay(paths.ledger_history())
+            files.write_json(path, data)
+        return {"moved_aside": str(moved) if moved else None, "seq": data.get("seq", 0),
+                "reservations": len(data["reservations"]), "windows": sorted(data["windows"])}
 
     def snapshot(self) -> dict[str, Any]:
         """The ledger as it is on disk (no lock: files are replaced atomically)."""

@@ -247,6 +247,6 @@ def test_corrupt_ledger_shows_one_line_and_is_left_alone(settings: Any, runner: 
         lines = result.stderr.splitlines()
         assert len(lines) == 1
         assert lines[0].startswith(f"mythline: {paths.ledger()}: the budget ledger is unreadable")
-        assert lines[0].endswith("Move it aside and run: mythline budget reset --yes")
+        assert lines[0].endswith("Rebuild it from its journal with: mythline budget repair")
     assert paths.ledger().read_bytes() == b"{\"windows\": "
     assert not paths.ledger_history().exists()

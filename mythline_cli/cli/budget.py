@@ -71,3 +71,20 @@ def reset_cli(
         for name in ([agent] if agent else cfg.agent_names):
             EventLog(name, "budget-reset").emit("budget-reset", windows=entry["windows"], scope=entry["agent"])
         out().print(f"Reset {what} for {', '.join(entry['windows'])}.")
+
+
+@app.command("repair", help="Rebuild ledger.json from its journal (ledger-history.jsonl). An unreadable "
+                            "ledger is moved aside as ledger.json.corrupt-<timestamp> first; spend is never "
+                            "reset to zero.")
+def repair_cli(json_out: bool = typer.Option(False, "--json", help="Print what was rebuilt as JSON.")) -> None:
+    with boundary():
+        from ..ledger import Ledger
+
+        result = Ledger(settings()).repair()
+        if json_out:
+            print_json(result)
+            return
+        if result["moved_aside"]:
+            out().print(f"Moved the unreadable ledger to {result['moved_aside']}.", markup=False)
+        out().print(f"Rebuilt the ledger from {result['seq']} journal entries: "
+                    f"{len(result['windows'])} window(s), {result['reservations']} open reservation(s).", markup=False)

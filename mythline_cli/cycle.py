@@ -30,6 +30,7 @@ from .events import EventLog
 from .fleet.schemas import RECORD_MODELS
 from .heartbeat import Heartbeat
 from .ledger import Ledger, Reservation, crossings
+from .redact import redact
 from .stopping import StopFlag
 from .store import store_record
 
@@ -180,7 +181,7 @@ class Cycle:
         previous = hb_mod.read(agent.name)
         self._check_backoff(previous)
         ck = Checkpoint.load(agent.name)
-        self.hb = Heartbeat(agent.name, self.run_id, previous=previous, pid=os.getpid())
+        self.hb = Heartbeat(agent.name, self.run_id, previous=previous, pid=os.getpid(), secrets=self.events.secrets)
         self.hb.beat()
         self.emit("run-start", pid=os.getpid(), model=agent.model, base_url=self.settings.provider.base_url)
         if ck.moved_aside is not None:
@@ -253,6 +254,7 @@ class Cycle:
                 self._alert("failures", f"{self.agent.name} failed {streak} runs in a row: {message}",
                             once_key=f"failures:{self.agent.name}:{self.run_id}", failures=streak)
         self.emit("run-end", outcome=result or state, exit_code=code, duration_s=round(time.monotonic() - t0, 3))
+        message = redact(message, self.events.secrets)
         return Outcome(code, state, self.agent.name, topic=topic, message=message, warnings=warnings, result=result)
 
     # -- one attempt at one topic --------------------------------------------------------

@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from . import files, paths
+from .redact import redact
 
 STATES = ("never-run", "ok", "running", "late", "down", "failed", "paused", "over-budget", "queue-empty",
           "interrupted")
@@ -34,7 +35,9 @@ def read_only(agent: str) -> dict[str, Any] | None:
 class Heartbeat:
     """The heartbeat of one run: a dict kept in memory and written whole at each beat."""
 
-    def __init__(self, agent: str, run_id: str, *, previous: dict[str, Any] | None, pid: int) -> None:
+    def __init__(self, agent: str, run_id: str, *, previous: dict[str, Any] | None, pid: int,
+                 secrets: tuple[str, ...] = ()) -> None:
+        self.secrets = secrets
         prev = previous or {}
         now = _now()
         self.data: dict[str, Any] = {
@@ -48,7 +51,7 @@ class Heartbeat:
         }
 
     def beat(self, **fields: Any) -> None:
-        self.data.update(fields)
+        self.data.update(redact(fields, self.secrets))
         self.data["updated"] = _now()
         files.write_json(paths.heartbeat(self.data["agent"]), self.data)
 

@@ -22,6 +22,7 @@ from .config import Provider
 from .errors import BadResponse, LLMError
 
 RETRY_STATUSES = {408, 409, 429}
+MAX_ANSWER_CHARS = 1_000_000
 
 
 @dataclass
@@ -178,9 +179,14 @@ def _check(resp: Any, max_tokens: int) -> tuple[str, str]:
                           retryable=False, billed=usage, kind="length")
     if reason == "error":
         raise CallFailure("the provider ended the answer with an error", retryable=True, billed=usage, kind="error-in-200")
-    content = choice.message.content if choice.message else None
-    if not content or not content.strip():
+    message = getattr(choice, "message", None)
+    content = getattr(message, "content", None) if message else None
+    if not isinstance(content, str) or not content.strip():
         raise CallFailure("the provider returned an empty answer", retryable=True, billed=usage, kind="empty")
+    if len(content) > MAX_ANSWER_CHARS:
+        # No record is that long; a runaway answer is not parsed, stored or echoed back.
+        raise CallFailure(f"the answer is larger than {MAX_ANSWER_CHARS:,} characters", retryable=False,
+                          billed=usage, kind="too-large")
     return content, reason
 
 

@@ -33,6 +33,40 @@ def env_setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
+@pytest.fixture(autouse=True)
+def no_secret_leaks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Fail any test after which the API key shows up in a file, a CLI result or captured output."""
+    from typer.testing import CliRunner
+
+    invoke = CliRunner.invoke
+
+    def checked(self, *args: Any, **kwargs: Any):
+        result = invoke(self, *args, **kwargs)
+        for stream in ("stdout", "stderr"):
+            try:
+                text = getattr(result, stream)
+            except ValueError:  # stderr not captured separately
+                continue
+            assert TEST_KEY not in text, f"the API key leaked to {stream}"
+        return result
+
+    monkeypatch.setattr(CliRunner, "invoke", checked)
+    yield
+    for path in tmp_path.rglob("*"):
+        if path.is_file() and path.stat().st_size < 50_000_000:
+            assert TEST_KEY.encode() not in path.read_bytes(), f"the API key leaked into {path}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    for name, text in report.sections:
+        if TEST_KEY in text:
+            report.outcome = "failed"
+            report.longrepr = f"the API key leaked into captured output ({name})"
+
+
 @pytest.fixture
 def home(env_setup: Path) -> Path:
     return env_setup
@@ -105,5 +139,7 @@ def mythline(*args: str, env: dict[str, str] | None = None, timeout: float = 60,
     import subprocess
 
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "mythline_cli", *args], capture_output=True, text=True,
-                          env=full_env, timeout=timeout, **kwargs)
+    result = subprocess.run([sys.executable, "-m", "mythline_cli", *args], capture_output=True, text=True,
+                            env=full_env, timeout=timeout, **kwargs)
+    assert TEST_KEY not in (result.stdout or "") + (result.stderr or ""), "the API key leaked to the output"
+    return result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,8 +39,17 @@ def err() -> Console:
     return Console(stderr=True, soft_wrap=True, highlight=False)
 
 
+def _env_secrets() -> tuple[str, ...]:
+    # Whatever looks like a credential in the environment is masked in anything we print.
+    marks = ("KEY", "TOKEN", "SECRET", "PASSWORD", "WEBHOOK")
+    return tuple(v for k, v in os.environ.items() if any(m in k.upper() for m in marks) and len(v) >= 8)
+
+
 def fail_line(message: str) -> None:
-    """The one line a failure gets on stderr."""
+    """The one line a failure gets on stderr (secrets masked)."""
+    from ..redact import redact
+
+    message = redact(message, _env_secrets())
     if sys.stderr is None:  # a windowless launcher has no stderr
         return
     if sys.stderr.isatty():

@@ -16,18 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from . import heartbeat, killswitch
+from .heartbeat import parse_time
 from .config import Settings
 from .errors import ExitCode
-
-
-def _parse(ts: Any) -> datetime | None:
-    if not isinstance(ts, str):
-        return None
-    try:
-        value = datetime.fromisoformat(ts)
-    except ValueError:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 def due_agents(settings: Settings, *, now: datetime | None = None) -> list[str]:
@@ -41,12 +32,12 @@ def due_agents(settings: Settings, *, now: datetime | None = None) -> list[str]:
         if not hb:
             due.append(agent.name)
             continue
-        until = _parse(hb.get("backoff_until"))
+        until = parse_time(hb.get("backoff_until"))
         if until is not None and now < until:
             continue
         if hb.get("state") == "running":
             continue  # its run lock decides; a hung run shows up in status, not here
-        last = _parse(hb.get("finished")) or _parse(hb.get("started"))
+        last = parse_time(hb.get("finished")) or parse_time(hb.get("started"))
         if last is None or now >= last + timedelta(seconds=agent.interval):
             due.append(agent.name)
     return due

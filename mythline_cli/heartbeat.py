@@ -12,6 +12,21 @@ STATES = ("never-run", "ok", "running", "late", "down", "failed", "paused", "ove
           "interrupted")
 
 
+def parse_time(ts: Any) -> datetime | None:
+    """A heartbeat timestamp as an aware datetime; None when missing or unreadable.
+
+    A hand-edited or foreign timestamp without an offset is read as UTC, so it is never
+    compared naive-to-aware.
+    """
+    if not isinstance(ts, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(ts)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
+
+
 def read(agent: str) -> dict[str, Any] | None:
     """The last heartbeat, or None; an unreadable one is moved aside and treated as missing."""
     path = paths.heartbeat(agent)

@@ -6,23 +6,13 @@ import socket
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from . import heartbeat, paths
+from . import heartbeat, killswitch, paths
+from .heartbeat import parse_time
 from .config import Settings
 from .ledger import Ledger, window_keys
 from .procs import pid_alive
 
 FAILING = ("down", "failed")
-
-
-def _parse(ts: Any) -> datetime | None:
-    if not isinstance(ts, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(ts)
-    except ValueError:
-        return None
-    # A hand-edited or foreign timestamp without an offset is read as UTC, not compared naive-to-aware.
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
 
 
 def _text(value: Any) -> str | None:
@@ -36,17 +26,6 @@ def _count(value: Any) -> int:
         return 0
 
 
-def _pause_note(path: Any) -> str | None:
-    """The first line of the kill-switch file, if it holds a note."""
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None
-    lines = text.strip().splitlines()
-    first = lines[0].strip() if lines else ""
-    return first[:200] or None
-
-
 def agent_state(hb: dict[str, Any] | None, *, interval: float, grace: float, run_timeout: float,
                 now: datetime, paused: bool, enabled: bool = True) -> tuple[str, datetime | None, str | None]:
     """(state, next due, note) for one agent, like a cron monitor would judge it."""
@@ -57,17 +36,17 @@ def agent_state(hb: dict[str, Any] | None, *, interval: float, grace: float, run
     state = hb.get("state") or "failed"
     if not isinstance(state, str):
         state = "failed"
-    updated = _parse(hb.get("updated")) or _parse(hb.get("started"))
+    updated = parse_time(hb.get("updated")) or parse_time(hb.get("started"))
     if state == "running":
         # A run older than run_timeout is hung, even if it still writes heartbeats.
-        began = _parse(hb.get("started")) or updated
+        began = parse_time(hb.get("started")) or updated
         if began is not None and (now - began).total_seconds() > run_timeout:
             return "down", None, "hung"
         pid = hb.get("pid")
         if isinstance(pid, int) and hb.get("host", socket.gethostname()) == socket.gethostname() and not pid_alive(pid):
             return "failed", None, f"run died (pid {pid})"
         return "running", None, None
-    last = _parse(hb.get("finished")) or updated
+    last = parse_time(hb.get("finished")) or updated
     due = last + timedelta(seconds=interval) if last else None
     if not enabled:
         # A disabled agent is not scheduled, so it is never late or down.
@@ -97,20 +76,20 @@ def collect(settings: Settings, *, now: datetime | None = None) -> dict[str, Any
     rows = []
     for agent in settings.agents():
         hb = heartbeat.read_only(agent.name)
-        pause_file = paths.agent_dir(agent.name).joinpath("paused")
-        paused = pause_file.exists()
+        pause_note = killswitch.note(agent.name)
+        paused = pause_note is not None
         state, due, note = agent_state(hb, interval=agent.interval, grace=agent.grace,
                                        run_timeout=settings.budget.run_timeout, now=now, paused=paused,
                                        enabled=agent.enabled)
         if paused:
-            note = _pause_note(pause_file)
+            note = pause_note or None
         hb = hb or {}
         topics = hb.get("topics")
         topics = topics if isinstance(topics, dict) else {}
         done, quarantined = _count(topics.get("done", 0)), _count(topics.get("quarantined", 0))
         spent = day.get(agent.name, {})
-        last_run = _parse(hb.get("finished")) or _parse(hb.get("started"))
-        last_success = _parse(hb.get("last_success"))
+        last_run = parse_time(hb.get("finished")) or parse_time(hb.get("started"))
+        last_success = parse_time(hb.get("last_success"))
         rows.append({
             "agent": agent.name, "state": state, "note": note,
             "last_run": last_run.isoformat() if last_run else None,

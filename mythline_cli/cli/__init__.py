@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from .. import __version__
-from . import budget, init, pause, run, status
+from . import agents, budget, init, logs, pause, run, status, watchdog
 from ._util import STATE
 
 EXIT_CODES = """Exit codes: 0 stored or nothing due · 1 the cycle failed · 2 usage or config error ·
@@ -50,3 +50,6 @@ app.command("home", help="Print the state home (set MYTHLINE_HOME to move it).")
 app.add_typer(budget.app, name="budget")
 app.command("pause", help=pause.PAUSE_HELP)(pause.pause_cli)
 app.command("resume", help=pause.RESUME_HELP)(pause.resume_cli)
+app.command("watchdog", help=watchdog.HELP)(watchdog.watchdog_cli)
+app.command("logs", help=logs.HELP)(logs.logs_cli)
+app.command("agents", help=agents.HELP)(agents.agents_cli)

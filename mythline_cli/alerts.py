@@ -1,0 +1,450 @@
+"""Alerts: an event line always, then an optional webhook and an optional command.
+
+``send`` is called from the cycle (budget warnings, quarantines, failure streaks) and from
+``mythline watchdog`` (down, recovered). It never raises: an alert must never break a run.
+
+Dedup lives in ``alerts.json`` under ``alerts.lock``. The lock is held only for the
+read-modify-write of that file, never across the webhook or the command, and a key is
+recorded *before* delivery: a crash mid-delivery loses that one alert instead of repeating
+it on every later cycle (at most once).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from . import __version__, files, paths
+from .fleet.topics import TOPICS
+from .redact import redact
+
+KINDS = ("budget-warn", "quarantine", "failures", "down", "recovered")
+KEEP_KEYS = timedelta(days=60)
+LOCK_TIMEOUT = 10.0
+# Slack shows up to 40,000 characters, Discord's `content` only 2,000.
+MAX_TEXT = 1900
+MAX_RETRY_AFTER = 30.0
+_URL = re.compile(r"(?i)\b(https?://)([^/\s?#]+)[^\s'\"<>]*")
+
+# Retries wait 0.5 s, 1 s, 2 s ... (tests replace this to record the waits instead).
+_sleep: Callable[[float], None] = time.sleep
+
+
+def fleet_log() -> Path:
+    """Where alerts about the whole fleet (no agent) are logged."""
+    return paths.home() / "alerts.jsonl"
+
+
+def scrub_urls(text: str) -> str:
+    """``text`` with every URL cut to scheme and host: webhook URLs carry their token in the path."""
+    return _URL.sub(lambda m: f"{m.group(1)}{m.group(2).rsplit('@', 1)[-1]}/[redacted]", text)
+
+
+def safe_url(url: str) -> str:
+    """A webhook URL that is fine to log: scheme and host only."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or "?"
+        if parts.port:
+            host += f":{parts.port}"
+        return f"{parts.scheme}://{host}/[redacted]"
+    except ValueError:
+        return "[redacted]"
+
+
+class WebhookFailed(Exception):
+    """The webhook did not accept the alert (after any retries)."""
+
+    def __init__(self, reason: str, *, attempts: int, status: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.attempts = attempts
+        self.status = status
+
+
+def post_json(url: str, body: dict[str, Any], *, timeout: float, retries: int,
+              sleep: Callable[[float], None] = time.sleep) -> int:
+    """POST ``body`` as JSON; retry connection errors, 5xx and 429. Returns the attempts made.
+
+    A timeout is not retried: the hook may have posted the message already, and a second
+    copy of every alert is worse than one late failure line.
+    """
+    import urllib.error
+    import urllib.request
+
+    data = json.dumps(body, ensure_ascii=False).encode("utf-8")
+    headers = {"Content-Type": "application/json; charset=utf-8", "User-Agent": f"mythline/{__version__}"}
+    for attempt in range(1, retries + 2):
+        retry_after: float | None = None
+        status: int | None = None
+        try:
+            request = urllib.request.Request(url, data=data, headers=headers, method="POST")
+            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - http(s) only
+                response.read(65536)
+            return attempt
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+            reason = f"HTTP {exc.code}"
+            retryable = exc.code == 429 or 500 <= exc.code < 600
+            retry_after = _retry_after(exc.headers.get("Retry-After") if exc.headers else None)
+        except (TimeoutError, socket.timeout):
+            raise WebhookFailed(f"no answer within {timeout:g}s", attempts=attempt) from None
+        except urllib.error.URLError as exc:
+            if isinstance(exc.reason, (TimeoutError, socket.timeout)):
+                raise WebhookFailed(f"no answer within {timeout:g}s", attempts=attempt) from None
+            reason = f"cannot connect ({exc.reason})"
+            retryable = True
+        except (OSError, ValueError) as exc:  # connection reset, bad status line, malformed URL
+            reason = f"{type(exc).__name__}: {exc}"
+            retryable = not isinstance(exc, ValueError)
+        if not retryable or attempt > retries:
+            raise WebhookFailed(scrub_urls(reason), attempts=attempt, status=status)
+        sleep(retry_after if retry_after is not None else min(0.5 * 2 ** (attempt - 1), 8.0))
+    raise AssertionError("unreachable")
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        seconds = float(value) if value is not None else None
+    except ValueError:
+        return None
+    if seconds is None or seconds != seconds or seconds < 0:
+        return None
+    return min(seconds, MAX_RETRY_AFTER)
+
+
+# -- alerts.json -----------------------------------------------------------------------------
+
+def _load_state() -> dict[str, Any]:
+    path = paths.alerts_state()
+    try:
+        data = files.read_json(path)
+    except files.CorruptFile:
+        # Losing the dedup memory risks one repeated alert; refusing every alert would be worse.
+        files.quarantine_corrupt(path)
+        data = None
+    if not isinstance(data, dict):
+        data = {}
+    if not isinstance(data.get("sent"), dict):
+        data["sent"] = {}
+    if not isinstance(data.get("incidents"), dict):
+        data["incidents"] = {}
+    return data
+
+
+def _update(change: Callable[[dict[str, Any]], Any]) -> Any:
+    """Apply ``change`` to alerts.json under its lock, write it back, and return its result."""
+    from filelock import FileLock
+
+    paths.home().mkdir(parents=True, exist_ok=True)
+    with FileLock(str(paths.alerts_lock()), timeout=LOCK_TIMEOUT):
+        state = _load_state()
+        before = json.dumps(state, sort_keys=True)
+        result = change(state)
+        # A watchdog every five minutes mostly finds nothing new: leave the file alone then.
+        if json.dumps(state, sort_keys=True) != before or not paths.alerts_state().exists():
+            files.write_json(paths.alerts_state(), state)
+    return result
+
+
+def _prune(sent: dict[str, Any], now: datetime) -> None:
+    for key, when in list(sent.items()):
+        try:
+            stamp = datetime.fromisoformat(when)
+        except (TypeError, ValueError):
+            del sent[key]
+            continue
+        if stamp.tzinfo is None:
+            stamp = stamp.replace(tzinfo=timezone.utc)
+        if now - stamp > KEEP_KEYS:
+            del sent[key]
+
+
+def claim(once_key: str, *, now: datetime) -> bool:
+    """Record ``once_key`` and return True, or return False when it was recorded before."""
+    def change(state: dict[str, Any]) -> bool:
+        sent = state["sent"]
+        _prune(sent, now)
+        if once_key in sent:
+            return False
+        sent[once_key] = now.isoformat()
+        return True
+
+    return _update(change)
+
+
+def open_incident(agent: str, *, since: str, now: datetime, note: str | None = None) -> dict[str, Any]:
+    """The agent's open down-incident, opened now unless one for the same silence is open."""
+    def change(state: dict[str, Any]) -> dict[str, Any]:
+        incidents = state["incidents"]
+        current = incidents.get(agent)
+        if isinstance(current, dict) and current.get("since") == since and isinstance(current.get("key"), str):
+            return current
+        # The key carries the opening time, so a second outage after a recovery alerts again
+        # even when the heartbeat it is judged by has not changed (paused, then unpaused).
+        incident = {"since": since, "opened": now.isoformat(), "note": note,
+                    "key": f"down:{agent}:{since}:{now.isoformat()}"}
+        incidents[agent] = incident
+        return incident
+
+    return _update(change)
+
+
+def open_incidents() -> dict[str, dict[str, Any]]:
+    """Read-only view of the open incidents (no lock: a snapshot is enough to decide to look closer)."""
+    try:
+        data = files.read_json(paths.alerts_state())
+    except files.CorruptFile:
+        return {}
+    incidents = data.get("incidents") if isinstance(data, dict) else None
+    return {k: v for k, v in incidents.items() if isinstance(v, dict)} if isinstance(incidents, dict) else {}
+
+
+def close_incident(agent: str, key: str) -> None:
+    """Forget the agent's incident if it is still the one with ``key``."""
+    def change(state: dict[str, Any]) -> None:
+        current = state["incidents"].get(agent)
+        if not isinstance(current, dict) or current.get("key") == key:
+            state["incidents"].pop(agent, None)
+
+    _update(change)
+
+
+# -- sending ----------------------------------------------------------------------------------
+
+def _secrets(settings: Any, url: str | None) -> tuple[str, ...]:
+    found: list[str] = []
+    if url:
+        found.append(url)
+        tail = url.split("://", 1)[-1]
+        found.append(tail)
+        if "/" in tail:
+            found.append(tail.split("/", 1)[1])
+    try:
+        key_env = settings.provider.api_key_env
+        if key_env and os.environ.get(key_env):
+            found.append(os.environ[key_env])
+    except AttributeError:
+        pass
+    return tuple(found)
+
+
+def _webhook_url(cfg: Any) -> tuple[str | None, str | None]:
+    """(url, problem): the URL from the named variable, else from the file."""
+    if cfg.webhook_url_env:
+        value = os.environ.get(cfg.webhook_url_env, "").strip()
+        if value:
+            if not value.startswith(("http://", "https://")):
+                return None, f"${cfg.webhook_url_env} does not hold an http(s) URL"
+            return value, None
+        if not cfg.webhook_url:
+            return None, f"alerts.webhook_url_env names ${cfg.webhook_url_env}, which is not set"
+    return (cfg.webhook_url or None), None
+
+
+def _log(agent: str | None, entry: dict[str, Any]) -> None:
+    path = paths.events(agent) if agent in TOPICS else fleet_log()
+    files.append_jsonl(path, entry)
+
+
+def send(settings, *, kind: str, message: str, agent: str | None = None, once_key: str | None = None,
+         data: dict | None = None, now: datetime | None = None) -> dict | None:
+    """Deliver one alert; ``None`` when ``once_key`` was sent before. Never raises.
+
+    Returns what happened: the alert's fields plus ``event`` (the line was written),
+    ``webhook`` and ``command`` (``None`` when not configured, else ``{"ok": ...}``).
+    """
+    try:
+        return _send(settings, kind=kind, message=message, agent=agent, once_key=once_key, data=data, now=now)
+    except Exception:  # noqa: BLE001 - the last line of defence: an alert must never break a run
+        return {"kind": kind, "agent": agent, "message": scrub_urls(str(message)), "once_key": once_key,
+                "event": False, "webhook": None, "command": None}
+
+
+def _send(settings: Any, *, kind: str, message: str, agent: str | None, once_key: str | None,
+          data: dict | None, now: datetime | None) -> dict | None:
+    now = now or datetime.now(timezone.utc)
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=timezone.utc)
+    try:
+        cfg = settings.config.alerts
+        url, url_problem = _webhook_url(cfg)
+        secrets = _secrets(settings, url)
+    except Exception:  # noqa: BLE001 - a broken settings object still gets its event line
+        cfg, url, url_problem, secrets = None, None, None, ()
+    base = {"ts": now.isoformat(), "agent": agent, "run_id": "alert"}
+
+    def failed(channel: str, error: str, **extra: Any) -> None:
+        entry = redact({**base, "event": "alert-failed", "kind": kind, "channel": channel,
+                        "error": scrub_urls(str(error)), **extra}, secrets)
+        try:
+            _log(agent, entry)
+        except Exception:  # noqa: BLE001 - nowhere left to report to
+            pass
+
+    if once_key is not None:
+        try:
+            if not claim(once_key, now=now):
+                return None
+        except Exception as exc:  # noqa: BLE001 - e.g. the lock timed out
+            # Not recorded, so not sent: whoever calls next with this key tries again.
+            failed("dedup", f"cannot record the alert in alerts.json ({type(exc).__name__}: {exc}); not sent")
+            return None
+
+    payload = redact({"kind": kind, "agent": agent, "message": message, "data": data or {},
+                      "once_key": once_key, "ts": now.isoformat()}, secrets)
+    result: dict[str, Any] = {**payload, "event": False, "webhook": None, "command": None}
+    try:
+        _log(agent, {**base, "event": "alert", "kind": kind, "message": payload["message"],
+                     "data": payload["data"], "once_key": once_key,
+                     "channels": [c for c, on in (("webhook", url), ("command", cfg and cfg.command)) if on]})
+        result["event"] = True
+    except Exception:  # noqa: BLE001 - the other channels may still work
+        pass
+    if cfg is None:
+        return result
+
+    if url_problem:
+        failed("webhook", url_problem)
+        result["webhook"] = {"ok": False, "error": url_problem}
+    elif url:
+        text = f"[mythline] {kind}" + (f" · {agent}" if agent else "") + f": {payload['message']}"
+        if len(text) > MAX_TEXT:
+            text = text[: MAX_TEXT - 1] + "…"
+        body = {"text": text, "content": text, **{k: payload[k] for k in ("kind", "agent", "message", "data", "ts")}}
+        try:
+            attempts = post_json(url, body, timeout=cfg.timeout, retries=cfg.retries, sleep=_sleep)
+            result["webhook"] = {"ok": True, "attempts": attempts}
+        except WebhookFailed as exc:
+            failed("webhook", exc.reason, webhook=safe_url(url), attempts=exc.attempts, status=exc.status)
+            result["webhook"] = {"ok": False, "attempts": exc.attempts, "error": redact(exc.reason, secrets)}
+        except Exception as exc:  # noqa: BLE001
+            reason = scrub_urls(f"{type(exc).__name__}: {exc}")
+            failed("webhook", reason, webhook=safe_url(url))
+            result["webhook"] = {"ok": False, "error": redact(reason, secrets)}
+
+    if cfg.command:
+        outcome = _run_command(cfg.command, payload, timeout=cfg.timeout)
+        if not outcome["ok"]:
+            outcome["error"] = redact(scrub_urls(outcome["error"]), secrets)
+            failed("command", outcome["error"], **({"exit_code": outcome["exit_code"]} if "exit_code" in outcome else {}))
+        result["command"] = outcome
+    return result
+
+
+def _run_command(command: str, payload: dict[str, Any], *, timeout: float) -> dict[str, Any]:
+    import tempfile
+
+    alert = {"MYTHLINE_ALERT_KIND": str(payload["kind"]), "MYTHLINE_ALERT_AGENT": str(payload["agent"] or ""),
+             "MYTHLINE_ALERT_MESSAGE": str(payload["message"]),
+             "MYTHLINE_ALERT_JSON": json.dumps(payload, ensure_ascii=False, default=str)}
+    # An environment value cannot hold NUL; a message quoting binary junk must still go out.
+    env = {**os.environ, **{k: v.replace("\x00", "") for k, v in alert.items()}}
+    # Its own process group, so a timeout stops the shell's children too; stderr to a file,
+    # not a pipe, so a child that outlives the shell cannot keep us waiting for EOF.
+    group = ({"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if os.name == "nt"
+             else {"start_new_session": True})
+    with tempfile.TemporaryFile() as stderr:
+        try:
+            proc = subprocess.Popen(command, shell=True, env=env, stdin=subprocess.DEVNULL,  # noqa: S602
+                                    stdout=subprocess.DEVNULL, stderr=stderr, **group)
+        except (OSError, ValueError) as exc:
+            return {"ok": False, "error": f"alerts.command could not start ({getattr(exc, 'strerror', None) or exc})"}
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_tree(proc)
+            return {"ok": False, "error": f"alerts.command did not finish within {timeout:g}s"}
+        if code == 0:
+            return {"ok": True, "exit_code": 0}
+        stderr.seek(0, os.SEEK_END)
+        stderr.seek(max(0, stderr.tell() - 4096))
+        text = stderr.read().decode("utf-8", errors="replace")
+    # The command line itself is never logged: people put tokens in it.
+    last = (text.strip().splitlines() or [""])[-1].strip()[:200]
+    return {"ok": False, "exit_code": code, "error": f"alerts.command exited {code}" + (f": {last}" if last else "")}
+
+
+def _kill_tree(proc: subprocess.Popen) -> None:
+    try:
+        if os.name == "nt":
+            subprocess.run(["taskkill", "/F", "/T", "/PID", str(proc.pid)], capture_output=True, timeout=10)
+        else:
+            import signal
+
+            os.killpg(proc.pid, signal.SIGKILL)
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        proc.kill()
+        proc.wait(timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        pass
+
+
+# -- the watchdog -----------------------------------------------------------------------------
+
+def _when(ts: str | None) -> str:
+    if not ts:
+        return "an unknown time"
+    try:
+        return datetime.fromisoformat(ts).astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    except ValueError:
+        return ts
+
+
+def _down_message(row: dict[str, Any], settings: Any) -> str:
+    name = row["agent"]
+    from .durations import format_duration
+
+    if row.get("note") == "hung":
+        return (f"{name} is down (hung): its run started {_when(row['last_run'])} and is still running past "
+                f"budget.run_timeout ({format_duration(settings.budget.run_timeout)}); see: mythline status")
+    grace = format_duration(settings.agent(name).grace)
+    return (f"{name} is down: last run {_when(row['last_run'])}, due {_when(row['next_due'])}, nothing since "
+            f"(grace {grace}); check that cron or Task Scheduler still starts it, and see: mythline logs {name}")
+
+
+def watch(settings, *, now: datetime | None = None) -> dict[str, Any]:
+    """One watchdog pass: a ``down`` alert per new incident, a ``recovered`` alert per closed one."""
+    from .status import collect
+
+    now = now or datetime.now(timezone.utc)
+    data = collect(settings, now=now)
+    incidents = open_incidents()
+    sent: list[dict[str, Any]] = []
+    down: list[str] = []
+    for row in data["agents"]:
+        name = row["agent"]
+        if row["state"] == "down":
+            down.append(name)
+            since = row["last_run"] or "unknown"
+            incident = open_incident(name, since=since, now=now, note=row.get("note"))
+            result = send(settings, kind="down", agent=name, message=_down_message(row, settings),
+                          once_key=incident["key"], now=now,
+                          data={"state": "down", "note": row.get("note"), "last_run": row["last_run"],
+                                "next_due": row["next_due"], "last_error": row.get("last_error")})
+            if result is not None:
+                sent.append(result)
+        elif name in incidents:
+            incident = incidents[name]
+            key = str(incident.get("key"))
+            state = row["state"] + (f" ({row['note']})" if row.get("note") else "")
+            result = send(settings, kind="recovered", agent=name, once_key=f"recovered:{key}", now=now,
+                          message=f"{name} recovered: now {state} (down since {_when(incident.get('opened'))})",
+                          data={"state": row["state"], "down_since": incident.get("opened")})
+            # Sent first, closed after: a crash in between re-finds the incident, and the
+            # once-key keeps the second look from alerting twice.
+            close_incident(name, key)
+            if result is not None:
+                sent.append(result)
+    return {"now": now.isoformat(), "down": down, "sent": sent}

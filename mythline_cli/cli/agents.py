@@ -1,0 +1,66 @@
+"""``mythline agents``: the fleet as configured, with each queue's progress (reads files only)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import typer
+
+from ._util import boundary, out, print_json, settings
+
+HELP = """List the fleet: each agent's name, whether it is enabled, its interval, next due time,
+daily caps (USD and tokens), queue (topics done/pending/quarantined), model and description.
+
+Settings come from mythline.toml (or the built-in defaults); next due and the queue come
+from each agent's heartbeat, exactly as `mythline status` reads them.
+"""
+
+
+def fleet(cfg: Any, *, now: datetime | None = None) -> list[dict[str, Any]]:
+    """One dict per agent: its resolved settings joined with its status row."""
+    from ..durations import format_duration
+    from ..status import collect
+
+    now = now or datetime.now(timezone.utc)
+    status = {row["agent"]: row for row in collect(cfg, now=now)["agents"]}
+    rows = []
+    for agent in cfg.agents():
+        row = status[agent.name]
+        rows.append({
+            "agent": agent.name, "enabled": agent.enabled, "interval": format_duration(agent.interval),
+            "interval_s": agent.interval, "grace": format_duration(agent.grace), "state": row["state"],
+            "next_due": row["next_due"], "daily_usd": agent.daily_usd, "daily_tokens": agent.daily_tokens,
+            "topics": {"total": len(agent.topics), **row["topics"]}, "model": agent.model,
+            "domain": agent.domain, "description": agent.description,
+        })
+    return rows
+
+
+def agents_cli(json_out: bool = typer.Option(False, "--json", help="Print the fleet as JSON.")) -> None:
+    with boundary():
+        from rich.table import Table
+        from rich.text import Text
+
+        from .status import _ago
+
+        now = datetime.now(timezone.utc)
+        rows = fleet(settings(), now=now)
+        if json_out:
+            print_json(rows)
+            return
+        table = Table(title="Mythline agents", title_justify="left")
+        for col, justify in (("agent", "left"), ("on", "left"), ("every", "right"), ("next due", "right"),
+                             ("USD/day", "right"), ("tokens/day", "right"), ("done/pend/quar", "right"),
+                             ("model", "left"), ("description", "left")):
+            table.add_column(col, justify=justify, no_wrap=col != "description")
+        for row in rows:
+            t = row["topics"]
+            table.add_row(
+                row["agent"], "yes" if row["enabled"] else "no", row["interval"],
+                _ago(row["next_due"], now) if row["next_due"] else "-",
+                f"${row['daily_usd']:.2f}" if row["daily_usd"] is not None else "none",
+                f"{row['daily_tokens']:,}" if row["daily_tokens"] is not None else "none",
+                f"{t['done']}/{t['pending']}/{t['quarantined']}", Text(row["model"]), Text(row["description"]),
+            )
+        out().print(table)

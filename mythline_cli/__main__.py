@@ -1,6 +1,13 @@
-"""``python -m mythline_cli`` and the ``mythline`` console script."""
+"""``python -m mythline_cli``, the ``mythline`` console script and the windowless ``mythlinew``."""
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TextIO
+
+# Options that take a value, so that value is not mistaken for the agent's name.
+_VALUED = {"--config", "-c", "--model", "--base-url", "--jobs", "-j"}
 
 
 def main() -> None:
@@ -9,5 +16,51 @@ def main() -> None:
     app(prog_name="mythline")
 
 
-if __name__ == "__main__":
+def log_name(argv: list[str]) -> str:
+    """The log a windowless run writes to: the agent's for ``run AGENT``, else the fleet's."""
+    from .fleet.topics import TOPICS
+
+    words: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in _VALUED:
+            skip = True
+        elif not arg.startswith("-"):
+            words.append(arg)
+    if len(words) >= 2 and words[0] == "run" and words[1] in TOPICS:
+        return words[1]
+    return "fleet"
+
+
+def _open_log(argv: list[str]) -> TextIO:
+    from . import paths
+
+    log = paths.agent_log(log_name(argv))
+    try:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        return open(log, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - lives as long as the process
+    except OSError:
+        # Nowhere to write: the run still records its heartbeat and events.
+        return open(Path(__import__("os").devnull), "w", encoding="utf-8")  # noqa: SIM115
+
+
+def main_windowless() -> None:
+    """The ``mythlinew`` gui-script: no console window, output appended to the agent's log.
+
+    Started by pythonw (Task Scheduler), there is no console, and ``sys.stdout`` and
+    ``sys.stderr`` are None: anything printed would be lost or raise. Point both at the log.
+    """
+    if sys.stdout is None or sys.stderr is None:
+        stream = _open_log(sys.argv[1:])
+        if sys.stdout is None:
+            sys.stdout = stream
+        if sys.stderr is None:
+            sys.stderr = stream
     main()
+
+
+if __name__ == "__main__":
+    # Also right for `pythonw -m mythline_cli`: with a console nothing is redirected.
+    main_windowless()

@@ -8,6 +8,7 @@ import typer
 
 from .. import __version__
 from . import agents, budget, init, logs, pause, run, status, watchdog
+from . import doctor, schedule
 from ._util import STATE
 
 EXIT_CODES = """Exit codes: 0 stored or nothing due · 1 the cycle failed · 2 usage or config error ·
@@ -53,3 +54,5 @@ app.command("resume", help=pause.RESUME_HELP)(pause.resume_cli)
 app.command("watchdog", help=watchdog.HELP)(watchdog.watchdog_cli)
 app.command("logs", help=logs.HELP)(logs.logs_cli)
 app.command("agents", help=agents.HELP)(agents.agents_cli)
+app.add_typer(schedule.app, name="schedule")
+app.command("doctor", help=doctor.HELP)(doctor.doctor_cli)

@@ -1,0 +1,293 @@
+"""``mythline doctor``: each check's pass and fail lines, the exit code, and a key that never shows."""
+
+from __future__ import annotations
+
+import json
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import KEY_ENV, TEST_KEY
+from mythline_cli import schedule
+from mythline_cli.cli import app
+from mythline_cli.cli import doctor
+from mythline_cli.config import load_settings
+
+runner = CliRunner()
+
+FAKE_CRONTAB = """#!/bin/sh
+store="$(dirname "$0")/table"
+case "$1" in
+  -l) if [ -f "$store" ]; then cat "$store"; else echo "no crontab for $(id -un)" >&2; exit 1; fi ;;
+  -) cat > "$store" ;;
+  *) exit 2 ;;
+esac
+"""
+
+GOOD = f"""[provider]
+model = "test/model"
+api_key_env = "{KEY_ENV}"
+[provider.prices."test/model"]
+input_per_million = 1.0
+output_per_million = 2.0
+"""
+
+
+@pytest.fixture(autouse=True)
+def offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No network for tiktoken's files, and a fake crontab instead of the user's."""
+    (tmp_path / "tiktoken-empty").mkdir()
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "tiktoken-empty"))
+    for var in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")
+    folder = tmp_path / "fake-cron"
+    folder.mkdir()
+    program = folder / "crontab"
+    program.write_text(FAKE_CRONTAB, encoding="utf-8")
+    program.chmod(program.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("MYTHLINE_CRONTAB", str(program))
+    return folder / "table"
+
+
+def config(text: str = GOOD) -> Path:
+    path = Path("mythline.toml").absolute()
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def doctor_run(*args: str):
+    return runner.invoke(app, ["doctor", *args])
+
+
+def lines_of(result) -> dict[str, str]:
+    found = {}
+    for line in result.stdout.splitlines():
+        word, rest = line.split(None, 1)
+        name, message = rest.split(": ", 1)
+        found[name] = f"{word} {message}"
+    return found
+
+
+def test_all_good_exits_0(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
+    monkeypatch.setenv(KEY_ENV, TEST_KEY)
+    path = config()
+    assert runner.invoke(app, ["schedule", "cron", "--install"]).exit_code == 0
+    result = doctor_run()
+    assert result.exit_code == 0, result.stdout
+    lines = lines_of(result)
+    assert list(lines) == ["config", "api key", "state home", "timezone", "scheduler", "tokenizer", "prices"]
+    assert lines["config"] == f"ok valid · {path}"
+    assert lines["api key"] == f"ok {KEY_ENV} is set"
+    assert lines["state home"] == f"ok {home} is writable"
+    assert lines["timezone"].startswith("ok local (") and "today's budget window is day:" in lines["timezone"]
+    assert lines["scheduler"] == "ok crontab: 10 entries match the config"
+    assert lines["tokenizer"].startswith("info chars (offline fallback")
+    assert lines["prices"] == "ok test/model: $1 in / $2 out per million tokens (config)"
+    assert TEST_KEY not in result.stdout + result.stderr
+    assert not list(home.iterdir()) or all(not p.name.startswith(".doctor-") for p in home.iterdir())
+
+
+def test_missing_key_fails_with_exit_1() -> None:
+    config()
+    result = doctor_run()
+    assert result.exit_code == 1
+    assert (f"FAIL api key: {KEY_ENV} is not set; export your API key in it (or set provider.api_key_env = \"\" "
+            "for a local server that needs no key)") in result.stdout.splitlines()
+
+
+def test_the_key_never_appears(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(KEY_ENV, TEST_KEY)
+    config(GOOD + '[budget]\ntimezone = "Europe/Berlin"\n')
+    for args in ([], ["--json"]):
+        result = doctor_run(*args)
+        assert TEST_KEY not in result.stdout + result.stderr
+        assert TEST_KEY[:12] not in result.stdout + result.stderr
+
+
+def test_no_key_needed() -> None:
+    config(GOOD.replace(f'api_key_env = "{KEY_ENV}"', 'api_key_env = ""'))
+    result = doctor_run()
+    assert lines_of(result)["api key"] == "ok none needed (provider.api_key_env is empty)"
+
+
+def test_invalid_config_fails_and_skips_what_needs_it(home: Path) -> None:
+    path = config('[budget]\ntimezone = "Mars/Olympus"\n')
+    result = doctor_run()
+    assert result.exit_code == 1
+    lines = lines_of(result)
+    assert lines["config"].startswith(f"FAIL {path}: budget.timezone: unknown timezone 'Mars/Olympus'")
+    assert list(lines) == ["config", "state home"]
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_state_home_not_writable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("", encoding="utf-8")
+    monkeypatch.setenv("MYTHLINE_HOME", str(blocker / "home"))
+    monkeypatch.setenv(KEY_ENV, TEST_KEY)
+    config()
+    result = doctor_run()
+    assert result.exit_code == 1
+    assert lines_of(result)["state home"].startswith(f"FAIL {blocker / 'home'} is not writable (")
+
+
+def test_named_timezone(monkeypatch: pytest.MonkeyPatch) -> None:
+    config(GOOD + '[budget]\ntimezone = "Europe/Berlin"\n')
+    line = lines_of(doctor_run())["timezone"]
+    assert line.startswith("ok Europe/Berlin; today's budget window is day:")
+
+
+def test_nothing_scheduled_is_a_warning_not_a_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(KEY_ENV, TEST_KEY)
+    config()
+    result = doctor_run()
+    assert result.exit_code == 0
+    assert lines_of(result)["scheduler"] == ("warn no mythline entries in your crontab; the fleet runs only by hand. "
+                                             "Schedule it with: mythline schedule cron --install")
+
+
+def test_no_crontab_program_is_a_warning(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv(KEY_ENV, TEST_KEY)
+    monkeypatch.setenv("MYTHLINE_CRONTAB", str(tmp_path / "no-such-crontab"))
+    config()
+    result = doctor_run()
+    assert result.exit_code == 0
+    assert lines_of(result)["scheduler"].startswith("warn no ")
+
+
+def test_missing_extra_and_stale_entries_fail(monkeypatch: pytest.MonkeyPatch, offline: Path) -> None:
+    monkeypatch.setenv(KEY_ENV, TEST_KEY)
+    config()
+    assert runner.invoke(app, ["schedule", "cron", "--install"]).exit_code == 0
+    assert runner.invoke(app, ["schedule", "cron", "--uninstall", "--agent", "world-npcs"]).exit_code == 0
+    table = offline.read_text(encoding="utf-8")
+    offline.write_text(table.replace("run world-lore >>", "run world-lore --force >>"), encoding="utf-8")
+    config(GOOD + "[agents.world-items]\nenabled = false\n")
+    result = doctor_run()
+    assert result.exit_code == 1
+    assert lines_of(result)["scheduler"] == (
+        "FAIL crontab differs from the config: missing world-npcs; extra world-items; stale world-lore; "
+        "update it with: mythline schedule cron --install")
+    assert runner.invoke(app, ["schedule", "cron", "--install"]).exit_code == 0
+    assert doctor_run().exit_code == 0
+
+
+def test_another_executable_is_stale(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(KEY_ENV, TEST_KEY)
+    config()
+    assert runner.invoke(app, ["schedule", "cron", "--install", "--exe", "/old/venv/bin/mythline"]).exit_code == 0
+    line = lines_of(doctor_run())["scheduler"]
+    assert line.startswith("FAIL crontab differs from the config: stale world-zones, world-npcs,")
+
+
+def test_the_fleet_line_matches(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(KEY_ENV, TEST_KEY)
+    config()
+    assert runner.invoke(app, ["schedule", "cron", "--install", "--fleet"]).exit_code == 0
+    assert lines_of(doctor_run())["scheduler"] == "ok crontab: the fleet line (run --due) match the config"
+
+
+def test_windows_tasks_are_compared_field_by_field() -> None:
+    config()
+    cfg = load_settings()
+    plans, _ = schedule.plan_windows(cfg, windows=True)
+    registered = {schedule.task_name(p.agent.name): schedule.task_xml(p) for p in plans}
+
+    def query(name: str) -> str | None:
+        return registered.get(name)
+
+    assert doctor.check_scheduler(cfg, windows=True, query=query)[0].status == "ok"
+    # Windows' export adds a UserId, a Date and defaults: not a difference.
+    npcs = schedule.task_name("world-npcs")
+    registered[npcs] = registered[npcs].replace("<LogonType>", "<UserId>PC\\you</UserId><LogonType>")
+    assert doctor.check_scheduler(cfg, windows=True, query=query)[0].status == "ok"
+    registered[npcs] = registered[npcs].replace("<Interval>PT30M</Interval>", "<Interval>PT1H</Interval>")
+    del registered[schedule.task_name("world-lore")]
+    check = doctor.check_scheduler(cfg, windows=True, query=query)[0]
+    assert (check.status, check.message) == ("fail", "Task Scheduler differs from the config: missing world-lore; "
+                                             "stale world-npcs; update it with: mythline schedule windows --out "
+                                             "DIR, then DIR\\install.cmd")
+    none = doctor.check_scheduler(cfg, windows=True, query=lambda name: None)[0]
+    assert none.status == "warn" and "no mythline entries in your Task Scheduler" in none.message
+
+
+def test_unknown_price_with_usd_caps_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(KEY_ENV, TEST_KEY)
+    config(f'[provider]\nmodel = "acme/secret-model"\napi_key_env = "{KEY_ENV}"\n')
+    result = doctor_run()
+    assert result.exit_code == 1
+    assert lines_of(result)["prices"] == (
+        "FAIL no price known for model 'acme/secret-model', so its USD caps cannot be enforced and every run would "
+        'stop; add [provider.prices."acme/secret-model"] with input_per_million and output_per_million to '
+        "mythline.toml (0 for a free local model)")
+
+
+def test_no_usd_caps_need_no_price(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(KEY_ENV, TEST_KEY)
+    config(f'[provider]\nmodel = "acme/secret-model"\napi_key_env = "{KEY_ENV}"\n'
+           '[budget]\ndaily_usd = "none"\n[defaults]\ndaily_usd = "none"\n')
+    lines = lines_of(doctor_run())
+    assert lines["prices"] == "info no USD cap is set, so no price is needed"
+
+
+def test_tokenizer_set_to_chars() -> None:
+    config(GOOD.replace("[provider]\n", '[provider]\ntokenizer = "chars"\n'))
+    assert lines_of(doctor_run())["tokenizer"] == 'info chars (provider.tokenizer = "chars")'
+
+
+def test_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    config()
+    result = doctor_run("--json")
+    assert result.exit_code == 1
+    data = json.loads(result.stdout)
+    assert data["ok"] is False
+    assert [c["name"] for c in data["checks"]] == ["config", "api key", "state home", "timezone", "scheduler",
+                                                   "tokenizer", "prices"]
+    assert {c["status"] for c in data["checks"]} <= {"ok", "fail", "warn", "info"}
+    assert next(c for c in data["checks"] if c["name"] == "api key")["status"] == "fail"
+
+
+def test_terminal_symbols(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(doctor, "is_tty", lambda: True)
+    config()
+    result = doctor_run()
+    text = result.stdout
+    assert "✓ config: valid" in text and "✗ api key:" in text and "! scheduler:" in text and "· tokenizer:" in text
+    assert "FAIL" not in text
+
+
+PROBE = """
+import json, sys
+from typer.testing import CliRunner
+from mythline_cli.cli import app
+result = CliRunner().invoke(app, json.loads(sys.argv[1]))
+print(json.dumps({"exit": result.exit_code, "out": result.stdout,
+                  "loaded": [m for m in ("openai", "tokencost", "anthropic") if m in sys.modules]}))
+"""
+
+
+@pytest.mark.parametrize("args", [["doctor"], ["doctor", "--json"]], ids=" ".join)
+def test_doctor_does_not_import_the_llm_stack(args: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(KEY_ENV, TEST_KEY)
+    config()
+    proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps(args)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["exit"] == 0, report["out"]
+    assert report["loaded"] == []
+    assert TEST_KEY not in proc.stdout
+
+
+def test_doctor_as_a_real_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import mythline
+
+    config()
+    proc = mythline("doctor")
+    assert proc.returncode == 1
+    assert proc.stdout.splitlines()[1].startswith("FAIL api key:")
+    assert proc.stderr == ""

@@ -1,0 +1,688 @@
+"""``mythline schedule cron|windows`` and the windowless launcher.
+
+Real tools where they exist: ``crontab -n`` checks every generated block, a fake crontab
+program (a shell script storing to a file) stands in for the user's crontab, one guarded
+round trip uses the real one, and xmllint checks the task XML against the schema.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import stat
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mythline_cli import schedule
+from mythline_cli.cli import app
+from mythline_cli.config import parse_config
+from mythline_cli.fleet.topics import TOPICS
+
+ROOT = Path(__file__).resolve().parent.parent
+XSD = Path(os.environ.get("MYTHLINE_TASK_XSD", ROOT.parent / "shared" / "ref" / "windows-task.xsd"))
+NS = {"t": schedule.TASK_NS}
+AGENTS = list(TOPICS)
+EXE = "/opt/venv/bin/mythline"
+runner = CliRunner()
+
+FAKE_CRONTAB = """#!/bin/sh
+# A stand-in for crontab(1): -l prints the stored table, - stores stdin.
+store="$(dirname "$0")/table"
+case "$1" in
+  -l) if [ -f "$store" ]; then cat "$store"; else echo "no crontab for $(id -un)" >&2; exit 1; fi ;;
+  -) cat > "$store" ;;
+  *) echo "fake crontab: unsupported $*" >&2; exit 2 ;;
+esac
+"""
+
+FOREIGN = 'MAILTO=""\n# backups\n15 3 * * * /usr/local/bin/backup --quiet\n@reboot /usr/bin/true\n'
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def write_toml(text: str) -> Path:
+    path = Path("mythline.toml").absolute()
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def job_lines(text: str) -> list[str]:
+    return [ln for ln in text.splitlines() if ln and not ln.startswith("#") and not ln.startswith("MAILTO=")]
+
+
+@pytest.fixture
+def fake_crontab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The table file the fake crontab program reads and writes."""
+    folder = tmp_path / "fake-cron"
+    folder.mkdir()
+    program = folder / "crontab"
+    program.write_text(FAKE_CRONTAB, encoding="utf-8")
+    program.chmod(program.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("MYTHLINE_CRONTAB", str(program))
+    return folder / "table"
+
+
+def crontab_check(text: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "check.cron"
+    path.write_text(text, encoding="utf-8")
+    return subprocess.run(["crontab", "-n", str(path)], capture_output=True, text=True, timeout=30)
+
+
+needs_crontab = pytest.mark.skipif(shutil.which("crontab") is None, reason="no crontab program (apt-get install cron)")
+
+
+# -- cron: shape ------------------------------------------------------------------------------
+
+def test_one_agent_block_exact(home: Path) -> None:
+    result = invoke("schedule", "cron", "--agent", "world-npcs", "--exe", EXE, "--home", "/srv/mythline")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == (
+        "# BEGIN mythline\n"
+        "# Regenerate: mythline schedule cron --agent world-npcs --exe /opt/venv/bin/mythline --home /srv/mythline\n"
+        "# MAILTO: not set (schedule.mailto); each job appends its output to its log, so cron mails only when a "
+        "job cannot start\n"
+        "# world-npcs: every 30m\n"
+        "3-59/30 * * * * MYTHLINE_HOME='/srv/mythline' '/opt/venv/bin/mythline' run world-npcs "
+        ">> '/srv/mythline/logs/world-npcs.log' 2>&1\n"
+        "# END mythline\n"
+    )
+
+
+def test_every_enabled_agent_gets_one_line_with_this_home_and_its_log(home: Path) -> None:
+    write_toml('[agents.world-items]\nenabled = false\n[agents.world-lore]\ninterval = "2h"\n')
+    result = invoke("schedule", "cron", "--exe", EXE)
+    assert result.exit_code == 0, result.output
+    lines = job_lines(result.stdout)
+    expected = [a for a in AGENTS if a != "world-items"]
+    assert [schedule.job_key(ln) for ln in lines] == expected
+    config = Path("mythline.toml").absolute()
+    for agent, line in zip(expected, lines):
+        assert f"MYTHLINE_HOME='{home}' MYTHLINE_CONFIG='{config}' '{EXE}' run {agent} " in line
+        assert line.endswith(f">> '{home}/logs/{agent}.log' 2>&1")
+    lore = next(ln for ln in lines if " run world-lore " in ln)
+    assert lore.startswith("36 0-23/2 * * * ")
+
+
+def test_no_config_file_means_no_mythline_config(home: Path) -> None:
+    result = invoke("schedule", "cron")
+    assert result.exit_code == 0
+    assert "MYTHLINE_CONFIG" not in result.stdout
+    assert len(job_lines(result.stdout)) == len(AGENTS)
+
+
+def test_the_fleet_starts_at_distinct_minutes(home: Path) -> None:
+    for interval, fields in (("30m", 1), ("1h", 1), ("2h", 2), ("1d", 2), ("7d", 5)):
+        write_toml(f'[defaults]\ninterval = "{interval}"\n')
+        result = invoke("schedule", "cron", "--exe", EXE)
+        starts = [" ".join(ln.split()[:5]) for ln in job_lines(result.stdout)]
+        assert len(set(starts)) == len(AGENTS), (interval, starts)
+
+
+@pytest.mark.parametrize("interval,slot,spec,note", [
+    (60, 4, "* * * * *", False),
+    (90, 0, "* * * * *", True),
+    (300, 9, "4-59/5 * * * *", False),
+    (420, 3, "1-59/6 * * * *", True),
+    (1800, 1, "3-59/30 * * * *", False),
+    (2700, 1, "3-59/30 * * * *", True),
+    (3600, 5, "30 * * * *", False),
+    (5400, 5, "30 * * * *", True),
+    (7200, 9, "48 1-23/2 * * *", False),
+    (18000, 2, "48 0-23/4 * * *", True),
+    (86400, 5, "0 12 * * *", False),
+    (3 * 86400, 0, "0 0 * * *", True),
+    (7 * 86400, 5, "0 12 * * 3", False),
+    (20 * 86400, 0, "0 0 * * 0", True),
+    (31 * 86400, 5, "0 12 15 * *", True),
+])
+def test_cron_timing_is_the_nearest_schedule_not_longer(interval: float, slot: int, spec: str, note: bool) -> None:
+    timing = schedule.cron_timing(interval, slot, 10)
+    assert timing.spec == spec
+    assert (timing.note is not None) is note
+    assert timing.every <= interval
+
+
+def test_an_inexpressible_interval_says_so_in_its_comment(home: Path) -> None:
+    write_toml('[agents.world-npcs]\ninterval = "45m"\n')
+    result = invoke("schedule", "cron", "--agent", "world-npcs", "--exe", EXE)
+    assert ("# world-npcs: every 45m (cron cannot run every 45m; every 30 minutes instead (the nearest schedule "
+            "that is not longer))\n") in result.stdout
+
+
+def test_percent_is_escaped_and_paths_are_quoted(home: Path) -> None:
+    result = invoke("schedule", "cron", "--agent", "world-npcs", "--exe", "/opt/it's 100%/mythline",
+                    "--home", "/srv/my home/50%")
+    line = job_lines(result.stdout)[0]
+    assert re.search(r"(?<!\\)%", line) is None, line
+    assert "MYTHLINE_HOME='/srv/my home/50\\%'" in line
+    assert "'/opt/it'\"'\"'s 100\\%/mythline' run world-npcs" in line
+
+
+def test_a_line_runs_under_sh_as_cron_would_run_it(tmp_path: Path, home: Path) -> None:
+    """Quote, escape and redirect for real: cron's % rule, then /bin/sh, then a fake mythline."""
+    weird = tmp_path / "bin dir 100%" / "it's"
+    weird.mkdir(parents=True)
+    exe = weird / "mythline"
+    exe.write_text('#!/bin/sh\necho "home=$MYTHLINE_HOME args=$*"\necho oops >&2\n', encoding="utf-8")
+    exe.chmod(0o755)
+    state = tmp_path / "state 5%"
+    result = invoke("schedule", "cron", "--agent", "world-npcs", "--exe", str(exe), "--home", str(state))
+    line = job_lines(result.stdout)[0]
+    command = line.split(" ", 5)[5]
+    # cron: an unescaped % ends the command; \% becomes %.
+    assert re.search(r"(?<!\\)%", command) is None
+    command = command.replace("\\%", "%")
+    (state / "logs").mkdir(parents=True)
+    proc = subprocess.run(["/bin/sh", "-c", command], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0 and proc.stdout == "" and proc.stderr == ""
+    log = (state / "logs" / "world-npcs.log").read_text(encoding="utf-8")
+    assert log == f"home={state} args=run world-npcs\noops\n"
+
+
+def test_mailto_from_the_config(home: Path) -> None:
+    write_toml('[schedule]\nmailto = "ops@example.com"\n')
+    result = invoke("schedule", "cron", "--exe", EXE)
+    lines = result.stdout.splitlines()
+    assert lines[3] == "MAILTO=ops@example.com"
+    assert lines[2].startswith("# MAILTO from schedule.mailto: cron mails ops@example.com only what")
+
+
+def test_fleet_line(home: Path) -> None:
+    result = invoke("schedule", "cron", "--fleet", "--exe", EXE)
+    assert result.exit_code == 0
+    assert job_lines(result.stdout) == [
+        f"* * * * * MYTHLINE_HOME='{home}' '{EXE}' run --due >> '{home}/logs/fleet.log' 2>&1"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--fleet", "--agent", "world-npcs"], "--fleet is one line for every agent; leave out --agent"),
+    (["--install", "--uninstall"], "choose one of --install and --uninstall"),
+    (["--agent", "nobody"], "unknown agent 'nobody'"),
+    (["--out", "x.cron", "--install"], "--out writes a file; it cannot be combined with --install or --uninstall"),
+])
+def test_usage_errors(args: list[str], message: str, fake_crontab: Path) -> None:
+    result = invoke("schedule", "cron", *args)
+    assert result.exit_code == 2
+    assert result.stderr.startswith("mythline: ") and message in result.stderr
+    assert not fake_crontab.exists()
+
+
+def test_a_disabled_agent_cannot_be_scheduled_alone(home: Path) -> None:
+    write_toml("[agents.world-npcs]\nenabled = false\n")
+    result = invoke("schedule", "cron", "--agent", "world-npcs")
+    assert result.exit_code == 2
+    assert "world-npcs is disabled (agents.world-npcs.enabled = false); enable it first" in result.stderr
+
+
+def test_out_writes_the_same_text(home: Path) -> None:
+    printed = invoke("schedule", "cron", "--exe", EXE).stdout
+    result = invoke("schedule", "cron", "--exe", EXE, "--out", "lines.cron")
+    assert result.exit_code == 0
+    written = Path("lines.cron").read_text(encoding="utf-8")
+    assert written.replace("--out lines.cron", "").replace(" \n", "\n") == printed.replace(" \n", "\n")
+
+
+def test_executable_lookup(tmp_path: Path) -> None:
+    assert schedule.mythline_command(which=lambda name: "/usr/local/bin/mythline") == ["/usr/local/bin/mythline"]
+    bindir = tmp_path / "venv" / "bin"
+    bindir.mkdir(parents=True)
+    (bindir / "mythline").write_text("", encoding="utf-8")
+    python = str(bindir / "python")
+    assert schedule.mythline_command(which=lambda name: None, executable=python) == [str(bindir / "mythline")]
+    (bindir / "mythline").unlink()
+    assert schedule.mythline_command(which=lambda name: None, executable=python) == [python, "-m", "mythline_cli"]
+
+
+def test_the_module_fallback_line_keeps_its_arguments_unquoted(home: Path) -> None:
+    plan = schedule.plan_cron(parse_config({}), agent="world-npcs", which=lambda name: None)
+    if plan.command[1:] == ["-m", "mythline_cli"]:
+        line = job_lines(schedule.render_block(plan))[0]
+        assert f"'{plan.command[0]}' -m mythline_cli run world-npcs >> " in line
+    else:  # this venv has the mythline script beside python
+        assert Path(plan.command[0]).name == "mythline"
+
+
+@needs_crontab
+@pytest.mark.parametrize("toml,args", [
+    ("", []),
+    ("", ["--fleet"]),
+    ('[schedule]\nmailto = "ops@example.com"\n', []),
+    ('[defaults]\ninterval = "7m"\n[agents.world-npcs]\ninterval = "2h"\n[agents.world-lore]\ninterval = "5h"\n'
+     '[agents.world-items]\ninterval = "1d"\n[agents.quest-chains]\ninterval = "7d"\n'
+     '[agents.world-zones]\ninterval = "31d"\n[agents.lore-crosscheck]\ninterval = "1m"\n', []),
+    ("", ["--exe", "/opt/it's 100%/mythline", "--home", "/srv/my home/50%"]),
+], ids=["default", "fleet", "mailto", "intervals", "weird-paths"])
+def test_crontab_n_accepts_the_lines(toml: str, args: list[str], tmp_path: Path) -> None:
+    if toml:
+        write_toml(toml)
+    result = invoke("schedule", "cron", *args)
+    assert result.exit_code == 0, result.output
+    check = crontab_check(result.stdout, tmp_path)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+@needs_crontab
+def test_crontab_n_catches_a_broken_line(tmp_path: Path) -> None:
+    # The check above can fail: an unescaped-field mistake is rejected.
+    check = crontab_check("61 * * * * /bin/true\n", tmp_path)
+    assert check.returncode != 0
+
+
+# -- cron: install / uninstall ----------------------------------------------------------------
+
+def test_install_is_idempotent_and_keeps_foreign_lines(fake_crontab: Path, home: Path) -> None:
+    fake_crontab.write_text(FOREIGN, encoding="utf-8")
+    first = invoke("schedule", "cron", "--install")
+    assert first.exit_code == 0, first.output
+    assert "installed 10 line(s) in your crontab" in first.stdout
+    table = fake_crontab.read_text(encoding="utf-8")
+    assert table.startswith(FOREIGN)
+    block = table[len(FOREIGN):]
+    assert block.startswith(schedule.BEGIN + "\n") and block.endswith(schedule.END + "\n")
+    assert len(job_lines(block)) == len(AGENTS)
+    assert (home / "logs").is_dir()  # so the redirect cannot fail
+
+    second = invoke("schedule", "cron", "--install")
+    assert second.exit_code == 0
+    assert "already has the mythline block as configured; nothing changed" in second.stdout
+    assert fake_crontab.read_text(encoding="utf-8") == table
+
+    removed = invoke("schedule", "cron", "--uninstall")
+    assert removed.exit_code == 0 and "removed the mythline block" in removed.stdout
+    assert fake_crontab.read_text(encoding="utf-8") == FOREIGN
+    again = invoke("schedule", "cron", "--uninstall")
+    assert again.exit_code == 0 and "nothing changed" in again.stdout
+    assert fake_crontab.read_text(encoding="utf-8") == FOREIGN
+
+
+def test_install_into_no_crontab_and_out_again(fake_crontab: Path) -> None:
+    assert invoke("schedule", "cron", "--install").exit_code == 0
+    assert fake_crontab.read_text(encoding="utf-8").startswith(schedule.BEGIN)
+    assert invoke("schedule", "cron", "--uninstall").exit_code == 0
+    assert fake_crontab.read_text(encoding="utf-8") == ""
+
+
+def test_install_replaces_an_old_block_and_moves_it_last(fake_crontab: Path) -> None:
+    old = "# BEGIN mythline\n*/5 * * * * /old/mythline run world-npcs >> /old.log 2>&1\n# END mythline\n"
+    fake_crontab.write_text("# top\n" + old + "0 1 * * * /bin/after\n", encoding="utf-8")
+    assert invoke("schedule", "cron", "--install").exit_code == 0
+    table = fake_crontab.read_text(encoding="utf-8")
+    assert "/old/mythline" not in table
+    assert table.startswith("# top\n0 1 * * * /bin/after\n# BEGIN mythline\n")
+    assert table.count(schedule.BEGIN) == 1 and table.count(schedule.END) == 1
+
+
+def test_one_agent_in_and_out_leaves_the_rest(fake_crontab: Path) -> None:
+    fake_crontab.write_text(FOREIGN, encoding="utf-8")
+    assert invoke("schedule", "cron", "--install").exit_code == 0
+    full = fake_crontab.read_text(encoding="utf-8")
+    result = invoke("schedule", "cron", "--uninstall", "--agent", "world-npcs")
+    assert result.exit_code == 0 and "removed world-npcs's line" in result.stdout
+    table = fake_crontab.read_text(encoding="utf-8")
+    assert [schedule.job_key(ln) for ln in job_lines(table) if schedule.job_key(ln)] == \
+        [a for a in AGENTS if a != "world-npcs"]
+    assert "# world-npcs:" not in table and table.startswith(FOREIGN)
+    assert invoke("schedule", "cron", "--install", "--agent", "world-npcs").exit_code == 0
+    assert fake_crontab.read_text(encoding="utf-8") == full
+
+
+def test_agent_install_next_to_the_fleet_line_is_refused(fake_crontab: Path) -> None:
+    assert invoke("schedule", "cron", "--install", "--fleet").exit_code == 0
+    before = fake_crontab.read_text(encoding="utf-8")
+    result = invoke("schedule", "cron", "--install", "--agent", "world-npcs")
+    assert result.exit_code == 2 and "holds the fleet line (run --due)" in result.stderr
+    assert fake_crontab.read_text(encoding="utf-8") == before
+
+
+def test_a_broken_block_is_not_touched(fake_crontab: Path) -> None:
+    broken = FOREIGN + "# BEGIN mythline\n* * * * * /bin/true\n"
+    fake_crontab.write_text(broken, encoding="utf-8")
+    result = invoke("schedule", "cron", "--install")
+    assert result.exit_code == 1
+    assert "the crontab has a broken mythline block" in result.stderr and "crontab -e" in result.stderr
+    assert fake_crontab.read_text(encoding="utf-8") == broken
+
+
+def test_a_failing_crontab_program_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    program = tmp_path / "crontab"
+    program.write_text("#!/bin/sh\necho 'cron daemon is on holiday' >&2\nexit 3\n", encoding="utf-8")
+    program.chmod(0o755)
+    monkeypatch.setenv("MYTHLINE_CRONTAB", str(program))
+    result = invoke("schedule", "cron", "--install")
+    assert result.exit_code == 1
+    assert result.stderr == f"mythline: {program} -l failed: cron daemon is on holiday\n"
+    monkeypatch.setenv("MYTHLINE_CRONTAB", str(tmp_path / "missing"))
+    result = invoke("schedule", "cron", "--install")
+    assert result.exit_code == 1 and "install cron" in result.stderr
+
+
+@needs_crontab
+def test_real_crontab_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real crontab keeps exactly what we give it; the user's own table is restored after."""
+    from filelock import FileLock
+
+    monkeypatch.delenv("MYTHLINE_CRONTAB", raising=False)
+    # Two test runs on one machine must not interleave on the one real table.
+    with FileLock(Path(os.environ.get("TMPDIR", "/tmp")) / "mythline-real-crontab-test.lock", timeout=120):
+        listing = subprocess.run(["crontab", "-l"], capture_output=True, text=True, timeout=30)
+        if listing.returncode != 0 and "no crontab" not in listing.stderr.lower():
+            pytest.skip(f"crontab -l does not work here: {listing.stderr.strip()}")
+        backup = listing.stdout if listing.returncode == 0 else None
+        try:
+            assert invoke("schedule", "cron", "--install").exit_code == 0
+            installed = subprocess.run(["crontab", "-l"], capture_output=True, text=True, timeout=30).stdout
+            assert installed.count(schedule.BEGIN) == 1 and len(job_lines(installed)) >= len(AGENTS)
+            assert "nothing changed" in invoke("schedule", "cron", "--install").stdout
+            assert invoke("schedule", "cron", "--uninstall").exit_code == 0
+            after = subprocess.run(["crontab", "-l"], capture_output=True, text=True, timeout=30).stdout
+            assert schedule.BEGIN not in after
+            assert after == (backup or "")
+        finally:
+            if backup is None:
+                subprocess.run(["crontab", "-r"], capture_output=True, timeout=30)
+            else:
+                subprocess.run(["crontab", "-"], input=backup, text=True, capture_output=True, timeout=30)
+
+
+# -- Task Scheduler ---------------------------------------------------------------------------
+
+def read_task(path: Path) -> tuple[str, ET.Element]:
+    data = path.read_bytes()
+    assert data[:2] == b"\xff\xfe", "no UTF-16LE byte order mark"
+    text = data[2:].decode("utf-16-le")
+    assert text.startswith('<?xml version="1.0" encoding="UTF-16"?>\r\n')
+    return text, ET.fromstring(data)
+
+
+def test_windows_writes_one_task_per_agent_and_scripts(tmp_path: Path) -> None:
+    write_toml('[agents.world-items]\nenabled = false\n[schedule]\nwindows_logon = "S4U"\n')
+    out = tmp_path / "tasks"
+    (out).mkdir()
+    (out / "world-items.xml").write_text("old", encoding="utf-8")  # from before it was disabled
+    result = invoke("schedule", "windows", "--out", str(out), "--exe", r"C:\venv\Scripts\mythlinew.exe")
+    assert result.exit_code == 0, result.output
+    expected = [a for a in AGENTS if a != "world-items"]
+    assert sorted(p.name for p in out.iterdir()) == sorted([f"{a}.xml" for a in expected] +
+                                                           ["install.cmd", "uninstall.cmd"])
+    text, root = read_task(out / "world-npcs.xml")
+    assert root.tag == f"{{{schedule.TASK_NS}}}Task" and root.get("version") == "1.2"
+    assert root.findtext("t:RegistrationInfo/t:URI", namespaces=NS) == r"\Mythline\world-npcs"
+    assert "world-npcs" in root.findtext("t:RegistrationInfo/t:Description", namespaces=NS)
+    trigger = root.find("t:Triggers/t:TimeTrigger", NS)
+    assert [child.tag.split("}")[1] for child in trigger] == ["Repetition", "StartBoundary", "Enabled"]
+    assert trigger.findtext("t:Repetition/t:Interval", namespaces=NS) == "PT30M"
+    assert trigger.find("t:Repetition/t:Duration", NS) is None  # repeat forever
+    assert trigger.findtext("t:StartBoundary", namespaces=NS) == "2024-01-01T00:03:00"
+    settings = root.find("t:Settings", NS)
+    assert settings.findtext("t:MultipleInstancesPolicy", namespaces=NS) == "IgnoreNew"
+    assert settings.findtext("t:StartWhenAvailable", namespaces=NS) == "true"
+    assert settings.findtext("t:DisallowStartIfOnBatteries", namespaces=NS) == "false"
+    assert settings.findtext("t:StopIfGoingOnBatteries", namespaces=NS) == "false"
+    assert settings.findtext("t:ExecutionTimeLimit", namespaces=NS) == "PT35M"
+    principal = root.find("t:Principals/t:Principal", NS)
+    assert principal.get("id") == "Author" and principal.findtext("t:LogonType", namespaces=NS) == "S4U"
+    assert root.find("t:Actions", NS).get("Context") == "Author"
+    assert root.findtext("t:Actions/t:Exec/t:Command", namespaces=NS) == r"C:\venv\Scripts\mythlinew.exe"
+    config = Path("mythline.toml").absolute()
+    assert root.findtext("t:Actions/t:Exec/t:Arguments", namespaces=NS) == f"--config {config} run world-npcs"
+    assert "\r\n" in text and "\n" not in text.replace("\r\n", "")
+
+    starts = {read_task(out / f"{a}.xml")[1].findtext("t:Triggers/t:TimeTrigger/t:StartBoundary", namespaces=NS)
+              for a in expected}
+    assert len(starts) == len(expected)
+
+    install = (out / "install.cmd").read_bytes()
+    assert b"\n" not in install.replace(b"\r\n", b"")
+    lines = install.decode("utf-8").split("\r\n")
+    for agent in expected:
+        assert f'schtasks /Create /TN "Mythline\\{agent}" /XML "%~dp0{agent}.xml" /F || set FAILED=1' in lines
+    assert not any("world-items" in ln for ln in lines)
+    uninstall = (out / "uninstall.cmd").read_bytes().decode("utf-8").split("\r\n")
+    assert [ln for ln in uninstall if ln.startswith("schtasks")] == \
+        [f'schtasks /Delete /TN "Mythline\\{a}" /F' for a in expected]
+
+
+def test_windows_time_limit_and_password_logon(tmp_path: Path) -> None:
+    write_toml('[budget]\nrun_timeout = "29m30s"\n[schedule]\nwindows_logon = "Password"\n'
+               '[agents.world-npcs]\ninterval = "90m"\n')
+    result = invoke("schedule", "windows", "--out", str(tmp_path / "t"), "--agent", "world-npcs",
+                    "--exe", r"C:\x\mythlinew.exe")
+    assert result.exit_code == 0, result.output
+    _, root = read_task(tmp_path / "t" / "world-npcs.xml")
+    assert root.findtext("t:Settings/t:ExecutionTimeLimit", namespaces=NS) == "PT35M"  # ceil(34.5m)
+    assert root.findtext("t:Triggers/t:TimeTrigger/t:Repetition/t:Interval", namespaces=NS) == "PT1H30M"
+    assert root.findtext("t:Principals/t:Principal/t:LogonType", namespaces=NS) == "Password"
+    install = (tmp_path / "t" / "install.cmd").read_text(encoding="utf-8")
+    assert '/XML "%~dp0world-npcs.xml" /F /RU "%USERDOMAIN%\\%USERNAME%" /RP * || set FAILED=1' in install
+
+
+def test_windows_guesses_the_launcher_off_windows_and_says_so(tmp_path: Path) -> None:
+    result = invoke("schedule", "windows", "--out", str(tmp_path / "t"), "--agent", "world-npcs")
+    assert result.exit_code == 0
+    assert "not on Windows, so the tasks run" in result.stderr and "pass --exe" in result.stderr
+    _, root = read_task(tmp_path / "t" / "world-npcs.xml")
+    command = root.findtext("t:Actions/t:Exec/t:Command", namespaces=NS)
+    assert command.endswith("\\mythlinew.exe") and "/" not in command
+
+
+def test_windowless_command_on_windows() -> None:
+    command, lead, guess = schedule.windowless_command(
+        which=lambda name: r"C:\venv\Scripts\mythline.exe", executable=r"C:\venv\Scripts\python.exe", windows=True)
+    assert Path(command).name == "mythlinew.exe" and lead == [] and guess is False
+
+
+@pytest.mark.parametrize("interval,iso", [(60, "PT1M"), (90, "PT1M"), (1800, "PT30M"), (5400, "PT1H30M"),
+                                          (7200, "PT2H"), (86400, "P1D"), (90000, "P1DT1H"),
+                                          (31 * 86400, "P31D")])
+def test_task_interval(interval: float, iso: str) -> None:
+    assert schedule.task_interval(interval) == iso
+
+
+def _validator():
+    if not XSD.is_file():
+        pytest.skip(f"the task schema is not here ({XSD})")
+    try:
+        from lxml import etree
+    except ImportError:
+        etree = None
+    if etree is not None:
+        schema = etree.XMLSchema(etree.parse(str(XSD)))
+
+        def check(path: Path) -> tuple[bool, str]:
+            ok = schema.validate(etree.parse(str(path)))
+            return ok, str(schema.error_log)
+        return check
+    if shutil.which("xmllint") is None:
+        pytest.skip("neither lxml nor xmllint (apt-get install libxml2-utils) is available")
+
+    def check(path: Path) -> tuple[bool, str]:
+        proc = subprocess.run(["xmllint", "--noout", "--schema", str(XSD), str(path)], capture_output=True,
+                              text=True, timeout=60)
+        return proc.returncode == 0, proc.stderr
+    return check
+
+
+@pytest.mark.parametrize("interval", ["1m", "30m", "2h", "1d", "31d", "1h30m"])
+@pytest.mark.parametrize("logon", ["InteractiveToken", "S4U", "Password"])
+def test_task_xml_validates_against_the_schema(interval: str, logon: str, tmp_path: Path) -> None:
+    check = _validator()
+    write_toml(f'[defaults]\ninterval = "{interval}"\n[schedule]\nwindows_logon = "{logon}"\n')
+    out = tmp_path / "tasks"
+    assert invoke("schedule", "windows", "--out", str(out), "--exe", r"C:\v\mythlinew.exe").exit_code == 0
+    for path in sorted(out.glob("*.xml")):
+        ok, errors = check(path)
+        assert ok, f"{path.name}: {errors}"
+
+
+def test_the_schema_check_can_fail(tmp_path: Path) -> None:
+    check = _validator()
+    plans, _ = schedule.plan_windows(parse_config({}), agent="world-npcs", exe=r"C:\v\mythlinew.exe")
+    text = schedule.task_xml(plans[0])
+    # StartBoundary before Repetition: Windows' own order is required.
+    moved = re.sub(r"(\s*<Repetition>.*?</Repetition>)(\s*<StartBoundary>.*?</StartBoundary>)", r"\2\1", text,
+                   flags=re.S)
+    assert moved != text
+    bad = tmp_path / "bad.xml"
+    bad.write_bytes(b"\xff\xfe" + moved.encode("utf-16-le"))
+    ok, _ = check(bad)
+    assert not ok
+
+
+# -- the repo's examples do not drift ---------------------------------------------------------
+
+def _regenerate_command(line: str, prefix: str) -> list[str]:
+    assert line.startswith(prefix), line
+    words = shlex.split(line[len(prefix):])
+    assert words[0] == "mythline"
+    return words[1:]
+
+
+def test_crontab_example_is_current(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    committed = (ROOT / "crontab.example").read_bytes()
+    header = committed.decode("utf-8").splitlines()[1]
+    args = _regenerate_command(header, "# Regenerate: ")
+    command = "mythline " + " ".join(shlex.quote(a) for a in args)
+    work = tmp_path / "regen"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    assert (work / "crontab.example").read_bytes() == committed, \
+        f"crontab.example is out of date; regenerate it from the repo root with: {command}"
+
+
+def test_windows_tasks_are_current(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = ROOT / "windows_tasks"
+    install = (folder / "install.cmd").read_bytes().decode("utf-8").split("\r\n")
+    header = next(ln for ln in install if ln.startswith("rem Regenerate: "))
+    args = _regenerate_command(header, "rem Regenerate: ")
+    command = header[len("rem Regenerate: "):]
+    work = tmp_path / "regen"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    fresh = work / "windows_tasks"
+    committed = {p.name for p in folder.iterdir() if p.suffix in (".xml", ".cmd")}
+    assert committed == {p.name for p in fresh.iterdir()}, \
+        f"windows_tasks/ is out of date; regenerate it from the repo root with: {command}"
+    for path in sorted(fresh.iterdir()):
+        assert (folder / path.name).read_bytes() == path.read_bytes(), \
+            f"windows_tasks/{path.name} is out of date; regenerate it from the repo root with: {command}"
+
+
+def test_the_examples_use_the_documented_placeholders() -> None:
+    cron = (ROOT / "crontab.example").read_text(encoding="utf-8")
+    assert "'/home/you/.venv/bin/mythline' run world-npcs" in cron
+    assert "MYTHLINE_HOME='/home/you/.local/share/mythline'" in cron
+    _, root = read_task(ROOT / "windows_tasks" / "world-npcs.xml")
+    assert root.findtext("t:Actions/t:Exec/t:Command", namespaces=NS) == \
+        r"C:\Users\you\mythline\.venv\Scripts\mythlinew.exe"
+    docs = (ROOT / "docs" / "scheduling.md").read_text(encoding="utf-8")
+    assert "mythline schedule cron --exe /home/you/.venv/bin/mythline" in docs
+
+
+# -- the windowless launcher ------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv,name", [
+    (["run", "world-npcs"], "world-npcs"),
+    (["--config", "run", "run", "world-lore", "--model", "x"], "world-lore"),
+    (["-c", "c.toml", "run", "--model", "world-npcs", "quest-chains"], "quest-chains"),
+    (["run", "--due", "--jobs", "3"], "fleet"),
+    (["run", "../../etc"], "fleet"),
+    (["status"], "fleet"),
+])
+def test_windowless_log_name(argv: list[str], name: str) -> None:
+    from mythline_cli.__main__ import log_name
+
+    assert log_name(argv) == name
+
+
+LAUNCH = """
+import sys
+sys.argv = ["mythlinew"] + sys.argv[1:]
+from mythline_cli.__main__ import main_windowless
+main_windowless()
+"""
+
+
+def _without_console(*args: str) -> int:
+    # Closed stdout and stderr: Python sets sys.stdout and sys.stderr to None, as under pythonw.
+    def close_streams() -> None:
+        os.close(1)
+        os.close(2)
+
+    proc = subprocess.run([sys.executable, "-c", LAUNCH, *args], stdin=subprocess.DEVNULL,
+                          preexec_fn=close_streams, timeout=120)
+    return proc.returncode
+
+
+@pytest.mark.skipif(os.name == "nt", reason="closing the standard streams before exec is POSIX")
+def test_windowless_run_writes_its_output_to_the_agents_log(home: Path) -> None:
+    code = _without_console("run", "world-npcs")
+    assert code == 2  # no API key
+    log = (home / "logs" / "world-npcs.log").read_text(encoding="utf-8")
+    assert "mythline: OPENROUTER_API_KEY is not set" in log
+    assert _without_console("home") == 0
+    assert (home / "logs" / "fleet.log").read_text(encoding="utf-8") == f"{home}\n"
+
+
+def test_gui_script_is_declared() -> None:
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert project["gui-scripts"] == {"mythlinew": "mythline_cli.__main__:main_windowless"}
+
+
+# -- imports ----------------------------------------------------------------------------------
+
+PROBE = """
+import json, sys
+from typer.testing import CliRunner
+from mythline_cli.cli import app
+result = CliRunner().invoke(app, json.loads(sys.argv[1]))
+print(json.dumps({"exit": result.exit_code, "stderr": result.stderr,
+                  "loaded": [m for m in ("openai", "tokencost", "anthropic") if m in sys.modules]}))
+"""
+
+
+@pytest.mark.parametrize("args", [["schedule", "cron"], ["schedule", "cron", "--fleet"],
+                                  ["schedule", "windows", "--out", "tasks"]], ids=" ".join)
+def test_schedule_does_not_import_the_llm_stack(args: list[str]) -> None:
+    proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps(args)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["exit"] == 0, report["stderr"]
+    assert report["loaded"] == []
+
+
+@pytest.mark.parametrize("line,key", [
+    ("3-59/30 * * * * MYTHLINE_HOME='/h' '/x/mythline' run world-npcs >> '/h/logs/world-npcs.log' 2>&1",
+     "world-npcs"),
+    ("* * * * * '/x/mythline' run --due >> '/h/logs/fleet.log' 2>&1", "--due"),
+    ("* * * * * '/x/mythline' run --model gpt world-lore --force >> /log 2>&1", "world-lore"),
+    ("* * * * * /usr/bin/python3 -m mythline_cli run quest-chains", "quest-chains"),
+    ("* * * * * /bin/backup --quiet", None),
+])
+def test_job_key(line: str, key: str | None) -> None:
+    assert schedule.job_key(line) == key
+
+
+def test_written_files_get_the_usual_permissions(tmp_path: Path) -> None:
+    mask = os.umask(0)
+    os.umask(mask)
+    assert invoke("schedule", "cron", "--out", str(tmp_path / "c" / "lines.cron")).exit_code == 0
+    assert invoke("schedule", "windows", "--out", str(tmp_path / "t"), "--exe", r"C:\v\w.exe").exit_code == 0
+    for path in [tmp_path / "c" / "lines.cron", *sorted((tmp_path / "t").iterdir())]:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask, path

@@ -178,16 +178,16 @@ class Cycle:
         t0 = time.monotonic()
         warnings: list[str] = []
         killswitch.check(agent.name)
-        previous = hb_mod.read(agent.name)
+        previous, hb_moved = hb_mod.read(agent.name)
         self._check_backoff(previous)
         ck = Checkpoint.load(agent.name)
         self.hb = Heartbeat(agent.name, self.run_id, previous=previous, pid=os.getpid(), secrets=self.events.secrets)
         self.hb.beat()
         self.emit("run-start", pid=os.getpid(), model=agent.model, base_url=self.settings.provider.base_url)
-        if ck.moved_aside is not None:
-            msg = f"{agent.name}: checkpoint was unreadable; moved aside to {ck.moved_aside} and started afresh"
-            warnings.append(msg)
-            self.emit("corrupt-state", file="checkpoint", moved_to=str(ck.moved_aside))
+        for kind, moved in (("heartbeat", hb_moved), ("checkpoint", ck.moved_aside)):
+            if moved is not None:
+                warnings.append(f"{agent.name}: {kind} was unreadable; moved aside to {moved} and started afresh")
+                self.emit("corrupt-state", file=kind, moved_to=str(moved))
         topic = ck.next_topic(agent.topics)
         counts = ck.counts(agent.topics)
         if topic is None:

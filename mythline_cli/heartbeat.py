@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from . import files, paths
@@ -27,15 +28,16 @@ def parse_time(ts: Any) -> datetime | None:
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
 
 
-def read(agent: str) -> dict[str, Any] | None:
-    """The last heartbeat, or None; an unreadable one is moved aside and treated as missing."""
+def read(agent: str) -> tuple[dict[str, Any] | None, Path | None]:
+    """(the last heartbeat or None, where an unreadable one was moved aside or None)."""
     path = paths.heartbeat(agent)
     try:
         data = files.read_json(path)
     except files.CorruptFile:
-        files.quarantine_corrupt(path)
-        return None
-    return data if isinstance(data, dict) else None
+        return None, files.quarantine_corrupt(path)
+    if data is not None and not isinstance(data, dict):
+        return None, files.quarantine_corrupt(path)
+    return data, None
 
 
 def read_only(agent: str) -> dict[str, Any] | None:

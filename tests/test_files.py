@@ -94,3 +94,74 @@ def test_slug_is_safe_and_distinct_for_hostile_names():
         assert all(c.isascii() and (c.isalnum() or c == "-") for c in s), s
         assert s.split("-")[0].upper() not in {"CON", "PRN", "AUX", "NUL", "COM1", "LPT9"} or "-" in s
         assert slug(topic) == s  # stable
+
+
+@pytest.mark.parametrize("content", [b"", b"{\"state\": \"ok\"", b"\x00\x01garbage", b"[\"not\", \"a\", \"dict\"]"])
+def test_corrupt_heartbeat_is_moved_aside_and_the_run_carries_on(home, config, llm_server, content):
+    from typer.testing import CliRunner
+
+    from conftest import lore_responder
+    from mythline_cli.cli import app
+
+    path = home / "agents" / "world-npcs" / "heartbeat.json"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(content)
+    llm_server.responder = lore_responder("world-npcs")
+    result = CliRunner().invoke(app, ["run", "world-npcs"])
+    assert result.exit_code == 0
+    assert result.stderr.startswith("mythline: world-npcs: heartbeat was unreadable; moved aside to ")
+    assert result.stderr.count("\n") == 1
+    (moved,) = path.parent.glob("heartbeat.json.corrupt-*")
+    assert moved.read_bytes() == content
+    assert json.loads(path.read_text())["state"] == "ok"
+
+
+@pytest.mark.parametrize("err", [errno.ENOSPC, errno.EIO])
+@pytest.mark.parametrize("step", ["write", "replace", "mkstemp"])
+def test_io_error_at_any_step_keeps_the_old_file(tmp_path, monkeypatch, err, step):
+    path = tmp_path / "d" / "state.json"
+    files.write_json(path, {"old": True})
+
+    def boom(*args, **kwargs):
+        raise OSError(err, os.strerror(err))
+
+    if step == "write":
+        real_fdopen = os.fdopen
+
+        class Broken:
+            def __init__(self, fh):
+                self.fh = fh
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                self.fh.close()
+
+            def write(self, data):
+                boom()
+
+        monkeypatch.setattr(files.os, "fdopen", lambda fd, mode: Broken(real_fdopen(fd, mode)))
+    elif step == "replace":
+        monkeypatch.setattr(files.os, "replace", boom)
+    else:
+        monkeypatch.setattr(files.tempfile, "mkstemp", boom)
+    with pytest.raises(OSError) as info:
+        files.write_json(path, {"new": True})
+    assert info.value.errno == err
+    assert json.loads(path.read_text()) == {"old": True}
+    assert [p.name for p in path.parent.iterdir()] == ["state.json"]
+
+
+def test_io_error_on_append_leaves_complete_lines(tmp_path, monkeypatch):
+    path = tmp_path / "events.jsonl"
+    files.append_jsonl(path, {"i": 1})
+
+    def boom(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(files.os, "write", boom)
+        with pytest.raises(OSError):
+            files.append_jsonl(path, {"i": 2})
+    assert [e["i"] for e in files.iter_jsonl(path)] == [1]

@@ -19,6 +19,7 @@ from . import files, paths
 from .config import Settings
 from .errors import MythlineError
 from .procs import pid_alive
+from .redact import safe_url
 
 # Failures that say the provider is in trouble; a bad key or a bad request does not.
 TRIPPING = {"timeout", "connection", "error-in-200", "empty", "bad-response", "http-408", "http-409", "http-429"}
@@ -40,7 +41,7 @@ class BreakerOpen(MythlineError):
             why = "another agent is probing it now"
         else:
             why = f"cooling down until {until:%H:%M:%S} UTC" if until else "cooling down"
-        super().__init__(f"{base_url} failed {failures} calls in a row across the fleet; {why}. "
+        super().__init__(f"{safe_url(base_url)} failed {failures} calls in a row across the fleet; {why}. "
                          "Nothing was called; the next scheduled run tries again")
 
 
@@ -53,7 +54,8 @@ class Breaker:
 
     def __init__(self, settings: Settings, *, now: Callable[[], datetime] = _utcnow) -> None:
         self.settings = settings
-        self.key = settings.provider.base_url
+        # Keyed by the URL without user info or query: those may hold credentials.
+        self.key = safe_url(settings.provider.base_url)
         self.now = now
         self.host = socket.gethostname()
 

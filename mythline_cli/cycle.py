@@ -30,7 +30,7 @@ from .events import EventLog
 from .fleet.schemas import RECORD_MODELS
 from .heartbeat import Heartbeat
 from .ledger import Ledger, Reservation, crossings
-from .redact import redact
+from .redact import redact, safe_url
 from .stopping import StopFlag
 from .store import store_record
 
@@ -108,12 +108,20 @@ class _CallBudget:
         self.before_send()
         self.open = self.ledger.reserve(self.agent, self.estimate, run_id=self.run_id, step=self.step)
 
-    def settle(self, prompt: int, completion: int, provider_cost: float | None) -> tuple[float | None, str]:
+    def cost(self, prompt: int, completion: int, provider_cost: float | None) -> tuple[float | None, str, bool]:
+        """(USD, where the figure comes from, whether it is only an estimate) of an answer."""
+        if prompt + completion == 0 and provider_cost is None:
+            # An answer with no usage is not free: charge the reservation, marked unsettled.
+            return self.estimate.usd, "estimate (no usage reported)", True
         usd, source = self._cost(prompt, completion, provider_cost)
+        return usd, source, False
+
+    def settle(self, usd: float | None, tokens: int, *, unsettled: bool) -> None:
         assert self.open is not None
         res, self.open = self.open, None
-        self.ledger.settle(res, usd=usd, tokens=prompt + completion)
-        return usd, source
+        if unsettled:
+            tokens = max(tokens, res.tokens)
+        self.ledger.settle(res, usd=usd, tokens=tokens, unsettled=unsettled)
 
 
 class Cycle:
@@ -180,10 +188,13 @@ class Cycle:
         killswitch.check(agent.name)
         previous, hb_moved = hb_mod.read(agent.name)
         self._check_backoff(previous)
+        # Every run settles the books first: a crashed run's reservation is reclaimed even when
+        # this run has nothing left to call.
+        self.ledger.housekeep()
         ck = Checkpoint.load(agent.name)
         self.hb = Heartbeat(agent.name, self.run_id, previous=previous, pid=os.getpid(), secrets=self.events.secrets)
         self.hb.beat()
-        self.emit("run-start", pid=os.getpid(), model=agent.model, base_url=self.settings.provider.base_url)
+        self.emit("run-start", pid=os.getpid(), model=agent.model, base_url=safe_url(self.settings.provider.base_url))
         for kind, moved in (("heartbeat", hb_moved), ("checkpoint", ck.moved_aside)):
             if moved is not None:
                 warnings.append(f"{agent.name}: {kind} was unreadable; moved aside to {moved} and started afresh")
@@ -267,13 +278,13 @@ class Cycle:
         fmt = research.response_format(self.schema, self.mode)
 
         if "research" not in steps:
-            ck.record_step("research", self._call("research", msgs, fmt, cur["attempt"]))
+            self._call(ck, "research", msgs, fmt, cur["attempt"])
         record, error = research.parse(steps["research"]["content"], self.schema)
         if error is not None:
             self.emit("invalid-output", step="research", error=error)
             if "repair" not in steps:
                 repair = research.repair_messages(msgs, steps["research"]["content"], error, self.prompts_dir)
-                ck.record_step("repair", self._call("repair", repair, fmt, cur["attempt"]))
+                self._call(ck, "repair", repair, fmt, cur["attempt"])
             record, error = research.parse(steps["repair"]["content"], self.schema)
             if error is not None:
                 self.emit("invalid-output", step="repair", error=error)
@@ -286,7 +297,7 @@ class Cycle:
         if "audit" not in steps:
             amsgs = validate.audit_messages(agent, topic, record, self.prompts_dir, self.mode)
             afmt = research.response_format(validate.Audit, self.mode, name="audit")
-            ck.record_step("audit", self._call("audit", amsgs, afmt, cur["attempt"]))
+            self._call(ck, "audit", amsgs, afmt, cur["attempt"])
         audit, error = research.parse(steps["audit"]["content"], validate.Audit)
         if audit is None:
             return self._reject(ck, topic, [f"the audit answer was unreadable: {error}"], score=None)
@@ -375,13 +386,15 @@ class Cycle:
         self.stop.check()
         killswitch.check(self.agent.name, mid_run=True)
 
-    def _call(self, step: str, messages: list[dict[str, str]], fmt: dict[str, Any], attempt: int) -> dict[str, Any]:
-        """Estimate, reserve, call, settle, and return the result to record."""
+    def _call(self, ck: Checkpoint, step: str, messages: list[dict[str, str]], fmt: dict[str, Any],
+              attempt: int) -> None:
+        """Estimate, reserve, call; record the answer in the checkpoint at once; then settle."""
         p = self.settings.provider
         self._boundary()
         self.hb.beat(step=step)
         self.breaker.before_call(self.agent.name)
-        est = pricing.estimate(messages, model=self.agent.model, max_output_tokens=p.max_output_tokens, provider=p)
+        est = pricing.estimate(messages, model=self.agent.model, max_output_tokens=p.max_output_tokens, provider=p,
+                               response_format=fmt)
         estimate = {"prompt_tokens": est.prompt_tokens, "max_output_tokens": est.max_output_tokens,
                     "usd": est.usd, "counted_by": est.counted_by,
                     "price": est.price.source if est.price else None}
@@ -403,17 +416,25 @@ class Cycle:
         except BaseException:
             budget.charge_failure(None)  # interrupted mid-call: the provider may still bill it
             raise
-        usd, source = budget.settle(result.prompt_tokens, result.completion_tokens, result.provider_cost)
-        self.breaker.record(ok=True)
-        self._warn_budget()
+        usd, source, unsettled = budget.cost(result.prompt_tokens, result.completion_tokens, result.provider_cost)
+        # The paid answer is saved before any bookkeeping that could fail: if the ledger or an
+        # alert breaks now, the open reservation is reclaimed at its estimate, and the answer
+        # is never bought again.
+        ck.record_step(step, {"content": result.content, "prompt_tokens": result.prompt_tokens,
+                              "completion_tokens": result.completion_tokens, "usd": usd, "cost_source": source,
+                              "model": result.model, "response_id": result.response_id})
+        reserved = budget.open.usd if budget.open else None
+        budget.settle(usd, result.prompt_tokens + result.completion_tokens, unsettled=unsettled)
         self.emit("llm-call", step=step, attempt=attempt, ok=True, estimate=estimate,
                   prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens, usd=usd,
                   cost_source=source, latency_s=round(result.latency, 3), attempts=result.attempts,
                   response_id=result.response_id, model=result.model)
+        if usd is not None and reserved is not None and usd > reserved:
+            self.emit("overrun", step=step, reserved_usd=reserved, usd=usd,
+                      note="the provider billed more than the reservation; caps may be exceeded by the difference")
+        self.breaker.record(ok=True)
+        self._warn_budget()
         self.hb.beat(**self.today())
-        return {"content": result.content, "prompt_tokens": result.prompt_tokens,
-                "completion_tokens": result.completion_tokens, "usd": usd, "cost_source": source,
-                "model": result.model, "response_id": result.response_id}
 
 
 def run_agent(settings: Settings, name: str, *, listener: Listener | None = None,
@@ -433,7 +454,7 @@ def dry_run(settings: Settings, name: str) -> dict[str, Any]:
     agent = settings.agent(name)
     ck = Checkpoint.load(agent.name, repair=False)
     topic = ck.next_topic(agent.topics)
-    out: dict[str, Any] = {"agent": agent.name, "model": agent.model, "base_url": settings.provider.base_url,
+    out: dict[str, Any] = {"agent": agent.name, "model": agent.model, "base_url": safe_url(settings.provider.base_url),
                            "topic": topic, "topics": ck.counts(agent.topics)}
     if topic is None:
         out["step"] = None
@@ -445,13 +466,16 @@ def dry_run(settings: Settings, name: str) -> dict[str, Any]:
     cur = ck.data.get("current") or {}
     steps = cur.get("steps", {}) if cur.get("topic") == topic else {}
     step = "research"
+    fmt = research.response_format(schema, mode)
     if "research" in steps:
         record, _ = research.parse((steps.get("repair") or steps["research"])["content"], schema)
         step = "audit" if record is not None else "repair"
         if record is not None:
             msgs = validate.audit_messages(agent, topic, record, settings.prompts_dir(), mode)
+            fmt = research.response_format(validate.Audit, mode, name="audit")
     p = settings.provider
-    est = pricing.estimate(msgs, model=agent.model, max_output_tokens=p.max_output_tokens, provider=p)
+    est = pricing.estimate(msgs, model=agent.model, max_output_tokens=p.max_output_tokens, provider=p,
+                           response_format=fmt)
     refusal = Ledger(settings).check(agent, est)
     out.update(step=step, attempt=(ck.peek(topic)["attempts"] + 1), messages=msgs,
                estimate={"prompt_tokens": est.prompt_tokens, "max_output_tokens": est.max_output_tokens,

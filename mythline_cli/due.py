@@ -7,8 +7,10 @@ Every agent whose next due time has passed runs as its own ``mythline run AGENT`
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -19,6 +21,7 @@ from . import heartbeat, killswitch
 from .heartbeat import parse_time
 from .config import Settings
 from .errors import ExitCode
+from .procs import pid_alive
 
 
 def due_agents(settings: Settings, *, now: datetime | None = None) -> list[str]:
@@ -35,12 +38,24 @@ def due_agents(settings: Settings, *, now: datetime | None = None) -> list[str]:
         until = parse_time(hb.get("backoff_until"))
         if until is not None and now < until:
             continue
-        if hb.get("state") == "running":
-            continue  # its run lock decides; a hung run shows up in status, not here
+        if hb.get("state") == "running" and _still_running(hb, now, settings.budget.run_timeout):
+            continue
         last = parse_time(hb.get("finished")) or parse_time(hb.get("started"))
         if last is None or now >= last + timedelta(seconds=agent.interval):
             due.append(agent.name)
     return due
+
+
+def _still_running(hb: dict[str, Any], now: datetime, run_timeout: float) -> bool:
+    """A "running" heartbeat whose process is gone, or that is older than the run timeout,
+    was left by a run that died (SIGKILL, OOM, power cut): the agent is due again. Its run
+    lock still stops a second run if it is in fact alive."""
+    started = parse_time(hb.get("started"))
+    if started is None or (now - started).total_seconds() > run_timeout:
+        return False
+    pid = hb.get("pid")
+    return not (isinstance(pid, int) and hb.get("host", socket.gethostname()) == socket.gethostname()
+                and not pid_alive(pid))
 
 
 @dataclass
@@ -71,15 +86,18 @@ def run_due(settings: Settings, *, jobs: int, config: Path | None, force: bool =
     """Run the due agents as separate processes, at most ``jobs`` at once."""
     queue = list(agents if agents is not None else due_agents(settings))
     running: dict[str, subprocess.Popen[str]] = {}
+    errs: dict[str, Any] = {}
     results: list[ChildResult] = []
     stopping: list[int] = []
 
     def forward(signum: int, frame: Any) -> None:
         stopping.append(signum)
+        if sys.platform == "win32":
+            return  # the children share our console and get Ctrl-C / Ctrl-Break themselves
         for proc in running.values():
             try:
                 proc.send_signal(signum)
-            except OSError:
+            except (OSError, ValueError):
                 pass
 
     previous = {}
@@ -95,12 +113,16 @@ def run_due(settings: Settings, *, jobs: int, config: Path | None, force: bool =
             while queue and len(running) < jobs and not stopping:
                 name = queue.pop(0)
                 cmd = base + ["run", name] + (["--force"] if force else [])
-                running[name] = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                # stderr goes to a file, not a pipe: a chatty child must never block on a full pipe.
+                errs[name] = tempfile.TemporaryFile(mode="w+", encoding="utf-8")
+                running[name] = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=errs[name])
             if stopping:
                 queue.clear()
             for name, proc in list(running.items()):
                 if proc.poll() is not None:
-                    err = proc.stderr.read() if proc.stderr else ""
+                    with errs.pop(name) as fh:
+                        fh.seek(0)
+                        err = fh.read()
                     results.append(ChildResult(name, proc.returncode, err))
                     del running[name]
             time.sleep(poll)

@@ -107,6 +107,8 @@ def apply(data: dict[str, Any], op: dict[str, Any]) -> None:
     kind = op.get("event")
     if kind == "window-opened":
         data["windows"].setdefault(op["window"], {"kind": op["kind"], "opened": op["ts"], "agents": {}})
+        latest = data.setdefault("latest", {})
+        latest[op["kind"]] = max(latest.get(op["kind"], ""), op["window"])
     elif kind == "reserve":
         data["reservations"][op["reservation"]] = {
             k: op[k] for k in ("agent", "run_id", "step", "pid", "host", "created", "created_ts", "usd", "tokens",
@@ -122,6 +124,14 @@ def apply(data: dict[str, Any], op: dict[str, Any]) -> None:
         # The provider may have billed the call, so it counts at its estimate, unsettled.
         data["reservations"].pop(op["reservation"], None)
         _charge(data, op.get("windows", []), op["agent"], op.get("usd") or 0.0, op.get("tokens", 0), True)
+    elif kind == "late-settle":
+        for key in op.get("windows", []):
+            window = data["windows"].get(key)
+            if window is not None and (op.get("extra_usd") or op.get("extra_tokens")):
+                bucket = _bucket(window, op["agent"])
+                bucket["usd"] += op.get("extra_usd") or 0.0
+                bucket["tokens"] += int(op.get("extra_tokens") or 0)
+                bucket["unsettled_usd"] += op.get("extra_usd") or 0.0
     elif kind == "window-closed":
         data["windows"].pop(op["window"], None)
     elif kind == "reset":
@@ -150,6 +160,7 @@ class Reservation:
     agent: str
     usd: float | None
     tokens: int
+    windows: tuple[str, ...] = ()
 
 
 @dataclass
@@ -267,7 +278,7 @@ class Ledger:
 
     def _roll(self, data: dict[str, Any]) -> None:
         """Open the current windows; close old ones that no reservation still points at."""
-        current = window_keys(self.now(), self.tz)
+        current = self.current(data)
         for kind, key in current.items():
             if key not in data["windows"]:
                 self._log(data, {"event": "window-opened", "window": key, "kind": kind})
@@ -306,14 +317,23 @@ class Ledger:
                 reserved += res.get(unit) or 0
         return spent, reserved
 
+    def current(self, data: dict[str, Any]) -> dict[str, str]:
+        """The current windows. They only move forward: a process whose clock or timezone says
+        an earlier day (cron in UTC, a shell in Los Angeles) joins the newest window instead of
+        reopening an old one, so two zones can never alternate a cap back to zero."""
+        keys = window_keys(self.now(), self.tz)
+        latest = data.get("latest") or {}
+        return {kind: max(key, latest.get(kind, "")) for kind, key in keys.items()}
+
     def _refusal(self, data: dict[str, Any], agent: Agent, estimate: Estimate) -> BudgetExceeded | None:
         """Why ``estimate`` may not be reserved now, or None when every cap has room."""
-        current = window_keys(self.now(), self.tz)
+        current = self.current(data)
         for kind, scope, unit, cap, setting in self._caps(agent):
             request = float(estimate.usd or 0.0) if unit == "usd" else float(estimate.tokens)
             spent, reserved = self.usage(data, current[kind], scope, unit)
-            # The tolerance absorbs float noise only; it never admits a whole call.
-            if spent + reserved + request > cap * (1 + 1e-9):
+            # The tolerance absorbs float noise only; it never admits a whole call. Written as
+            # "not within" so that a NaN anywhere refuses instead of admitting everything.
+            if not spent + reserved + request <= cap * (1 + 1e-9):
                 return BudgetExceeded(
                     scope=f"agent {agent.name}" if scope != "*" else "the fleet", unit=unit,
                     window="daily" if kind == "day" else "monthly", spent=spent,
@@ -343,10 +363,11 @@ class Ledger:
         # Raised after the block so that reclaims and window closes made on the way are saved.
         if refusal is not None:
             raise refusal
-        return Reservation(rid, agent.name, estimate.usd, estimate.tokens)
+        return Reservation(rid, agent.name, estimate.usd, estimate.tokens,
+                           tuple(data["reservations"][rid]["windows"]))
 
     def _hold(self, data: dict[str, Any], agent: Agent, estimate: Estimate, *, run_id: str, step: str) -> str:
-        current = window_keys(self.now(), self.tz)
+        current = self.current(data)
         rid = uuid.uuid4().hex[:16]
         self._log(data, {
             "event": "reserve", "reservation": rid, "agent": agent.name, "run_id": run_id, "step": step,
@@ -359,7 +380,7 @@ class Ledger:
     def agent_today(self, agent: str) -> tuple[int, float]:
         """(tokens, usd) spent today by one agent, from the file as it stands."""
         data = self.snapshot()
-        day = window_keys(self.now(), self.tz)["day"]
+        day = self.current(data)["day"]
         bucket = data["windows"].get(day, {}).get("agents", {}).get(agent, {})
         return int(bucket.get("tokens", 0)), float(bucket.get("usd", 0.0))
 
@@ -371,8 +392,12 @@ class Ledger:
         """
         with self._locked() as data:
             if reservation.id not in data["reservations"]:
+                # Reclaimed meanwhile and charged at its estimate: add what the bill says beyond it.
                 self._log(data, {"event": "late-settle", "reservation": reservation.id,
-                                 "agent": reservation.agent, "usd": usd, "tokens": tokens})
+                                 "agent": reservation.agent, "usd": usd, "tokens": tokens,
+                                 "extra_usd": max(0.0, (usd or 0.0) - (reservation.usd or 0.0)),
+                                 "extra_tokens": max(0, int(tokens) - int(reservation.tokens)),
+                                 "windows": list(reservation.windows)})
                 return False
             self._log(data, {"event": "settle", "reservation": reservation.id, "agent": reservation.agent,
                              "usd": usd, "tokens": int(tokens), "unsettled": unsettled})
@@ -387,7 +412,7 @@ class Ledger:
     def reset(self, *, agent: str | None = None, month: bool = False, reason: str = "manual") -> dict[str, Any]:
         """Zero the current day (and month) spend of one agent or of all."""
         with self._locked() as data:
-            current = window_keys(self.now(), self.tz)
+            current = self.current(data)
             keys = [current["day"]] + ([current["month"]] if month else [])
             cleared: dict[str, Any] = {}
             for key in keys:
@@ -413,6 +438,11 @@ class Ledger:
         return {"moved_aside": str(moved) if moved else None, "seq": data.get("seq", 0),
                 "reservations": len(data["reservations"]), "windows": sorted(data["windows"])}
 
+    def housekeep(self) -> None:
+        """Roll the journal forward, reclaim dead runs' reservations and close old windows."""
+        with self._locked():
+            pass
+
     def snapshot(self) -> dict[str, Any]:
         """The ledger as it is on disk (no lock: files are replaced atomically)."""
         return self._load()
@@ -420,7 +450,7 @@ class Ledger:
     def report(self, data: dict[str, Any] | None = None) -> dict[str, Any]:
         """Spent, reserved and caps of the current windows, per agent and for the fleet."""
         data = data if data is not None else self.snapshot()
-        current = window_keys(self.now(), self.tz)
+        current = self.current(data)
         budget = self.settings.budget
         agents = {}
         for agent in self.settings.agents():
@@ -448,7 +478,7 @@ class Ledger:
 def crossings(ledger: Ledger, agent: Agent, warn_at: float) -> list[dict[str, Any]]:
     """Every cap that ``agent``'s spend (or the fleet's) has reached ``warn_at`` of."""
     data = ledger.snapshot()
-    current = window_keys(ledger.now(), ledger.tz)
+    current = ledger.current(data)
     out = []
     for kind, scope, unit, cap, setting in ledger._caps(agent):
         spent, _ = ledger.usage(data, current[kind], scope, unit)

@@ -9,7 +9,9 @@ charges the lost attempt and reserves the next one, or refuses.
 from __future__ import annotations
 
 import email.utils
+import math
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +22,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception
 
 from .config import Provider
 from .errors import BadResponse, LLMError
+from .redact import safe_url
 
 RETRY_STATUSES = {408, 409, 429}
 MAX_ANSWER_CHARS = 1_000_000
@@ -86,12 +89,16 @@ def _retry_after(headers: Any) -> float | None:
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        try:
+            parsed = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None  # a header we cannot read is no instruction at all
         if parsed is None:
             return None
-        return max(0.0, parsed.timestamp() - time.time())
+        seconds = parsed.timestamp() - time.time()
+    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 _HINTS = {
@@ -105,6 +112,7 @@ _HINTS = {
 def _classify(exc: BaseException, provider: Provider) -> CallFailure:
     if isinstance(exc, CallFailure):
         return exc
+    where = safe_url(provider.base_url)
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
         after = _retry_after(exc.response.headers if exc.response is not None else None)
@@ -112,25 +120,25 @@ def _classify(exc: BaseException, provider: Provider) -> CallFailure:
         detail = _error_detail(exc)
         hint = _HINTS.get(status)
         if hint and not retryable:
-            msg = f"HTTP {status} from {provider.base_url}: {hint.replace('${env}', provider.api_key_env or 'the key variable')}"
+            msg = f"HTTP {status} from {where}: {hint.replace('${env}', provider.api_key_env or 'the key variable')}"
         else:
-            msg = f"HTTP {status} from {provider.base_url}: {detail}"
+            msg = f"HTTP {status} from {where}: {detail}"
         return CallFailure(msg, status=status, retryable=retryable, retry_after=after, kind=f"http-{status}")
     if isinstance(exc, openai.APITimeoutError):
-        return CallFailure(f"no answer from {provider.base_url} within {provider.timeout:g}s",
+        return CallFailure(f"no answer from {where} within {provider.timeout:g}s",
                            retryable=True, billed=None, kind="timeout")
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__
         # A refused or unresolvable connection never reached the provider: nothing billed.
         sent = type(cause).__name__ not in ("ConnectError", "ConnectTimeout")
-        return CallFailure(f"connection to {provider.base_url} failed ({type(cause).__name__ if cause else 'error'})",
+        return CallFailure(f"connection to {where} failed ({type(cause).__name__ if cause else 'error'})",
                            retryable=True, billed=None if sent else (0, 0, 0.0), kind="connection")
     if isinstance(exc, openai.APIError):
-        return CallFailure(f"bad response from {provider.base_url}: {exc.message}", retryable=True,
+        return CallFailure(f"bad response from {where}: {exc.message}", retryable=True,
                            billed=None, kind="bad-response")
     if isinstance(exc, (ValueError, TypeError, AttributeError)):
         # The SDK hands back undecodable bodies as bare JSONDecodeError or odd objects.
-        return CallFailure(f"unreadable response from {provider.base_url} ({type(exc).__name__})",
+        return CallFailure(f"unreadable response from {where} ({type(exc).__name__})",
                            retryable=True, billed=None, kind="bad-response")
     raise exc
 
@@ -144,7 +152,19 @@ def _error_detail(exc: openai.APIStatusError) -> str:
     return str(exc.message)[:300]
 
 
+def _count(value: Any) -> int:
+    try:
+        return max(0, int(value or 0))
+    except (TypeError, ValueError, OverflowError):
+        return 0
+
+
 def _usage(resp: Any) -> tuple[int, int, float | None]:
+    """(prompt tokens, completion tokens, provider cost) with anything impossible dropped.
+
+    A cost that is not a finite, non-negative number (NaN would disable every cap it
+    touched; a negative one would free budget) is ignored: tokens x prices count instead.
+    """
     usage = getattr(resp, "usage", None)
     if usage is None:
         return 0, 0, None
@@ -155,7 +175,9 @@ def _usage(resp: Any) -> tuple[int, int, float | None]:
         cost = float(cost) if cost is not None else None
     except (TypeError, ValueError):
         cost = None
-    return int(usage.prompt_tokens or 0), int(usage.completion_tokens or 0), cost
+    if cost is not None and not (math.isfinite(cost) and cost >= 0):
+        cost = None
+    return _count(getattr(usage, "prompt_tokens", 0)), _count(getattr(usage, "completion_tokens", 0)), cost
 
 
 def _check(resp: Any, max_tokens: int) -> tuple[str, str]:
@@ -212,6 +234,27 @@ class LLMClient:
     def close(self) -> None:
         self._client.close()
 
+    def _create(self, kwargs: dict[str, Any]) -> Any:
+        """The request, bounded in total time: the SDK's timeout only bounds each read, and a
+        server that drips a byte at a time would otherwise hold the run (and its lock) for ever."""
+        box: dict[str, Any] = {}
+
+        def call() -> None:
+            try:
+                box["resp"] = self._client.chat.completions.create(**kwargs)
+            except Exception as exc:  # noqa: BLE001 - handed to the caller's thread
+                box["exc"] = exc
+
+        worker = threading.Thread(target=call, name="mythline-llm-call", daemon=True)
+        worker.start()
+        worker.join(self.provider.timeout + 1.0)
+        if worker.is_alive():
+            raise CallFailure(f"no complete answer from {safe_url(self.provider.base_url)} within "
+                              f"{self.provider.timeout:g}s", retryable=True, billed=None, kind="timeout")
+        if "exc" in box:
+            raise box["exc"]
+        return box["resp"]
+
     def _wait(self, state: RetryCallState) -> float:
         failure = state.outcome.exception() if state.outcome else None
         base = min(self.provider.max_retry_wait, 1.0 * 2 ** (state.attempt_number - 1))
@@ -239,7 +282,7 @@ class LLMClient:
             if response_format is not None:
                 kwargs["response_format"] = response_format
             try:
-                resp = self._client.chat.completions.create(**kwargs)
+                resp = self._create(kwargs)
                 content, reason = _check(resp, max_tokens)
             except Exception as exc:  # noqa: BLE001 - classified below, re-raised otherwise
                 failure = _classify(exc, p)

@@ -23,6 +23,8 @@ PER_REPLY_TOKENS = 3
 # No tokenizer: one token per three UTF-8 bytes over-counts English (about four
 # characters a token) and matches CJK text, so the estimate errs on the paying side.
 BYTES_PER_TOKEN = 3
+# OpenRouter model suffixes that add charges beyond the per-token price.
+BILLED_EXTRAS = {"online"}
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,11 @@ def _candidates(model: str) -> list[str]:
     # OpenRouter names are "vendor/model"; the table knows some as "openrouter/vendor/model",
     # some as "vendor/model" and most as bare "model". Try them in that order, exactly.
     names = [model, f"openrouter/{model}"]
-    base = model.split(":", 1)[0]  # ":online", ":free" and similar suffixes
+    base, _, suffix = model.partition(":")
+    if suffix in BILLED_EXTRAS:
+        # Web search is billed per request on top of tokens: the token price alone would
+        # under-reserve, so such a model needs its price in the config.
+        return names
     if base != model:
         names += [base, f"openrouter/{base}"]
     if "/" in base:
@@ -124,9 +130,16 @@ def count_messages(messages: list[dict[str, str]], mode: str = "auto") -> tuple[
 
 
 def estimate(messages: list[dict[str, str]], *, model: str, max_output_tokens: int,
-             provider: Provider) -> Estimate:
-    """Reserve-able bound of a call: counted prompt x margin + ``max_tokens``, priced."""
-    counted, method = count_messages(messages, provider.tokenizer)
+             provider: Provider, response_format: dict[str, Any] | None = None) -> Estimate:
+    """Reserve-able bound of a call: counted prompt x margin + ``max_tokens``, priced.
+
+    A structured-output schema travels with the request and is billed as input, so it is
+    counted like one more message.
+    """
+    sent = list(messages)
+    if response_format is not None:
+        sent.append({"role": "system", "content": json.dumps(response_format, separators=(",", ":"))})
+    counted, method = count_messages(sent, provider.tokenizer)
     # Other vendors' tokenizers split text differently from OpenAI's; the margin covers it.
     prompt_tokens = math.ceil(counted * provider.estimate_margin)
     price = lookup_price(model, provider)

@@ -26,3 +26,17 @@ def _walk(value: Any, secrets: tuple[str, ...]) -> Any:
     if isinstance(value, (list, tuple)):
         return [_walk(v, secrets) for v in value]
     return value
+
+
+def safe_url(url: str) -> str:
+    """``url`` without what may carry a credential: user info, query and fragment."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if parts.port:
+            host += f":{parts.port}"
+        return urlunsplit((parts.scheme, host, parts.path, "", ""))
+    except ValueError:
+        return "[unparseable URL]"

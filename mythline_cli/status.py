@@ -9,7 +9,7 @@ from typing import Any
 from . import heartbeat, killswitch, paths
 from .heartbeat import parse_time
 from .config import Settings
-from .ledger import Ledger, window_keys
+from .ledger import Ledger
 from .procs import pid_alive
 
 FAILING = ("down", "failed")
@@ -71,7 +71,7 @@ def collect(settings: Settings, *, now: datetime | None = None) -> dict[str, Any
         ledger_error = None
     except Exception as exc:  # noqa: BLE001 - status must still show the heartbeats
         data, ledger_error = {"windows": {}, "reservations": {}}, str(exc)
-    keys = window_keys(now, ledger.tz)
+    keys = ledger.current(data)
     day = data["windows"].get(keys["day"], {}).get("agents", {})
     rows = []
     for agent in settings.agents():

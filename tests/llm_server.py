@@ -87,6 +87,7 @@ class Reply:
     raw: bytes | None = None
     cut_after: int | None = None
     drop: bool = False
+    drip: float = 0.0  # seconds between body bytes: alive, but never done in time
 
     def body_bytes(self) -> bytes:
         if self.raw is not None:
@@ -336,6 +337,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     self.connection.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+                return
+            if reply.drip > 0:
+                for i in range(len(body)):
+                    if owner._stopping.wait(reply.drip):
+                        return
+                    self.wfile.write(body[i:i + 1])
+                    self.wfile.flush()
                 return
             self.wfile.write(body)
             self.wfile.flush()

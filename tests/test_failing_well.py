@@ -246,20 +246,26 @@ def test_auth_errors_do_not_trip_the_breaker(home):
 # -- run --due -----------------------------------------------------------------------------
 
 def test_due_agents_follow_interval_backoff_and_pause(home):
-    settings = parse_config({"defaults": {"interval": "30m"}})
+    settings = parse_config({"defaults": {"interval": "30m"}, "budget": {"run_timeout": "2h"}})
     with freeze_time("2026-06-01 12:00:00+00:00"):
         now = datetime.now(timezone.utc)
         write_hb(home, "world-zones", finished=(now - timedelta(minutes=10)).isoformat())
         write_hb(home, "world-npcs", finished=(now - timedelta(minutes=31)).isoformat())
         write_hb(home, "world-items", finished=(now - timedelta(hours=3)).isoformat(),
                  backoff_until=(now + timedelta(minutes=5)).isoformat())
-        write_hb(home, "world-lore", state="running", started=(now - timedelta(hours=1)).isoformat())
+        write_hb(home, "world-lore", state="running", started=(now - timedelta(minutes=40)).isoformat(),
+                 pid=os.getpid())  # alive, within run_timeout: still running
+        write_hb(home, "quest-chains", state="running", started=(now - timedelta(hours=3)).isoformat(),
+                 pid=os.getpid())  # past run_timeout: hung, so due again
+        write_hb(home, "faction-dynamics", state="running", started=(now - timedelta(minutes=40)).isoformat(),
+                 pid=2 ** 22 + 12345)  # its process is gone: a crashed run, due again
         (home / "agents" / "world-factions").mkdir(parents=True)
         (home / "agents" / "world-factions" / "paused").write_text("")
         due = due_agents(settings)
     assert "world-zones" not in due and "world-npcs" in due
     assert "world-items" not in due and "world-lore" not in due and "world-factions" not in due
-    assert "quest-chains" in due  # never run
+    assert "quest-chains" in due and "faction-dynamics" in due
+    assert "narrative-history" in due  # never run
     with freeze_time("2026-06-01 12:20:01+00:00"):
         assert "world-zones" in due_agents(settings)
 

@@ -25,8 +25,10 @@ def test_table_lookup_tries_openrouter_spellings():
     p = provider()
     assert pricing.lookup_price("openai/gpt-4o-mini", p).source == "tokencost:openai/gpt-4o-mini"
     assert pricing.lookup_price("deepseek/deepseek-chat", p).source.startswith("tokencost:")
-    online = pricing.lookup_price("openai/gpt-4o-mini:online", p)
-    assert online is not None and online.input > 0
+    # ":free" and similar suffixes fall back to the base model's (paying) price...
+    assert pricing.lookup_price("openai/gpt-4o-mini:floor", p).source == "tokencost:openai/gpt-4o-mini"
+    # ...but web search bills per request on top of tokens: no table price, configure one.
+    assert pricing.lookup_price("openai/gpt-4o-mini:online", p) is None
     assert pricing.lookup_price("acme/never-heard-of-it", p) is None
 
 
@@ -69,3 +71,13 @@ def test_tokenizer_falls_back_offline_and_never_imports_tokencost(tmp_path):
     # 30 two-byte characters = 60 bytes = 20 tokens, plus the chat overhead, times the margin.
     assert prompt_tokens == math.ceil((20 + pricing.PER_MESSAGE_TOKENS + pricing.PER_REPLY_TOKENS) * 1.25)
     assert has_tokencost is False and has_anthropic is False
+
+
+def test_the_structured_output_schema_is_counted_as_input():
+    p = provider(tokenizer="chars")
+    msgs = [{"role": "user", "content": "hi"}]
+    fmt = {"type": "json_schema", "json_schema": {"name": "x", "strict": True, "schema": {"d": "y" * 3000}}}
+    bare = pricing.estimate(msgs, model="openai/gpt-4o-mini", max_output_tokens=10, provider=p)
+    with_schema = pricing.estimate(msgs, model="openai/gpt-4o-mini", max_output_tokens=10, provider=p,
+                                   response_format=fmt)
+    assert with_schema.prompt_tokens - bare.prompt_tokens >= 1000 * 1.25

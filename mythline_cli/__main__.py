@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import TextIO
@@ -11,6 +12,9 @@ _VALUED = {"--config", "-c", "--model", "--base-url", "--jobs", "-j"}
 
 
 def main() -> None:
+    # Pydantic scans every installed package for plugins on first use; Mythline uses none,
+    # and the scan costs tens of milliseconds on every command.
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     from .cli import app
 
     app(prog_name="mythline")

@@ -59,6 +59,12 @@ class Breaker:
         self.now = now
         self.host = socket.gethostname()
 
+    def _quiet(self) -> bool:
+        """True when the breaker is closed with no failures counted: the everyday case,
+        answered from the file alone (replaced atomically, so safe to read unlocked)."""
+        entry = self.state()
+        return not entry.get("failures") and not entry.get("opened_at") and not entry.get("probe")
+
     def _update(self, change: Callable[[dict[str, Any]], Any]) -> Any:
         paths.home().mkdir(parents=True, exist_ok=True)
         with FileLock(str(paths.breaker_lock()), timeout=30):
@@ -72,14 +78,18 @@ class Breaker:
             entry = data.get(self.key)
             if not isinstance(entry, dict):
                 entry = {"failures": 0, "opened_at": None, "probe": None}
+            before = dict(entry)
             result = change(entry)
-            data[self.key] = entry
-            files.write_json(paths.breaker(), data)
+            if entry != before or self.key not in data:
+                data[self.key] = entry
+                files.write_json(paths.breaker(), data)
             return result
 
     def before_call(self, agent: str) -> None:
         """Raise ``BreakerOpen`` unless calls may go out (or this one is the probe)."""
         cfg = self.settings.config.breaker
+        if self._quiet():
+            return
 
         def change(entry: dict[str, Any]) -> None:
             opened = entry.get("opened_at")
@@ -106,6 +116,8 @@ class Breaker:
     def record(self, *, ok: bool, kind: str | None = None, status: int | None = None) -> dict[str, Any]:
         """Count a call's outcome; returns the entry after the change."""
         cfg = self.settings.config.breaker
+        if ok and self._quiet():
+            return {"failures": 0, "opened_at": None, "probe": None}
 
         def change(entry: dict[str, Any]) -> dict[str, Any]:
             was_probe = bool(entry.get("probe"))
@@ -123,6 +135,7 @@ class Breaker:
     def state(self) -> dict[str, Any]:
         try:
             data = files.read_json(paths.breaker())
-        except files.CorruptFile:
-            return {}
-        return (data or {}).get(self.key) or {}
+        except (files.CorruptFile, OSError):
+            return {"failures": 1}  # unknown: take the locked path, which repairs the file
+        entry = (data if isinstance(data, dict) else {}).get(self.key)
+        return entry if isinstance(entry, dict) else {}

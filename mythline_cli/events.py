@@ -22,5 +22,7 @@ class EventLog:
         entry = {"ts": datetime.now(timezone.utc).isoformat(), "agent": self.agent, "run_id": self.run_id,
                  "event": event, **data}
         entry = redact(entry, self.secrets)
-        files.append_jsonl(self.path, entry)
+        # No fsync: a killed process loses nothing (the page cache survives it), and the money
+        # trail that must survive a power cut is the ledger journal, which is fsynced.
+        files.append_jsonl(self.path, entry, fsync=False)
         return entry

@@ -65,15 +65,21 @@ def _replace(src: str, dst: Path) -> None:
             time.sleep(_REPLACE_PAUSE)
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that a crash leaves the old or the new file."""
+def write_bytes_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
+    """Replace ``path`` with ``data`` so that a crash leaves the old or the new file.
+
+    ``durable=False`` skips the fsyncs: still all-or-nothing when a process dies, but after a
+    power cut the file may come back empty, which its readers handle (heartbeats are moved
+    aside and rewritten). Only for files that are rewritten often and lose nothing if reset.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
         _replace(tmp, path)
     except BaseException:
         try:
@@ -81,11 +87,12 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
         except OSError:
             pass
         raise
-    _fsync_dir(path.parent)
+    if durable:
+        _fsync_dir(path.parent)
 
 
-def write_json(path: Path, data: Any) -> None:
-    write_bytes_atomic(path, dumps(data).encode("utf-8"))
+def write_json(path: Path, data: Any, *, durable: bool = True) -> None:
+    write_bytes_atomic(path, dumps(data).encode("utf-8"), durable=durable)
 
 
 def read_json(path: Path) -> Any | None:

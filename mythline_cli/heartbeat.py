@@ -70,7 +70,8 @@ class Heartbeat:
     def beat(self, **fields: Any) -> None:
         self.data.update(redact(fields, self.secrets))
         self.data["updated"] = _now()
-        files.write_json(paths.heartbeat(self.data["agent"]), self.data)
+        # Rewritten at every step and rebuilt from the next run if lost: no fsync needed.
+        files.write_json(paths.heartbeat(self.data["agent"]), self.data, durable=False)
 
     def finish(self, state: str, *, started_at: float, ended_at: float, **fields: Any) -> None:
         self.data["finished"] = _now()

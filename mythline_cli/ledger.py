@@ -207,6 +207,13 @@ class Ledger:
         problem = _shape_problem(data)
         if problem:
             raise LedgerCorrupt(path, problem)
+        if "latest" not in data:
+            # Written before windows were forward-only: derive it as a replay would.
+            latest: dict[str, str] = {}
+            for key, window in data["windows"].items():
+                kind = window.get("kind") or key.split(":", 1)[0]
+                latest[kind] = max(latest.get(kind, ""), key)
+            data["latest"] = latest
         return data
 
     @contextmanager

@@ -21,7 +21,7 @@ from filelock import FileLock, Timeout
 from . import checkpoint as ckpt_mod
 from . import heartbeat as hb_mod
 from . import killswitch, paths, pricing, research, validate
-from .breaker import Breaker, BreakerOpen, trips
+from .breaker import Breaker, BreakerOpen
 from .checkpoint import Checkpoint
 from .config import Agent, Settings
 from .errors import (AlreadyRunning, BackingOff, BudgetExceeded, ExitCode, Interrupted, LedgerCorrupt, LLMError,
@@ -403,7 +403,7 @@ class Cycle:
         if self.stop:
             budget.charge_failure((0, 0, 0.0))  # never sent: release the hold
             self.stop.check()
-        self.emit("llm-request", step=step, attempt=attempt, estimate=estimate)
+        self.emit("llm-request", step=step, attempt=attempt, topic=ck.data["current"]["topic"], estimate=estimate)
         try:
             result = self.client().chat(messages, model=self.agent.model, max_tokens=p.max_output_tokens,
                                         response_format=fmt, guard=budget)

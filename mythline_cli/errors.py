@@ -114,10 +114,6 @@ class LLMError(MythlineError):
         super().__init__(message)
 
 
-class BadResponse(LLMError):
-    """The provider answered, but not with a usable completion."""
-
-
 class Interrupted(MythlineError):
     """The run was stopped by a signal at a step boundary."""
 

@@ -162,7 +162,7 @@ def tail_jsonl(path: Path, n: int) -> list[dict[str, Any]]:
         size = path.stat().st_size
     except FileNotFoundError:
         return []
-    block = 64 * 1024
+    block = 8 * 1024
     with path.open("rb") as fh:
         start = size
         data = b""
@@ -170,17 +170,21 @@ def tail_jsonl(path: Path, n: int) -> list[dict[str, Any]]:
             start = max(0, start - block)
             fh.seek(start)
             data = fh.read(size - start)
+            block *= 2
     lines = data.split(b"\n")
     if start > 0:
         lines = lines[1:]  # the first piece may be a partial line
     # The last piece is empty after a final newline, or a torn tail: drop it either way.
     lines = lines[:-1]
     out: list[dict[str, Any]] = []
-    for raw in lines:
+    for raw in reversed(lines):  # newest first, and stop as soon as there are n
         try:
             obj = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError):
             continue
         if isinstance(obj, dict):
             out.append(obj)
-    return out[-n:]
+            if len(out) == n:
+                break
+    out.reverse()
+    return out

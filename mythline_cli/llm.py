@@ -21,7 +21,7 @@ import openai
 from tenacity import RetryCallState, Retrying, retry_if_exception
 
 from .config import Provider
-from .errors import BadResponse, LLMError
+from .errors import LLMError
 from .redact import safe_url
 
 RETRY_STATUSES = {408, 409, 429}

@@ -143,3 +143,24 @@ def mythline(*args: str, env: dict[str, str] | None = None, timeout: float = 60,
                             env=full_env, timeout=timeout, **kwargs)
     assert TEST_KEY not in (result.stdout or "") + (result.stderr or ""), "the API key leaked to the output"
     return result
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Poll until ``predicate()`` holds (for watching a real subprocess), else fail."""
+    import time
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return
+        time.sleep(0.01)
+    raise AssertionError("condition not reached in time")
+
+
+def research_recorded(home: Path, agent: str = "world-npcs") -> bool:
+    """Whether the agent's checkpoint holds a recorded research step for its current attempt."""
+    try:
+        ck = json.loads((home / "agents" / agent / "checkpoint.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return False
+    return "research" in ((ck.get("current") or {}).get("steps") or {})

@@ -7,12 +7,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 
-from conftest import TEST_KEY, is_audit, lore_responder, mythline
+from conftest import TEST_KEY, is_audit, lore_responder, mythline, research_recorded, wait_for
 from llm_server import Reply
 
 AGENT = "world-npcs"
@@ -20,21 +18,6 @@ AGENT = "world-npcs"
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
 
 
-def wait_for(predicate, timeout: float = 30.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return
-        time.sleep(0.01)
-    raise AssertionError("condition not reached in time")
-
-
-def research_recorded(home: Path) -> bool:
-    try:
-        ck = json.loads((home / "agents" / AGENT / "checkpoint.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return False
-    return "research" in ((ck.get("current") or {}).get("steps") or {})
 
 
 def start_run() -> subprocess.Popen:

@@ -15,8 +15,8 @@ import pytest
 from freezegun import freeze_time
 from typer.testing import CliRunner
 
-from conftest import is_audit, lore_responder, mythline
-from llm_server import Reply, error
+from conftest import is_audit, lore_responder, mythline, research_recorded, wait_for
+from llm_server import error
 from mythline_cli.breaker import Breaker, BreakerOpen
 from mythline_cli.cli import app
 from mythline_cli.config import parse_config
@@ -44,21 +44,6 @@ def ledger(home: Path) -> dict:
     return json.loads((home / "ledger.json").read_text())
 
 
-def research_recorded(home: Path) -> bool:
-    try:
-        ck = json.loads((home / "agents" / AGENT / "checkpoint.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return False
-    return "research" in ((ck.get("current") or {}).get("steps") or {})
-
-
-def wait_for(predicate, timeout: float = 30.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return
-        time.sleep(0.01)
-    raise AssertionError("condition not reached in time")
 
 
 # -- backoff -----------------------------------------------------------------------------

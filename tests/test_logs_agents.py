@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from mythline_cli import paths
 from mythline_cli.cli import app
-from mythline_cli.cli.logs import follow, line, snapshot
+from mythline_cli.cli.logs import follow, snapshot
 from mythline_cli.files import append_jsonl
 from mythline_cli.status import collect
 from mythline_cli.config import load_settings

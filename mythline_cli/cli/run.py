@@ -48,6 +48,10 @@ class LiveView:
 
     def __call__(self, event: dict[str, Any]) -> None:
         kind = event["event"]
+        if kind == "run-start":
+            self.live.start()
+        if event.get("topic") and not self.topic:
+            self.topic = event["topic"]
         if kind == "llm-request":
             est = event["estimate"]
             usd = f"≤{est['usd']:.5f}" if est.get("usd") is not None else "?"
@@ -69,9 +73,6 @@ class LiveView:
         elif kind == "quarantine":
             self.note = "topic quarantined"
         self.live.update(self._render())
-
-    def start_topic(self, topic: str) -> None:
-        self.topic = topic
 
 
 def run_cli(
@@ -109,16 +110,8 @@ def run_cli(
         from ..cycle import run_agent
 
         view = LiveView(agent) if is_tty() and not json_out else None
-        listener = None
-        if view is not None:
-            def listener(event: dict[str, Any]) -> None:
-                if event["event"] == "run-start":
-                    view.live.start()
-                if event.get("topic") and not view.topic:
-                    view.start_topic(event["topic"])
-                view(event)
         try:
-            outcome = run_agent(cfg, agent, listener=listener, force=force)
+            outcome = run_agent(cfg, agent, listener=view, force=force)
         finally:
             if view is not None:
                 view.live.stop()

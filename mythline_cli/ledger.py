@@ -26,8 +26,6 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from filelock import FileLock, Timeout
-
 from . import files, paths
 from .config import Agent, Settings
 from .errors import BudgetExceeded, LedgerCorrupt, MythlineError, UnknownPrice
@@ -219,6 +217,9 @@ class Ledger:
     @contextmanager
     def _locked(self) -> Iterator[dict[str, Any]]:
         """The ledger, loaded under the lock; saved when the block exits cleanly."""
+        # Imported here: the read-only commands (status, budget show) never lock.
+        from filelock import FileLock, Timeout
+
         paths.home().mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(paths.ledger_lock()), timeout=self.lock_timeout)
         t0 = time.perf_counter()
@@ -432,6 +433,8 @@ class Ledger:
 
     def repair(self) -> dict[str, Any]:
         """Rebuild ``ledger.json`` from the journal; an unreadable one is moved aside first."""
+        from filelock import FileLock
+
         paths.home().mkdir(parents=True, exist_ok=True)
         with FileLock(str(paths.ledger_lock()), timeout=self.lock_timeout):
             moved = None

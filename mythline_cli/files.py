@@ -14,15 +14,17 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-# Windows refuses os.replace while another process has the target open (a reader,
-# an antivirus scan, the indexer). Those holds are short: retry for about a second.
-_REPLACE_RETRIES = 20
-_REPLACE_PAUSE = 0.05
+T = TypeVar("T")
+
+# Windows refuses os.replace (and sometimes a read) while another process has the file
+# open without sharing: a reader, an antivirus scan, the indexer. Those holds are short:
+# retry with a growing pause, about five seconds in all, before giving up.
+_SHARING_PAUSES = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.0, 1.0)
 
 
 class CorruptFile(Exception):
@@ -54,15 +56,20 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _replace(src: str, dst: Path) -> None:
-    for attempt in range(_REPLACE_RETRIES):
+def _shared(action: Callable[[], T]) -> T:
+    """``action()``, retried on Windows sharing violations (PermissionError) for a few seconds."""
+    for pause in _SHARING_PAUSES:
         try:
-            os.replace(src, dst)
-            return
+            return action()
         except PermissionError:
-            if sys.platform != "win32" or attempt == _REPLACE_RETRIES - 1:
+            if sys.platform != "win32":
                 raise
-            time.sleep(_REPLACE_PAUSE)
+            time.sleep(pause)
+    return action()
+
+
+def _replace(src: str, dst: Path) -> None:
+    _shared(lambda: os.replace(src, dst))
 
 
 def write_bytes_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
@@ -98,7 +105,7 @@ def write_json(path: Path, data: Any, *, durable: bool = True) -> None:
 def read_json(path: Path) -> Any | None:
     """The parsed file, ``None`` when it does not exist, ``CorruptFile`` when unreadable."""
     try:
-        raw = path.read_bytes()
+        raw = _shared(path.read_bytes)
     except FileNotFoundError:
         return None
     if not raw.strip():

@@ -165,3 +165,31 @@ def test_io_error_on_append_leaves_complete_lines(tmp_path, monkeypatch):
         with pytest.raises(OSError):
             files.append_jsonl(path, {"i": 2})
     assert [e["i"] for e in files.iter_jsonl(path)] == [1]
+
+
+def test_windows_sharing_violations_are_retried_then_raised(tmp_path, monkeypatch):
+    path = tmp_path / "d" / "state.json"
+    files.write_json(path, {"old": True})
+    monkeypatch.setattr(files.sys, "platform", "win32")
+    monkeypatch.setattr(files.time, "sleep", lambda s: None)
+    real_replace = os.replace
+    calls = {"n": 0}
+
+    def busy_twice(src, dst):
+        calls["n"] += 1
+        if calls["n"] <= 2:
+            raise PermissionError(13, "The process cannot access the file")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(files.os, "replace", busy_twice)
+    files.write_json(path, {"new": True})
+    assert json.loads(path.read_text()) == {"new": True} and calls["n"] == 3
+
+    def always_busy(src, dst):
+        raise PermissionError(13, "The process cannot access the file")
+
+    monkeypatch.setattr(files.os, "replace", always_busy)
+    with pytest.raises(PermissionError):
+        files.write_json(path, {"newer": True})
+    assert json.loads(path.read_text()) == {"new": True}
+    assert [p.name for p in path.parent.iterdir()] == ["state.json"]

@@ -89,6 +89,8 @@ class _CallBudget:
         if self.open is None:
             return
         res, self.open = self.open, None
+        if billed == (0, 0, None):
+            billed = None  # usage that says nothing at all is no evidence of a free call
         if billed is None:
             # The provider may have billed a call we never saw the end of: count the estimate.
             self.ledger.settle(res, usd=res.usd, tokens=res.tokens, unsettled=True)
@@ -188,13 +190,18 @@ class Cycle:
         killswitch.check(agent.name)
         previous, hb_moved = hb_mod.read(agent.name)
         self._check_backoff(previous)
-        # Every run settles the books first: a crashed run's reservation is reclaimed even when
-        # this run has nothing left to call.
-        self.ledger.housekeep()
         ck = Checkpoint.load(agent.name)
         self.hb = Heartbeat(agent.name, self.run_id, previous=previous, pid=os.getpid(), secrets=self.events.secrets)
         self.hb.beat()
         self.emit("run-start", pid=os.getpid(), model=agent.model, base_url=safe_url(self.settings.provider.base_url))
+        try:
+            # Every run settles the books first: a crashed run's reservation is reclaimed even
+            # when this run has nothing left to call.
+            self.ledger.housekeep()
+        except LedgerCorrupt as exc:
+            self.emit("error", step="start", error=str(exc))
+            # No backoff: nothing was called, and the fix (budget repair) is the operator's.
+            return self._end(t0, "failed", exc.exit_code, None, str(exc), ck, warnings, failure=False)
         for kind, moved in (("heartbeat", hb_moved), ("checkpoint", ck.moved_aside)):
             if moved is not None:
                 warnings.append(f"{agent.name}: {kind} was unreadable; moved aside to {moved} and started afresh")

@@ -300,3 +300,15 @@ def test_a_hang_times_out_and_is_charged_at_its_estimate(home, config, llm_serve
     assert bucket["calls"] == 2 and bucket["unsettled_usd"] == bucket["usd"] > 0
     assert stored(home) == []
     assert not (home / "agents" / AGENT / "checkpoint.json").exists()  # nothing was recorded
+
+
+def test_a_corrupt_ledger_stops_the_run_before_any_call_and_shows_in_status(home, config, llm_server):
+    llm_server.responder = lore_responder(AGENT)
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "ledger.json").write_text("{broken")
+    result = run("run", AGENT)
+    assert result.exit_code == 1 and llm_server.count() == 0
+    assert result.stderr.endswith("Rebuild it from its journal with: mythline budget repair\n")
+    assert (home / "ledger.json").read_text() == "{broken"  # never reset to zero spend
+    hb = json.loads((home / "agents" / AGENT / "heartbeat.json").read_text())
+    assert hb["state"] == "failed" and "budget ledger is unreadable" in hb["last_error"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -214,10 +215,10 @@ def test_agents_table() -> None:
     assert result.exit_code == 0, result.stderr
     text = result.stdout
     row = next(ln for ln in text.splitlines() if " world-npcs " in ln)
-    cells = [c.strip() for c in row.strip("│ \n").split("│")]
+    cells = re.split(r"\s{2,}", row.strip())  # columns are at least two spaces apart
     assert cells[:8] == ["world-npcs", "yes", "2h", "-", "$1.25", "none", "0/16/0", "npc/model"]
     lore = next(ln for ln in text.splitlines() if " world-lore " in ln)
-    assert [c.strip() for c in lore.strip("│ \n").split("│")][:3] == ["world-lore", "no", "30m"]
+    assert re.split(r"\s{2,}", lore.strip())[:3] == ["world-lore", "no", "30m"]
 
 
 def test_agents_with_a_bad_config_is_exit_2() -> None:

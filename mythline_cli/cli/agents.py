@@ -49,18 +49,27 @@ def agents_cli(json_out: bool = typer.Option(False, "--json", help="Print the fl
         if json_out:
             print_json(rows)
             return
-        table = Table(title="Mythline agents", title_justify="left")
-        for col, justify in (("agent", "left"), ("on", "left"), ("every", "right"), ("next due", "right"),
-                             ("USD/day", "right"), ("tokens/day", "right"), ("done/pend/quar", "right"),
-                             ("model", "left"), ("description", "left")):
+        from rich import box
+
+        con = out()
+        # The description wraps into whatever width is left; below 120 columns it is left out.
+        wide = con.width >= 120
+        table = Table(title="Mythline agents", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+                      padding=(0, 1) if wide else (0, 0), title_style="bold")
+        columns = [("agent", "left"), ("on", "left"), ("every", "right"), ("next", "right"), ("USD/day", "right"),
+                   ("tokens/day", "right"), ("topics d/p/q" if wide else "topics", "right"), ("model", "left")]
+        columns += [("description", "left")] if wide else []
+        for col, justify in columns:
             table.add_column(col, justify=justify, no_wrap=col != "description")
         for row in rows:
             t = row["topics"]
-            table.add_row(
+            cells = [
                 row["agent"], "yes" if row["enabled"] else "no", row["interval"],
                 _ago(row["next_due"], now) if row["next_due"] else "-",
                 f"${row['daily_usd']:.2f}" if row["daily_usd"] is not None else "none",
                 f"{row['daily_tokens']:,}" if row["daily_tokens"] is not None else "none",
-                f"{t['done']}/{t['pending']}/{t['quarantined']}", Text(row["model"]), Text(row["description"]),
-            )
-        out().print(table)
+                f"{t['done']}/{t['pending']}/{t['quarantined']}", Text(row["model"]),
+            ]
+            cells += [Text(row["description"])] if wide else []
+            table.add_row(*cells)
+        con.print(table)

@@ -130,3 +130,27 @@ def test_every_command_is_documented() -> None:
     docs = " ".join(" ".join(texts).split())
     missing = [name for name in IDS if not re.search(r"\bmythline " + re.escape(name) + r"\b", docs)]
     assert not missing, f"commands not documented as `mythline <command>` in README.md or docs/: {missing}"
+
+
+def test_every_long_option_is_documented() -> None:
+    import pathlib
+
+    import typer.main
+
+    from mythline_cli.cli import app
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    docs = "".join(p.read_text(encoding="utf-8") for p in (root / "docs").glob("*.md"))
+    docs += (root / "README.md").read_text(encoding="utf-8")
+    missing = []
+
+    def walk(command, path):
+        for param in command.params:
+            for opt in param.opts:
+                if opt.startswith("--") and opt != "--help" and f"`{opt}" not in docs and f"{opt} " not in docs:
+                    missing.append(f"{' '.join(path)} {opt}")
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, [*path, name])
+
+    walk(typer.main.get_command(app), ["mythline"])
+    assert missing == []

@@ -11,7 +11,39 @@ from typing import TextIO
 _VALUED = {"--config", "-c", "--model", "--base-url", "--jobs", "-j"}
 
 
+def _fast_status(argv: list[str]) -> int | None:
+    """``mythline [--config PATH] status [--json]`` from the settings cache, without Typer or
+    pydantic (most of a command's start-up). None: take the full path instead."""
+    args = list(argv)
+    config: Path | None = None
+    if args[:1] in (["--config"], ["-c"]) and len(args) >= 2:
+        config, args = Path(args[1]), args[2:]
+    elif args and args[0].startswith("--config="):
+        config, args = Path(args[0].split("=", 1)[1]), args[1:]
+    if args not in (["status"], ["status", "--json"]):
+        return None
+    from . import settings_cache
+
+    cached = settings_cache.load(config)
+    if cached is None:
+        return None
+    from .console import print_json
+    from .status import collect
+
+    data = collect(cached)  # type: ignore[arg-type] - the cache has what collect reads
+    if args[-1] == "--json":
+        print_json(data)
+    else:
+        from .statusview import render
+
+        render(data)
+    return 1 if data["failing"] else 0
+
+
 def main() -> None:
+    code = _fast_status(sys.argv[1:])
+    if code is not None:
+        sys.exit(code)
     # Pydantic scans every installed package for plugins on first use; Mythline uses none,
     # and the scan costs tens of milliseconds on every command.
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")

@@ -451,6 +451,10 @@ def run_agent(settings: Settings, name: str, *, listener: Listener | None = None
 
     agent = settings.agent(name)
     key = api_key(settings)
+    from . import settings_cache
+
+    # Leaves what `mythline status` needs (caps, intervals, queues) so it can skip validation.
+    settings_cache.save(settings)
     with graceful(StopFlag()) as stop:
         return Cycle(settings, agent, key=key, listener=listener, client_factory=client_factory, force=force,
                      stop=stop).run()

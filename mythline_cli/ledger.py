@@ -23,14 +23,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone, tzinfo
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from . import files, paths
-from .config import Agent, Settings
 from .errors import BudgetExceeded, LedgerCorrupt, MythlineError, UnknownPrice
-from .pricing import Estimate
 from .procs import pid_alive
+
+if TYPE_CHECKING:  # the read-only commands use the ledger without pydantic
+    from .config import Agent, Settings
+    from .pricing import Estimate
 
 VERSION = 1
 LOCK_TIMEOUT = 30.0

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import socket
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import heartbeat, killswitch, paths
 from .heartbeat import parse_time
-from .config import Settings
 from .ledger import Ledger
+
+if TYPE_CHECKING:
+    from .config import Settings
 from .procs import pid_alive
 
 FAILING = ("down", "failed")

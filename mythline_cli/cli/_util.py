@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Iterator
@@ -14,6 +13,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from ..console import is_tty, out, print_json  # noqa: F401 - the CLI's output helpers
 from ..errors import ExitCode, MythlineError
 
 
@@ -26,12 +26,6 @@ class State:
 
 
 STATE = State()
-
-
-def out() -> Console:
-    # Piped or logged output gets room for a whole table row instead of 80 columns.
-    width = None if is_tty() else 160
-    return Console(soft_wrap=True, highlight=False, width=width)
 
 
 def err() -> Console:
@@ -59,14 +53,6 @@ def fail_line(message: str) -> None:
     else:
         sys.stderr.write(f"mythline: {message}\n")
         sys.stderr.flush()
-
-
-def is_tty() -> bool:
-    return bool(sys.stdout and sys.stdout.isatty())
-
-
-def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
 @contextmanager

@@ -42,7 +42,7 @@ def agents_cli(json_out: bool = typer.Option(False, "--json", help="Print the fl
         from rich.table import Table
         from rich.text import Text
 
-        from .status import _ago
+        from ..statusview import _ago
 
         now = datetime.now(timezone.utc)
         rows = fleet(settings(), now=now)

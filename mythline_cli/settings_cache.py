@@ -1,0 +1,129 @@
+"""A plain-JSON copy of the validated settings, so ``mythline status`` can start fast.
+
+Validating ``mythline.toml`` needs pydantic, and Typer's option handling builds pydantic
+adapters too: together most of the start-up of a command that otherwise reads a dozen small
+files. Every full load of the settings leaves this copy under the state home, fingerprinted
+by the config file it came from (path, size, modification time), the environment overrides
+and the package version. ``status`` uses it only when the fingerprint still matches, and
+takes the full path otherwise; nothing here is ever a source of truth.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from . import __version__, files, paths
+
+CONFIG_NAME = "mythline.toml"
+ENV_OVERRIDES = ("MYTHLINE_MODEL", "MYTHLINE_BASE_URL")
+
+
+def locate(explicit: Path | None) -> Path | None | bool:
+    """The config file the full path would use, None for built-in defaults, False when the
+    full path would fail (a named file that is missing): then there is no fast answer."""
+    if explicit is not None:
+        return explicit if explicit.is_file() else False
+    env = os.environ.get("MYTHLINE_CONFIG")
+    if env:
+        path = Path(env).expanduser()
+        return path if path.is_file() else False
+    for candidate in (Path.cwd() / CONFIG_NAME, paths.user_config_dir() / CONFIG_NAME):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def fingerprint(source: Path | None) -> dict[str, Any]:
+    stat = source.stat() if source is not None else None
+    return {
+        "version": __version__,
+        "source": str(source.resolve()) if source is not None else None,
+        "size": stat.st_size if stat else None,
+        "mtime_ns": stat.st_mtime_ns if stat else None,
+        "env": {name: os.environ.get(name) for name in ENV_OVERRIDES},
+    }
+
+
+def _path(source: Path | None) -> Path:
+    key = str(source.resolve()) if source is not None else "built-in"
+    return paths.home() / "cache" / f"settings-{hashlib.sha256(key.encode()).hexdigest()[:12]}.json"
+
+
+def save(settings: Any) -> None:
+    """Leave a copy of the settings ``status`` needs; never fails a command."""
+    try:
+        doc = {
+            "fingerprint": fingerprint(settings.source),
+            "budget": settings.budget.model_dump(),
+            "agents": [asdict(agent) for agent in settings.agents()],
+        }
+        path = _path(settings.source)
+        try:
+            if files.read_json(path) == json.loads(json.dumps(doc)):
+                return
+        except files.CorruptFile:
+            pass
+        files.write_json(path, doc, durable=False)
+    except Exception:  # noqa: BLE001 - a cache that cannot be written is only a slower status
+        return
+
+
+@dataclass(frozen=True)
+class CachedAgent:
+    """The settings of one agent as ``status`` and the ledger read them."""
+
+    name: str
+    domain: str
+    description: str
+    enabled: bool
+    interval: float
+    grace: float
+    max_attempts: int
+    min_score: float
+    min_sources: int
+    daily_usd: float | None
+    daily_tokens: int | None
+    model: str
+    topics: tuple[str, ...]
+
+
+class CachedSettings:
+    """Just enough of ``config.Settings`` for ``status.collect`` and ``Ledger.report``."""
+
+    def __init__(self, doc: dict[str, Any], source: Path | None) -> None:
+        self.source = source
+        self.budget = SimpleNamespace(**doc["budget"])
+        self._agents = [CachedAgent(**{**a, "topics": tuple(a["topics"])}) for a in doc["agents"]]
+
+    @property
+    def agent_names(self) -> list[str]:
+        return [a.name for a in self._agents]
+
+    def agents(self) -> list[CachedAgent]:
+        return list(self._agents)
+
+    def agent(self, name: str) -> CachedAgent:
+        for agent in self._agents:
+            if agent.name == name:
+                return agent
+        raise KeyError(name)
+
+
+def load(explicit: Path | None) -> CachedSettings | None:
+    """The cached settings when they still describe what a full load would give, else None."""
+    try:
+        source = locate(explicit)
+        if source is False:
+            return None
+        doc = files.read_json(_path(source))
+        if not isinstance(doc, dict) or doc.get("fingerprint") != fingerprint(source):
+            return None
+        return CachedSettings(doc, source)
+    except Exception:  # noqa: BLE001 - any doubt means the full path
+        return None

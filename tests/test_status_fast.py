@@ -1,0 +1,74 @@
+"""`mythline status` from the settings cache: the same answer as the full path, without
+Typer or pydantic, and never from a cache that no longer matches the config."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import lore_responder, mythline
+
+PROBE = ("import runpy, sys, atexit\n"
+         "atexit.register(lambda: sys.stderr.write('MODULES ' + ' '.join(m for m in ('pydantic', 'typer', 'openai',"
+         " 'tokencost') if m in sys.modules) + '\\n'))\n"
+         "sys.argv = ['mythline'] + sys.argv[1:]\n"
+         "runpy.run_module('mythline_cli', run_name='__main__')\n")
+
+
+def status_modules(*args: str) -> tuple[subprocess.CompletedProcess, str]:
+    result = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=60)
+    line = [ln for ln in result.stderr.splitlines() if ln.startswith("MODULES")][-1]
+    return result, line.removeprefix("MODULES").strip()
+
+
+def without_now(text: str) -> dict:
+    data = json.loads(text)
+    data.pop("now")
+    return data
+
+
+def test_after_a_run_status_skips_validation_and_says_the_same(home, config, llm_server):
+    llm_server.responder = lore_responder("world-npcs")
+    assert mythline("run", "world-npcs").returncode == 0
+    assert list((home / "cache").glob("settings-*.json"))
+    fast, loaded = status_modules("status", "--json")
+    assert fast.returncode == 0 and loaded == ""  # neither pydantic nor Typer, let alone openai
+    (home / "cache").rename(home / "cache-off")
+    slow, loaded_slow = status_modules("status", "--json")
+    assert "pydantic" in loaded_slow and "typer" in loaded_slow
+    assert without_now(fast.stdout) == without_now(slow.stdout)
+    table, _ = status_modules("status")
+    assert "world-npcs" in table.stdout and "fleet today" in table.stdout
+
+
+def test_an_edited_config_is_never_read_from_a_stale_cache(home, config, llm_server):
+    llm_server.responder = lore_responder("world-npcs")
+    assert mythline("run", "world-npcs").returncode == 0
+    path = config(sections={"agents.world-npcs": {"daily_usd": 0.25}})  # rewrites the file
+    result, loaded = status_modules("status", "--json")
+    assert "pydantic" in loaded  # the fingerprint no longer matched: the full path ran
+    row = next(r for r in json.loads(result.stdout)["agents"] if r["agent"] == "world-npcs")
+    assert row["usd_cap"] == 0.25
+    # ...and that full load left a fresh copy, so the next status is fast again.
+    again, loaded = status_modules("status", "--json")
+    assert loaded == "" and without_now(again.stdout) == without_now(result.stdout)
+    assert Path(path).exists()
+
+
+def test_a_broken_config_is_reported_not_hidden_by_the_cache(home, config, llm_server, monkeypatch):
+    llm_server.responder = lore_responder("world-npcs")
+    assert mythline("run", "world-npcs").returncode == 0
+    path = config()
+    Path(path).write_text("[budget]\ndaily_usd = -1\n")
+    result = mythline("status")
+    assert result.returncode == 2 and "budget.daily_usd" in result.stderr
+    monkeypatch.setenv("MYTHLINE_CONFIG", str(Path(path).with_name("missing.toml")))
+    missing = mythline("status")
+    assert missing.returncode == 2 and "no such file" in missing.stderr
+
+
+def test_status_on_a_fresh_machine_creates_nothing(home):
+    assert mythline("status").returncode == 0
+    assert not home.exists()

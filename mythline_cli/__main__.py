@@ -30,7 +30,10 @@ def _fast_status(argv: list[str]) -> int | None:
     from .console import print_json
     from .status import collect
 
-    data = collect(cached)  # type: ignore[arg-type] - the cache has what collect reads
+    try:
+        data = collect(cached)  # type: ignore[arg-type] - the cache has what collect reads
+    except Exception:  # noqa: BLE001 - the full path reports whatever this was, properly
+        return None
     if args[-1] == "--json":
         print_json(data)
     else:

@@ -34,12 +34,22 @@ def _fast_status(argv: list[str]) -> int | None:
         data = collect(cached)  # type: ignore[arg-type] - the cache has what collect reads
     except Exception:  # noqa: BLE001 - the full path reports whatever this was, properly
         return None
-    if args[-1] == "--json":
-        print_json(data)
-    else:
-        from .statusview import render
+    # Output has started: from here on, failures end like the full path's, never twice.
+    try:
+        if args[-1] == "--json":
+            print_json(data)
+        else:
+            from .statusview import render
 
-        render(data)
+            render(data)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `mythline status | head`: the reader left; stay quiet at exit too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except KeyboardInterrupt:
+        sys.stderr.write("mythline: interrupted\n")
+        return 130
     return 1 if data["failing"] else 0
 
 

@@ -405,15 +405,19 @@ class Cycle:
         estimate = {"prompt_tokens": est.prompt_tokens, "max_output_tokens": est.max_output_tokens,
                     "usd": est.usd, "counted_by": est.counted_by,
                     "price": est.price.source if est.price else None}
+        client = self.client()  # built before reserving: a client that cannot be built costs nothing
         budget = _CallBudget(self.ledger, self.agent, est, run_id=self.run_id, step=step, events=self.events,
                              before_send=self._boundary)
-        if self.stop:
-            budget.charge_failure((0, 0, 0.0))  # never sent: release the hold
-            self.stop.check()
-        self.emit("llm-request", step=step, attempt=attempt, topic=ck.data["current"]["topic"], estimate=estimate)
         try:
-            result = self.client().chat(messages, model=self.agent.model, max_tokens=p.max_output_tokens,
-                                        response_format=fmt, guard=budget)
+            self.stop.check()
+            self.emit("llm-request", step=step, attempt=attempt, topic=ck.data["current"]["topic"],
+                      estimate=estimate)
+        except BaseException:
+            budget.charge_failure((0, 0, 0.0))  # never sent: release the hold
+            raise
+        try:
+            result = client.chat(messages, model=self.agent.model, max_tokens=p.max_output_tokens,
+                                 response_format=fmt, guard=budget)
         except LLMError as exc:
             budget.charge_failure(getattr(exc, "billed", None))
             self.breaker.record(ok=False, kind=getattr(exc, "kind", None), status=exc.status)

@@ -3,7 +3,7 @@
 Validating ``mythline.toml`` needs pydantic, and Typer's option handling builds pydantic
 adapters too: together most of the start-up of a command that otherwise reads a dozen small
 files. Every full load of the settings leaves this copy under the state home, fingerprinted
-by the config file it came from (path, size, modification time), the environment overrides
+by the config file it came from (path and content hash), the environment overrides
 and the package version. ``status`` uses it only when the fingerprint still matches, and
 takes the full path otherwise; nothing here is ever a source of truth.
 """
@@ -40,12 +40,12 @@ def locate(explicit: Path | None) -> Path | None | bool:
 
 
 def fingerprint(source: Path | None) -> dict[str, Any]:
-    stat = source.stat() if source is not None else None
+    # The content's hash, not just size and mtime: coarse file-system clocks and tools that
+    # restore mtimes would otherwise let an edit go unnoticed. The file is small.
     return {
         "version": __version__,
         "source": str(source.resolve()) if source is not None else None,
-        "size": stat.st_size if stat else None,
-        "mtime_ns": stat.st_mtime_ns if stat else None,
+        "sha256": hashlib.sha256(source.read_bytes()).hexdigest() if source is not None else None,
         "env": {name: os.environ.get(name) for name in ENV_OVERRIDES},
     }
 

@@ -159,3 +159,28 @@ def test_a_paid_answer_is_saved_even_if_bookkeeping_then_fails(home, config, llm
     assert run("run", AGENT).exit_code == 1
     assert run("run", AGENT, "--force").exit_code == 0
     assert [is_audit(r) for r in llm_server.requests] == [False, True]  # research bought once
+
+
+def test_a_call_that_is_never_sent_costs_nothing(home, config, llm_server):
+    from mythline_cli.config import load_settings
+    from mythline_cli.cycle import run_agent
+
+    def listener(event):
+        if event["event"] == "llm-request":
+            raise BrokenPipeError("the terminal went away")
+
+    llm_server.responder = lore_responder(AGENT)
+    with pytest.raises(BrokenPipeError):
+        run_agent(load_settings(), AGENT, listener=listener)
+    assert llm_server.count() == 0
+    ledger = json.loads((home / "ledger.json").read_text())
+    assert ledger["reservations"] == {}
+    assert all(not w.get("agents") for w in ledger["windows"].values())  # nothing charged
+
+    def no_client():
+        raise RuntimeError("cannot build the client")
+
+    with pytest.raises(RuntimeError):
+        run_agent(load_settings(), AGENT, client_factory=no_client, force=True)
+    ledger = json.loads((home / "ledger.json").read_text())
+    assert ledger["reservations"] == {} and all(not w.get("agents") for w in ledger["windows"].values())

@@ -72,3 +72,17 @@ def test_a_broken_config_is_reported_not_hidden_by_the_cache(home, config, llm_s
 def test_status_on_a_fresh_machine_creates_nothing(home):
     assert mythline("status").returncode == 0
     assert not home.exists()
+
+
+def test_an_edit_that_keeps_size_and_mtime_is_still_noticed(home, config, llm_server):
+    import os
+
+    llm_server.responder = lore_responder("world-npcs")
+    path = Path(config(sections={"budget": {"daily_usd": 1.0}}))
+    assert mythline("run", "world-npcs").returncode == 0
+    stat = path.stat()
+    path.write_text(path.read_text().replace("daily_usd = 1.0", "daily_usd = 9.0"))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # a coarse clock, or a tool restoring mtimes
+    assert path.stat().st_size == stat.st_size
+    data = json.loads(mythline("status", "--json").stdout)
+    assert data["fleet"]["day"]["usd"]["cap"] == 9.0

@@ -16,6 +16,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from . import paths
 from .durations import parse_duration
+from .agent import Agent
 from .errors import ConfigError, UsageError
 from .fleet.topics import DESCRIPTIONS, DOMAINS, TOPICS
 
@@ -204,25 +205,6 @@ class Config(_Model):
                 if name not in TOPICS:
                     raise ValueError(f"unknown agent {_shorten(name)}; the fleet is: {', '.join(TOPICS)}")
         return value
-
-
-@dataclass(frozen=True)
-class Agent:
-    """One agent with every setting resolved."""
-
-    name: str
-    domain: str
-    description: str
-    enabled: bool
-    interval: float
-    grace: float
-    max_attempts: int
-    min_score: float
-    min_sources: int
-    daily_usd: float | None
-    daily_tokens: int | None
-    model: str
-    topics: tuple[str, ...]
 
 
 @dataclass

@@ -13,12 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 from . import __version__, files, paths
+from .agent import Agent
 
 CONFIG_NAME = "mythline.toml"
 ENV_OVERRIDES = ("MYTHLINE_MODEL", "MYTHLINE_BASE_URL")
@@ -74,41 +75,22 @@ def save(settings: Any) -> None:
         return
 
 
-@dataclass(frozen=True)
-class CachedAgent:
-    """The settings of one agent as ``status`` and the ledger read them."""
-
-    name: str
-    domain: str
-    description: str
-    enabled: bool
-    interval: float
-    grace: float
-    max_attempts: int
-    min_score: float
-    min_sources: int
-    daily_usd: float | None
-    daily_tokens: int | None
-    model: str
-    topics: tuple[str, ...]
-
-
 class CachedSettings:
     """Just enough of ``config.Settings`` for ``status.collect`` and ``Ledger.report``."""
 
     def __init__(self, doc: dict[str, Any], source: Path | None) -> None:
         self.source = source
         self.budget = SimpleNamespace(**doc["budget"])
-        self._agents = [CachedAgent(**{**a, "topics": tuple(a["topics"])}) for a in doc["agents"]]
+        self._agents = [Agent(**{**a, "topics": tuple(a["topics"])}) for a in doc["agents"]]
 
     @property
     def agent_names(self) -> list[str]:
         return [a.name for a in self._agents]
 
-    def agents(self) -> list[CachedAgent]:
+    def agents(self) -> list[Agent]:
         return list(self._agents)
 
-    def agent(self, name: str) -> CachedAgent:
+    def agent(self, name: str) -> Agent:
         for agent in self._agents:
             if agent.name == name:
                 return agent

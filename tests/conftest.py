@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -164,3 +165,26 @@ def research_recorded(home: Path, agent: str = "world-npcs") -> bool:
     except (FileNotFoundError, json.JSONDecodeError):
         return False
     return "research" in ((ck.get("current") or {}).get("steps") or {})
+
+
+FAKE_CRONTAB = """#!/bin/sh
+# A stand-in for crontab(1): -l prints the stored table, - stores stdin.
+store="$(dirname "$0")/table"
+case "$1" in
+  -l) if [ -f "$store" ]; then cat "$store"; else echo "no crontab for $(id -un)" >&2; exit 1; fi ;;
+  -) cat > "$store" ;;
+  *) echo "fake crontab: unsupported $*" >&2; exit 2 ;;
+esac
+"""
+
+
+@pytest.fixture
+def fake_crontab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The table file the fake crontab program reads and writes."""
+    folder = tmp_path / "fake-cron"
+    folder.mkdir()
+    program = folder / "crontab"
+    program.write_text(FAKE_CRONTAB, encoding="utf-8")
+    program.chmod(program.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("MYTHLINE_CRONTAB", str(program))
+    return folder / "table"

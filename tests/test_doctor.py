@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -19,14 +18,6 @@ from mythline_cli.config import load_settings
 
 runner = CliRunner()
 
-FAKE_CRONTAB = """#!/bin/sh
-store="$(dirname "$0")/table"
-case "$1" in
-  -l) if [ -f "$store" ]; then cat "$store"; else echo "no crontab for $(id -un)" >&2; exit 1; fi ;;
-  -) cat > "$store" ;;
-  *) exit 2 ;;
-esac
-"""
 
 GOOD = f"""[provider]
 model = "test/model"
@@ -38,19 +29,13 @@ output_per_million = 2.0
 
 
 @pytest.fixture(autouse=True)
-def offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_crontab: Path) -> Path:
     """No network for tiktoken's files, and a fake crontab instead of the user's."""
     (tmp_path / "tiktoken-empty").mkdir()
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "tiktoken-empty"))
     for var in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"):
         monkeypatch.setenv(var, "http://127.0.0.1:9")
-    folder = tmp_path / "fake-cron"
-    folder.mkdir()
-    program = folder / "crontab"
-    program.write_text(FAKE_CRONTAB, encoding="utf-8")
-    program.chmod(program.stat().st_mode | stat.S_IXUSR)
-    monkeypatch.setenv("MYTHLINE_CRONTAB", str(program))
-    return folder / "table"
+    return fake_crontab
 
 
 def config(text: str = GOOD) -> Path:

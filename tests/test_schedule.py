@@ -33,15 +33,6 @@ AGENTS = list(TOPICS)
 EXE = "/opt/venv/bin/mythline"
 runner = CliRunner()
 
-FAKE_CRONTAB = """#!/bin/sh
-# A stand-in for crontab(1): -l prints the stored table, - stores stdin.
-store="$(dirname "$0")/table"
-case "$1" in
-  -l) if [ -f "$store" ]; then cat "$store"; else echo "no crontab for $(id -un)" >&2; exit 1; fi ;;
-  -) cat > "$store" ;;
-  *) echo "fake crontab: unsupported $*" >&2; exit 2 ;;
-esac
-"""
 
 FOREIGN = 'MAILTO=""\n# backups\n15 3 * * * /usr/local/bin/backup --quiet\n@reboot /usr/bin/true\n'
 
@@ -58,18 +49,6 @@ def write_toml(text: str) -> Path:
 
 def job_lines(text: str) -> list[str]:
     return [ln for ln in text.splitlines() if ln and not ln.startswith("#") and not ln.startswith("MAILTO=")]
-
-
-@pytest.fixture
-def fake_crontab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The table file the fake crontab program reads and writes."""
-    folder = tmp_path / "fake-cron"
-    folder.mkdir()
-    program = folder / "crontab"
-    program.write_text(FAKE_CRONTAB, encoding="utf-8")
-    program.chmod(program.stat().st_mode | stat.S_IXUSR)
-    monkeypatch.setenv("MYTHLINE_CRONTAB", str(program))
-    return folder / "table"
 
 
 def crontab_check(text: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:

@@ -21,11 +21,11 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from . import __version__, files, paths
 from .fleet.topics import TOPICS
 from .redact import redact
+from .redact import safe_url as redact_url
 
 KINDS = ("budget-warn", "quarantine", "failures", "down", "recovered")
 KEEP_KEYS = timedelta(days=60)
@@ -51,14 +51,7 @@ def scrub_urls(text: str) -> str:
 
 def safe_url(url: str) -> str:
     """A webhook URL that is fine to log: scheme and host only."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or "?"
-        if parts.port:
-            host += f":{parts.port}"
-        return f"{parts.scheme}://{host}/[redacted]"
-    except ValueError:
-        return "[redacted]"
+    return redact_url(url, keep_path=False)
 
 
 class WebhookFailed(Exception):

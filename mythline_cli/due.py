@@ -7,7 +7,6 @@ Every agent whose next due time has passed runs as its own ``mythline run AGENT`
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,7 +20,7 @@ from . import heartbeat, killswitch
 from .heartbeat import parse_time
 from .config import Settings
 from .errors import ExitCode
-from .procs import pid_alive
+from .status import agent_state
 
 
 def due_agents(settings: Settings, *, now: datetime | None = None) -> list[str]:
@@ -38,24 +37,17 @@ def due_agents(settings: Settings, *, now: datetime | None = None) -> list[str]:
         until = parse_time(hb.get("backoff_until"))
         if until is not None and now < until:
             continue
-        if hb.get("state") == "running" and _still_running(hb, now, settings.budget.run_timeout):
+        # A "running" heartbeat left by a run that died (SIGKILL, OOM, power cut) or hung past
+        # run_timeout makes the agent due again, judged exactly as status judges it; its run
+        # lock still stops a second run if the first is in fact alive.
+        state, _, _ = agent_state(hb, interval=agent.interval, grace=agent.grace,
+                                  run_timeout=settings.budget.run_timeout, now=now, paused=False)
+        if state == "running":
             continue
         last = parse_time(hb.get("finished")) or parse_time(hb.get("started"))
         if last is None or now >= last + timedelta(seconds=agent.interval):
             due.append(agent.name)
     return due
-
-
-def _still_running(hb: dict[str, Any], now: datetime, run_timeout: float) -> bool:
-    """A "running" heartbeat whose process is gone, or that is older than the run timeout,
-    was left by a run that died (SIGKILL, OOM, power cut): the agent is due again. Its run
-    lock still stops a second run if it is in fact alive."""
-    started = parse_time(hb.get("started"))
-    if started is None or (now - started).total_seconds() > run_timeout:
-        return False
-    pid = hb.get("pid")
-    return not (isinstance(pid, int) and hb.get("host", socket.gethostname()) == socket.gethostname()
-                and not pid_alive(pid))
 
 
 @dataclass

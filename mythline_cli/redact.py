@@ -28,15 +28,18 @@ def _walk(value: Any, secrets: tuple[str, ...]) -> Any:
     return value
 
 
-def safe_url(url: str) -> str:
-    """``url`` without what may carry a credential: user info, query and fragment."""
+def safe_url(url: str, *, keep_path: bool = True) -> str:
+    """``url`` without what may carry a credential: user info, query and fragment — and,
+    with ``keep_path=False``, the path too (a webhook URL carries its token there)."""
     from urllib.parse import urlsplit, urlunsplit
 
     try:
         parts = urlsplit(url)
-        host = parts.hostname or ""
+        host = parts.hostname or ("" if keep_path else "?")
         if parts.port:
             host += f":{parts.port}"
-        return urlunsplit((parts.scheme, host, parts.path, "", ""))
     except ValueError:
-        return "[unparseable URL]"
+        return "[unparseable URL]" if keep_path else "[redacted]"
+    if not keep_path:
+        return f"{parts.scheme}://{host}/[redacted]"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))

@@ -53,8 +53,66 @@ def _fast_status(argv: list[str]) -> int | None:
     return 1 if data["failing"] else 0
 
 
+def _fast_run(argv: list[str]) -> int | None:
+    """``mythline [--config PATH] [--debug] run AGENT [--json] [--force] [--model M] [--base-url U]``
+    (what cron and Task Scheduler start, every few minutes, for every agent) without Typer:
+    the same code as the ``run`` command, minus the cost of building the whole command line
+    interface. None: anything else (``--help``, ``--dry-run``, ``--due``, a typo...) takes the
+    full path, which also reports the mistake."""
+    args = list(argv)
+    config: Path | None = None
+    debug = False
+    while args and args[0] != "run":
+        word = args.pop(0)
+        if word in ("--config", "-c") and args:
+            config = Path(args.pop(0))
+        elif word.startswith("--config="):
+            config = Path(word.split("=", 1)[1])
+        elif word == "--debug":
+            debug = True
+        else:
+            return None
+    if not args or (config is not None and not config.is_file()):
+        return None
+    agent: str | None = None
+    flags: set[str] = set()
+    values: dict[str, str] = {}
+    rest = args[1:]
+    while rest:
+        word = rest.pop(0)
+        name, eq, value = word.partition("=")
+        if word in ("--json", "--force"):
+            flags.add(word)
+        elif name in ("--model", "--base-url") and eq:
+            values[name] = value
+        elif word in ("--model", "--base-url") and rest:
+            values[word] = rest.pop(0)
+        elif agent is None and word and not word.startswith("-"):
+            agent = word
+        else:
+            return None
+    if agent is None:
+        return None
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+    from .console import report_failure
+
+    try:
+        from .config import load_settings
+        from .runner import run_once
+
+        cfg = load_settings(config, {"model": values.get("--model"), "base_url": values.get("--base-url")})
+        return run_once(cfg, agent, json_out="--json" in flags, force="--force" in flags)
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the same boundary as the full path's
+        if debug:
+            raise
+        return report_failure(exc)
+
+
 def main() -> None:
-    code = _fast_status(sys.argv[1:])
+    argv = sys.argv[1:]
+    code = _fast_status(argv)
+    if code is None:
+        code = _fast_run(argv)
     if code is not None:
         sys.exit(code)
     # Pydantic scans every installed package for plugins on first use; Mythline uses none,

@@ -3,8 +3,10 @@ Rich only when something is printed through it."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +61,38 @@ def fail_line(message: str) -> None:
         sys.stderr.flush()
 
 
+# What to do about a file-system error, by errno: the errors a disk, a quota or a
+# permission can cause at any write. Anything else stays "unexpected".
+_DISK_HINTS = {
+    errno.ENOSPC: "the disk is full: free some space",
+    errno.EDQUOT: "the disk quota is used up: free some space",
+    errno.EIO: "the disk reported an I/O error: check it (dmesg, SMART)",
+    errno.EROFS: "the file system is read-only: remount it, or point MYTHLINE_HOME at a writable place",
+    errno.EACCES: "check that path's permissions (or point MYTHLINE_HOME elsewhere)",
+    errno.EPERM: "check that path's permissions (or point MYTHLINE_HOME elsewhere)",
+}
+# Windows: another program (an antivirus scanner, a sync client) holds the file open.
+_SHARING_VIOLATIONS = {32, 33}
+
+
+def disk_error_line(exc: OSError) -> str | None:
+    """The one line for a file-system error at a write, or None if it is not one."""
+    if getattr(exc, "winerror", None) in _SHARING_VIOLATIONS:
+        hint = "another program holds the file open (an antivirus scanner or a sync client?): try again later"
+    else:
+        hint = _DISK_HINTS.get(exc.errno or 0)
+    if hint is None:
+        return None
+    where = ""
+    if exc.filename:
+        # A temp file of an atomic write (".ledger.json.k3j9x0aq.tmp") stands for the file it replaces.
+        head, _, name = os.fsdecode(exc.filename).rpartition(os.sep)
+        match = re.fullmatch(r"\.(.+)\.[^.]+\.tmp", name)
+        where = (f"{head}{os.sep}" if head else "") + (match.group(1) if match else name) + ": "
+    return (f"{where}{exc.strerror or os.strerror(exc.errno or 0)}; {hint}. Files are written whole or "
+            "not at all, so nothing written before is lost: the next run carries on from them")
+
+
 def report_failure(exc: BaseException) -> int:
     """One line on stderr for a failure that ended a command; the exit code it ends with.
 
@@ -68,6 +102,11 @@ def report_failure(exc: BaseException) -> int:
     if isinstance(exc, MythlineError):
         fail_line(str(exc))
         return exc.exit_code
+    if isinstance(exc, OSError):
+        line = disk_error_line(exc)
+        if line is not None:
+            fail_line(line)
+            return ExitCode.FAILED
     if isinstance(exc, KeyboardInterrupt):
         fail_line("interrupted")
         return ExitCode.INTERRUPTED

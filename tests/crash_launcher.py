@@ -4,6 +4,8 @@
 
 N = 0 never kills; every write point (a file opened for writing, a rename) is listed in
 LOGFILE either way, one per line, so a test can count them and then kill at each in turn.
+With ``CRASH_ERRNO`` set (e.g. 28, ENOSPC), the Nth write fails with that OSError instead
+of a kill: the disk-full or I/O-error sweep.
 The hook lives here, in the test's launcher, not in the product.
 """
 
@@ -21,6 +23,7 @@ def main() -> None:
     args = sys.argv[sys.argv.index("--") + 1:]
     home = os.path.realpath(os.environ["MYTHLINE_HOME"])
     count = 0
+    fail_errno = int(os.environ.get("CRASH_ERRNO") or 0)
     writing = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND
 
     def hook(event: str, details: tuple) -> None:
@@ -41,6 +44,8 @@ def main() -> None:
         count += 1
         os.write(log_fd, f"{count} {event} {os.path.relpath(target, home)} {time.monotonic()}\n".encode())
         if count == kill_at:
+            if fail_errno:
+                raise OSError(fail_errno, os.strerror(fail_errno), target)
             os.kill(os.getpid(), signal.SIGKILL)
 
     sys.addaudithook(hook)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from . import files, paths
+from .slug import slug
 
 VERSION = 1
 DONE, QUARANTINED = "done", "quarantined"
@@ -48,6 +49,34 @@ class Checkpoint:
             return cls(agent, data or _blank(agent))
         moved = files.quarantine_corrupt(path) if repair else None
         return cls(agent, _blank(agent), moved_aside=moved or path)
+
+    def recover(self, queue: tuple[str, ...], *, domain: str) -> dict[str, int]:
+        """After a corrupt checkpoint was moved aside: rebuild what the other files still say,
+        so that finished work is not paid for again. A topic whose record is in the store is
+        done; a topic the agent's event log saw quarantined stays quarantined. Saved at once.
+        (Recorded steps of the attempt in progress are lost with the checkpoint.)"""
+        done = quarantined = 0
+        for topic in queue:
+            try:
+                doc = files.read_json(paths.record(domain, slug(topic)))
+            except files.CorruptFile:
+                continue
+            if isinstance(doc, dict) and doc.get("topic") == topic:
+                state = self.topic_state(topic)
+                state.update(status=DONE, recovered=_now(),
+                             stored={"path": str(paths.record(domain, slug(topic))), "hash": doc.get("content_hash")})
+                done += 1
+        wanted = set(queue)
+        for event in files.iter_jsonl(paths.events(self.agent)):
+            topic = event.get("topic")
+            if event.get("event") == "quarantine" and topic in wanted and self.peek(topic)["status"] != DONE:
+                state = self.topic_state(topic)
+                if state["status"] != QUARANTINED:
+                    quarantined += 1
+                state.update(status=QUARANTINED, recovered=_now(), attempts=int(event.get("attempts") or 0))
+        if done or quarantined:
+            self.save()
+        return {"done": done, "quarantined": quarantined}
 
     def save(self) -> None:
         files.write_json(paths.checkpoint(self.agent), self.data)

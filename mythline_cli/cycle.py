@@ -202,10 +202,15 @@ class Cycle:
             self.emit("error", step="start", error=str(exc))
             # No backoff: nothing was called, and the fix (budget repair) is the operator's.
             return self._end(t0, "failed", exc.exit_code, None, str(exc), ck, warnings, failure=False)
-        for kind, moved in (("heartbeat", hb_moved), ("checkpoint", ck.moved_aside)):
-            if moved is not None:
-                warnings.append(f"{agent.name}: {kind} was unreadable; moved aside to {moved} and started afresh")
-                self.emit("corrupt-state", file=kind, moved_to=str(moved))
+        if hb_moved is not None:
+            warnings.append(f"{agent.name}: heartbeat was unreadable; moved aside to {hb_moved} and started afresh")
+            self.emit("corrupt-state", file="heartbeat", moved_to=str(hb_moved))
+        if ck.moved_aside is not None:
+            found = ck.recover(agent.topics, domain=agent.domain)
+            warnings.append(f"{agent.name}: checkpoint was unreadable; moved aside to {ck.moved_aside}, rebuilt from "
+                            f"the store and the event log ({found['done']} topics done, {found['quarantined']} "
+                            "quarantined); the attempt in progress starts again")
+            self.emit("corrupt-state", file="checkpoint", moved_to=str(ck.moved_aside), recovered=found)
         topic = ck.next_topic(agent.topics)
         counts = ck.counts(agent.topics)
         if topic is None:

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -91,3 +92,35 @@ def test_two_runs_of_one_agent_one_wins(home, config, llm_server):
     assert second.returncode == 4
     assert second.stderr == "mythline: world-npcs is already running; this run did nothing\n"
     assert llm_server.count() == 2
+
+
+def test_two_runs_started_in_the_same_instant(tmp_path, config, llm_server):
+    """Both processes are started before either can take the lock, five times over: each
+    time exactly one runs the cycle and the other exits 4 having touched nothing."""
+    llm_server.responder = lore_responder(AGENT)
+    go = tmp_path / "go"
+    # Each process waits for the same file to appear, then runs: they start within a
+    # millisecond of each other, after both interpreters are up.
+    launcher = ("import os, sys, time, runpy\n"
+                "while not os.path.exists(sys.argv[1]): time.sleep(0.001)\n"
+                "sys.argv = ['mythline', 'run', sys.argv[2]]\n"
+                "runpy.run_module('mythline_cli', run_name='__main__')\n")
+    for round_ in range(5):
+        home = tmp_path / f"home{round_}"
+        env = {**os.environ, "MYTHLINE_HOME": str(home)}
+        go.unlink(missing_ok=True)
+        procs = [subprocess.Popen([sys.executable, "-c", launcher, str(go), AGENT], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        time.sleep(1.0)  # both interpreters are waiting on the file
+        start = llm_server.count()
+        go.touch()
+        results = [(p.wait(timeout=120), p.communicate()[1]) for p in procs]
+        codes = sorted(code for code, _ in results)
+        assert codes == [0, 4], results
+        assert [err for code, err in results if code == 4] == [
+            "mythline: world-npcs is already running; this run did nothing\n"]
+        assert llm_server.count() - start == 2  # one research, one audit: one cycle
+        for path in home.rglob("*.json"):
+            json.loads(path.read_text())
+        assert len(list((home / "store").rglob("*.json"))) == 1
+        assert json.loads((home / "ledger.json").read_text())["reservations"] == {}

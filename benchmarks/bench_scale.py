@@ -1,6 +1,7 @@
 """Does start-up stay flat as the state home grows?
 
     python benchmarks/bench_scale.py [--runs 12] [--records 100000] [--events 100000] [--history 1000000]
+                                     [--agents 1000] [--spend-every 4] [--part a|b|c|all]
 
 (a) ``mythline run world-npcs`` with ``--records`` stored records (small JSON files across
     the ten domain folders of ``store/``) vs the same run with an empty store.
@@ -10,9 +11,15 @@
     same fleet with small logs: ``mythline status`` and ``mythline run`` timed side by side,
     plus, from an audit hook and ``/proc/self/io``, which state files each command opens
     and how many bytes it read in all. Target: within 10%, and no whole-log reads.
-
-A fleet of 1,000 agents cannot be configured: the fleet is the ten built-in agents and
-``[agents.NAME]`` accepts only those names (shown at the end).
+(c) A fleet of ``--agents`` (1,000) custom agents plus the ten built-in ones, each with its
+    own ``[agents.NAME]`` table (``kind`` cycling through the ten kinds, eight topics each),
+    in a lived-in state home (heartbeats in every state, checkpoints, events, records, spend
+    in the ledger for every ``--spend-every``-th agent, one open reservation), vs the
+    ten-agent fleet in the same rounds: ``mythline status`` and ``status --json`` with the
+    settings cache warm (as every status after the first), the first ``status`` after a
+    config change (the full path: Typer, pydantic, the whole file validated, the cache
+    rewritten) and, for information, ``status --all`` (every row in the table).
+    Target: the 1,010-agent ``status``, ``status --json`` and after-a-change medians under 1 s.
 """
 
 from __future__ import annotations
@@ -200,6 +207,37 @@ def size_mb(path: Path) -> float:
     return path.stat().st_size / 1e6 if path.exists() else 0.0
 
 
+def write_fleet_config(path: Path, base: Path, agents: int) -> Path:
+    """``base`` plus ``agents`` custom agents: kinds in turn, eight topics of their own each."""
+    from mythline_cli.fleet.topics import TOPICS
+
+    kinds = list(TOPICS)
+    parts = [base.read_text(encoding="utf-8")]
+    for i in range(agents):
+        kind = kinds[i % len(kinds)]
+        topics = ", ".join(f'"Topic {j + 1} of agent-{i:04d}"' for j in range(8))
+        parts.append(f'[agents.agent-{i:04d}]\nkind = "{kind}"\ntopics = [{topics}]\n')
+    path.write_text("\n".join(parts), encoding="utf-8")
+    return path
+
+
+MODULES = """\
+import atexit, runpy, sys
+def report():
+    sys.stderr.write('MODULES ' + ' '.join(m for m in ('pydantic', 'typer') if m in sys.modules) + '\\n')
+atexit.register(report)
+sys.argv = ['mythline'] + sys.argv[1:]
+runpy.run_module('mythline_cli', run_name='__main__')
+"""
+
+
+def heavy_modules(args: list[str], env: dict[str, str]) -> tuple[str, str]:
+    """(which of pydantic/typer a command imported, its stdout)."""
+    proc = subprocess.run([PY, "-c", MODULES, *args], env=env, capture_output=True, text=True, timeout=120)
+    line = [ln for ln in proc.stderr.splitlines() if ln.startswith("MODULES")][-1]
+    return line.removeprefix("MODULES").strip() or "neither", proc.stdout
+
+
 # -- the benchmark -------------------------------------------------------------------------
 
 def main() -> int:
@@ -209,7 +247,9 @@ def main() -> int:
     ap.add_argument("--events", type=int, default=100_000)
     ap.add_argument("--history", type=int, default=1_000_000)
     ap.add_argument("--json", type=Path, help="also write the summary here")
-    ap.add_argument("--part", choices=("a", "b", "both"), default="both")
+    ap.add_argument("--agents", type=int, default=1000, help="custom agents in part (c)")
+    ap.add_argument("--spend-every", type=int, default=4, help="in (c), every n-th agent has spent today")
+    ap.add_argument("--part", choices=("a", "b", "c", "all"), default="all")
     args = ap.parse_args()
 
     work = fresh_dir("scale")
@@ -225,7 +265,7 @@ def main() -> int:
         def env_of(home: Path) -> dict[str, str]:
             return base_env(MYTHLINE_HOME=str(home), MYTHLINE_CONFIG=str(config), **{KEY_ENV: TEST_KEY})
 
-        if args.part in ("a", "both"):
+        if args.part in ("a", "all"):
             print(f"(a) run with {args.records:,} stored records vs an empty store")
             empty, big = work / "empty", work / "big"
             empty.mkdir()
@@ -258,7 +298,7 @@ def main() -> int:
             remove(big)
             remove(empty)
 
-        if args.part in ("b", "both"):
+        if args.part in ("b", "all"):
             print(f"\n(b) the ten-agent fleet with {args.events:,}-line events.jsonl files and a "
                   f"{args.history:,}-line ledger-history.jsonl, vs the same fleet with small logs")
             small, large = work / "small", work / "large"
@@ -319,12 +359,75 @@ def main() -> int:
             print(f"    `mythline budget repair` over the {args.history:,}-line journal: {time.perf_counter() - t0:.1f} s "
                   f"(exit {rc})")
 
-        print("\n(c) 1,000 agents: not configurable")
-        huge = work / "fleet1000.toml"
-        huge.write_text(config.read_text() + "\n[agents.agent-0999]\ninterval = \"30m\"\n")
-        proc = subprocess.run([*cli, "--config", str(huge), "status"], env=env_of(work / "h1000"),
-                              capture_output=True, text=True)
-        print(f"    a config naming agent-0999 -> exit {proc.returncode}: {proc.stderr.strip()[:300]}")
+        if args.part in ("c", "all"):
+            n = args.agents + 10
+            print(f"\n(c) `mythline status` with {n:,} agents ({args.agents:,} custom + the ten built in) "
+                  "vs the ten-agent fleet")
+            ten, big = work / "fleet10", work / "fleet1000"
+            ten.mkdir()
+            big.mkdir()
+            big_config = write_fleet_config(work / "fleet1000.toml", config, args.agents)
+            # The first status after a config change: its own copies of the two configs, edited
+            # before every call, so the fingerprint never matches (the warm cases keep theirs).
+            changing = {ten: work / "changing10.toml", big: work / "changing1000.toml"}
+            changing[ten].write_text(config.read_text(encoding="utf-8"), encoding="utf-8")
+            changing[big].write_text(big_config.read_text(encoding="utf-8"), encoding="utf-8")
+            t0 = time.perf_counter()
+            populate_fleet(ten, config)
+            populate_fleet(big, big_config, spend_every=args.spend_every)
+            print(f"    populated both homes in {time.perf_counter() - t0:.1f} s; fleet1000.toml is "
+                  f"{big_config.stat().st_size / 1000:.0f} kB, "
+                  f"{sum(1 for _ in (big / 'agents').glob('*/heartbeat.json')):,} heartbeats, "
+                  f"ledger.json {size_mb(big / 'ledger.json') * 1000:.0f} kB")
+
+            def env_for(home: Path, cfg: Path) -> dict[str, str]:
+                return base_env(MYTHLINE_HOME=str(home), MYTHLINE_CONFIG=str(cfg), **{KEY_ENV: TEST_KEY})
+
+            conf = {ten: config, big: big_config}
+            edits = {ten: 0, big: 0}
+
+            def warm(home: Path, *extra: str) -> float:
+                return run_timed([*cli, "status", *extra], env_for(home, conf[home]), expect=(0, 1))
+
+            def after_change(home: Path) -> float:
+                edits[home] += 1
+                with changing[home].open("a", encoding="utf-8") as fh:
+                    fh.write(f"# edit {edits[home]}\n")
+                return run_timed([*cli, "status"], env_for(home, changing[home]), expect=(0, 1))
+
+            for home in (ten, big):  # leave the settings cache a real run or status leaves
+                warm(home)
+            for home in (ten, big):
+                loaded, _ = heavy_modules(["status"], env_for(home, conf[home]))
+                print(f"    warm status of {home.name} imports {loaded} of pydantic/typer (fast path: neither)")
+            _, shown = heavy_modules(["status"], env_for(big, conf[big]))
+            _, json_text = heavy_modules(["status", "--json"], env_for(big, conf[big]))
+            rows = len(json.loads(json_text)["agents"])
+            print(f"    {n:,}-agent status prints {len(shown.splitlines())} lines (the summary); "
+                  f"--json has {rows:,} agents")
+            cases = {
+                "status, 10 agents": lambda: warm(ten),
+                f"status, {n:,} agents": lambda: warm(big),
+                "status --json, 10 agents": lambda: warm(ten, "--json"),
+                f"status --json, {n:,} agents": lambda: warm(big, "--json"),
+                "status after a config change, 10 agents": lambda: after_change(ten),
+                f"status after a config change, {n:,} agents": lambda: after_change(big),
+                f"status --all, {n:,} agents": lambda: warm(big, "--all"),
+            }
+            results = interleave(cases, args.runs)
+            s = summarize(results, "status, 10 agents")
+            judged = [f"status, {n:,} agents", f"status --json, {n:,} agents",
+                      f"status after a config change, {n:,} agents"]
+            for name, base_name in zip(judged, ("status, 10 agents", "status --json, 10 agents",
+                                                "status after a config change, 10 agents")):
+                med = s[name]["median_s"]
+                print(f"    {name}: median {med * 1000:.0f} ms = {med / s[base_name]['median_s']:.2f}x the "
+                      f"ten-agent fleet; target < 1 s: {'meets' if med < 1.0 else 'MISSES'} it")
+            print(f"    (for information) status --all, one row per agent: median "
+                  f"{s[f'status --all, {n:,} agents']['median_s'] * 1000:.0f} ms")
+            report["c"] = {"summary": s, "agents": n,
+                           "meets": all(s[name]["median_s"] < 1.0 for name in judged)}
+
         if args.json:
             args.json.write_text(json.dumps(report, indent=2, default=str))
         return 0

@@ -12,7 +12,7 @@ _VALUED = {"--config", "-c", "--model", "--base-url", "--jobs", "-j"}
 
 
 def _fast_status(argv: list[str]) -> int | None:
-    """``mythline [--config PATH] status [--json]`` from the settings cache, without Typer or
+    """``mythline [--config PATH] status [--json | --all]`` from the settings cache, without Typer or
     pydantic (most of a command's start-up). None: take the full path instead."""
     args = list(argv)
     config: Path | None = None
@@ -20,7 +20,7 @@ def _fast_status(argv: list[str]) -> int | None:
         config, args = Path(args[1]), args[2:]
     elif args and args[0].startswith("--config="):
         config, args = Path(args[0].split("=", 1)[1]), args[1:]
-    if args not in (["status"], ["status", "--json"]):
+    if args[:1] != ["status"] or len(args) > 2 or args[1:] not in ([], ["--json"], ["--all"]):
         return None
     from . import settings_cache
 
@@ -41,7 +41,7 @@ def _fast_status(argv: list[str]) -> int | None:
         else:
             from .statusview import render
 
-            render(data)
+            render(data, all_rows=args[-1] == "--all")
         sys.stdout.flush()
     except BrokenPipeError:
         # `mythline status | head`: the reader left; stay quiet at exit too.
@@ -125,7 +125,7 @@ def main() -> None:
 
 def log_name(argv: list[str]) -> str:
     """The log a windowless run writes to: the agent's for ``run AGENT``, else the fleet's."""
-    from .fleet.topics import TOPICS
+    from .agent import valid_name
 
     words: list[str] = []
     skip = False
@@ -136,7 +136,8 @@ def log_name(argv: list[str]) -> str:
             skip = True
         elif not arg.startswith("-"):
             words.append(arg)
-    if len(words) >= 2 and words[0] == "run" and words[1] in TOPICS:
+    # Any safe agent name, configured or not: the config is not read to choose a log.
+    if len(words) >= 2 and words[0] == "run" and valid_name(words[1]):
         return words[1]
     return "fleet"
 

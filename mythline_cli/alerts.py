@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, files, paths
-from .fleet.topics import TOPICS
+from .agent import valid_name
 from .redact import redact
 from .redact import safe_url as redact_url
 
@@ -245,7 +245,8 @@ def _webhook_url(cfg: Any) -> tuple[str | None, str | None]:
 
 
 def _log(agent: str | None, entry: dict[str, Any]) -> None:
-    path = paths.events(agent) if agent in TOPICS else fleet_log()
+    # Any configured agent has its own log; a name that is not a safe file name never becomes a path.
+    path = paths.events(agent) if valid_name(agent) else fleet_log()
     files.append_jsonl(path, entry)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -16,7 +16,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from . import paths
 from .durations import parse_duration
-from .agent import Agent
+from .agent import Agent, name_problem
 from .errors import ConfigError, UsageError
 from .fleet.topics import DESCRIPTIONS, DOMAINS, TOPICS
 
@@ -54,6 +54,23 @@ def _shorten(name: str, limit: int = 60) -> str:
     """``repr`` of a user-supplied name, cut short so an error stays one readable line."""
     text = repr(name)
     return text if len(text) <= limit else text[: limit - 4] + "...'"
+
+
+def _name_list(names: list[str], limit: int = 12) -> str:
+    """Agent names for a message: all of a small fleet, the first few of a big one."""
+    if len(names) <= limit:
+        return ", ".join(names)
+    return ", ".join(names[:10]) + f" and {len(names) - 10} more (see: mythline agents)"
+
+
+def _unknown_agent(name: str) -> str:
+    """Why ``[agents.NAME]`` without ``kind`` is refused, and how to fix it either way."""
+    import difflib
+
+    close = difflib.get_close_matches(name, list(TOPICS), n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return (f"unknown agent {_shorten(name)}{hint}: the built-in fleet is {', '.join(TOPICS)}; "
+            f'to add your own agent, give its table kind = "<one of those>" and its own topics = [...]')
 
 
 Duration = Annotated[float, BeforeValidator(_duration)]
@@ -119,8 +136,8 @@ class Budget(_Model):
         return value
 
 
-class AgentSettings(_Model):
-    """Per-agent settings; ``[defaults]`` holds the fleet's, ``[agents.NAME]`` overrides."""
+class AgentDefaults(_Model):
+    """Settings every agent has; ``[defaults]`` holds the fleet's, ``[agents.NAME]`` overrides."""
 
     enabled: bool | None = None
     interval: Interval | None = None
@@ -135,7 +152,23 @@ class AgentSettings(_Model):
     extra_topics: list[str] | None = None
 
 
-DEFAULT_AGENT = AgentSettings(
+class AgentSettings(AgentDefaults):
+    """One ``[agents.NAME]`` table: the settings, plus what only one agent can say about itself."""
+
+    # A built-in agent's name: the knowledge area (record schema, store domain). Required for
+    # an agent that is not built in; a built-in agent may only name itself.
+    kind: str | None = None
+    description: str | None = Field(default=None, min_length=1, max_length=2000)
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, value: str | None) -> str | None:
+        if value is not None and value not in TOPICS:
+            raise ValueError(f"unknown kind {_shorten(value)}; use one of: {', '.join(TOPICS)}")
+        return value
+
+
+DEFAULT_AGENT = AgentDefaults(
     enabled=True, interval=1800.0, grace=900.0, max_attempts=3, min_score=0.7,
     min_sources=2, daily_usd=0.5, daily_tokens=500_000,
 )
@@ -188,7 +221,7 @@ class Config(_Model):
 
     provider: Provider = Provider()
     budget: Budget = Budget()
-    defaults: AgentSettings = AgentSettings()
+    defaults: AgentDefaults = AgentDefaults()
     agents: dict[str, AgentSettings] = {}
     prompts_dir: str | None = None
     backoff: Backoff = Backoff()
@@ -199,12 +232,34 @@ class Config(_Model):
     @field_validator("agents", mode="before")
     @classmethod
     def _known(cls, value: Any) -> Any:
-        # Before the tables are validated: a misspelt agent is the problem, not its keys.
+        # Before the tables are validated: a misspelt agent is the problem, not its keys. A
+        # name that is not built in must be a safe file name, and its table must say `kind`.
         if isinstance(value, dict):
-            for name in value:
-                if name not in TOPICS:
-                    raise ValueError(f"unknown agent {_shorten(name)}; the fleet is: {', '.join(TOPICS)}")
+            for name, table in value.items():
+                if name in TOPICS:
+                    continue
+                problem = name_problem(name)
+                if problem is not None:
+                    raise ValueError(f"bad agent name {_shorten(name)}: {problem}")
+                if not (isinstance(table, dict) and "kind" in table):
+                    raise ValueError(_unknown_agent(name))
         return value
+
+    def agent_problem(self) -> tuple[str, str] | None:
+        """(key, problem) of the first custom-agent rule a valid file still breaks, or None."""
+        for name, table in self.agents.items():
+            if name in TOPICS:
+                if table.kind not in (None, name):
+                    return (f"agents.{name}.kind",
+                            f"{name} is a built-in agent, always of its own kind; for your own {table.kind} "
+                            f"topics add a custom agent, e.g. [agents.my-{DOMAINS[table.kind]}] "
+                            f'with kind = "{table.kind}" and topics = [...]')
+            elif table.topics is None:
+                # Copying the built-in queue would pay twice for research already being done.
+                return (f"agents.{name}",
+                        f"a custom agent needs its own topics = [...] (it does not share the queue of "
+                        f"{table.kind}, which would research the same topics twice)")
+        return None
 
 
 @dataclass
@@ -215,6 +270,7 @@ class Settings:
     source: Path | None
     # A model from --model or MYTHLINE_MODEL: it beats every file setting, [agents.NAME] model included.
     model_override: str | None = None
+    _memo: tuple[Any, str | None, list[Agent]] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def provider(self) -> Provider:
@@ -226,23 +282,47 @@ class Settings:
 
     @property
     def agent_names(self) -> list[str]:
-        return list(TOPICS)
+        """The built-in agents in their order, then the custom ones in the file's order."""
+        return list(TOPICS) + [name for name in self.config.agents if name not in TOPICS]
 
     def agent(self, name: str) -> Agent:
-        if name not in TOPICS:
-            raise UsageError(f"unknown agent {_shorten(name)}; the fleet is: {', '.join(TOPICS)} (see: mythline status)")
-        merged: dict[str, Any] = {}
-        for layer in (DEFAULT_AGENT, self.config.defaults, self.config.agents.get(name)):
-            if layer is None:
-                continue
-            merged.update({k: v for k, v in layer.model_dump().items() if k in layer.model_fields_set or layer is DEFAULT_AGENT})
-        # `topics = []` replaces the queue with an empty one; only an unset list means the built-in queue.
-        base = merged.get("topics")
-        topics = tuple(TOPICS[name] if base is None else base) + tuple(merged.get("extra_topics") or ())
+        if name not in TOPICS and name not in self.config.agents:
+            raise UsageError(f"unknown agent {_shorten(name)}; the fleet is: {_name_list(self.agent_names)} "
+                             "(see: mythline status)")
+        return self._resolve(name, self._base())
+
+    def agents(self) -> list[Agent]:
+        # status, the ledger report and the settings cache each ask in one command: with a
+        # thousand agents, resolving them once matters. Keyed by the config object itself
+        # (replaced, never edited in place, when flags apply) and the model override.
+        memo = self._memo
+        if memo is None or memo[0] is not self.config or memo[1] != self.model_override:
+            base = self._base()
+            memo = self._memo = (self.config, self.model_override,
+                                 [self._resolve(name, base) for name in self.agent_names])
+        return list(memo[2])
+
+    def _base(self) -> dict[str, Any]:
+        """The built-in defaults with ``[defaults]`` over them: every agent's starting point."""
+        defaults = self.config.defaults
+        return DEFAULT_AGENT.model_dump() | {k: v for k, v in defaults.model_dump().items()
+                                             if k in defaults.model_fields_set}
+
+    def _resolve(self, name: str, base: dict[str, Any]) -> Agent:
+        table = self.config.agents.get(name)
+        merged = dict(base)
+        if table is not None:
+            merged.update({k: v for k, v in table.model_dump().items() if k in table.model_fields_set})
+        kind = merged.get("kind") or name
+        # `topics = []` replaces the queue with an empty one; only an unset list means the built-in
+        # queue (a custom agent always has its own list: parse_config sees to that).
+        queue = merged.get("topics")
+        topics = tuple(TOPICS.get(name, ()) if queue is None else queue) + tuple(merged.get("extra_topics") or ())
         # A topic listed twice is one topic.
         topics = tuple(dict.fromkeys(t.strip() for t in topics if t.strip()))
         return Agent(
-            name=name, domain=DOMAINS[name], description=DESCRIPTIONS[name],
+            name=name, kind=kind, domain=DOMAINS[kind],
+            description=merged.get("description") or DESCRIPTIONS[kind],
             enabled=merged["enabled"], interval=merged["interval"], grace=merged["grace"],
             max_attempts=merged["max_attempts"], min_score=merged["min_score"],
             min_sources=merged["min_sources"], daily_usd=merged["daily_usd"],
@@ -250,9 +330,6 @@ class Settings:
             model=self.model_override or merged.get("model") or self.provider.model,
             topics=topics,
         )
-
-    def agents(self) -> list[Agent]:
-        return [self.agent(name) for name in TOPICS]
 
     def prompts_dir(self) -> Path | None:
         raw = self.config.prompts_dir
@@ -317,6 +394,9 @@ def parse_config(data: dict[str, Any], source: Path | None = None) -> Settings:
     except ValidationError as exc:
         key, msg = _describe(exc)
         raise ConfigError(msg, path=source, key=key) from None
+    problem = config.agent_problem()
+    if problem is not None:
+        raise ConfigError(problem[1], path=source, key=problem[0])
     # The environment is checked apart from the file, so a bad variable is not blamed on the file.
     env = _env_overrides({})
     if env:

@@ -145,7 +145,7 @@ class Cycle:
         self.prompts_dir = settings.prompts_dir()
         self._client_factory = client_factory
         self._client: Any = None
-        self.schema = RECORD_MODELS[agent.name]
+        self.schema = RECORD_MODELS[agent.kind]
         self.mode = settings.provider.structured_outputs
 
     # -- plumbing ------------------------------------------------------------------------
@@ -479,7 +479,7 @@ def dry_run(settings: Settings, name: str) -> dict[str, Any]:
     if topic is None:
         out["step"] = None
         return out
-    schema = RECORD_MODELS[agent.name]
+    schema = RECORD_MODELS[agent.kind]
     mode = settings.provider.structured_outputs
     feedback = ck.peek(topic).get("feedback") or []
     msgs = research.messages(agent, topic, feedback, settings.prompts_dir(), schema, mode)

@@ -66,6 +66,16 @@ def starter_text() -> str:
             f"# [agents.{name}]",
             '# extra_topics = ["..."]        # appended to the built-in queue; `topics = [...]` replaces it',
         ]
+    lines += [
+        "",
+        "# Your own agents: any other name (lowercase letters, digits and '-') is a custom agent. Its kind,",
+        "# one of the agents above, gives its record schema and store folder; it needs its own topics.",
+        "# Remove the '#' to use this one:",
+        "#[agents.eastern-zones]",
+        '#kind = "world-zones"',
+        '#topics = ["Dun Morogh", "Redridge Mountains"]',
+        '#description = "Zones of the Eastern Kingdoms."   # optional; default: the description of its kind',
+    ]
     return "\n".join(lines) + "\n"
 
 

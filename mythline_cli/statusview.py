@@ -10,6 +10,13 @@ from .console import out
 STYLES = {"ok": "green", "running": "cyan", "late": "yellow", "down": "bold red", "failed": "red",
           "paused": "magenta", "over-budget": "yellow", "queue-empty": "blue", "never-run": "dim"}
 
+# A fleet bigger than this gets a summary instead of one row per agent (``--all`` lists every
+# one): a thousand rows help nobody at a glance, and Rich takes over a second to lay them out.
+SUMMARY_ABOVE = 50
+# In the summary, the agents a person may need to act on, most urgent first, and how many.
+ATTENTION = ("down", "failed", "late", "over-budget")
+ATTENTION_ROWS = 20
+
 
 def _ago(ts: str | None, now: datetime) -> str:
     if not ts:
@@ -42,7 +49,14 @@ def _tokens(spent: int, cap: int | None) -> str:
     return k(spent) + (f"/{k(cap)}" if cap is not None else "")
 
 
-def render(data: dict[str, Any]) -> None:
+def attention(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows in an ``ATTENTION`` state, most urgent state first, fleet order within a state."""
+    rank = {state: i for i, state in enumerate(ATTENTION)}
+    return sorted((r for r in rows if r["state"] in rank), key=lambda r: rank[r["state"]])
+
+
+def render(data: dict[str, Any], *, all_rows: bool = False) -> None:
+    """The fleet table; above ``SUMMARY_ABOVE`` agents, a summary unless ``all_rows``."""
     from rich import box
     from rich.markup import escape
     from rich.table import Table
@@ -50,9 +64,26 @@ def render(data: dict[str, Any]) -> None:
 
     con = out()
     now = datetime.fromisoformat(data["now"])
+    rows = data["agents"]
+    summary = len(rows) > SUMMARY_ABOVE and not all_rows
+    title = "Mythline fleet"
+    if summary:
+        counts: dict[str, int] = {}
+        for row in rows:
+            counts[row["state"]] = counts.get(row["state"], 0) + 1
+        order = [s for s in STYLES if s in counts] + sorted(s for s in counts if s not in STYLES)
+        line = Text(f"Mythline fleet: {len(rows):,} agents", style="bold")
+        for state in order:
+            line.append(" · ")
+            line.append(f"{counts[state]:,} {state}", style=STYLES.get(state, ""))
+        con.print(line)
+        needy = attention(rows)
+        rows = needy[:ATTENTION_ROWS]
+        title = (f"Needing attention: {len(rows)} of {len(needy):,}" if len(needy) > len(rows)
+                 else f"Needing attention: {len(rows)}")
     # On an 80-column terminal the two least urgent columns make way for the rest.
     wide = con.width >= 110
-    table = Table(title="Mythline fleet", title_justify="left", caption_justify="left", box=box.SIMPLE_HEAD,
+    table = Table(title=title, title_justify="left", caption_justify="left", box=box.SIMPLE_HEAD,
                   pad_edge=False, padding=(0, 1) if wide else (0, 0), title_style="bold")
     columns = [("agent", "left"), ("state", "left"), ("last run", "right")]
     columns += [("last ok", "right")] if wide else []
@@ -61,7 +92,7 @@ def render(data: dict[str, Any]) -> None:
                 ("USD today" if wide else "USD", "right")]
     for col, justify in columns:
         table.add_column(col, justify=justify, no_wrap=True)
-    for row in data["agents"]:
+    for row in rows:
         state = row["state"] + (f" ({row['note']})" if row["note"] else "")
         t = row["topics"]
         fails = row["consecutive_failures"] or 0
@@ -81,7 +112,11 @@ def render(data: dict[str, Any]) -> None:
     caption += f" · {data['open_reservations']} open reservation(s) · state home {data['home']}"
     table.caption = Text(caption)
     con.print(table)
-    for row in data["agents"]:
+    if summary:
+        hidden = len(data["agents"]) - len(rows)
+        con.print(Text(f"{hidden:,} more agent(s) not shown; every agent: mythline status --all "
+                       "(or --json)", style="dim"))
+    for row in rows:
         if row["last_error"]:
             # Errors quote config tables like [provider.prices."m"]: never read them as markup.
             con.print(f"[bold]{row['agent']}[/]: {escape(str(row['last_error']))}", markup=True)

@@ -64,11 +64,14 @@ INVALID = {
     "empty duration": ('[provider]\ntimeout = ""\n', "provider.timeout", "not a duration"),
     "unknown agent": ("[agents.world-dragons]\nenabled = true\n", "agents", "unknown agent 'world-dragons'"),
     "unknown agent with a bad key": ("[agents.world-dragons]\nmodle = 1\n", "agents", "unknown agent"),
-    "agent name with a slash": ('[agents."world-npcs/../x"]\n', "agents", "unknown agent"),
-    "agent name ..": ('[agents.".."]\n', "agents", "unknown agent"),
-    "agent name CON": ('[agents."CON"]\n', "agents", "unknown agent"),
-    "agent name with NUL": ('[agents."world\\u0000npcs"]\n', "agents", "unknown agent"),
-    "very long agent name": (f'[agents."{LONG_NAME}"]\n', "agents", "unknown agent"),
+    "agent name with a slash": ('[agents."world-npcs/../x"]\n', "agents",
+                                "bad agent name 'world-npcs/../x': an agent name is lowercase ASCII letters"),
+    "agent name ..": ('[agents.".."]\n', "agents", "bad agent name '..': an agent name is lowercase"),
+    "agent name CON": ('[agents."CON"]\n', "agents", "bad agent name 'CON': an agent name is lowercase"),
+    "agent name con": ('[agents.con]\nkind = "world-zones"\ntopics = ["Durotar"]\n', "agents",
+                       "bad agent name 'con': 'con' is a reserved device name on Windows"),
+    "agent name with NUL": ('[agents."world\\u0000npcs"]\n', "agents", "bad agent name 'world\\x00npcs'"),
+    "very long agent name": (f'[agents."{LONG_NAME}"]\n', "agents", "an agent name is at most 40 characters"),
     "bad timezone": ('[budget]\ntimezone = "Mars/Olympus_Mons"\n', "budget.timezone", "unknown timezone"),
     "timezone path": ('[budget]\ntimezone = "../../etc/passwd"\n', "budget.timezone", "unknown timezone"),
     "min_score above 1": ("[defaults]\nmin_score = 1.5\n", "defaults.min_score", "less than or equal to 1"),
@@ -109,7 +112,7 @@ def test_very_long_agent_name_is_cut_short() -> None:
     result = invoke("status")
     assert result.exit_code == 2
     line = one_line(result.stderr)
-    assert "unknown agent 'xxxx" in line
+    assert "bad agent name 'xxxx" in line and "at most 40 characters" in line
     assert len(line) < 600
 
 

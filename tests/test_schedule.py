@@ -579,6 +579,9 @@ def test_the_examples_use_the_documented_placeholders() -> None:
     (["-c", "c.toml", "run", "--model", "world-npcs", "quest-chains"], "quest-chains"),
     (["run", "--due", "--jobs", "3"], "fleet"),
     (["run", "../../etc"], "fleet"),
+    (["run", "eastern-zones"], "eastern-zones"),  # a custom agent (its config is not read to choose)
+    (["run", "CON"], "fleet"),
+    (["run", "fleet"], "fleet"),
     (["status"], "fleet"),
 ])
 def test_windowless_log_name(argv: list[str], name: str) -> None:

@@ -391,3 +391,31 @@ def test_table_shows_brackets_literally() -> None:
     assert result.stderr == ""
     assert message in " ".join(result.stdout.split())
     assert "[/red] [bold]stop[/bold]" in result.stdout
+
+
+# -- the fleet footer ---------------------------------------------------------------------------
+
+def test_fleet_budget_is_the_ledger_reports_fleet() -> None:
+    """status computes the fleet's footer without the ledger report's per-agent part: same numbers."""
+    from mythline_cli.config import parse_config
+    from mythline_cli.ledger import Ledger
+    from mythline_cli.pricing import Estimate
+    from mythline_cli.status import fleet_budget
+
+    settings = parse_config({"budget": {"monthly_usd": 40, "daily_tokens": 900_000},
+                             "agents": {"eastern-zones": {"kind": "world-zones", "topics": ["Durotar"]}}})
+    ledger = Ledger(settings)
+    for i, name in enumerate(("world-npcs", "eastern-zones", "world-lore")):
+        res = ledger.reserve(settings.agent(name), Estimate(1000 * (i + 1), 500, 0.01 * (i + 1), "chars", None),
+                             run_id=f"r{i}", step="research")
+        ledger.settle(res, usd=0.004 * (i + 1), tokens=700 * (i + 1))
+    ledger.reserve(settings.agent("eastern-zones"), Estimate(2000, 500, 0.02, "chars", None), run_id="open",
+                   step="audit")
+    data = ledger.snapshot()
+    fleet = fleet_budget(ledger, data)
+    assert fleet == ledger.report(data)["fleet"]
+    assert fleet["day"]["tokens"] == {"spent": 700 * 6, "reserved": 2500, "cap": 900_000}
+    assert fleet["month"]["usd"]["cap"] == 40
+    out = collect(settings)
+    assert out["fleet"] == fleet and out["open_reservations"] == 1
+    assert {r["agent"]: r["tokens_today"] for r in out["agents"]}["eastern-zones"] == 1400

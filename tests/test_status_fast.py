@@ -86,3 +86,18 @@ def test_an_edit_that_keeps_size_and_mtime_is_still_noticed(home, config, llm_se
     assert path.stat().st_size == stat.st_size
     data = json.loads(mythline("status", "--json").stdout)
     assert data["fleet"]["day"]["usd"]["cap"] == 9.0
+
+
+def test_status_all_is_answered_from_the_cache_too(home, config, llm_server):
+    llm_server.responder = lore_responder("world-npcs")
+    assert mythline("run", "world-npcs").returncode == 0
+    fast, loaded = status_modules("status", "--all")
+    assert fast.returncode == 0 and loaded == ""
+    (home / "cache").rename(home / "cache-off")
+    slow, _ = status_modules("status", "--all")
+    rows = [ln.split()[:2] for ln in fast.stdout.splitlines() if "world-" in ln]
+    assert rows == [ln.split()[:2] for ln in slow.stdout.splitlines() if "world-" in ln]
+    assert ["world-npcs", "ok"] in rows and len(rows) == 5  # the world-* agents (ages differ by a second)
+    # Anything else still takes the full path, which reports the mistake.
+    bad, loaded_bad = status_modules("status", "--all", "--json")
+    assert "typer" in loaded_bad

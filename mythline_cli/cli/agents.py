@@ -11,6 +11,8 @@ from ._util import boundary, out, print_json, settings
 
 HELP = """List the fleet: each agent's name, whether it is enabled, its interval, next due time,
 daily caps (USD and tokens), queue (topics done/pending/quarantined), model and description.
+When mythline.toml defines agents of its own, a kind column shows which built-in agent's
+knowledge area (record schema and store folder) each of them shares.
 
 Settings come from mythline.toml (or the built-in defaults); next due and the queue come
 from each agent's heartbeat, exactly as `mythline status` reads them.
@@ -28,7 +30,8 @@ def fleet(cfg: Any, *, now: datetime | None = None) -> list[dict[str, Any]]:
     for agent in cfg.agents():
         row = status[agent.name]
         rows.append({
-            "agent": agent.name, "enabled": agent.enabled, "interval": format_duration(agent.interval),
+            "agent": agent.name, "kind": agent.kind, "custom": agent.custom,
+            "enabled": agent.enabled, "interval": format_duration(agent.interval),
             "interval_s": agent.interval, "grace": format_duration(agent.grace), "state": row["state"],
             "next_due": row["next_due"], "daily_usd": agent.daily_usd, "daily_tokens": agent.daily_tokens,
             "topics": {"total": len(agent.topics), **row["topics"]}, "model": agent.model,
@@ -56,15 +59,21 @@ def agents_cli(json_out: bool = typer.Option(False, "--json", help="Print the fl
         wide = con.width >= 120
         table = Table(title="Mythline agents", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
                       padding=(0, 1) if wide else (0, 0), title_style="bold")
-        columns = [("agent", "left"), ("on", "left"), ("every", "right"), ("next", "right"), ("USD/day", "right"),
-                   ("tokens/day", "right"), ("topics d/p/q" if wide else "topics", "right"), ("model", "left")]
+        # Only a fleet with agents of its own needs to say whose kind each one is.
+        kinds = any(row["custom"] for row in rows)
+        columns = [("agent", "left")] + ([("kind", "left")] if kinds else [])
+        columns += [("on", "left"), ("every", "right"), ("next", "right"), ("USD/day", "right"),
+                    ("tokens/day", "right"), ("topics d/p/q" if wide else "topics", "right"), ("model", "left")]
         columns += [("description", "left")] if wide else []
         for col, justify in columns:
             table.add_column(col, justify=justify, no_wrap=col != "description")
         for row in rows:
             t = row["topics"]
-            cells = [
-                row["agent"], "yes" if row["enabled"] else "no", row["interval"],
+            cells = [row["agent"]]
+            if kinds:
+                cells += [row["kind"] if row["custom"] else Text("built-in", style="dim")]
+            cells += [
+                "yes" if row["enabled"] else "no", row["interval"],
                 _ago(row["next_due"], now) if row["next_due"] else "-",
                 f"${row['daily_usd']:.2f}" if row["daily_usd"] is not None else "none",
                 f"{row['daily_tokens']:,}" if row["daily_tokens"] is not None else "none",

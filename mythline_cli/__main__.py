@@ -12,8 +12,10 @@ _VALUED = {"--config", "-c", "--model", "--base-url", "--jobs", "-j"}
 
 
 def _fast_status(argv: list[str]) -> int | None:
-    """``mythline [--config PATH] status [--json | --all]`` from the settings cache, without Typer or
-    pydantic (most of a command's start-up). None: take the full path instead."""
+    """``mythline [--config PATH] status [--json | --all]`` without Typer: from the settings
+    cache (neither Typer nor pydantic, most of a command's start-up), or, when the config
+    changed since the cache was written, from the config validated here, which refreshes the
+    cache. None: take the full path instead (it reports a broken config, for one)."""
     args = list(argv)
     config: Path | None = None
     if args[:1] in (["--config"], ["-c"]) and len(args) >= 2:
@@ -24,14 +26,20 @@ def _fast_status(argv: list[str]) -> int | None:
         return None
     from . import settings_cache
 
-    cached = settings_cache.load(config)
-    if cached is None:
-        return None
+    settings = settings_cache.load(config)
     from .console import print_json
     from .status import collect
 
     try:
-        data = collect(cached)  # type: ignore[arg-type] - the cache has what collect reads
+        if settings is None:
+            os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+            from . import paths
+            from .config import load_settings
+
+            settings = load_settings(config)
+            if paths.home().exists():  # never create a state home just to cache
+                settings_cache.save(settings)
+        data = collect(settings)  # type: ignore[arg-type] - the cache has what collect reads
     except Exception:  # noqa: BLE001 - the full path reports whatever this was, properly
         return None
     # Output has started: from here on, failures end like the full path's, never twice.

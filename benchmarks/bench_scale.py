@@ -17,8 +17,7 @@
     in the ledger for every ``--spend-every``-th agent, one open reservation), vs the
     ten-agent fleet in the same rounds: ``mythline status`` and ``status --json`` with the
     settings cache warm (as every status after the first), the first ``status`` after a
-    config change (the full path: Typer, pydantic, the whole file validated, the cache
-    rewritten) and, for information, ``status --all`` (every row in the table).
+    config change (the whole file validated with pydantic, the cache rewritten) and, for information, ``status --all`` (every row in the table).
     Target: the 1,010-agent ``status``, ``status --json`` and after-a-change medians under 1 s.
 """
 

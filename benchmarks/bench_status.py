@@ -5,7 +5,7 @@
 Target: ``mythline status`` median <= 1.5x the baseline (the CLI framework plus the
 table renderer is the floor any Typer + Rich command pays). Also timed, same rounds:
 ``status --json``, ``status`` with no settings cache (the first call after the config
-changed: the full command line with pydantic), ``--help``, ``budget show``. The state home holds a lived-in
+changed: the config validated with pydantic, the cache rewritten), ``--help``, ``budget show``. The state home holds a lived-in
 10-agent fleet (heartbeats in every state, a ledger with today's spend and an open
 reservation, checkpoints, events, stored records).
 """
@@ -47,7 +47,8 @@ def main() -> int:
         cache = home / "cache"
 
         def cold_status() -> float:
-            # The first status after the config changed: no usable cache, the full path.
+            # The first status after the config changed: no usable cache, so the config is
+            # validated (pydantic) and the cache rewritten.
             shutil.rmtree(cache, ignore_errors=True)
             return run_timed([*cli, "status"], env, expect=(0, 1))
 
@@ -56,7 +57,7 @@ def main() -> int:
             "baseline: import typer, rich.table": lambda: run_timed([PY, "-c", "import typer, rich.table"], env),
             "mythline status": lambda: run_timed([*cli, "status"], env, expect=(0, 1)),
             "mythline status --json": lambda: run_timed([*cli, "status", "--json"], env, expect=(0, 1)),
-            "status, no settings cache (full path)": cold_status,
+            "status, no settings cache": cold_status,
             "mythline --help": lambda: run_timed([*cli, "--help"], env),
             "mythline budget show": lambda: run_timed([*cli, "budget", "show"], env),
             "status's imports only (no work)": lambda: run_timed(imports, env),

@@ -2,10 +2,13 @@
 
     python benchmarks/bench_ledger.py [--procs 20] [--pairs 50] [--cap-share 0.4]
 
-Every process is started first and released together by a barrier. Each tries ``--pairs``
-reservations of randomly sized calls (priced like a real estimate) for one of the ten
-agents and settles each accepted one with 50-100% of its estimate. The fleet's daily USD
-cap is ``--cap-share`` of everything requested, so only some reservations fit.
+Every process is started first and released together by a barrier; each waits at a second
+barrier when it is done, so that no process pickles its results or exits (interpreter
+teardown: tens of ms of CPU each) while others still contend: on 2 cores that preempted
+the lock holders of the last half second and alone put their held p99 at 20-30 ms. Each
+tries ``--pairs`` reservations of randomly sized calls (priced like a real estimate) for one
+of the ten agents and settles each accepted one with 50-100% of its estimate. The fleet's
+daily USD cap is ``--cap-share`` of everything requested, so only some reservations fit.
 
 Checked, from the journal (``ledger-history.jsonl``) replayed independently:
 - total spend <= cap ("overspend: 0"), no reservation left open, ledger.json == replay;
@@ -13,13 +16,18 @@ Checked, from the journal (``ledger-history.jsonl``) replayed independently:
 - every refusal was right: the ``BudgetExceeded`` it raised says spent + reserved + request
   > cap, and those figures equal the replayed ledger at the refusal's journal position.
 Reported: lock wait and lock held p50/p99 (``Ledger.last_lock_wait/last_lock_held`` after
-every call), and for one uncontended process the time spent in each part of an access.
-Targets: 0 overspend, 0 wrong decisions, lock held p99 < 5 ms.
+every call; held counts from the kernel's grant), CPU per call, how evenly the waits were
+spread over the processes, and for both runs the time spent in each part of an access.
+Targets: 0 overspend, 0 wrong decisions, lock held p99 < 5 ms. ``TMPDIR=/dev/shm`` puts the
+state home on tmpfs, which shows what the disk (fsync, rename) adds.
 
 What-if switches change this benchmark's processes only, never the product:
-``--poll-interval S`` gives the ledger's ``FileLock`` another poll interval (filelock's
-default is 0.05 s), ``--no-ledger-fsync`` writes ledger.json without fsync (the journal
-is still fsynced before it, so a lost ledger.json write is rolled forward from it).
+``--lock filelock`` uses the polling ``filelock.FileLock`` (the Windows path) instead of
+the queued POSIX ``flock``, with ``--poll-interval S`` (filelock's default is 0.05 s);
+``--ledger-sync file`` fsyncs ledger.json's data before the rename, ``full`` its directory
+too (the product fsyncs only the journal; ``none``, or the old ``--no-ledger-fsync``, is
+the product's setting); ``--pretty`` writes ledger.json indented (the pure-Python JSON
+encoder) instead of on one line.
 """
 
 from __future__ import annotations
@@ -66,26 +74,36 @@ def usd_of(prompt_tokens: int) -> float:
     return prompt_tokens * IN_PRICE + MAX_OUTPUT * OUT_PRICE
 
 
-def _experiment(poll_interval: float | None, ledger_fsync: bool) -> None:
+def _experiment(lock: str | None, poll_interval: float | None, ledger_sync: str | None, pretty: bool) -> None:
     """What-if switches for this process only (the product is not changed)."""
-    if poll_interval is not None:
-        import functools
+    from mythline_cli import files
 
-        import mythline_cli.ledger as ledger_mod
+    if lock is not None or poll_interval is not None:
+        from mythline_cli import locking
 
-        ledger_mod.FileLock = functools.partial(ledger_mod.FileLock, poll_interval=poll_interval)  # type: ignore
-    if not ledger_fsync:
-        import tempfile
+        acquire = locking.acquire
 
-        from mythline_cli import files
+        def acquire_as_asked(path: Any, timeout: float, **kw: Any) -> Any:
+            if lock is not None:
+                kw["kind"] = lock
+            if poll_interval is not None:
+                kw["poll_interval"] = poll_interval
+            return acquire(path, timeout, **kw)
 
-        def write_json_no_fsync(path: Path, data: Any) -> None:
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(files.dumps(data).encode("utf-8"))
-            os.replace(tmp, path)
+        locking.acquire = acquire_as_asked  # type: ignore[assignment]
+    if ledger_sync is not None or pretty:
+        write_json = files.write_json
+        sync = {"full": {"durable": True, "sync_dir": True}, "file": {"durable": True, "sync_dir": False},
+                "none": {"durable": False, "sync_dir": False}}
 
-        files.write_json = write_json_no_fsync  # type: ignore[assignment]
+        def write_json_as_asked(path: Path, data: Any, **kw: Any) -> None:
+            if ledger_sync is not None:
+                kw.update(sync[ledger_sync])
+            if pretty:
+                kw["compact"] = False
+            write_json(path, data, **kw)
+
+        files.write_json = write_json_as_asked  # type: ignore[assignment]
 
 
 def _instrument() -> dict[str, list[float]]:
@@ -104,18 +122,21 @@ def _instrument() -> dict[str, list[float]]:
                 spent.setdefault(name, []).append(time.perf_counter() - t0)
         return wrapper
 
-    files.write_json = timed("write ledger.json (temp file, replace; fsyncs unless --no-ledger-fsync)", files.write_json)
-    files.append_jsonl = timed("append journal line (fsync)", files.append_jsonl)
-    files.tail_jsonl = timed("read journal tail (roll-forward check)", files.tail_jsonl)
     files.read_json = timed("read + parse ledger.json", files.read_json)
+    files.tail_jsonl = timed("read journal tail (roll-forward check)", files.tail_jsonl)
     ledger_mod.Ledger._reclaim = timed("reclaim check (pid_alive per reservation)", ledger_mod.Ledger._reclaim)
+    for name in ("append_jsonl_many", "append_jsonl"):  # the latter: code from before batching
+        if hasattr(files, name):
+            setattr(files, name, timed("append journal lines (one write, fsync)", getattr(files, name)))
+            break
+    files.write_json = timed("write ledger.json (encode, temp file, replace; fsyncs: see what-if)", files.write_json)
     return spent
 
 
-def worker(idx: int, home: str, cap: float, pairs: int, barrier: Any, out: Any,
-           poll_interval: float | None = None, ledger_fsync: bool = True, breakdown: bool = False) -> None:
+def worker(idx: int, home: str, cap: float, pairs: int, barrier: Any, out: Any, what_if: dict[str, Any],
+           breakdown: bool = False, finish: Any = None) -> None:
     os.environ["MYTHLINE_HOME"] = home
-    _experiment(poll_interval, ledger_fsync)
+    _experiment(**what_if)
     parts = _instrument() if breakdown else {}
     from mythline_cli.config import parse_config
     from mythline_cli.errors import BudgetExceeded
@@ -140,7 +161,7 @@ def worker(idx: int, home: str, cap: float, pairs: int, barrier: Any, out: Any,
     refusals: list[dict[str, Any]] = []
     accepted = 0
     barrier.wait()
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     for j, prompt in enumerate(requests_for(idx, pairs)):
         est = Estimate(prompt, MAX_OUTPUT, usd_of(prompt), "chars", price)
         try:
@@ -156,9 +177,12 @@ def worker(idx: int, home: str, cap: float, pairs: int, barrier: Any, out: Any,
         share = settle_rng.uniform(0.5, 1.0)
         ledger.settle(res, usd=est.usd * share, tokens=int(est.tokens * share))
         samples.append(("settle", ledger.last_lock_wait, ledger.last_lock_held))
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    if finish is not None:
+        finish.wait()  # nobody pickles results or exits while others still hold the lock
     out.put({"worker": idx, "accepted": accepted, "refusals": refusals, "samples": samples,
-             "elapsed": time.perf_counter() - t0,
-             "parts": {k: statistics.median(v) * 1000 for k, v in parts.items()}})
+             "elapsed": elapsed, "cpu": cpu,
+             "parts": {k: [x * 1000 for x in v] for k, v in parts.items()}})
 
 
 def pct(values: list[float], p: float) -> float:
@@ -240,15 +264,14 @@ def fsync_ms(directory: Path, n: int = 30) -> float:
     return statistics.median(times) * 1000
 
 
-def contend(work: Path, name: str, procs: int, pairs: int, cap: float, *, poll_interval: float | None = None,
-            ledger_fsync: bool = True, breakdown: bool = False) -> tuple[list[dict[str, Any]], Path]:
+def contend(work: Path, name: str, procs: int, pairs: int, cap: float, *, what_if: dict[str, Any],
+            breakdown: bool = False) -> tuple[list[dict[str, Any]], Path]:
     home = work / name
     home.mkdir()
     ctx = mp.get_context("spawn")  # separate interpreters, like separate `mythline run` processes
-    barrier = ctx.Barrier(procs)
+    barrier, finish = ctx.Barrier(procs), ctx.Barrier(procs)
     out = ctx.Queue()
-    workers = [ctx.Process(target=worker, args=(i, str(home), cap, pairs, barrier, out, poll_interval, ledger_fsync,
-                                                          breakdown))
+    workers = [ctx.Process(target=worker, args=(i, str(home), cap, pairs, barrier, out, what_if, breakdown, finish))
                for i in range(procs)]
     try:
         for p in workers:
@@ -265,6 +288,11 @@ def contend(work: Path, name: str, procs: int, pairs: int, cap: float, *, poll_i
     return results, home
 
 
+def print_parts(parts: dict[str, list[float]]) -> None:
+    for part, values in parts.items():
+        print(f"    p50 {pct(values, 50):6.2f}  p99 {pct(values, 99):6.2f} ms  {part}")
+
+
 def lock_line(label: str, values: list[float]) -> str:
     return (f"{label}  p50 {pct(values, 50):8.2f} ms   p99 {pct(values, 99):8.2f} ms   "
             f"max {max(values):8.2f} ms   mean {statistics.mean(values):7.2f} ms")
@@ -275,34 +303,46 @@ def main() -> int:
     ap.add_argument("--procs", type=int, default=20)
     ap.add_argument("--pairs", type=int, default=50)
     ap.add_argument("--cap-share", type=float, default=0.4, help="fleet cap as a share of all requests")
+    ap.add_argument("--lock", choices=["flock", "filelock"], default=None,
+                    help="what-if: the lock implementation (product: flock on POSIX, filelock on Windows)")
     ap.add_argument("--poll-interval", type=float, default=None,
-                    help="what-if: FileLock poll interval in seconds for the ledger lock (product default: 0.05)")
-    ap.add_argument("--no-ledger-fsync", action="store_true",
-                    help="what-if: write ledger.json without fsync (the journal stays fsynced)")
+                    help="what-if: filelock's poll interval in seconds (with --lock filelock; its default: 0.05)")
+    ap.add_argument("--ledger-sync", choices=["full", "file", "none"], default=None,
+                    help="what-if: ledger.json fsyncs: full = data and directory, file = data only, "
+                         "none = neither (the product; the journal stays fsynced)")
+    ap.add_argument("--no-ledger-fsync", action="store_true", help="what-if: the same as --ledger-sync none")
+    ap.add_argument("--pretty", action="store_true", help="what-if: write ledger.json indented (as before)")
     ap.add_argument("--json", type=Path, help="also write the summary here")
     args = ap.parse_args()
+    if args.no_ledger_fsync:
+        args.ledger_sync = "none"
+    experiment = {"lock": args.lock, "poll_interval": args.poll_interval, "ledger_sync": args.ledger_sync,
+                  "pretty": args.pretty}
 
     requested = sum(usd_of(p) for w in range(args.procs) for p in requests_for(w, args.pairs))
     cap = round(requested * args.cap_share, 6)
     work = fresh_dir("ledger")
     try:
         what_if = []
+        if args.lock is not None:
+            what_if.append(f"lock {args.lock}")
         if args.poll_interval is not None:
             what_if.append(f"lock poll interval {args.poll_interval * 1000:g} ms")
-        if args.no_ledger_fsync:
-            what_if.append("ledger.json written without fsync")
-        print(f"cpus: {os.cpu_count()}   one fsync on the state home's file system: {fsync_ms(work):.2f} ms   "
-              f"what-if: {', '.join(what_if) or 'none (the product as it is)'}")
-        solo, _ = contend(work, "solo", 1, 2 * args.pairs, 1e9, poll_interval=args.poll_interval,
-                          ledger_fsync=not args.no_ledger_fsync, breakdown=True)
+        if args.ledger_sync is not None:
+            what_if.append({"full": "ledger.json fsynced with its directory",
+                            "file": "ledger.json fsynced, not its directory",
+                            "none": "ledger.json written without fsync"}[args.ledger_sync])
+        if args.pretty:
+            what_if.append("ledger.json indented")
+        print(f"cpus: {os.cpu_count()}   load average: {os.getloadavg()[0]:.2f}   one fsync on the state home's "
+              f"file system: {fsync_ms(work):.2f} ms   what-if: {', '.join(what_if) or 'none (the product as it is)'}")
+        solo, _ = contend(work, "solo", 1, 2 * args.pairs, 1e9, what_if=experiment, breakdown=True)
         solo_held = [s[2] * 1000 for s in solo[0]["samples"]]
         print(f"uncontended (1 process x {2 * args.pairs} pairs, no cap pressure):")
         print("  " + lock_line("lock held", solo_held))
-        for part, median in solo[0]["parts"].items():
-            print(f"    median {median:6.2f} ms  {part}")
+        print_parts(solo[0]["parts"])
 
-        results, home = contend(work, "home", args.procs, args.pairs, cap, poll_interval=args.poll_interval,
-                                ledger_fsync=not args.no_ledger_fsync)
+        results, home = contend(work, "home", args.procs, args.pairs, cap, what_if=experiment, breakdown=True)
         samples = [s for r in results for s in r["samples"]]
         refusals = [x for r in results for x in r["refusals"]]
         accepted = sum(r["accepted"] for r in results)
@@ -322,9 +362,20 @@ def main() -> int:
               f"the replayed ledger at their position: {check['mismatched_refusal_figures']}")
         print(f"  journal: {check['journal_lines']} lines; " + ("; ".join(check["problems"]) or
                                                                "gap-free, replays to ledger.json, nothing left open"))
-        print(f"  ledger calls: {len(samples)} in {wall:.2f} s ({len(samples) / wall:.0f} calls/s, all processes)")
+        cpu_per_call = sum(r["cpu"] for r in results) / len(samples) * 1000
+        print(f"  ledger calls: {len(samples)} in {wall:.2f} s ({len(samples) / wall:.0f} calls/s, all processes); "
+              f"CPU per call {cpu_per_call:.2f} ms (user + system, all threads, in and out of the lock)")
         print("  " + lock_line("lock wait", wait_ms))
         print("  " + lock_line("lock held", held_ms))
+        parts: dict[str, list[float]] = {}
+        for r in results:
+            for k, v in r["parts"].items():
+                parts.setdefault(k, []).extend(v)
+        print_parts(parts)
+        ends = sorted(r["elapsed"] for r in results)
+        per_proc = sorted(statistics.mean(s[1] for s in r["samples"]) * 1000 for r in results)
+        print(f"  fairness: processes finished between {ends[0]:.2f} and {ends[-1]:.2f} s; mean wait per process "
+              f"{per_proc[0]:.1f} .. {per_proc[-1]:.1f} ms; waits over 1 s: {sum(w > 1000 for w in wait_ms)}")
         ok = (not overspend and not check["bad_accepts"] and not check["wrong_refusals"]
               and not check["mismatched_refusal_figures"] and not check["problems"])
         held_ok = pct(held_ms, 99) < HELD_TARGET_MS
@@ -336,6 +387,8 @@ def main() -> int:
                 "accepted": accepted, "refused": len(refusals), "spent": check["spent"], "overspend": overspend,
                 "check": check, "lock_wait_ms": {"p50": pct(wait_ms, 50), "p99": pct(wait_ms, 99)},
                 "lock_held_ms": {"p50": pct(held_ms, 50), "p99": pct(held_ms, 99)},
+                "lock_wait_max_ms": max(wait_ms), "lock_held_max_ms": max(held_ms), "calls_per_s": len(samples) / wall,
+                "cpu_per_call_ms": cpu_per_call,
                 "solo_lock_held_ms": {"p50": pct(solo_held, 50), "p99": pct(solo_held, 99)}}, indent=2))
         return 0 if ok else 1
     finally:

@@ -197,11 +197,15 @@ class Cycle:
         try:
             # Every run settles the books first: a crashed run's reservation is reclaimed even
             # when this run has nothing left to call.
-            self.ledger.housekeep()
+            rebuilt = self.ledger.housekeep()
         except LedgerCorrupt as exc:
             self.emit("error", step="start", error=str(exc))
             # No backoff: nothing was called, and the fix (budget repair) is the operator's.
             return self._end(t0, "failed", exc.exit_code, None, str(exc), ck, warnings, failure=False)
+        if rebuilt is not None:
+            warnings.append(f"ledger.json was unreadable ({rebuilt['problem']}); moved aside to "
+                            f"{rebuilt['moved_aside']} and rebuilt from its journal ({rebuilt['seq']} entries)")
+            self.emit("corrupt-state", file="ledger", moved_to=str(rebuilt["moved_aside"]), seq=rebuilt["seq"])
         if hb_moved is not None:
             warnings.append(f"{agent.name}: heartbeat was unreadable; moved aside to {hb_moved} and started afresh")
             self.emit("corrupt-state", file="heartbeat", moved_to=str(hb_moved))

@@ -2,13 +2,16 @@
 
 Invariant: after a crash every file is either its old or its new version. JSON files
 are written to a temp file in the same directory, fsynced, then ``os.replace``-d over
-the target (atomic on POSIX and on NTFS). A JSONL append is one ``write`` of a whole
-line; a torn tail loses at most the line being written, and the next append starts
-on a fresh line.
+the target (atomic on POSIX and on NTFS), and the directory is fsynced so that the rename
+itself survives a power cut (``sync_dir=False`` leaves that out for a file whose lost
+rename is recovered from elsewhere: the ledger, from its journal). A JSONL append is one
+``write`` of whole lines; a torn tail loses at most the lines being written, and the next
+append starts on a fresh line.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -38,6 +41,10 @@ class CorruptFile(Exception):
 
 def dumps(data: Any) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False) + "\n"
+
+
+def dumps_compact(data: Any) -> str:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n"
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -72,21 +79,39 @@ def _replace(src: str, dst: Path) -> None:
     _shared(lambda: os.replace(src, dst))
 
 
-def write_bytes_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
+def _write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until all of ``data`` is written (a short write is not a success)."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:
+            raise OSError(errno.EIO, "write wrote nothing")
+        view = view[written:]
+
+
+def write_bytes_atomic(path: Path, data: bytes, *, durable: bool = True, sync_dir: bool = True) -> None:
     """Replace ``path`` with ``data`` so that a crash leaves the old or the new file.
 
     ``durable=False`` skips the fsyncs: still all-or-nothing when a process dies, but after a
     power cut the file may come back empty, which its readers handle (heartbeats are moved
     aside and rewritten). Only for files that are rewritten often and lose nothing if reset.
+    ``sync_dir=False`` keeps the fsync of the data (a power cut leaves the old or the complete
+    new file, never an empty one) but not the directory's: the rename itself may be lost,
+    leaving the old version. Only for files whose lost update is recovered from elsewhere.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    prefix, suffix = f".{path.name}.", ".tmp"
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
+    except FileNotFoundError:  # the directory is made on first use, not checked every time
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
+    try:
+        try:
+            _write_all(fd, data)
             if durable:
-                os.fsync(fh.fileno())
+                os.fsync(fd)
+        finally:
+            os.close(fd)
         _replace(tmp, path)
     except BaseException:
         try:
@@ -94,12 +119,14 @@ def write_bytes_atomic(path: Path, data: bytes, *, durable: bool = True) -> None
         except OSError:
             pass
         raise
-    if durable:
+    if durable and sync_dir:
         _fsync_dir(path.parent)
 
 
-def write_json(path: Path, data: Any, *, durable: bool = True) -> None:
-    write_bytes_atomic(path, dumps(data).encode("utf-8"), durable=durable)
+def write_json(path: Path, data: Any, *, durable: bool = True, sync_dir: bool = True, compact: bool = False) -> None:
+    """``compact``: one line without indentation (the C encoder: several times faster)."""
+    text = dumps_compact(data) if compact else dumps(data)
+    write_bytes_atomic(path, text.encode("utf-8"), durable=durable, sync_dir=sync_dir)
 
 
 def read_json(path: Path) -> Any | None:
@@ -126,18 +153,35 @@ def quarantine_corrupt(path: Path, now: datetime | None = None) -> Path:
 
 def append_jsonl(path: Path, record: dict[str, Any], *, fsync: bool = True) -> None:
     """Append one JSON line; start on a fresh line if an earlier write was torn."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_BINARY", 0), 0o644)
+    append_jsonl_many(path, [record], fsync=fsync)
+
+
+def append_jsonl_many(path: Path, records: list[dict[str, Any]], *, fsync: bool = True) -> None:
+    """Append JSON lines with one ``write`` (and one fsync); start on a fresh line if an
+    earlier write was torn. A crash keeps a prefix of the lines (and maybe a torn last one,
+    which readers skip)."""
+    if not records:
+        return
+    lines = b"".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
+                     for r in records)
+    flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags, 0o644)
+    except FileNotFoundError:  # the directory is made on first use, not checked every time
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, flags, 0o644)
     try:
         size = os.fstat(fd).st_size
         if size:
             os.lseek(fd, size - 1, os.SEEK_SET)
             if os.read(fd, 1) != b"\n":
-                line = b"\n" + line
-        os.write(fd, line)
+                lines = b"\n" + lines
+        _write_all(fd, lines)
         if fsync:
             os.fsync(fd)
+            if not size:
+                # Just created: make its directory entry durable too (once per file).
+                _fsync_dir(path.parent)
     finally:
         os.close(fd)
 

@@ -64,25 +64,6 @@ def agent_state(hb: dict[str, Any] | None, *, interval: float, grace: float, run
     return state if state in heartbeat.STATES else "failed", due, None
 
 
-def fleet_budget(ledger: Ledger, data: dict[str, Any]) -> dict[str, Any]:
-    """``ledger.report(data)["fleet"]`` without the per-agent part status does not use: that
-    part costs agents x spending agents, a quarter of a second for 1,000 agents that all
-    spent today. (tests/test_status.py checks that the two agree.)"""
-    budget = ledger.settings.budget
-    current = ledger.current(data)
-    fleet = {}
-    for kind, usd_cap, tok_cap in (("day", budget.daily_usd, budget.daily_tokens),
-                                   ("month", budget.monthly_usd, budget.monthly_tokens)):
-        su, ru = ledger.usage(data, current[kind], "*", "usd")
-        st, rt = ledger.usage(data, current[kind], "*", "tokens")
-        fleet[kind] = {
-            "window": current[kind].split(":", 1)[1],
-            "usd": {"spent": su, "reserved": ru, "cap": usd_cap},
-            "tokens": {"spent": st, "reserved": rt, "cap": tok_cap},
-        }
-    return fleet
-
-
 def collect(settings: Settings, *, now: datetime | None = None) -> dict[str, Any]:
     """Everything ``mythline status`` shows, as plain data."""
     now = now or datetime.now(timezone.utc)
@@ -124,6 +105,6 @@ def collect(settings: Settings, *, now: datetime | None = None) -> dict[str, Any
             "tokens_today": int(spent.get("tokens", 0)), "tokens_cap": agent.daily_tokens,
             "usd_today": round(float(spent.get("usd", 0.0)), 6), "usd_cap": agent.daily_usd,
         })
-    return {"now": now.isoformat(), "home": str(paths.home()), "agents": rows, "fleet": fleet_budget(ledger, data),
+    return {"now": now.isoformat(), "home": str(paths.home()), "agents": rows, "fleet": ledger.fleet(data),
             "open_reservations": len(data["reservations"]), "ledger_error": ledger_error,
             "failing": [r["agent"] for r in rows if r["state"] in FAILING]}

@@ -41,3 +41,20 @@ def test_a_corrupt_checkpoint_keeps_finished_topics_finished(home, config, llm_s
     corrupt = [json.loads(line) for line in (path.parent / "events.jsonl").read_text().splitlines()
                if '"corrupt-state"' in line]
     assert corrupt[-1]["recovered"] == {"done": 2, "quarantined": 1}
+
+
+def test_a_run_rebuilds_a_torn_ledger_from_its_journal_and_says_so(home, config, llm_server):
+    llm_server.responder = lore_responder(AGENT)
+    assert mythline("run", AGENT).returncode == 0
+    ledger = home / "ledger.json"
+    spent = json.loads(ledger.read_text())
+    ledger.write_bytes(ledger.read_bytes()[:20])  # what a power cut can leave of a file not yet fsynced
+    result = mythline("run", AGENT)
+    assert result.returncode == 0, result.stderr
+    line, = result.stderr.splitlines()
+    assert line.startswith("mythline: ledger.json was unreadable (") and "rebuilt from its journal" in line
+    after = json.loads(ledger.read_text())
+    day = next(k for k in spent["windows"] if k.startswith("day:"))
+    # The spend before the tear is still there, and the second run's on top of it.
+    assert after["windows"][day]["agents"][AGENT]["usd"] > spent["windows"][day]["agents"][AGENT]["usd"] > 0
+    assert len(list(home.glob("ledger.json.corrupt-*"))) == 1

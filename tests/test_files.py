@@ -126,22 +126,7 @@ def test_io_error_at_any_step_keeps_the_old_file(tmp_path, monkeypatch, err, ste
         raise OSError(err, os.strerror(err))
 
     if step == "write":
-        real_fdopen = os.fdopen
-
-        class Broken:
-            def __init__(self, fh):
-                self.fh = fh
-
-            def __enter__(self):
-                return self
-
-            def __exit__(self, *exc):
-                self.fh.close()
-
-            def write(self, data):
-                boom()
-
-        monkeypatch.setattr(files.os, "fdopen", lambda fd, mode: Broken(real_fdopen(fd, mode)))
+        monkeypatch.setattr(files.os, "write", boom)
     elif step == "replace":
         monkeypatch.setattr(files.os, "replace", boom)
     else:
@@ -193,3 +178,83 @@ def test_windows_sharing_violations_are_retried_then_raised(tmp_path, monkeypatc
         files.write_json(path, {"newer": True})
     assert json.loads(path.read_text()) == {"new": True}
     assert [p.name for p in path.parent.iterdir()] == ["state.json"]
+
+
+def _count_fsyncs(monkeypatch) -> list[str]:
+    """Record every fsync as "dir" or "file"."""
+    calls: list[str] = []
+    real = os.fsync
+
+    def counted(fd):
+        import stat
+
+        calls.append("dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
+        return real(fd)
+
+    monkeypatch.setattr(files.os, "fsync", counted)
+    return calls
+
+
+@pytest.mark.parametrize("kwargs, expected", [
+    ({}, ["file", "dir"]),
+    ({"sync_dir": False}, ["file"]),  # the data is durable, the rename may be lost
+    ({"durable": False}, []),
+])
+def test_write_json_fsyncs_as_asked(tmp_path, monkeypatch, kwargs, expected):
+    path = tmp_path / "d" / "state.json"
+    files.write_json(path, {"old": True})
+    calls = _count_fsyncs(monkeypatch)
+    files.write_json(path, {"new": True}, **kwargs)
+    assert calls == expected
+    assert json.loads(path.read_text()) == {"new": True}
+    assert [p.name for p in path.parent.iterdir()] == ["state.json"]
+
+
+def test_compact_json_is_one_line_and_reads_back(tmp_path):
+    path = tmp_path / "ledger.json"
+    data = {"windows": {"day:2026-05-05": {"agents": {"ä": {"usd": 0.1}}}}, "reservations": {}}
+    files.write_json(path, data, compact=True)
+    text = path.read_text(encoding="utf-8")
+    assert text.count("\n") == 1 and text.endswith("}\n") and "ä" in text
+    assert files.read_json(path) == data
+
+
+def test_writes_make_a_missing_directory(tmp_path):
+    files.write_json(tmp_path / "a" / "b" / "state.json", {"n": 1})
+    files.append_jsonl_many(tmp_path / "c" / "d" / "log.jsonl", [{"n": 1}])
+    assert json.loads((tmp_path / "a" / "b" / "state.json").read_text()) == {"n": 1}
+    assert list(files.iter_jsonl(tmp_path / "c" / "d" / "log.jsonl")) == [{"n": 1}]
+
+
+def test_append_many_is_one_write_and_one_fsync(tmp_path, monkeypatch):
+    path = tmp_path / "journal.jsonl"
+    files.append_jsonl(path, {"seq": 1})
+    path.write_bytes(path.read_bytes() + b'{"seq": 2, "to')  # a torn tail
+    writes: list[bytes] = []
+    real_write = os.write
+    monkeypatch.setattr(files.os, "write", lambda fd, data: (writes.append(bytes(data)), real_write(fd, data))[1])
+    calls = _count_fsyncs(monkeypatch)
+    files.append_jsonl_many(path, [{"seq": 2}, {"seq": 3}, {"seq": 4}])
+    assert len(writes) == 1 and writes[0].startswith(b"\n") and calls == ["file"]
+    assert [r["seq"] for r in files.iter_jsonl(path)] == [1, 2, 3, 4]
+    files.append_jsonl_many(path, [])  # nothing to write: nothing written
+    assert len(writes) == 1
+
+
+def test_a_new_jsonl_file_gets_its_directory_entry_fsynced(tmp_path, monkeypatch):
+    calls = _count_fsyncs(monkeypatch)
+    files.append_jsonl(tmp_path / "new.jsonl", {"n": 1})
+    assert calls == ["file", "dir"]
+    calls.clear()
+    files.append_jsonl(tmp_path / "new.jsonl", {"n": 2})
+    assert calls == ["file"]
+
+
+def test_short_writes_are_completed(tmp_path, monkeypatch):
+    real_write = os.write
+    monkeypatch.setattr(files.os, "write", lambda fd, data: real_write(fd, bytes(data)[:7]))
+    files.write_json(tmp_path / "state.json", {"key": "x" * 100})
+    files.append_jsonl_many(tmp_path / "log.jsonl", [{"n": i, "pad": "y" * 50} for i in range(3)])
+    monkeypatch.undo()
+    assert json.loads((tmp_path / "state.json").read_text()) == {"key": "x" * 100}
+    assert [r["n"] for r in files.iter_jsonl(tmp_path / "log.jsonl")] == [0, 1, 2]

@@ -471,8 +471,13 @@ def _race_worker(home: str, data: dict[str, Any], agent: str, done: Any, barrier
         results.put(("error", agent, repr(exc)))
 
 
-def _storm_worker(home: str, data: dict[str, Any], index: int, rounds: int, barrier: Any, results: Any) -> None:
+def _storm_worker(home: str, data: dict[str, Any], index: int, rounds: int, lock_kind: str | None,
+                  barrier: Any, results: Any) -> None:
     os.environ["MYTHLINE_HOME"] = home
+    if lock_kind is not None:  # "filelock" is the Windows path; both take the same flock on POSIX
+        from mythline_cli import locking
+
+        locking.DEFAULT = lock_kind
     try:
         settings = parse_config(data)
         ledger = Ledger(settings)
@@ -545,12 +550,21 @@ def test_ten_processes_racing_for_a_fleet_cap_that_fits_four(home: Path) -> None
     assert report["fleet"]["day"]["usd"]["spent"] == pytest.approx(0.88)
 
 
-def test_settle_storm_never_exceeds_the_cap_and_loses_nothing(home: Path) -> None:
+@pytest.mark.parametrize("locks", [
+    pytest.param("flock", id="flock"),
+    pytest.param("filelock", id="filelock", marks=pytest.mark.skipif(sys.platform == "win32", reason="default")),
+    pytest.param("mixed", id="mixed", marks=pytest.mark.skipif(sys.platform == "win32", reason="POSIX only")),
+])
+def test_settle_storm_never_exceeds_the_cap_and_loses_nothing(home: Path, locks: str) -> None:
+    """Ten processes; with "mixed", half wait in the kernel's queue and half poll (filelock)."""
     cap = 1.0
     data = config_data(budget={"daily_usd": cap, "daily_tokens": "none"},
                        defaults={"daily_usd": "none", "daily_tokens": "none"})
     barrier, results = CTX.Barrier(10), CTX.Queue()
-    got = _run_workers(_storm_worker, [(str(home), data, i, 20) for i in range(10)], barrier, results)
+    kinds = {"flock": [None] * 10, "filelock": ["filelock"] * 10, "mixed": ["flock", "filelock"] * 5}[locks]
+    if sys.platform == "win32":
+        kinds = [None] * 10
+    got = _run_workers(_storm_worker, [(str(home), data, i, 20, kinds[i]) for i in range(10)], barrier, results)
 
     settled_usd = sum(g[2] for g in got)
     settled_tokens = sum(g[3] for g in got)
@@ -737,3 +751,194 @@ def test_budget_repair_rebuilds_a_corrupt_ledger_without_losing_spend(home, dama
     assert _json.loads((home / "ledger.json").read_bytes()) == _json.loads(good)
     assert list(home.glob("ledger.json.corrupt-*"))[0].read_bytes() == damage
     assert open_res.id in _json.loads((home / "ledger.json").read_text())["reservations"]
+
+
+# -- the lock and the write path -------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["flock", "filelock"])
+def test_a_stuck_lock_holder_times_out_and_nothing_is_called(home: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             kind: str) -> None:
+    from mythline_cli import locking
+    from mythline_cli.errors import MythlineError
+
+    if kind == "flock" and sys.platform == "win32":
+        pytest.skip("no flock on Windows")
+    monkeypatch.setattr(locking, "DEFAULT", kind)
+    settings = make_settings()
+    home.mkdir(parents=True, exist_ok=True)
+    stuck = locking.acquire(paths.ledger_lock(), 1.0, kind=kind)  # another process, stuck
+    try:
+        ledger = Ledger(settings, now=Clock(), lock_timeout=1)
+        for call in (lambda: ledger.reserve(settings.agent(AGENT), est(0.1), run_id="r", step="s"),
+                     ledger.housekeep, ledger.repair):
+            with pytest.raises(MythlineError) as info:
+                call()
+            assert str(info.value).startswith("the budget ledger stayed locked for 1s")
+            assert str(paths.ledger_lock()) in str(info.value) and "nothing was called" in str(info.value)
+            assert ledger.last_lock_wait >= 0.9 or call is not ledger.housekeep
+    finally:
+        stuck.release()
+    assert not paths.ledger().exists() and not paths.ledger_history().exists()
+    ledger.reserve(settings.agent(AGENT), est(0.1), run_id="r", step="s")
+    assert ledger.last_lock_wait < 1.0 and 0 < ledger.last_lock_held < 1.0
+
+
+def test_lost_ledger_json_renames_are_rolled_forward_from_the_journal(home: Path) -> None:
+    """A power cut may undo renames of ledger.json that were not followed by a directory fsync:
+    the file is then an older complete version (or missing), and the journal has the rest."""
+    from mythline_cli.ledger import replay
+
+    clock = Clock()
+    settings = make_settings()
+    ledger = Ledger(settings, now=clock)
+    a = ledger.reserve(settings.agent(AGENT), est(0.2), run_id="r", step="s")
+    old = paths.ledger().read_bytes()  # what survives of ledger.json
+    ledger.settle(a, usd=0.15, tokens=120)
+    b = ledger.reserve(settings.agent(OTHER), est(0.1), run_id="r", step="s")
+    clock.advance(86400)  # a new day: windows opened, the old day kept by b's hold
+    c = ledger.reserve(settings.agent(AGENT), est(0.05), run_id="r", step="s")
+    ledger.settle(b, usd=0.1, tokens=50)
+    ledger.housekeep()
+    full = ledger_file()
+    for survivor in (old, None):
+        if survivor is None:
+            paths.ledger().unlink()  # not even the first rename survived
+        else:
+            paths.ledger().write_bytes(survivor)
+        assert ledger.snapshot() != full  # a plain read does not roll forward ...
+        ledger.housekeep()  # ... the next access does
+        assert ledger_file() == full == replay(paths.ledger_history())
+    # Spend and holds carry on from there.
+    assert sorted(full["windows"]) == ["day:2026-05-06", MONTH0]  # the old day closed once b was settled
+    assert bucket(full, MONTH0, AGENT)["usd"] == pytest.approx(0.15)
+    assert bucket(full, MONTH0, OTHER)["usd"] == pytest.approx(0.1)
+    assert list(full["reservations"]) == [c.id]
+    with pytest.raises(BudgetExceeded):
+        ledger.reserve(settings.agent(AGENT), est(0.46), run_id="r", step="s")
+
+
+def test_one_fsync_per_access_the_journal_before_ledger_json(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mythline_cli import files
+
+    calls: list[str] = []
+    real_fsync, real_write, real_append = files.os.fsync, files.write_json, files.append_jsonl_many
+    monkeypatch.setattr(files.os, "fsync", lambda fd: (calls.append("fsync"), real_fsync(fd))[1])
+    monkeypatch.setattr(files, "write_json", lambda path, data, **kw: (
+        calls.append(f"write {path.name} {sorted(kw.items())}"), real_write(path, data, **kw))[1])
+    monkeypatch.setattr(files, "append_jsonl_many", lambda path, records, **kw: (
+        calls.append(f"append {path.name} {len(records)}"), real_append(path, records, **kw))[1])
+    settings = make_settings()
+    ledger = Ledger(settings, now=Clock())
+    ledger.reserve(settings.agent(AGENT), est(0.1), run_id="r", step="s")  # opens two windows too
+    calls.clear()
+    ledger.reserve(settings.agent(AGENT), est(0.1), run_id="r", step="s")
+    assert calls == ["append ledger-history.jsonl 1", "fsync",
+                     "write ledger.json [('compact', True), ('durable', False)]"]
+
+
+@pytest.mark.parametrize("damage", [
+    pytest.param(b"", id="empty"),
+    pytest.param(b"\x00" * 4096, id="zeros"),
+    pytest.param(b'{"version": 1, "windows": {"day:2026-05-05": {"kind": "d', id="torn"),
+    pytest.param(b"null", id="null"),
+])
+def test_a_torn_ledger_json_is_rebuilt_from_a_complete_journal(home: Path, damage: bytes) -> None:
+    """What a power cut can leave of a ledger.json written without fsync: its rename reached the
+    disk, its data did not. The journal (fsynced first) has every change: nothing is lost."""
+    from mythline_cli.ledger import replay
+
+    settings = make_settings()
+    ledger = Ledger(settings, now=Clock())
+    ledger.settle(ledger.reserve(settings.agent(AGENT), est(0.3), run_id="r", step="s"), usd=0.25, tokens=90)
+    held = ledger.reserve(settings.agent(OTHER), est(0.2), run_id="r", step="s")
+    good = ledger_file()
+    paths.ledger().write_bytes(damage)
+    with pytest.raises(LedgerCorrupt):  # the read-only commands still say so ...
+        ledger.report()
+    rebuilt = ledger.housekeep()  # ... the next access that writes (every run's first) rebuilds it
+    assert ledger_file() == good == replay(paths.ledger_history())
+    assert rebuilt is not None and rebuilt["seq"] == good["seq"]
+    (moved,) = home.glob("ledger.json.corrupt-*")
+    assert moved.read_bytes() == damage and rebuilt["moved_aside"] == str(moved)
+    assert ledger.housekeep() is None
+    # Spend and holds carry on: 0.25 + 0.2 held + 0.55 would pass the fleet's 1.0.
+    with pytest.raises(BudgetExceeded):
+        ledger.reserve(settings.agent(OTHER), est(0.55), run_id="r", step="s")
+    assert list(ledger_file()["reservations"]) == [held.id]
+
+
+@pytest.mark.parametrize("journal", ["missing", "empty", "gap", "not-from-1", "garbled-only"])
+def test_a_torn_ledger_json_is_refused_when_the_journal_cannot_rebuild_it(home: Path, journal: str) -> None:
+    settings = make_settings()
+    ledger = Ledger(settings, now=Clock())
+    for _ in range(3):
+        ledger.settle(ledger.reserve(settings.agent(AGENT), est(0.1), run_id="r", step="s"), usd=0.1, tokens=9)
+    lines = paths.ledger_history().read_bytes().splitlines(keepends=True)
+    kept = {"missing": None, "empty": [], "gap": lines[:3] + lines[4:], "not-from-1": lines[2:],
+            "garbled-only": [b"{not json\n"]}[journal]
+    if kept is None:
+        paths.ledger_history().unlink()
+    else:
+        paths.ledger_history().write_bytes(b"".join(kept))
+    journal_before = paths.ledger_history().read_bytes() if kept is not None else None
+    paths.ledger().write_bytes(b"")
+    with pytest.raises(LedgerCorrupt) as info:
+        ledger.housekeep()
+    assert "mythline budget repair" in str(info.value)
+    assert paths.ledger().read_bytes() == b"" and not list(home.glob("ledger.json.corrupt-*"))
+    assert (paths.ledger_history().read_bytes() if kept is not None else None) == journal_before
+
+
+def test_an_access_journals_its_changes_with_one_append(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mythline_cli import files
+
+    clock = Clock()
+    settings = make_settings()
+    ledger = Ledger(settings, now=clock)
+    ledger.reserve(settings.agent(AGENT), est(0.1), run_id="r", step="s")  # held past run_timeout below
+    appends: list[list[str]] = []
+    real = files.append_jsonl_many
+    monkeypatch.setattr(files, "append_jsonl_many", lambda path, records, **kw: (
+        appends.append([r["event"] for r in records]), real(path, records, **kw)))
+    clock.advance(40 * 86400)  # another month: reclaim, open two windows, close two, reserve
+    ledger.reserve(settings.agent(AGENT), est(0.1), run_id="r", step="s")
+    assert appends == [["reclaim", "window-opened", "window-opened", "window-closed", "window-closed", "reserve"]]
+    seqs = [h["seq"] for h in history()]
+    assert seqs == list(range(1, len(seqs) + 1))
+
+
+def test_an_access_that_changes_nothing_writes_nothing(home: Path) -> None:
+    settings = make_settings()
+    ledger = Ledger(settings, now=Clock())
+    ledger.reserve(settings.agent(AGENT), est(0.5), run_id="r", step="s")
+    before = (paths.ledger().stat(), paths.ledger_history().read_bytes())
+    with pytest.raises(BudgetExceeded):
+        ledger.reserve(settings.agent(AGENT), est(0.1), run_id="r", step="s")
+    ledger.housekeep()
+    after = (paths.ledger().stat(), paths.ledger_history().read_bytes())
+    assert (after[0].st_ino, after[0].st_mtime_ns, after[1]) == (before[0].st_ino, before[0].st_mtime_ns, before[1])
+
+
+def test_a_failing_access_journals_what_it_applied_and_the_next_rolls_it_forward(
+        home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mythline_cli.ledger import replay
+
+    clock = Clock()
+    settings = make_settings()
+    ledger = Ledger(settings, now=clock)
+    ledger.reserve(settings.agent(AGENT), est(0.1), run_id="r", step="s")
+    seq = ledger_file()["seq"]
+    clock.advance(3600 * 2)  # older than run_timeout: the next access reclaims it
+
+    def broken(*args: Any) -> None:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(Ledger, "_refusal", broken)
+    with pytest.raises(RuntimeError):
+        ledger.reserve(settings.agent(AGENT), est(0.1), run_id="r", step="s")
+    assert ledger_file()["seq"] == seq  # ledger.json untouched ...
+    assert [h["event"] for h in history()][-1] == "reclaim"  # ... the reclaim journaled
+    monkeypatch.undo()
+    ledger.housekeep()
+    assert ledger_file() == replay(paths.ledger_history())
+    assert ledger_file()["reservations"] == {}

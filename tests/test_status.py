@@ -395,12 +395,11 @@ def test_table_shows_brackets_literally() -> None:
 
 # -- the fleet footer ---------------------------------------------------------------------------
 
-def test_fleet_budget_is_the_ledger_reports_fleet() -> None:
-    """status computes the fleet's footer without the ledger report's per-agent part: same numbers."""
+def test_the_fleet_footer_counts_every_agents_spend() -> None:
+    """status's footer is the ledger's fleet part: built-in and custom agents, settled and reserved."""
     from mythline_cli.config import parse_config
     from mythline_cli.ledger import Ledger
     from mythline_cli.pricing import Estimate
-    from mythline_cli.status import fleet_budget
 
     settings = parse_config({"budget": {"monthly_usd": 40, "daily_tokens": 900_000},
                              "agents": {"eastern-zones": {"kind": "world-zones", "topics": ["Durotar"]}}})
@@ -412,8 +411,7 @@ def test_fleet_budget_is_the_ledger_reports_fleet() -> None:
     ledger.reserve(settings.agent("eastern-zones"), Estimate(2000, 500, 0.02, "chars", None), run_id="open",
                    step="audit")
     data = ledger.snapshot()
-    fleet = fleet_budget(ledger, data)
-    assert fleet == ledger.report(data)["fleet"]
+    fleet = ledger.fleet(data)
     assert fleet["day"]["tokens"] == {"spent": 700 * 6, "reserved": 2500, "cap": 900_000}
     assert fleet["month"]["usd"]["cap"] == 40
     out = collect(settings)

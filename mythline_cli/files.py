@@ -143,11 +143,15 @@ def read_json(path: Path) -> Any | None:
         raise CorruptFile(path, f"not valid JSON ({exc})") from None
 
 
-def quarantine_corrupt(path: Path, now: datetime | None = None) -> Path:
-    """Move a corrupt file aside as ``<name>.corrupt-<timestamp>`` and return the new path."""
+def quarantine_corrupt(path: Path, now: datetime | None = None, *, keep: bool = False) -> Path:
+    """Move a corrupt file aside as ``<name>.corrupt-<timestamp>`` and return the new path.
+    ``keep``: copy it instead, leaving the original in place until a good one replaces it."""
     stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%S%fZ")
     target = path.with_name(f"{path.name}.corrupt-{stamp}")
-    _replace(str(path), target)
+    if keep:
+        write_bytes_atomic(target, _shared(path.read_bytes))
+    else:
+        _replace(str(path), target)
     return target
 
 

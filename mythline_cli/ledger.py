@@ -342,7 +342,9 @@ class Ledger:
             raise corrupt from None
         if expected == 1 or _shape_problem(data):
             raise corrupt
-        moved = files.quarantine_corrupt(paths.ledger())
+        # Copied, not moved: until the rebuilt ledger replaces it, readers keep seeing a corrupt
+        # ledger (an error), never a missing one (which reads as nothing spent).
+        moved = files.quarantine_corrupt(paths.ledger(), keep=True)
         self.rebuilt = {"problem": getattr(corrupt, "problem", str(corrupt)), "moved_aside": str(moved),
                         "seq": expected - 1}
         return data
@@ -372,9 +374,16 @@ class Ledger:
             if tail[0]["seq"] <= seq + 1 or len(tail) < n:
                 break
             n *= 16
-        for op in tail:
-            if op["seq"] > seq:
-                apply(data, op)
+        ops = [op for op in tail if op["seq"] > seq]
+        if [op["seq"] for op in ops] != list(range(seq + 1, seq + 1 + len(ops))):
+            # Not one unbroken run after ledger.json's number: a garbled line inside the tail
+            # (an append torn by a power cut) shortened it. Read the whole journal; a gap that
+            # is really there means spend could be missing, so stop rather than guess.
+            ops = [op for op in files.iter_jsonl(journal) if isinstance(op.get("seq"), int) and op["seq"] > seq]
+            if [op["seq"] for op in ops] != list(range(seq + 1, seq + 1 + len(ops))):
+                raise LedgerCorrupt(journal, f"entries are missing after entry {seq}, the last one in ledger.json")
+        for op in ops:
+            apply(data, op)
         return True
 
     # -- housekeeping done on every access ---------------------------------------

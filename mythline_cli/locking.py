@@ -219,6 +219,9 @@ def _wait_under_alarm(path: str, fd: int, deadline: float | None) -> Held:
         os.close(fd)
         raise
     finally:
+        # Again: a signal between the inner disarm and its setitimer would leave it armed,
+        # and the restored default action of SIGALRM ends the process.
+        signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
     return _Flock(fd, granted)
 

@@ -942,3 +942,43 @@ def test_a_failing_access_journals_what_it_applied_and_the_next_rolls_it_forward
     ledger.housekeep()
     assert ledger_file() == replay(paths.ledger_history())
     assert ledger_file()["reservations"] == {}
+
+
+def test_roll_forward_reads_past_a_torn_line_inside_the_tail(home: Path) -> None:
+    """A power cut can leave ledger.json behind its journal and a torn line inside the part it
+    is behind by (the next append starts on a fresh line after it). Nothing is skipped."""
+    from mythline_cli.ledger import replay
+
+    settings = make_settings()
+    ledger = Ledger(settings, now=Clock())
+    ledger.housekeep()
+    old = paths.ledger().read_bytes()  # the ledger.json a power cut brought back
+    for _ in range(20):
+        ledger.settle(ledger.reserve(settings.agent(AGENT), est(0.01), run_id="r", step="s"), usd=0.01, tokens=5)
+    lines = paths.ledger_history().read_bytes().splitlines(keepends=True)
+    torn = lines[:-10] + [b'{"seq": 99, "event": "res'] + [b"\n"] + lines[-10:]
+    paths.ledger_history().write_bytes(b"".join(torn))
+    expected = replay(paths.ledger_history())
+    paths.ledger().write_bytes(old)
+    ledger.housekeep()
+    after = ledger_file()
+    assert after == expected and after["seq"] == expected["seq"] == len(lines)
+    day = next(k for k in after["windows"] if k.startswith("day:"))
+    assert after["windows"][day]["agents"][AGENT]["usd"] == pytest.approx(0.2)
+
+
+def test_roll_forward_refuses_a_journal_with_entries_missing(home: Path) -> None:
+    settings = make_settings()
+    ledger = Ledger(settings, now=Clock())
+    ledger.housekeep()
+    old = paths.ledger().read_bytes()
+    for _ in range(5):
+        ledger.settle(ledger.reserve(settings.agent(AGENT), est(0.01), run_id="r", step="s"), usd=0.01, tokens=5)
+    lines = paths.ledger_history().read_bytes().splitlines(keepends=True)
+    seq = json.loads(old)["seq"]
+    paths.ledger_history().write_bytes(b"".join(lines[:seq + 2] + lines[seq + 4:]))  # two entries lost
+    paths.ledger().write_bytes(old)
+    with pytest.raises(LedgerCorrupt) as info:
+        ledger.housekeep()
+    assert f"entries are missing after entry {seq}" in str(info.value) and "mythline budget repair" in str(info.value)
+    assert paths.ledger().read_bytes() == old  # nothing written from a journal with a hole

@@ -203,7 +203,7 @@ class Cycle:
             # No backoff: nothing was called, and the fix (budget repair) is the operator's.
             return self._end(t0, "failed", exc.exit_code, None, str(exc), ck, warnings, failure=False)
         if rebuilt is not None:
-            warnings.append(f"ledger.json was unreadable ({rebuilt['problem']}); moved aside to "
+            warnings.append(f"ledger.json was unreadable ({rebuilt['problem']}); copied aside to "
                             f"{rebuilt['moved_aside']} and rebuilt from its journal ({rebuilt['seq']} entries)")
             self.emit("corrupt-state", file="ledger", moved_to=str(rebuilt["moved_aside"]), seq=rebuilt["seq"])
         if hb_moved is not None:

@@ -11,18 +11,37 @@ from typing import TextIO
 _VALUED = {"--config", "-c", "--model", "--base-url", "--jobs", "-j"}
 
 
+def _global_options(argv: list[str]) -> tuple[Path | None, bool, list[str]] | None:
+    """The options before the command the fast paths understand (``--config PATH``,
+    ``-c PATH``, ``--config=PATH``, ``--debug``): (config, debug, the rest from the command
+    on). None for anything else before the command: the full path reads those."""
+    args = list(argv)
+    config: Path | None = None
+    debug = False
+    while args and args[0] not in ("run", "status"):
+        word = args.pop(0)
+        if word in ("--config", "-c") and args:
+            config = Path(args.pop(0))
+        elif word.startswith("--config="):
+            config = Path(word.split("=", 1)[1])
+        elif word == "--debug":
+            debug = True
+        else:
+            return None
+    return config, debug, args
+
+
 def _fast_status(argv: list[str]) -> int | None:
     """``mythline [--config PATH] status [--json | --all]`` without Typer: from the settings
     cache (neither Typer nor pydantic, most of a command's start-up), or, when the config
     changed since the cache was written, from the config validated here, which refreshes the
     cache. None: take the full path instead (it reports a broken config, for one)."""
-    args = list(argv)
-    config: Path | None = None
-    if args[:1] in (["--config"], ["-c"]) and len(args) >= 2:
-        config, args = Path(args[1]), args[2:]
-    elif args and args[0].startswith("--config="):
-        config, args = Path(args[0].split("=", 1)[1]), args[1:]
-    if args[:1] != ["status"] or len(args) > 2 or args[1:] not in ([], ["--json"], ["--all"]):
+    parsed = _global_options(argv)
+    if parsed is None:
+        return None
+    config, debug, args = parsed
+    # With --debug, a failure's traceback is what is wanted: the full path shows it.
+    if debug or args[:1] != ["status"] or args[1:] not in ([], ["--json"], ["--all"]):
         return None
     from . import settings_cache
 
@@ -32,7 +51,6 @@ def _fast_status(argv: list[str]) -> int | None:
 
     try:
         if settings is None:
-            os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
             from . import paths
             from .config import load_settings
 
@@ -67,20 +85,11 @@ def _fast_run(argv: list[str]) -> int | None:
     the same code as the ``run`` command, minus the cost of building the whole command line
     interface. None: anything else (``--help``, ``--dry-run``, ``--due``, a typo...) takes the
     full path, which also reports the mistake."""
-    args = list(argv)
-    config: Path | None = None
-    debug = False
-    while args and args[0] != "run":
-        word = args.pop(0)
-        if word in ("--config", "-c") and args:
-            config = Path(args.pop(0))
-        elif word.startswith("--config="):
-            config = Path(word.split("=", 1)[1])
-        elif word == "--debug":
-            debug = True
-        else:
-            return None
-    if not args or (config is not None and not config.is_file()):
+    parsed = _global_options(argv)
+    if parsed is None:
+        return None
+    config, debug, args = parsed
+    if args[:1] != ["run"] or (config is not None and not config.is_file()):
         return None
     agent: str | None = None
     flags: set[str] = set()
@@ -101,7 +110,6 @@ def _fast_run(argv: list[str]) -> int | None:
             return None
     if agent is None:
         return None
-    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     from .console import report_failure
 
     try:
@@ -117,15 +125,15 @@ def _fast_run(argv: list[str]) -> int | None:
 
 
 def main() -> None:
+    # Pydantic scans every installed package for plugins on first use; Mythline uses none,
+    # and the scan costs tens of milliseconds on every command that validates the config.
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     argv = sys.argv[1:]
     code = _fast_status(argv)
     if code is None:
         code = _fast_run(argv)
     if code is not None:
         sys.exit(code)
-    # Pydantic scans every installed package for plugins on first use; Mythline uses none,
-    # and the scan costs tens of milliseconds on every command.
-    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     from .cli import app
 
     app(prog_name="mythline")

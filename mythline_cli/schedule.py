@@ -21,6 +21,7 @@ from pathlib import Path, PurePath, PureWindowsPath
 from xml.sax.saxutils import escape
 
 from . import files, paths
+from .agent import valid_name
 from .config import Agent, Settings
 from .durations import format_duration
 from .errors import MythlineError, UsageError
@@ -265,7 +266,7 @@ def job_key(line: str) -> str | None:
         elif word in _VALUED:
             skip = True
         elif not word.startswith("-"):
-            return word if re.fullmatch(r"[a-z][a-z0-9-]*", word) else None
+            return word if valid_name(word) else None
     return None
 
 

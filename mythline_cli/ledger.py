@@ -1,21 +1,23 @@
 """The file-locked budget ledger: reserve before a call, settle after, reclaim the dead.
 
-Every change is a read-modify-write of ``ledger.json`` under ``ledger.lock``; the lock is
-held for the few milliseconds that takes and never across network I/O. Spend is kept
+Every change is a read-modify-write of the ledger under ``ledger.lock``; the lock is held
+for the millisecond or two that takes and never across network I/O. Spend is kept
 per agent per window ("day:2026-11-25", "month:2026-11"); fleet figures are their sum.
 A reservation counts against every window it was made in until it is settled, released,
 or reclaimed.
 
 ``ledger-history.jsonl`` is the ledger's journal: every change is appended there (fsynced,
-numbered) before ``ledger.json`` is replaced, and ``apply`` turns a journal line into the
-change. The changes of one access are appended with one write and one fsync, the only
-fsync of an access: ``ledger.json`` is then replaced atomically (temp file, rename) but not
-fsynced, because the journal already holds everything it says. A crash between the two is
-rolled forward by the next access; so is a ``ledger.json`` that a power cut took back to an
-older version. A power cut can also leave it empty or torn (its rename reached the disk
-before its data): the next access that writes rebuilds it from the journal when the journal
-is complete (numbered from 1 without a gap), moving the damaged file aside; otherwise it
-refuses with ``LedgerCorrupt`` until ``mythline budget repair``, never resetting spend.
+numbered) in the lock, and ``apply`` turns a journal line into the change. The changes of
+one access are appended with one write and one fsync, the only fsync of an access.
+``ledger.json`` is a copy of the journal up to its ``seq``, replaced atomically (temp file,
+rename) but not fsynced, just after the lock is released (``_save``). It may be behind the
+journal - a crash before it was written, two writers finishing in the other order, a power
+cut that took it back to an older version - and every reader rolls it forward over the
+lines it lacks (``_roll_forward``: the access in the lock, and ``snapshot`` without it). A
+power cut can also leave it empty or torn (its rename reached the disk before its data):
+the next access that writes rebuilds it from the journal when the journal is complete
+(numbered from 1 without a gap), copying the damaged file aside; otherwise it refuses with
+``LedgerCorrupt`` until ``mythline budget repair``, never resetting spend.
 
 The lock (``locking``) queues its waiters in the kernel on POSIX; its held time and the
 time waited for it are kept in ``last_lock_held`` / ``last_lock_wait``.
@@ -275,19 +277,21 @@ class Ledger:
             yield
         finally:
             held.release()
-            t2 = time.perf_counter()
-            self.last_lock_wait, self.last_lock_held = t1 - t0, t2 - t1
+            # Up to the unlock: once it is made, the time is the next holder's.
+            self.last_lock_wait, self.last_lock_held = t1 - t0, held.released_at - t1
 
     @contextmanager
     def _locked(self) -> Iterator[dict[str, Any]]:
         """The ledger, loaded under the lock; saved when the block exits cleanly.
 
         Changes are journaled by ``_log`` into a batch that is appended (one write, one
-        fsync) before ``ledger.json`` is replaced, also when the block raises: what was
-        applied is then rolled forward by the next access, as a crash would be.
+        fsync) before the lock is released, also when the block raises: what was applied is
+        then rolled forward by the next access, as a crash would be. ``ledger.json`` is
+        written after the release (see ``_save``), except when this access rebuilt it.
         """
-        ledger_path, journal = paths.ledger(), paths.ledger_history()
+        journal = paths.ledger_history()
         batch: list[dict[str, Any]] = []
+        save: dict[str, Any] | None = None
         with self._lock():
             self._batch = batch
             try:
@@ -300,15 +304,39 @@ class Ledger:
                 finally:
                     self._batch = None
                     files.append_jsonl_many(journal, batch)
-                if batch or behind:  # an access that changed nothing rewrites nothing
-                    # Not fsynced: the journal is (above) and holds all of it. After a power cut
-                    # the next access rolls an old ledger.json forward or rebuilds a torn one.
-                    files.write_json(ledger_path, data, durable=False, compact=True)
+                if rebuilt:
+                    # In the lock: the next access must find the rebuilt file, not the torn one.
+                    self._save(data)
+                elif batch or behind:  # an access that changed nothing rewrites nothing
+                    save = data
             finally:
                 self._batch = None
+        if save is not None:
+            self._save(save)
         if self._history is not None:
             for entry in batch:
                 self._history(entry)
+
+    @staticmethod
+    def _save(data: dict[str, Any]) -> None:
+        """Write ``ledger.json``: a copy of the journal up to ``data["seq"]``, made after the lock is
+        released, so the next holder does not wait for the file system's rename.
+
+        The journal, appended and fsynced in the lock, is what counts; this file only spares
+        readers a replay. It may be a moment behind: a process killed before writing it, two
+        writers finishing in the other order, a power cut (it is not fsynced). Every reader
+        rolls it forward from the journal's tail (``_roll_forward``), so none ever sees less
+        than the journal says. A newer file is not replaced by an older one, as far as a
+        check just before the rename can tell; a file that cannot be read is replaced."""
+        path = paths.ledger()
+        try:
+            on_disk = files.read_json(path)
+        except files.CorruptFile:
+            on_disk = None
+        if (type(on_disk) is dict and type(on_disk.get("seq")) is int
+                and on_disk["seq"] >= int(data.get("seq", 0))):
+            return
+        files.write_json(path, data, durable=False, compact=True)
 
     def _load_to_change(self) -> tuple[dict[str, Any], bool]:
         """``_load`` for an access that writes: (ledger, whether it was rebuilt from the journal)."""
@@ -580,8 +608,11 @@ class Ledger:
         return self.rebuilt
 
     def snapshot(self) -> dict[str, Any]:
-        """The ledger as it is on disk (no lock: files are replaced atomically)."""
-        return self._load()
+        """The ledger as the journal says it is, without the lock: ``ledger.json`` (replaced
+        atomically) rolled forward over the journal lines it does not hold yet."""
+        data = self._load()
+        self._roll_forward(data)
+        return data
 
     def report(self, data: dict[str, Any] | None = None) -> dict[str, Any]:
         """Spent, reserved and caps of the current windows, per agent and for the fleet."""

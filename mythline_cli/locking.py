@@ -56,6 +56,7 @@ class LockTimeout(Exception):
 
 class Held(Protocol):
     acquired_at: float  # time.perf_counter() when the lock was granted
+    released_at: float  # time.perf_counter() when release() began to unlock it (0.0 before)
 
     def release(self) -> None: ...
 
@@ -79,17 +80,21 @@ def acquire(path: Path | str, timeout: float, *, kind: str | None = None,
 # -- POSIX: flock, queued in the kernel -----------------------------------------------------
 
 class _Flock:
-    __slots__ = ("fd", "acquired_at")
+    __slots__ = ("fd", "acquired_at", "released_at")
 
     def __init__(self, fd: int, acquired_at: float | None = None) -> None:
         self.fd = fd
         # time.perf_counter() when the kernel granted it (a waiter thread may have got it first).
         self.acquired_at = time.perf_counter() if acquired_at is None else acquired_at
+        self.released_at = 0.0
 
     def release(self) -> None:
         fd, self.fd = self.fd, -1
         if fd < 0:
             return
+        # Taken before the unlock: the unlock wakes the next waiter, which may run on this CPU
+        # before this process does again, and that time is the next holder's, not ours.
+        self.released_at = time.perf_counter()
         try:
             # Explicit: a forked child sharing the descriptor must not keep it locked.
             fcntl.flock(fd, fcntl.LOCK_UN)
@@ -229,13 +234,15 @@ def _wait_under_alarm(path: str, fd: int, deadline: float | None) -> Held:
 # -- everywhere else: filelock, polling ------------------------------------------------------
 
 class _FileLockHeld:
-    __slots__ = ("lock", "acquired_at")
+    __slots__ = ("lock", "acquired_at", "released_at")
 
     def __init__(self, lock: Any) -> None:
         self.lock = lock
         self.acquired_at = time.perf_counter()
+        self.released_at = 0.0
 
     def release(self) -> None:
+        self.released_at = time.perf_counter()
         self.lock.release()
 
 

@@ -719,7 +719,9 @@ def test_a_crash_between_journal_and_ledger_is_rolled_forward(home):
                                                  "reservation": res.id, "agent": agent.name, "usd": 0.25,
                                                  "tokens": 80, "unsettled": False})
     report = ledger.report(ledger.snapshot())
-    assert report["open_reservations"] == 1  # a plain read does not write
+    # A plain read sees what the journal says, and writes nothing.
+    assert report["open_reservations"] == 0
+    assert _json.loads((home / "ledger.json").read_text()) == before
     other = ledger.reserve(settings.agent("world-zones"), _est(0.1), run_id="s", step="research")
     after = _json.loads((home / "ledger.json").read_text())
     assert res.id not in after["reservations"] and other.id in after["reservations"]
@@ -805,8 +807,9 @@ def test_lost_ledger_json_renames_are_rolled_forward_from_the_journal(home: Path
             paths.ledger().unlink()  # not even the first rename survived
         else:
             paths.ledger().write_bytes(survivor)
-        assert ledger.snapshot() != full  # a plain read does not roll forward ...
-        ledger.housekeep()  # ... the next access does
+        assert ledger.snapshot() == full  # a plain read rolls forward in memory ...
+        assert (paths.ledger().read_bytes() if survivor else None) == survivor  # ... and writes nothing
+        ledger.housekeep()  # the next access writes the file again
         assert ledger_file() == full == replay(paths.ledger_history())
     # Spend and holds carry on from there.
     assert sorted(full["windows"]) == ["day:2026-05-06", MONTH0]  # the old day closed once b was settled
@@ -834,6 +837,55 @@ def test_one_fsync_per_access_the_journal_before_ledger_json(home: Path, monkeyp
     ledger.reserve(settings.agent(AGENT), est(0.1), run_id="r", step="s")
     assert calls == ["append ledger-history.jsonl 1", "fsync",
                      "write ledger.json [('compact', True), ('durable', False)]"]
+
+
+def test_ledger_json_is_written_after_the_lock_is_released(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The next holder does not wait for ledger.json's rename: the journal (fsynced in the lock)
+    already holds the change, and every reader rolls the file forward from it."""
+    from mythline_cli import files, locking
+
+    free_when_written: list[bool] = []
+    real_write = files.write_json
+
+    def write_json(path: Path, data: Any, **kw: Any) -> None:
+        if path == paths.ledger():
+            try:
+                other = locking.acquire(paths.ledger_lock(), 0)  # another descriptor: excluded if held
+            except locking.LockTimeout:
+                free_when_written.append(False)
+            else:
+                other.release()
+                free_when_written.append(True)
+        real_write(path, data, **kw)
+
+    monkeypatch.setattr(files, "write_json", write_json)
+    settings = make_settings()
+    ledger = Ledger(settings, now=Clock())
+    res = ledger.reserve(settings.agent(AGENT), est(0.1), run_id="r", step="s")
+    ledger.settle(res, usd=0.05, tokens=10)
+    assert free_when_written == [True, True]
+    assert ledger_file()["seq"] == ledger.snapshot()["seq"] == 4  # two windows, reserve, settle
+
+
+def test_an_older_ledger_json_never_replaces_a_newer_one(home: Path) -> None:
+    """Two writers finishing in the other order: the one holding fewer journal lines gives way."""
+    from mythline_cli.ledger import replay
+
+    settings = make_settings()
+    ledger = Ledger(settings, now=Clock())
+    ledger.reserve(settings.agent(AGENT), est(0.1), run_id="r", step="s")
+    older = ledger_file()
+    ledger.reserve(settings.agent(AGENT), est(0.2), run_id="r", step="s")
+    newer = ledger_file()
+    Ledger._save(older)  # the slower writer of an earlier access
+    assert ledger_file() == newer == replay(paths.ledger_history())
+    paths.ledger().write_text(json.dumps(older))  # it lost the race anyway (a check cannot be atomic)
+    assert ledger.snapshot() == newer  # readers still see all the journal says
+    ledger.housekeep()  # and the next access that writes puts it right (it was behind)
+    assert ledger_file() == newer
+    paths.ledger().write_bytes(b"{torn")
+    Ledger._save(newer)  # an unreadable file is replaced
+    assert ledger_file() == newer
 
 
 @pytest.mark.parametrize("damage", [

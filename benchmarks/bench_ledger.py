@@ -132,7 +132,7 @@ def _instrument() -> dict[str, list[float]]:
             break
     files.write_json = timed("write ledger.json (encode, temp file, replace; fsyncs: see what-if)", files.write_json)
     ledger_mod.Ledger._save = staticmethod(timed("after the release: save ledger.json (the above, and a look at "
-                                                 "the file's seq first)", ledger_mod.Ledger._save))
+                                                 "whether a later access overtook it)", ledger_mod.Ledger._save))
     return spent
 
 

@@ -116,6 +116,13 @@ def _shape_problem(data: Any) -> str | None:
     return None
 
 
+def _size(path: Path) -> int:
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return 0
+
+
 def _corrupt(path: Path, problem: str) -> LedgerCorrupt:
     exc = LedgerCorrupt(path, problem)
     exc.problem = problem  # type: ignore[attr-defined]
@@ -292,6 +299,7 @@ class Ledger:
         journal = paths.ledger_history()
         batch: list[dict[str, Any]] = []
         save: dict[str, Any] | None = None
+        end = 0
         with self._lock():
             self._batch = batch
             try:
@@ -306,19 +314,19 @@ class Ledger:
                     files.append_jsonl_many(journal, batch)
                 if rebuilt:
                     # In the lock: the next access must find the rebuilt file, not the torn one.
-                    self._save(data)
+                    files.write_json(paths.ledger(), data, durable=False, compact=True)
                 elif batch or behind:  # an access that changed nothing rewrites nothing
-                    save = data
+                    save, end = data, _size(journal)
             finally:
                 self._batch = None
         if save is not None:
-            self._save(save)
+            self._save(save, end)
         if self._history is not None:
             for entry in batch:
                 self._history(entry)
 
     @staticmethod
-    def _save(data: dict[str, Any]) -> None:
+    def _save(data: dict[str, Any], journal_end: int) -> None:
         """Write ``ledger.json``: a copy of the journal up to ``data["seq"]``, made after the lock is
         released, so the next holder does not wait for the file system's rename.
 
@@ -326,17 +334,13 @@ class Ledger:
         readers a replay. It may be a moment behind: a process killed before writing it, two
         writers finishing in the other order, a power cut (it is not fsynced). Every reader
         rolls it forward from the journal's tail (``_roll_forward``), so none ever sees less
-        than the journal says. A newer file is not replaced by an older one, as far as a
-        check just before the rename can tell; a file that cannot be read is replaced."""
-        path = paths.ledger()
-        try:
-            on_disk = files.read_json(path)
-        except files.CorruptFile:
-            on_disk = None
-        if (type(on_disk) is dict and type(on_disk.get("seq")) is int
-                and on_disk["seq"] >= int(data.get("seq", 0))):
+        than the journal says. ``journal_end`` is the journal's size when this access let go
+        of the lock: when it has grown since, a later access holds a newer ledger and writes
+        it, so this one does not (under contention only the last of a burst writes, and an
+        older copy rarely lands after a newer one)."""
+        if _size(paths.ledger_history()) > journal_end:
             return
-        files.write_json(path, data, durable=False, compact=True)
+        files.write_json(paths.ledger(), data, durable=False, compact=True)
 
     def _load_to_change(self) -> tuple[dict[str, Any], bool]:
         """``_load`` for an access that writes: (ledger, whether it was rebuilt from the journal)."""

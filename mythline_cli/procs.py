@@ -17,45 +17,47 @@ def pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True  # it exists, it just is not ours
+        return _not_zombie(pid)  # it exists, it just is not ours
     except OSError:
         return True
     return _not_zombie(pid)
 
 
 def _not_zombie(pid: int) -> bool:
-    """A killed child that its parent has not reaped yet still answers kill(0): ask /proc.
+    """False for a process that has exited but is still listed: kill(0) answers for an unreaped
+    child (a zombie) as for a living process, so ask /proc.
 
-    Linux: ``/proc/PID/exe`` is a link while the process has its memory, and readlink says
-    ENOENT once it has exited (a zombie) - one system call, where reading ``/proc/PID/stat``
-    takes three and several times as long (the ledger asks for every open reservation, under
-    its lock). Elsewhere, or without a usable /proc: read ``stat`` or assume it lives."""
+    Linux: a living process's ``/proc/PID/exe`` is a link, and readlink answers it in one
+    system call (the ledger asks for every open reservation, in its lock; reading
+    ``/proc/PID/stat`` takes three and several times as long). When readlink fails - a zombie
+    has no link (ENOENT), but so does a process that this /proc does not show (another PID
+    namespace, ``hidepid``), and a process we may not inspect says EACCES - the state letter
+    in ``/proc/PID/stat`` decides, as it does everywhere else: dead only when it says so
+    (Z or X), alive when it cannot be read."""
     if _PROC_EXE:
         try:
             os.readlink(f"/proc/{pid}/exe")
-        except FileNotFoundError:
-            return False
+            return True
         except OSError:
-            return True  # not ours to inspect (EACCES): kill(0) said it exists
-        return True
+            pass
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
             stat = fh.read()
     except OSError:
         return True
     state = stat.rsplit(b")", 1)[-1].split()[:1]
-    return state != [b"Z"]
+    return state not in ([b"Z"], [b"X"])
 
 
 def _proc_exe_usable() -> bool:
-    """Whether ``/proc/PID/exe`` tells the living from the dead here (Linux with /proc mounted)."""
+    """Whether readlink of ``/proc/PID/exe`` can vouch for the living here: Linux, with a /proc
+    that belongs to this process's PID namespace (its ``self`` is our pid)."""
     if not sys.platform.startswith("linux"):
         return False
     try:
-        os.readlink(f"/proc/{os.getpid()}/exe")
+        return os.readlink("/proc/self") == str(os.getpid()) and bool(os.readlink("/proc/self/exe"))
     except OSError:
         return False
-    return True
 
 
 _PROC_EXE = _proc_exe_usable()

@@ -6,10 +6,24 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
 from mythline_cli import procs
+
+
+@contextmanager
+def sleeper() -> Iterator[int]:
+    """A running child process's pid; killed and reaped on the way out."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        yield child.pid
+    finally:
+        child.kill()
+        child.wait()
 
 
 def _zombie() -> subprocess.Popen[bytes]:
@@ -39,13 +53,9 @@ def way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
 
 def test_this_process_and_a_running_child_are_alive(way: str) -> None:
     assert procs.pid_alive(os.getpid())
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-    try:
-        assert procs.pid_alive(child.pid)
-    finally:
-        child.kill()
-        child.wait()
-    assert not procs.pid_alive(child.pid)  # reaped: gone
+    with sleeper() as pid:
+        assert procs.pid_alive(pid)
+    assert not procs.pid_alive(pid)  # reaped: gone
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="zombies are told apart through /proc")
@@ -81,3 +91,49 @@ def test_another_users_process_is_alive_even_when_we_may_not_look_at_it(way: str
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")
+def test_a_live_process_this_proc_does_not_show_is_alive(monkeypatch: pytest.MonkeyPatch) -> None:
+    """/proc of another PID namespace, or mounted with hidepid: no exe link for a process that
+    kill(0) still finds. Only the state letter in /proc/PID/stat may call it dead."""
+    def no_link(path: str) -> str:
+        raise FileNotFoundError(2, "No such file or directory", path)
+
+    monkeypatch.setattr(procs, "_PROC_EXE", True)
+    monkeypatch.setattr(procs.os, "readlink", no_link)
+    with sleeper() as pid:
+        assert procs.pid_alive(pid)
+
+
+NOT_DUMPABLE = """
+import ctypes, os, sys, time
+sys.path.insert(0, sys.argv[1])
+from mythline_cli import procs
+PR_SET_DUMPABLE = 4
+os.setgid(65534); os.setuid(65534)  # nobody, who may not look into a non-dumpable process
+kid = os.fork()
+if kid == 0:
+    ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    if sys.argv[2] == "live":
+        time.sleep(30)
+    os._exit(0)
+time.sleep(0.5)  # running, or exited and not reaped: a zombie
+print(os.access(f"/proc/{kid}/exe", os.F_OK), procs._PROC_EXE, procs.pid_alive(kid))
+os.kill(kid, 9)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or os.getuid() != 0,
+                    reason="needs root to become nobody, and Linux's prctl")
+@pytest.mark.parametrize("state", ["live", "zombie"])
+def test_a_process_we_may_not_inspect_is_judged_by_its_state(state: str, tmp_path: Path) -> None:
+    root = os.path.dirname(os.path.dirname(os.path.abspath(procs.__file__)))
+    script = tmp_path / "not_dumpable.py"
+    script.write_text(NOT_DUMPABLE)
+    os.chmod(tmp_path, 0o755)
+    os.chmod(script, 0o644)
+    out = subprocess.run([sys.executable, str(script), root, state], capture_output=True, text=True,
+                         timeout=60, cwd="/")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-1] == ("True" if state == "live" else "False")

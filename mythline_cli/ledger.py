@@ -10,7 +10,8 @@ or reclaimed.
 numbered) in the lock, and ``apply`` turns a journal line into the change. The changes of
 one access are appended with one write and one fsync, the only fsync of an access.
 ``ledger.json`` is a copy of the journal up to its ``seq``, replaced atomically (temp file,
-rename) but not fsynced, just after the lock is released (``_save``). It may be behind the
+rename) but not fsynced, just after the lock is released (``_save``; a rebuilt one in the
+lock, and ``repair`` writes it fsynced in the lock). It may be behind the
 journal - a crash before it was written, two writers finishing in the other order, a power
 cut that took it back to an older version - and every reader rolls it forward over the
 lines it lacks (``_roll_forward``: the access in the lock, and ``snapshot`` without it). A
@@ -216,7 +217,7 @@ class Ledger:
     """Reserve, settle, release, reclaim, reset and report, all under one file lock."""
 
     def __init__(self, settings: Settings, *, now: Callable[[], datetime] = utcnow,
-                 lock_timeout: float = LOCK_TIMEOUT, history: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 lock_timeout: float = LOCK_TIMEOUT) -> None:
         self.settings = settings
         self.now = now
         self.tz = zone(settings.budget.timezone)
@@ -224,7 +225,6 @@ class Ledger:
         self.host = socket.gethostname()
         self.last_lock_wait = 0.0
         self.last_lock_held = 0.0
-        self._history = history
         self._batch: list[dict[str, Any]] | None = None
         # Set by the access that rebuilt an unreadable ledger.json from the journal.
         self.rebuilt: dict[str, Any] | None = None
@@ -321,9 +321,6 @@ class Ledger:
                 self._batch = None
         if save is not None:
             self._save(save, end)
-        if self._history is not None:
-            for entry in batch:
-                self._history(entry)
 
     @staticmethod
     def _save(data: dict[str, Any], journal_end: int) -> None:
@@ -336,11 +333,17 @@ class Ledger:
         rolls it forward from the journal's tail (``_roll_forward``), so none ever sees less
         than the journal says. ``journal_end`` is the journal's size when this access let go
         of the lock: when it has grown since, a later access holds a newer ledger and writes
-        it, so this one does not (under contention only the last of a burst writes, and an
-        older copy rarely lands after a newer one)."""
+        it, so this one does not, and an older copy rarely lands after a newer one. A write
+        that fails leaves the file behind."""
         if _size(paths.ledger_history()) > journal_end:
             return
-        files.write_json(paths.ledger(), data, durable=False, compact=True)
+        try:
+            files.write_json(paths.ledger(), data, durable=False, compact=True)
+        except OSError:
+            # The change is in the journal and the caller must learn that it happened (a
+            # reservation it does not receive can never be released). The file stays behind;
+            # a full or failing disk is reported by the next write that matters.
+            pass
 
     def _load_to_change(self) -> tuple[dict[str, Any], bool]:
         """``_load`` for an access that writes: (ledger, whether it was rebuilt from the journal)."""
@@ -415,7 +418,10 @@ class Ledger:
             if [op["seq"] for op in ops] != list(range(seq + 1, seq + 1 + len(ops))):
                 raise LedgerCorrupt(journal, f"entries are missing after entry {seq}, the last one in ledger.json")
         for op in ops:
-            apply(data, op)
+            try:
+                apply(data, op)
+            except (KeyError, TypeError, ValueError, AttributeError):
+                raise LedgerCorrupt(journal, f"entry {op['seq']} is not a ledger change") from None
         return True
 
     # -- housekeeping done on every access ---------------------------------------

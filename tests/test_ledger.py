@@ -890,6 +890,50 @@ def test_a_writer_overtaken_by_a_later_access_leaves_ledger_json_to_it(home: Pat
     assert ledger_file() == newer
 
 
+def test_a_failed_ledger_json_write_does_not_hide_a_journaled_change(home: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The change is in the journal when ledger.json's write fails (a full disk): the caller
+    gets its reservation, readers see it, and the next access writes the file."""
+    import errno
+
+    from mythline_cli import files
+    from mythline_cli.ledger import replay
+
+    settings = make_settings()
+    ledger = Ledger(settings, now=Clock())
+    first = ledger.reserve(settings.agent(AGENT), est(0.1), run_id="r", step="s")
+    real_write = files.write_json
+
+    def full_disk(path: Path, data: Any, **kw: Any) -> None:
+        if path == paths.ledger():
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real_write(path, data, **kw)
+
+    monkeypatch.setattr(files, "write_json", full_disk)
+    second = ledger.reserve(settings.agent(AGENT), est(0.2), run_id="r", step="s")
+    assert second.id not in ledger_file()["reservations"]  # the file stayed behind ...
+    assert set(ledger.snapshot()["reservations"]) == {first.id, second.id}  # ... readers did not
+    assert not list(home.glob("*.tmp"))
+    monkeypatch.setattr(files, "write_json", real_write)
+    ledger.release(second)
+    assert ledger_file() == replay(paths.ledger_history())
+    assert set(ledger_file()["reservations"]) == {first.id}
+
+
+def test_a_journal_line_that_is_no_ledger_change_stops_readers_and_writers(home: Path) -> None:
+    from mythline_cli.files import append_jsonl
+
+    settings = make_settings()
+    ledger = Ledger(settings, now=Clock())
+    ledger.reserve(settings.agent(AGENT), est(0.1), run_id="r", step="s")
+    seq = ledger_file()["seq"]
+    append_jsonl(paths.ledger_history(), {"seq": seq + 1, "event": "settle"})  # numbered, but no reservation
+    with pytest.raises(LedgerCorrupt, match=f"entry {seq + 1} is not a ledger change"):
+        ledger.snapshot()
+    with pytest.raises(LedgerCorrupt):
+        ledger.reserve(settings.agent(AGENT), est(0.1), run_id="r", step="s")
+
+
 @pytest.mark.parametrize("damage", [
     pytest.param(b"", id="empty"),
     pytest.param(b"\x00" * 4096, id="zeros"),

@@ -17,8 +17,9 @@ Checked, from the journal (``ledger-history.jsonl``) replayed independently:
 - every refusal was right: the ``BudgetExceeded`` it raised says spent + reserved + request
   > cap, and those figures equal the replayed ledger at the refusal's journal position.
 Reported: lock wait and lock held p50/p99 (``Ledger.last_lock_wait/last_lock_held`` after
-every call; held counts from the kernel's grant), CPU per call, how evenly the waits were
-spread over the processes, and for both runs the time spent in each part of an access.
+every call; held counts from the kernel's grant to the unlock), CPU per call, how evenly
+the waits were spread over the processes, and for both runs the time spent in each part of
+an access.
 Targets: 0 overspend, 0 wrong decisions, lock held p99 < 5 ms. ``TMPDIR=/dev/shm`` puts the
 state home on tmpfs, which shows what the disk (fsync, rename) adds.
 

@@ -18,7 +18,7 @@ def _global_options(argv: list[str]) -> tuple[Path | None, bool, list[str]] | No
     args = list(argv)
     config: Path | None = None
     debug = False
-    while args and args[0] not in ("run", "status"):
+    while args and args[0] not in ("run", "status", "budget"):
         word = args.pop(0)
         if word in ("--config", "-c") and args:
             config = Path(args.pop(0))
@@ -31,23 +31,29 @@ def _global_options(argv: list[str]) -> tuple[Path | None, bool, list[str]] | No
     return config, debug, args
 
 
-def _fast_status(argv: list[str]) -> int | None:
-    """``mythline [--config PATH] status [--json | --all]`` without Typer: from the settings
-    cache (neither Typer nor pydantic, most of a command's start-up), or, when the config
-    changed since the cache was written, from the config validated here, which refreshes the
-    cache. None: take the full path instead (it reports a broken config, for one)."""
+def _fast_read(argv: list[str]) -> int | None:
+    """``mythline [--config PATH] status [--json | --all]`` and ``... budget show [--json]``
+    without Typer: from the settings cache (neither Typer nor pydantic, most of a command's
+    start-up), or, when the config changed since the cache was written, from the config
+    validated here, which refreshes the cache. None: take the full path instead (it reports
+    a broken config or an unreadable ledger, for one)."""
     parsed = _global_options(argv)
     if parsed is None:
         return None
     config, debug, args = parsed
     # With --debug, a failure's traceback is what is wanted: the full path shows it.
-    if debug or args[:1] != ["status"] or args[1:] not in ([], ["--json"], ["--all"]):
+    if debug:
+        return None
+    if args[:1] == ["status"] and args[1:] in ([], ["--json"], ["--all"]):
+        command, option = "status", args[1:]
+    elif args[:2] == ["budget", "show"] and args[2:] in ([], ["--json"]):
+        command, option = "budget", args[2:]
+    else:
         return None
     from . import settings_cache
 
     settings = settings_cache.load(config)
     from .console import print_json
-    from .status import collect
 
     try:
         if settings is None:
@@ -57,17 +63,29 @@ def _fast_status(argv: list[str]) -> int | None:
             settings = load_settings(config)
             if paths.home().exists():  # never create a state home just to cache
                 settings_cache.save(settings)
-        data = collect(settings)  # type: ignore[arg-type] - the cache has what collect reads
+        # The cache has what these read: caps, intervals, queues.
+        if command == "status":
+            from .status import collect
+
+            data = collect(settings)  # type: ignore[arg-type]
+        else:
+            from .ledger import Ledger
+
+            data = Ledger(settings).report()  # type: ignore[arg-type]
     except Exception:  # noqa: BLE001 - the full path reports whatever this was, properly
         return None
     # Output has started: from here on, failures end like the full path's, never twice.
     try:
-        if args[-1] == "--json":
+        if option == ["--json"]:
             print_json(data)
-        else:
+        elif command == "status":
             from .statusview import render
 
-            render(data, all_rows=args[-1] == "--all")
+            render(data, all_rows=option == ["--all"])
+        else:
+            from .statusview import render_budget
+
+            render_budget(data)
         sys.stdout.flush()
     except BrokenPipeError:
         # `mythline status | head`: the reader left; stay quiet at exit too.
@@ -76,7 +94,7 @@ def _fast_status(argv: list[str]) -> int | None:
     except KeyboardInterrupt:
         sys.stderr.write("mythline: interrupted\n")
         return 130
-    return 1 if data["failing"] else 0
+    return 1 if command == "status" and data["failing"] else 0
 
 
 def _fast_run(argv: list[str]) -> int | None:
@@ -129,7 +147,7 @@ def main() -> None:
     # and the scan costs tens of milliseconds on every command that validates the config.
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     argv = sys.argv[1:]
-    code = _fast_status(argv)
+    code = _fast_read(argv)
     if code is None:
         code = _fast_run(argv)
     if code is not None:

@@ -122,3 +122,30 @@ def render(data: dict[str, Any], *, all_rows: bool = False) -> None:
             con.print(f"[bold]{row['agent']}[/]: {escape(str(row['last_error']))}", markup=True)
     if data.get("ledger_error"):
         con.print(f"[red]ledger:[/] {escape(str(data['ledger_error']))}", markup=True)
+
+
+def render_budget(report: dict[str, Any]) -> None:
+    """``mythline budget show``: spent, reserved and caps per agent and for the fleet (``Ledger.report``)."""
+    from rich.table import Table
+
+    day = report["fleet"]["day"]
+    table = Table(title=f"Budget · day {day['window']} ({report['timezone']})", title_justify="left")
+    for col in ("scope", "USD spent", "USD reserved", "USD cap", "tokens spent", "tokens reserved", "token cap"):
+        table.add_column(col, justify="left" if col == "scope" else "right")
+
+    def cap(value: float | int | None, usd: bool) -> str:
+        if value is None:
+            return "none"
+        return f"${value:.2f}" if usd else f"{value:,}"
+
+    def add(scope: str, row: dict[str, Any]) -> None:
+        table.add_row(scope, f"${row['usd']['spent']:.4f}", f"${row['usd']['reserved']:.4f}",
+                      cap(row["usd"]["cap"], True), f"{int(row['tokens']['spent']):,}",
+                      f"{int(row['tokens']['reserved']):,}", cap(row["tokens"]["cap"], False))
+
+    for name, row in report["agents"].items():
+        add(name, row)
+    add("fleet (day)", day)
+    month = report["fleet"]["month"]
+    add(f"fleet (month {month['window']})", month)
+    out().print(table)

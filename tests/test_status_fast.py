@@ -103,3 +103,30 @@ def test_status_all_is_answered_from_the_cache_too(home, config, llm_server):
     # Anything else still takes the full path, which reports the mistake.
     bad, loaded_bad = status_modules("status", "--all", "--json")
     assert "typer" in loaded_bad
+
+
+def test_budget_show_is_answered_from_the_cache_and_says_what_the_full_path_says(home, config, llm_server):
+    llm_server.responder = lore_responder("world-npcs")
+    assert mythline("run", "world-npcs").returncode == 0
+    fast, loaded = status_modules("budget", "show", "--json")
+    assert fast.returncode == 0 and loaded == ""  # neither pydantic nor Typer
+    full, loaded_full = status_modules("--debug", "budget", "show", "--json")  # --debug: the full path
+    assert full.returncode == 0 and "typer" in loaded_full
+    report = json.loads(fast.stdout)
+    assert report == json.loads(full.stdout)
+    assert report["agents"]["world-npcs"]["usd"]["spent"] > 0
+    table, loaded = status_modules("budget", "show")
+    full_table, _ = status_modules("--debug", "budget", "show")
+    assert table.returncode == 0 and loaded == "" and table.stdout == full_table.stdout
+    assert "world-npcs" in table.stdout and "fleet (day)" in table.stdout
+
+
+def test_budget_show_with_an_unreadable_ledger_is_reported_by_the_full_path(home, config, llm_server):
+    llm_server.responder = lore_responder("world-npcs")
+    assert mythline("run", "world-npcs").returncode == 0
+    (home / "ledger.json").write_text("{torn")
+    (home / "ledger-history.jsonl").write_text("")  # nothing to rebuild it from
+    result, loaded = status_modules("budget", "show")
+    assert result.returncode == 1 and "typer" in loaded
+    lines = result.stderr.strip().splitlines()
+    assert "ledger" in lines[0] and "Traceback" not in result.stderr

@@ -22,29 +22,9 @@ def show_cli(json_out: bool = typer.Option(False, "--json", help="Print the repo
         if json_out:
             print_json(report)
             return
-        from rich.table import Table
+        from ..statusview import render_budget
 
-        day = report["fleet"]["day"]
-        table = Table(title=f"Budget · day {day['window']} ({report['timezone']})", title_justify="left")
-        for col in ("scope", "USD spent", "USD reserved", "USD cap", "tokens spent", "tokens reserved", "token cap"):
-            table.add_column(col, justify="left" if col == "scope" else "right")
-
-        def cap(value: float | int | None, usd: bool) -> str:
-            if value is None:
-                return "none"
-            return f"${value:.2f}" if usd else f"{value:,}"
-
-        def add(scope: str, row: dict) -> None:
-            table.add_row(scope, f"${row['usd']['spent']:.4f}", f"${row['usd']['reserved']:.4f}",
-                          cap(row["usd"]["cap"], True), f"{int(row['tokens']['spent']):,}",
-                          f"{int(row['tokens']['reserved']):,}", cap(row["tokens"]["cap"], False))
-
-        for name, row in report["agents"].items():
-            add(name, row)
-        add("fleet (day)", day)
-        month = report["fleet"]["month"]
-        add(f"fleet (month {month['window']})", month)
-        out().print(table)
+        render_budget(report)
 
 
 @app.command("reset", help="Zero the current window's spend for one agent or all, recorded in the ledger "

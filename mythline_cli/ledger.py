@@ -11,7 +11,8 @@ numbered) in the lock, and ``apply`` turns a journal line into the change. The c
 one access are appended with one write and one fsync, the only fsync of an access.
 ``ledger.json`` is a copy of the journal up to its ``seq``, replaced atomically (temp file,
 rename) but not fsynced, just after the lock is released (``_save``; a rebuilt one in the
-lock, and ``repair`` writes it fsynced in the lock). It may be behind the
+lock, on Windows every one in the lock (``SAVE_IN_LOCK``), and ``repair`` writes it fsynced
+in the lock). It may be behind the
 journal - a crash before it was written, two writers finishing in the other order, a power
 cut that took it back to an older version - and every reader rolls it forward over the
 lines it lacks (``_roll_forward``: the access in the lock, and ``snapshot`` without it). A
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -48,6 +50,11 @@ if TYPE_CHECKING:  # the read-only commands use the ledger without pydantic
 
 VERSION = 1
 LOCK_TIMEOUT = 30.0
+# Where ledger.json is written: after the lock is released, except on Windows. There a file
+# another process has open cannot be replaced (nor opened while it is being replaced), and
+# the next holder opens ledger.json at once: the two would meet in sharing-violation retries
+# inside the lock. Tests switch it to exercise the Windows way.
+SAVE_IN_LOCK = sys.platform == "win32"
 
 
 def zone(name: str) -> tzinfo:
@@ -122,6 +129,17 @@ def _size(path: Path) -> int:
         return os.stat(path).st_size
     except FileNotFoundError:
         return 0
+
+
+def _write(data: dict[str, Any]) -> None:
+    """Replace ledger.json (not fsynced: the journal is). A failure leaves it behind, which
+    readers handle; raising would hide a change that is already in the journal from its
+    caller (a reservation it does not receive can never be released). A full or failing
+    disk is reported by the next write that matters."""
+    try:
+        files.write_json(paths.ledger(), data, durable=False, compact=True)
+    except OSError:
+        pass
 
 
 def _corrupt(path: Path, problem: str) -> LedgerCorrupt:
@@ -312,9 +330,9 @@ class Ledger:
                 finally:
                     self._batch = None
                     files.append_jsonl_many(journal, batch)
-                if rebuilt:
-                    # In the lock: the next access must find the rebuilt file, not the torn one.
-                    files.write_json(paths.ledger(), data, durable=False, compact=True)
+                if rebuilt or (SAVE_IN_LOCK and (batch or behind)):
+                    # In the lock: the next access must find a rebuilt file, not the torn one.
+                    _write(data)
                 elif batch or behind:  # an access that changed nothing rewrites nothing
                     save, end = data, _size(journal)
             finally:
@@ -337,13 +355,7 @@ class Ledger:
         that fails leaves the file behind."""
         if _size(paths.ledger_history()) > journal_end:
             return
-        try:
-            files.write_json(paths.ledger(), data, durable=False, compact=True)
-        except OSError:
-            # The change is in the journal and the caller must learn that it happened (a
-            # reservation it does not receive can never be released). The file stays behind;
-            # a full or failing disk is reported by the next write that matters.
-            pass
+        _write(data)
 
     def _load_to_change(self) -> tuple[dict[str, Any], bool]:
         """``_load`` for an access that writes: (ledger, whether it was rebuilt from the journal)."""

@@ -312,7 +312,8 @@ class Ledger:
         Changes are journaled by ``_log`` into a batch that is appended (one write, one
         fsync) before the lock is released, also when the block raises: what was applied is
         then rolled forward by the next access, as a crash would be. ``ledger.json`` is
-        written after the release (see ``_save``), except when this access rebuilt it.
+        written after the release (see ``_save``), except when this access rebuilt it and
+        on Windows (``SAVE_IN_LOCK``).
         """
         journal = paths.ledger_history()
         batch: list[dict[str, Any]] = []
@@ -331,7 +332,8 @@ class Ledger:
                     self._batch = None
                     files.append_jsonl_many(journal, batch)
                 if rebuilt or (SAVE_IN_LOCK and (batch or behind)):
-                    # In the lock: the next access must find a rebuilt file, not the torn one.
+                    # In the lock: the next access must find a rebuilt file, not the torn one;
+                    # on Windows, see SAVE_IN_LOCK.
                     _write(data)
                 elif batch or behind:  # an access that changed nothing rewrites nothing
                     save, end = data, _size(journal)

@@ -167,8 +167,7 @@ def append_jsonl_many(path: Path, records: list[dict[str, Any]], *, fsync: bool 
     which readers skip)."""
     if not records:
         return
-    lines = b"".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
-                     for r in records)
+    lines = b"".join(dumps_compact(r).encode("utf-8") for r in records)
     flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_BINARY", 0)
     try:
         fd = os.open(path, flags, 0o644)

@@ -86,10 +86,6 @@ def _bucket(window: dict[str, Any], agent: str) -> dict[str, Any]:
 _NUMBER_TYPES = frozenset((int, float))  # what json.loads gives for a number (bool is not one)
 
 
-def _number(value: Any) -> bool:
-    return type(value) in _NUMBER_TYPES
-
-
 def _shape_problem(data: Any) -> str | None:
     """What makes ``data`` not a ledger, or None when every part has the expected shape.
 
@@ -372,7 +368,7 @@ class Ledger:
         Only from a complete journal: numbered lines 1..n without a gap (the journal is
         fsynced before every ledger.json write, so it is never behind one). Anything else,
         no journal included, raises ``corrupt``: spend is never silently reset to zero.
-        The damaged file is moved aside as ``ledger.json.corrupt-<timestamp>``.
+        The damaged file is copied aside as ``ledger.json.corrupt-<timestamp>``.
         """
         data = _empty()
         expected = 1

@@ -11,7 +11,6 @@ takes the full path otherwise; nothing here is ever a source of truth.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import fields
 from pathlib import Path
@@ -73,7 +72,7 @@ def save(settings: Any) -> None:
         }
         # Compact, and so written by json's C encoder: never read by people, and with a
         # thousand agents the indented form costs a tenth of a second to write.
-        data = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        data = files.dumps_compact(doc).encode("utf-8")
         path = _path(settings.source)
         try:
             if path.read_bytes() == data:

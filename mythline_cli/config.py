@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from . import paths
-from .durations import parse_duration
+from .durations import in_range, parse_duration
 from .agent import Agent, name_problem
 from .errors import ConfigError, UsageError
 from .fleet.topics import DESCRIPTIONS, DOMAINS, TOPICS
@@ -73,6 +73,12 @@ def _unknown_agent(name: str) -> str:
             f'to add your own agent, give its table kind = "<one of those>" and its own topics = [...]')
 
 
+def _between(low: float, high: float, why: str = "") -> BeforeValidator:
+    """A duration where zero (or a few seconds) cannot work: each call would time out at once,
+    each run would look hung."""
+    return BeforeValidator(lambda value: in_range(value, low, high, why))
+
+
 Duration = Annotated[float, BeforeValidator(_duration)]
 Interval = Annotated[float, BeforeValidator(_interval)]
 UsdCap = Annotated[float | None, BeforeValidator(_cap)]
@@ -96,7 +102,7 @@ class Provider(_Model):
     base_url: str = OPENROUTER_BASE_URL
     model: str = Field(default=DEFAULT_MODEL, min_length=1)
     api_key_env: str = "OPENROUTER_API_KEY"
-    timeout: Duration = 120.0
+    timeout: Annotated[float, _between(1, 86400, "the longest wait for one answer")] = 120.0
     temperature: float = Field(default=0.0, ge=0, le=2)
     max_output_tokens: int = Field(default=4096, gt=0, le=1_000_000)
     structured_outputs: Literal["json_schema", "json_object"] = "json_schema"
@@ -123,7 +129,7 @@ class Budget(_Model):
     daily_tokens: TokenCap = 5_000_000
     monthly_usd: UsdCap = None
     monthly_tokens: TokenCap = None
-    run_timeout: Duration = 1800.0
+    run_timeout: Annotated[float, _between(60, 31 * 86400, "a run older than this is treated as hung")] = 1800.0
 
     @field_validator("timezone")
     @classmethod
@@ -186,7 +192,7 @@ class Breaker(_Model):
     """The provider's circuit breaker, shared by the whole fleet."""
 
     failures: int = Field(default=5, ge=1, le=1000)
-    cooldown: Duration = 600.0
+    cooldown: Annotated[float, _between(1, 31 * 86400, "how long the fleet waits before probing the provider")] = 600.0
 
 
 class Alerts(_Model):
@@ -198,7 +204,7 @@ class Alerts(_Model):
     webhook_url_env: str = ""
     webhook_url: str = ""
     command: str = ""
-    timeout: Duration = 10.0
+    timeout: Annotated[float, _between(1, 86400, "the longest wait for a webhook or command")] = 10.0
     retries: int = Field(default=2, ge=0, le=10)
 
     @field_validator("webhook_url")

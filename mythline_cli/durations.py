@@ -35,6 +35,17 @@ def parse_duration(text: str | int | float) -> float:
     return seconds
 
 
+def in_range(text: str | int | float, low: float, high: float, why: str = "") -> float:
+    """``parse_duration``, refusing a value outside ``low``..``high`` seconds (``why``: what the
+    setting does, so the line says why zero is wrong there)."""
+    seconds = parse_duration(text)
+    if not low <= seconds <= high:
+        got = format_duration(seconds) if seconds == int(seconds) else f"{seconds:g}s"
+        raise ValueError(f"must be between {format_duration(low)} and {format_duration(high)} (got {got})"
+                         + (f"; {why}" if why else ""))
+    return seconds
+
+
 def format_duration(seconds: float) -> str:
     """The shortest exact spelling of ``seconds``: 1800 -> '30m', 5400 -> '1h30m'."""
     seconds = int(round(seconds))

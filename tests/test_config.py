@@ -92,6 +92,14 @@ INVALID = {
     "infinite grace": ("[defaults]\ngrace = inf\n", "defaults.grace", "longer than 366d"),
     "nan run_timeout": ("[budget]\nrun_timeout = nan\n", "budget.run_timeout", "duration"),
     "huge duration": ('[defaults]\ngrace = "99999999999d"\n', "defaults.grace", "longer than 366d"),
+    # A zero timeout fails every call at once; a zero run_timeout reclaims every reservation as hung.
+    "zero provider timeout": ('[provider]\ntimeout = "0s"\n', "provider.timeout", "between 1s and 1d (got 0s)"),
+    "bare zero provider timeout": ("[provider]\ntimeout = 0\n", "provider.timeout", "between 1s and 1d"),
+    "sub-second provider timeout": ("[provider]\ntimeout = 0.2\n", "provider.timeout", "between 1s and 1d"),
+    "zero run_timeout": ("[budget]\nrun_timeout = 0\n", "budget.run_timeout", "between 1m and 31d (got 0s)"),
+    "short run_timeout": ('[budget]\nrun_timeout = "30s"\n', "budget.run_timeout", "between 1m and 31d"),
+    "zero breaker cooldown": ('[breaker]\ncooldown = "0s"\n', "breaker.cooldown", "between 1s and 31d"),
+    "zero alert timeout": ('[alerts]\ntimeout = "0m"\n', "alerts.timeout", "between 1s and 1d"),
 }
 
 
@@ -204,6 +212,7 @@ SUBPROCESS_CASES = {
     "unknown nested key": (b'[provider]\nmodle = "x"\n', "provider.modle", "unknown key"),
     "interval below 1m": (b'[defaults]\ninterval = "30s"\n', "defaults.interval", "between 1m and 31d"),
     "unknown agent": (b"[agents.world-dragons]\n", "agents", "unknown agent 'world-dragons'"),
+    "zero provider timeout": (b'[provider]\ntimeout = "0s"\n', "provider.timeout", "between 1s and 1d"),
     "invalid TOML": (b"[budget\n", None, "not valid TOML"),
     "non-UTF-8": (b"\xff\xfe\x00\x00garbage", None, "not UTF-8"),
 }
@@ -471,6 +480,24 @@ def test_an_empty_topics_list_empties_the_queue() -> None:
     out = invoke("run", "world-zones", "--dry-run", "--json")
     assert out.exit_code == 0
     assert json.loads(out.stdout)["topic"] is None
+
+
+def test_zero_run_timeout_is_refused_by_the_run_cron_starts() -> None:
+    path = local_config("[budget]\nrun_timeout = 0\n")
+    proc = mythline("run", "world-npcs")
+    assert proc.returncode == 2
+    assert one_line(proc.stderr) == (f"mythline: {path}: budget.run_timeout: must be between 1m and 31d "
+                                     "(got 0s); a run older than this is treated as hung")
+
+
+def test_zero_is_accepted_where_it_means_something() -> None:
+    """No grace (down as soon as late), no backoff, no wait between retries: each a real choice."""
+    local_config('[defaults]\ngrace = 0\n[backoff]\nbase = "0s"\nmax = 0\n'
+                 '[provider]\nmax_retry_wait = "0s"\nmax_retry_time = 0\n')
+    s = load_settings()
+    assert s.agent("world-npcs").grace == 0
+    assert (s.config.backoff.base, s.config.backoff.max) == (0, 0)
+    assert (s.provider.max_retry_wait, s.provider.max_retry_time) == (0, 0)
 
 
 def test_durations_are_accepted_in_every_spelling() -> None:

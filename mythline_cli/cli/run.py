@@ -18,6 +18,7 @@ ledger before sending it, records each step's result the moment it exists, and s
 the record only if it passes validation. Quiet on success when not on a terminal; one
 line on stderr on failure.
 
+\b
 Examples:
   mythline run world-npcs --dry-run     # prompts, estimate and budget decision; calls nothing
   mythline run world-npcs               # one real cycle (needs OPENROUTER_API_KEY)

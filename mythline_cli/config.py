@@ -277,6 +277,16 @@ class Settings:
     # A model from --model or MYTHLINE_MODEL: it beats every file setting, [agents.NAME] model included.
     model_override: str | None = None
     _memo: tuple[Any, str | None, list[Agent]] | None = field(default=None, init=False, repr=False, compare=False)
+    # The lookup step that found ``source`` (a key of ``FOUND_BY``); None for the built-in defaults.
+    found_by: str | None = None
+
+    def describe_source(self) -> str:
+        """Which config is in use and why, in one phrase (for ``doctor`` and ``run --dry-run``)."""
+        if self.source is None:
+            return (f"built-in defaults (no --config, no MYTHLINE_CONFIG, no {CONFIG_NAME} in the working "
+                    f"directory {Path.cwd()} or in {paths.user_config_dir()}; create one with: mythline init)")
+        why = FOUND_BY.get(self.found_by or "")
+        return f"{self.source} ({why})" if why else str(self.source)
 
     @property
     def provider(self) -> Provider:
@@ -347,22 +357,40 @@ class Settings:
         return path
 
 
-def find_config(explicit: Path | None) -> Path | None:
-    """The config file to use: ``--config``, ``$MYTHLINE_CONFIG``, ./, user config dir."""
+def locate_config(explicit: Path | None) -> tuple[Path | None, str | None]:
+    """The config file to use and the lookup step that found it (``FOUND_BY``): ``--config``,
+    ``$MYTHLINE_CONFIG``, ./, the user config dir; (None, None) for the built-in defaults."""
     if explicit is not None:
         if not explicit.is_file():
             raise ConfigError("no such file (given with --config)", path=explicit)
-        return explicit
+        return explicit, "--config"
     env = os.environ.get("MYTHLINE_CONFIG")
     if env:
         path = Path(env).expanduser()
         if not path.is_file():
             raise ConfigError("no such file (given in MYTHLINE_CONFIG)", path=path)
-        return path
-    for candidate in (Path.cwd() / CONFIG_NAME, paths.user_config_dir() / CONFIG_NAME):
+        return path, "MYTHLINE_CONFIG"
+    for candidate, step in ((Path.cwd() / CONFIG_NAME, "working directory"),
+                            (paths.user_config_dir() / CONFIG_NAME, "user config dir")):
         if candidate.is_file():
-            return candidate
-    return None
+            return candidate, step
+    return None, None
+
+
+def find_config(explicit: Path | None) -> Path | None:
+    """The config file to use (see ``locate_config``), or None for the built-in defaults."""
+    return locate_config(explicit)[0]
+
+
+# What each lookup step means to someone reading `doctor` or `run --dry-run`.
+FOUND_BY = {
+    "--config": "given with --config",
+    "MYTHLINE_CONFIG": "from MYTHLINE_CONFIG",
+    # The one step that depends on where the command was started: say so where it is shown.
+    "working directory": ("./mythline.toml in the working directory; a run started elsewhere, as cron "
+                          "starts it, would not find it: pass --config or set MYTHLINE_CONFIG"),
+    "user config dir": "the user config dir",
+}
 
 
 def _env_overrides(data: dict[str, Any]) -> dict[str, Any]:
@@ -418,7 +446,7 @@ def parse_config(data: dict[str, Any], source: Path | None = None) -> Settings:
 
 def load_settings(explicit: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
     """Find, read and validate the configuration; flags in ``overrides`` win over everything."""
-    path = find_config(explicit)
+    path, found_by = locate_config(explicit)
     data: dict[str, Any] = {}
     if path is not None:
         try:
@@ -432,6 +460,7 @@ def load_settings(explicit: Path | None = None, overrides: dict[str, Any] | None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"not valid TOML ({exc})", path=path) from None
     settings = parse_config(data, path)
+    settings.found_by = found_by
     if overrides:
         merged = settings.config.provider.model_dump() | {k: v for k, v in overrides.items() if v is not None}
         try:

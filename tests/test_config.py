@@ -306,6 +306,41 @@ def test_lookup_via_cli_option(every_place: dict[str, Path]) -> None:
     assert json.loads(result.stdout)["model"] == "place/flag"
 
 
+def test_every_lookup_step_says_how_it_found_the_file(every_place: dict[str, Path],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    flag = load_settings(every_place["flag"])
+    assert (flag.found_by, flag.describe_source()) == ("--config", f"{every_place['flag']} (given with --config)")
+    env = load_settings()
+    assert (env.found_by, env.describe_source()) == ("MYTHLINE_CONFIG", f"{every_place['env']} (from MYTHLINE_CONFIG)")
+    monkeypatch.delenv("MYTHLINE_CONFIG")
+    cwd = load_settings()
+    assert cwd.found_by == "working directory"
+    # Found through the working directory: the one step a scheduled run may not repeat.
+    assert cwd.describe_source() == (f"{every_place['cwd']} (./mythline.toml in the working directory; a run "
+                                     "started elsewhere, as cron starts it, would not find it: pass --config or "
+                                     "set MYTHLINE_CONFIG)")
+    every_place["cwd"].unlink()
+    user = load_settings()
+    assert (user.found_by, user.describe_source()) == ("user config dir",
+                                                       f"{every_place['user']} (the user config dir)")
+    every_place["user"].unlink()
+    none = load_settings()
+    assert none.found_by is None
+    assert none.describe_source() == (f"built-in defaults (no --config, no MYTHLINE_CONFIG, no mythline.toml in "
+                                      f"the working directory {Path.cwd()} or in {every_place['user'].parent}; "
+                                      "create one with: mythline init)")
+
+
+def test_dry_run_says_which_config_it_uses_and_why(every_place: dict[str, Path],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MYTHLINE_CONFIG")
+    proc = mythline("run", "world-npcs", "--dry-run")
+    assert proc.returncode in (0, 3), proc.stderr  # 3: the place models have no price under the USD cap
+    assert f"config {every_place['cwd']} (./mythline.toml in the working directory; " in proc.stdout
+    proc = mythline("run", "world-npcs", "--dry-run", "--json", env={"MYTHLINE_CONFIG": str(every_place["env"])})
+    assert json.loads(proc.stdout)["config"] == {"path": str(every_place["env"]), "found_by": "MYTHLINE_CONFIG"}
+
+
 def test_invalid_file_earlier_in_the_lookup_is_not_skipped(every_place: dict[str, Path],
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MYTHLINE_CONFIG")

@@ -1,4 +1,5 @@
-"""Every test gets its own state home, no user config, no keys, and a scripted LLM server."""
+"""Every test gets its own state home, user home, no user config, no keys, and a scripted LLM
+server; tests/home_guard.py keeps the whole session out of the real user home."""
 
 from __future__ import annotations
 
@@ -19,13 +20,20 @@ TEST_KEY = "sk-test-DO-NOT-LEAK-0123456789abcdef"
 KEY_ENV = "MYTHLINE_TEST_KEY"
 MODEL = "test/model"
 
+# home_guard: the session's HOME and XDG dirs are its own, and a write to the real ones fails it.
+pytest_plugins = ["home_guard", "pytester"]
+
 
 @pytest.fixture(autouse=True)
 def env_setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "home"
     monkeypatch.setenv("MYTHLINE_HOME", str(home))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
+    # The user's home too: platformdirs, "~" in a config and a subprocess all derive from it.
+    for var in ("HOME", "USERPROFILE"):
+        monkeypatch.setenv(var, str(tmp_path / "user-home"))
+    for var, name in (("XDG_CONFIG_HOME", "xdg-config"), ("XDG_DATA_HOME", "xdg-data"),
+                      ("XDG_CACHE_HOME", "xdg-cache"), ("XDG_STATE_HOME", "xdg-state")):
+        monkeypatch.setenv(var, str(tmp_path / name))
     for var in ("MYTHLINE_CONFIG", "MYTHLINE_MODEL", "MYTHLINE_BASE_URL", "OPENROUTER_API_KEY", KEY_ENV):
         monkeypatch.delenv(var, raising=False)
     work = tmp_path / "work"

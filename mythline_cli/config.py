@@ -204,7 +204,7 @@ class Alerts(_Model):
     webhook_url_env: str = ""
     webhook_url: str = ""
     command: str = ""
-    timeout: Annotated[float, _between(1, 86400, "the longest wait for a webhook or command")] = 10.0
+    timeout: Annotated[float, _between(0.1, 86400, "the longest wait for a webhook or command")] = 10.0
     retries: int = Field(default=2, ge=0, le=10)
 
     @field_validator("webhook_url")

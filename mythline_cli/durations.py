@@ -40,10 +40,14 @@ def in_range(text: str | int | float, low: float, high: float, why: str = "") ->
     setting does, so the line says why zero is wrong there)."""
     seconds = parse_duration(text)
     if not low <= seconds <= high:
-        got = format_duration(seconds) if seconds == int(seconds) else f"{seconds:g}s"
-        raise ValueError(f"must be between {format_duration(low)} and {format_duration(high)} (got {got})"
+        raise ValueError(f"must be between {_spell(low)} and {_spell(high)} (got {_spell(seconds)})"
                          + (f"; {why}" if why else ""))
     return seconds
+
+
+def _spell(seconds: float) -> str:
+    # format_duration speaks whole seconds; a bound or a value like 0.5s is said as it is.
+    return format_duration(seconds) if seconds == int(seconds) else f"{seconds:g}s"
 
 
 def format_duration(seconds: float) -> str:

@@ -81,7 +81,7 @@ def starter_text() -> str:
         _setting(f'webhook_url_env = "{al.webhook_url_env}"', "the variable that holds the webhook URL (it carries a token)"),
         _setting(f'webhook_url = "{al.webhook_url}"', "works, but the token then sits in this file"),
         _setting(f'command = "{al.command}"', "a shell command; the alert is in its MYTHLINE_ALERT_* variables"),
-        _setting(f'timeout = "{format_duration(al.timeout)}"', "per delivery attempt (1s..1d)"),
+        _setting(f'timeout = "{format_duration(al.timeout)}"', "per delivery attempt (0.1s..1d)"),
         _setting(f"retries = {al.retries}", "extra attempts after a connection error, a 5xx or a 429"),
         "",
         "# What `mythline schedule` generates.",

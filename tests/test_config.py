@@ -99,7 +99,8 @@ INVALID = {
     "zero run_timeout": ("[budget]\nrun_timeout = 0\n", "budget.run_timeout", "between 1m and 31d (got 0s)"),
     "short run_timeout": ('[budget]\nrun_timeout = "30s"\n', "budget.run_timeout", "between 1m and 31d"),
     "zero breaker cooldown": ('[breaker]\ncooldown = "0s"\n', "breaker.cooldown", "between 1s and 31d"),
-    "zero alert timeout": ('[alerts]\ntimeout = "0m"\n', "alerts.timeout", "between 1s and 1d"),
+    "zero alert timeout": ('[alerts]\ntimeout = "0m"\n', "alerts.timeout", "between 0.1s and 1d (got 0s)"),
+    "tiny alert timeout": ("[alerts]\ntimeout = 0.01\n", "alerts.timeout", "between 0.1s and 1d (got 0.01s)"),
 }
 
 

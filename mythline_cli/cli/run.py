@@ -6,6 +6,7 @@ from typing import Any
 
 import typer
 
+from .. import money
 from ..errors import ExitCode, UsageError
 from ..runner import run_once
 from ._util import boundary, fail_line, is_tty, out, print_json, settings
@@ -105,7 +106,7 @@ def _print_plan(report: dict[str, Any], *, source: str) -> None:
         con.print(message["content"], markup=False)
         con.print()
     est = report["estimate"]
-    usd = f"${est['usd']:.6f}" if est["usd"] is not None else "unknown (no price for this model)"
+    usd = money.usd(est["usd"]) if est["usd"] is not None else "unknown (no price for this model)"
     con.rule("estimate")
     con.print(f"model {report['model']} at {report['base_url']}", markup=False)
     con.print(f"config {source}", markup=False)

@@ -192,7 +192,7 @@ class Breaker(_Model):
     """The provider's circuit breaker, shared by the whole fleet."""
 
     failures: int = Field(default=5, ge=1, le=1000)
-    cooldown: Annotated[float, _between(1, 31 * 86400, "how long the fleet waits before probing the provider")] = 600.0
+    cooldown: Annotated[float, _between(1, 31 * 86400, "how long the fleet waits before a probe")] = 600.0
 
 
 class Alerts(_Model):

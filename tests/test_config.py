@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import mythline
+from helpers import mythline
 from mythline_cli.cli import app
 from mythline_cli.config import DEFAULT_AGENT, DEFAULT_MODEL, OPENROUTER_BASE_URL, load_settings
 from mythline_cli.errors import ConfigError

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from conftest import mythline
+from helpers import mythline
 from mythline_cli import prompts
 from mythline_cli.cli import app
 from pydantic import BaseModel

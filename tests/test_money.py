@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import lore_responder, mythline
+from helpers import lore_responder, mythline
 from mythline_cli.money import usd
 
 

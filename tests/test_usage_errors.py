@@ -7,7 +7,7 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-from conftest import mythline
+from helpers import mythline
 from mythline_cli.cli import app
 
 # (argv, the words the line must hold, the command whose help it points to)

@@ -48,6 +48,21 @@ def dumps_compact(data: Any) -> str:
     return json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n"
 
 
+def encode(data: Any, *, compact: bool = False) -> bytes:
+    """``data`` as UTF-8 JSON, whatever text it holds.
+
+    A lone surrogate (half of a split character, which a provider can send as ``\\ud83d``)
+    has no UTF-8 form: then the whole document is written with ``\\uXXXX`` escapes instead,
+    which JSON reads back to the same text. Lossless, and only on that rare path."""
+    text = dumps_compact(data) if compact else dumps(data)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        if compact:
+            return (json.dumps(data, ensure_ascii=True, separators=(",", ":")) + "\n").encode("ascii")
+        return (json.dumps(data, indent=2, ensure_ascii=True) + "\n").encode("ascii")
+
+
 def _fsync_dir(directory: Path) -> None:
     # Makes the rename itself durable on POSIX; directories cannot be opened on Windows.
     if sys.platform == "win32":
@@ -126,8 +141,7 @@ def write_bytes_atomic(path: Path, data: bytes, *, durable: bool = True, sync_di
 
 def write_json(path: Path, data: Any, *, durable: bool = True, sync_dir: bool = True, compact: bool = False) -> None:
     """``compact``: one line without indentation (the C encoder: several times faster)."""
-    text = dumps_compact(data) if compact else dumps(data)
-    write_bytes_atomic(path, text.encode("utf-8"), durable=durable, sync_dir=sync_dir)
+    write_bytes_atomic(path, encode(data, compact=compact), durable=durable, sync_dir=sync_dir)
 
 
 def read_json(path: Path) -> Any | None:
@@ -140,8 +154,10 @@ def read_json(path: Path) -> Any | None:
         raise CorruptFile(path, "empty file")
     try:
         return json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except ValueError as exc:  # undecodable bytes, bad JSON, a number past int's digit limit
         raise CorruptFile(path, f"not valid JSON ({exc})") from None
+    except RecursionError:
+        raise CorruptFile(path, "not valid JSON (nested too deep)") from None
 
 
 def quarantine_corrupt(path: Path, now: datetime | None = None, *, keep: bool = False) -> Path:
@@ -167,7 +183,7 @@ def append_jsonl_many(path: Path, records: list[dict[str, Any]], *, fsync: bool 
     which readers skip)."""
     if not records:
         return
-    lines = b"".join(dumps_compact(r).encode("utf-8") for r in records)
+    lines = b"".join(encode(r, compact=True) for r in records)
     flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_BINARY", 0)
     try:
         fd = os.open(path, flags, 0o644)
@@ -203,7 +219,7 @@ def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
                 continue
             try:
                 obj = json.loads(raw)
-            except (UnicodeDecodeError, json.JSONDecodeError):
+            except (ValueError, RecursionError):
                 continue
             if isinstance(obj, dict):
                 yield obj
@@ -235,7 +251,7 @@ def tail_jsonl(path: Path, n: int) -> list[dict[str, Any]]:
     for raw in reversed(lines):  # newest first, and stop as soon as there are n
         try:
             obj = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (ValueError, RecursionError):
             continue
         if isinstance(obj, dict):
             out.append(obj)

@@ -118,3 +118,70 @@ def test_a_lone_surrogate_in_a_recorded_record_is_stored_with_a_replacement(home
     assert result.exit_code == 0, result.output
     assert research_asked(llm_server, FIRST) == 0  # the recorded answer was used, not bought again
     assert stored(home, FIRST)["record"]["summary"] == "half \ufffd a character"
+
+
+# -- state values validated like state files ------------------------------------------------
+
+def _checkpoint(topics: object = None, current: object = None) -> dict:
+    return {"version": 1, "agent": AGENT, "topics": {} if topics is None else topics, "current": current}
+
+
+def _current(**step_changes: object) -> dict:
+    step = {"content": json.dumps(record(AGENT, FIRST)), "prompt_tokens": 400, "completion_tokens": 200,
+            "usd": 0.0008, "cost_source": "tokens x prices", "model": "test/model", "response_id": "r1",
+            "recorded": "2026-12-01T00:00:00+00:00", **step_changes}
+    return {"topic": FIRST, "attempt": 1, "run_id": "r", "started": "2026-12-01T00:00:00+00:00",
+            "steps": {"research": step}}
+
+
+BAD_CHECKPOINTS = {
+    "topic-state-a-string": _checkpoint(topics={FIRST: "done"}),
+    "attempts-a-string": _checkpoint(topics={FIRST: {"status": "pending", "attempts": "three", "feedback": []}}),
+    "status-unknown": _checkpoint(topics={FIRST: {"status": "finished", "attempts": 0, "feedback": []}}),
+    "feedback-not-a-list": _checkpoint(topics={FIRST: {"status": "pending", "attempts": 1, "feedback": "bad"}}),
+    "steps-a-list": _checkpoint(current={**_current(), "steps": []}),
+    "content-a-number": _checkpoint(current=_current(content=42)),
+    "tokens-a-string": _checkpoint(current=_current(prompt_tokens="400")),
+    "usd-negative": _checkpoint(current=_current(usd=-1.0)),
+    "attempt-a-bool": _checkpoint(current={**_current(), "attempt": True}),
+    "current-topic-a-number": _checkpoint(current={**_current(), "topic": 7}),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_CHECKPOINTS))
+def test_a_checkpoint_with_a_bad_value_is_moved_aside_and_rebuilt(home, config, llm_server, name):
+    llm_server.responder = lore_responder(AGENT)
+    path = checkpoint_path(home)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(BAD_CHECKPOINTS[name]), encoding="utf-8")
+    for _ in range(2):
+        result = run()
+        assert result.exit_code == 0, result.output
+    assert len(list(path.parent.glob("checkpoint.json.corrupt-*"))) == 1
+    # Rebuilt and working: two topics researched once each and stored, nothing bought twice.
+    assert research_asked(llm_server, FIRST) == 1 and research_asked(llm_server, SECOND) == 1
+    assert stored(home, FIRST) is not None and stored(home, SECOND) is not None
+    ck = json.loads(path.read_text(encoding="utf-8"))
+    assert ck["topics"][FIRST]["status"] == "done" and ck["topics"][SECOND]["status"] == "done"
+
+
+def test_the_first_run_after_a_bad_checkpoint_value_says_so_in_one_line(home, config, llm_server):
+    llm_server.responder = lore_responder(AGENT)
+    path = checkpoint_path(home)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(BAD_CHECKPOINTS["steps-a-list"]), encoding="utf-8")
+    result = run()
+    assert result.exit_code == 0, result.output
+    line, = result.stderr.splitlines()
+    assert line.startswith(f"mythline: {AGENT}: checkpoint was unreadable; moved aside to ")
+
+
+def test_a_checkpoint_missing_keys_of_an_older_format_is_read_with_defaults(home, config, llm_server):
+    llm_server.responder = lore_responder(AGENT)
+    path = checkpoint_path(home)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"topics": {FIRST: {"status": "done"}}}), encoding="utf-8")
+    result = run()
+    assert result.exit_code == 0, result.output and not result.stderr
+    assert not list(path.parent.glob("checkpoint.json.corrupt-*"))
+    assert research_asked(llm_server, FIRST) == 0 and research_asked(llm_server, SECOND) == 1

@@ -185,3 +185,39 @@ def test_a_checkpoint_missing_keys_of_an_older_format_is_read_with_defaults(home
     assert result.exit_code == 0, result.output and not result.stderr
     assert not list(path.parent.glob("checkpoint.json.corrupt-*"))
     assert research_asked(llm_server, FIRST) == 0 and research_asked(llm_server, SECOND) == 1
+
+
+BAD_HEARTBEATS = {
+    "failures-a-word": {"consecutive_failures": "many"},
+    "failures-negative": {"consecutive_failures": -3},
+    "backoff-not-a-time": {"consecutive_failures": 2, "backoff_until": "soon"},
+    "backoff-without-offset": {"consecutive_failures": 2, "backoff_until": "2999-01-01T00:00:00"},
+    "tokens-a-word": {"tokens_today": "lots"},
+    "usd-infinite": {"usd_today": 1e999},
+    "topics-a-list": {"topics": [1, 2]},
+    "state-a-number": {"state": 3},
+    "last-error-an-object": {"last_error": {"x": 1}},
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_HEARTBEATS))
+def test_a_heartbeat_with_a_bad_value_is_moved_aside_and_the_run_carries_on(home, config, llm_server, name):
+    llm_server.responder = lore_responder(AGENT)
+    path = home / "agents" / AGENT / "heartbeat.json"
+    path.parent.mkdir(parents=True)
+    good = {"agent": AGENT, "run_id": "r", "pid": 1, "state": "failed", "started": "2026-12-01T00:00:00+00:00",
+            "updated": "2026-12-01T00:00:01+00:00", "finished": "2026-12-01T00:00:01+00:00",
+            "consecutive_failures": 0, "tokens_today": 0, "usd_today": 0.0,
+            "topics": {"done": 0, "pending": 0, "quarantined": 0}}
+    path.write_text(json.dumps({**good, **BAD_HEARTBEATS[name]}), encoding="utf-8")
+    status = CliRunner().invoke(app, ["status", "--json"])
+    assert status.exit_code == 1, status.output  # an agent is failed: status says so, it does not crash
+    row = next(r for r in json.loads(status.stdout)["agents"] if r["agent"] == AGENT)
+    assert row["state"] == "failed" and "heartbeat.json holds a bad value" in row["last_error"]
+    result = run()
+    assert result.exit_code == 0, result.output
+    line, = result.stderr.splitlines()
+    assert line.startswith(f"mythline: {AGENT}: heartbeat was unreadable; moved aside to ")
+    assert len(list(path.parent.glob("heartbeat.json.corrupt-*"))) == 1
+    hb = json.loads(path.read_text())
+    assert hb["state"] == "ok" and hb["consecutive_failures"] == 0

@@ -221,3 +221,22 @@ def test_a_heartbeat_with_a_bad_value_is_moved_aside_and_the_run_carries_on(home
     assert len(list(path.parent.glob("heartbeat.json.corrupt-*"))) == 1
     hb = json.loads(path.read_text())
     assert hb["state"] == "ok" and hb["consecutive_failures"] == 0
+
+
+def test_a_hand_edited_negative_spend_does_not_switch_the_caps_off(home, config, llm_server):
+    llm_server.responder = lore_responder(AGENT)
+    assert run().exit_code == 0
+    ledger = home / "ledger.json"
+    data = json.loads(ledger.read_text())
+    day = next(k for k in data["windows"] if k.startswith("day:"))
+    spent = data["windows"][day]["agents"][AGENT]["usd"]
+    data["windows"][day]["agents"][AGENT]["usd"] = -1e300
+    ledger.write_text(json.dumps(data))
+    show = CliRunner().invoke(app, ["budget", "show"])
+    assert show.exit_code != 0 and "impossible spend" in show.stderr and "mythline budget repair" in show.stderr
+    result = run()
+    assert result.exit_code == 0, result.output
+    line, = result.stderr.splitlines()
+    assert line.startswith("mythline: ledger.json was unreadable (window ") and "impossible spend" in line
+    after = json.loads(ledger.read_text())["windows"][day]["agents"][AGENT]["usd"]
+    assert after > spent > 0  # the journal's figure, and the second run's spend on top of it

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import is_audit, lore_responder, topic_of
+from conftest import is_audit, lore_responder, mythline, topic_of
 from factories import record
 from llm_server import completion
 from mythline_cli.cli import app
@@ -240,3 +240,26 @@ def test_a_hand_edited_negative_spend_does_not_switch_the_caps_off(home, config,
     assert line.startswith("mythline: ledger.json was unreadable (window ") and "impossible spend" in line
     after = json.loads(ledger.read_text())["windows"][day]["agents"][AGENT]["usd"]
     assert after > spent > 0  # the journal's figure, and the second run's spend on top of it
+
+
+@pytest.mark.parametrize("edit", [
+    pytest.param(("agent", "interval", "soon"), id="interval-a-word"),
+    pytest.param(("agent", "daily_usd", -1.0), id="cap-negative"),
+    pytest.param(("agent", "topics", "Thrall"), id="topics-a-string"),
+    pytest.param(("budget", "run_timeout", None), id="run-timeout-null"),
+    pytest.param(("budget", "timezone", "Mars/Olympus"), id="timezone-unknown"),
+])
+def test_a_settings_cache_with_a_bad_value_is_not_used_and_is_rewritten(home, config, llm_server, edit):
+    llm_server.responder = lore_responder(AGENT)
+    assert run().exit_code == 0  # leaves state, and the settings cache status starts from
+    first = mythline("status", "--json")  # a process, as the settings cache is its fast path
+    (cache,) = (home / "cache").glob("settings-*.json")
+    good = json.loads(cache.read_text())
+    doc = json.loads(cache.read_text())
+    where, name, value = edit
+    (doc["agents"][1] if where == "agent" else doc["budget"])[name] = value
+    cache.write_text(json.dumps(doc))
+    again = mythline("status", "--json")
+    assert again.returncode == first.returncode, again.stderr
+    assert json.loads(again.stdout)["agents"] == json.loads(first.stdout)["agents"]
+    assert json.loads(cache.read_text()) == good

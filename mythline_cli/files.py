@@ -31,6 +31,12 @@ T = TypeVar("T")
 _SHARING_PAUSES = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.0, 1.0)
 
 
+TEMP_SUFFIX = ".tmp"
+# A temp file lives for the milliseconds of one write; one this old is a leftover whatever its
+# pid says (pids are reused).
+STALE_TEMP_AGE = 3600.0
+
+
 class CorruptFile(Exception):
     """A state file exists but does not hold what it should."""
 
@@ -115,7 +121,8 @@ def write_bytes_atomic(path: Path, data: bytes, *, durable: bool = True, sync_di
     new file, never an empty one) but not the directory's: the rename itself may be lost,
     leaving the old version. Only for files whose lost update is recovered from elsewhere.
     """
-    prefix, suffix = f".{path.name}.", ".tmp"
+    # The writer's pid in the name lets a later run tell a dead writer's leftover from a live one's.
+    prefix, suffix = f".{path.name}.", f"-{os.getpid()}{TEMP_SUFFIX}"
     try:
         fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
     except FileNotFoundError:  # the directory is made on first use, not checked every time
@@ -170,6 +177,34 @@ def quarantine_corrupt(path: Path, now: datetime | None = None, *, keep: bool = 
     else:
         _replace(str(path), target)
     return target
+
+
+def clean_temps(directory: Path, *, now: float | None = None) -> list[Path]:
+    """Remove the temp files our atomic writes left in ``directory`` when a process was killed
+    between writing and renaming one (``.NAME.RANDOM-PID.tmp``): those whose writer is gone,
+    or older than ``STALE_TEMP_AGE``. Nothing else is touched. Returns what was removed."""
+    from .procs import pid_alive
+
+    now = time.time() if now is None else now
+    removed = []
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return removed
+    for entry in entries:
+        name = entry.name
+        if not (name.startswith(".") and name.endswith(TEMP_SUFFIX)) or not entry.is_file(follow_symlinks=False):
+            continue
+        pid_text = name[:-len(TEMP_SUFFIX)].rpartition("-")[2]
+        try:
+            stale = now - entry.stat(follow_symlinks=False).st_mtime > STALE_TEMP_AGE or (
+                pid_text.isdigit() and int(pid_text) != os.getpid() and not pid_alive(int(pid_text)))
+            if stale:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        except OSError:
+            continue  # gone meanwhile, or not ours to remove: the next run tries again
+    return removed
 
 
 def append_jsonl(path: Path, record: dict[str, Any], *, fsync: bool = True) -> None:

@@ -263,3 +263,111 @@ def test_a_settings_cache_with_a_bad_value_is_not_used_and_is_rewritten(home, co
     assert again.returncode == first.returncode, again.stderr
     assert json.loads(again.stdout)["agents"] == json.loads(first.stdout)["agents"]
     assert json.loads(cache.read_text()) == good
+
+
+# -- the state home itself --------------------------------------------------------------------
+
+def _one_line(result, code: int) -> str:
+    assert result.exit_code == code, result.output
+    line, = result.stderr.splitlines()
+    assert line.startswith("mythline: ") and "unexpected" not in line and "Traceback" not in result.output
+    return line
+
+
+def test_a_state_home_that_is_a_file_is_one_line(home, config, llm_server, monkeypatch):
+    home.parent.mkdir(parents=True, exist_ok=True)
+    home.write_text("not a directory")
+    line = _one_line(run(), 2)
+    assert f"{home} is not a directory" in line and "MYTHLINE_HOME" in line
+    assert "MYTHLINE_HOME" in _one_line(CliRunner().invoke(app, ["pause", AGENT]), 2)
+    assert llm_server.requests == []
+
+
+def test_an_agent_directory_that_is_a_file_is_one_line(home, config, llm_server):
+    (home / "agents").mkdir(parents=True)
+    (home / "agents" / AGENT).write_text("x")
+    assert "is not a directory; move it away" in _one_line(run(), 2)
+    assert llm_server.requests == []
+
+
+def test_a_run_lock_that_is_a_directory_is_one_line(home, config, llm_server):
+    (home / "agents" / AGENT / "run.lock").mkdir(parents=True)
+    line = _one_line(run(), 2)
+    assert "run.lock is a directory, not a lock file; remove that directory" in line
+    assert llm_server.requests == []
+
+
+@pytest.mark.parametrize("link", ["events.jsonl", "heartbeat.json", "checkpoint.json", "store", "agent-dir"])
+def test_a_symbolic_link_out_of_the_state_home_is_refused(home, config, llm_server, tmp_path, link):
+    llm_server.responder = lore_responder(AGENT)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    victim = outside / "precious.txt"
+    victim.write_text("keep me")
+    agent_dir = home / "agents" / AGENT
+    if link == "store":
+        home.mkdir(parents=True)
+        (home / "store").symlink_to(outside, target_is_directory=True)
+    elif link == "agent-dir":
+        (home / "agents").mkdir(parents=True)
+        agent_dir.symlink_to(outside, target_is_directory=True)
+    else:
+        agent_dir.mkdir(parents=True)
+        (agent_dir / link).symlink_to(victim)
+    line = _one_line(run(), 2)
+    assert "is a symbolic link to " in line and "outside the state home" in line
+    assert victim.read_text() == "keep me" and sorted(p.name for p in outside.iterdir()) == ["precious.txt"]
+    assert llm_server.requests == []
+
+
+def test_links_that_stay_inside_the_state_home_are_followed(home, config, llm_server):
+    llm_server.responder = lore_responder(AGENT)
+    (home / "archive" / "store").mkdir(parents=True)
+    (home / "store").symlink_to(home / "archive" / "store", target_is_directory=True)
+    assert run().exit_code == 0
+    assert stored(home, FIRST) is not None and list((home / "archive" / "store").rglob("*.json"))
+
+
+def test_temp_files_of_killed_writers_are_removed_by_the_next_run(home, config, llm_server):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    llm_server.responder = lore_responder(AGENT)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a writer that is dead and reaped: its pid names no process
+    agent_dir = home / "agents" / AGENT
+    agent_dir.mkdir(parents=True)
+    dead = agent_dir / f".heartbeat.json.k3j9x0aq-{gone.pid}.tmp"
+    old = agent_dir / ".checkpoint.json.a1b2c3d4.tmp"  # an older release's name, without a pid
+    live = agent_dir / f".paused.q8w7e6r5-{os.getppid()}.tmp"  # a live process may be mid-write
+    fresh = agent_dir / ".checkpoint.json.z9y8x7w6.tmp"
+    other = agent_dir / "notes.tmp"  # not one of ours
+    for path in (dead, old, live, fresh, other):
+        path.write_text("{")
+    hour_ago = time.time() - 2 * 3600
+    os.utime(old, (hour_ago, hour_ago))
+    assert run().exit_code == 0
+    assert not dead.exists() and not old.exists()
+    assert live.exists() and fresh.exists() and other.exists()
+
+
+def test_a_pause_note_is_one_printable_line_whatever_the_flag_holds(home, config):
+    flag = home / "agents" / AGENT / "paused"
+    flag.parent.mkdir(parents=True)
+    flag.write_bytes(b"\x1b[2Jdisk \x00full\x07 \xff\n" + b"x" * 10_000_000)
+    from mythline_cli import killswitch
+
+    assert killswitch.note(AGENT) == "[2Jdisk full \ufffd"
+    line = _one_line(run(), 5)
+    assert "\x1b" not in line and "\x00" not in line
+
+
+def test_a_pause_flag_that_is_a_directory_still_pauses_and_resume_says_what_to_do(home, config, llm_server):
+    flag = home / "agents" / AGENT / "paused"
+    flag.mkdir(parents=True)
+    assert "is paused" in _one_line(run(), 5)
+    line = _one_line(CliRunner().invoke(app, ["resume", AGENT]), 2)
+    assert "paused is a directory, not the pause flag; remove that directory" in line
+    assert llm_server.requests == []

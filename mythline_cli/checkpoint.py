@@ -120,11 +120,8 @@ class Checkpoint:
     @classmethod
     def load(cls, agent: str, *, repair: bool = True) -> Checkpoint:
         """The saved checkpoint; one that is unreadable or holds a value that cannot be is moved
-        aside (when ``repair``) and replaced. ``repair`` (a run, holding the agent's lock) also
-        removes temp files that killed runs left in the agent's directory."""
+        aside (when ``repair``) and replaced."""
         path = paths.checkpoint(agent)
-        if repair:
-            files.clean_temps(path.parent)
         found = None
         try:
             data = files.read_json(path)

@@ -132,7 +132,8 @@ def prepare_agent(agent: str, *, domain: str) -> Path:
     home or the agent's directory is a file, ``run.lock`` is a directory, or a path the run
     writes is a symbolic link leading out of the state home (appending events to, or storing
     records in, a file somewhere else on the machine). Links that stay inside are followed,
-    and so is a state home that is itself a link."""
+    and so is a state home that is itself a link. Removes the temp files killed writers left
+    in the agent's directory, the state home and the agent's store directory."""
     root = check_home().resolve()
     directory = agent_dir(agent)
     for path in (home() / "agents", directory, store_dir(), store_dir() / domain, checkpoint(agent),
@@ -149,4 +150,9 @@ def prepare_agent(agent: str, *, domain: str) -> Path:
     if run_lock(agent).is_dir():
         raise StateHomeUnusable(run_lock(agent), "is a directory, not a lock file",
                                 "remove that directory and run again")
+    from . import files
+
+    # Safe without a lock: a temp file is removed only when its writer is gone (or it is old).
+    for place in (directory, root, store_dir() / domain):
+        files.clean_temps(place)
     return directory

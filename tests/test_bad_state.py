@@ -344,12 +344,13 @@ def test_temp_files_of_killed_writers_are_removed_by_the_next_run(home, config, 
     live = agent_dir / f".paused.q8w7e6r5-{os.getppid()}.tmp"  # a live process may be mid-write
     fresh = agent_dir / ".checkpoint.json.z9y8x7w6.tmp"
     other = agent_dir / "notes.tmp"  # not one of ours
-    for path in (dead, old, live, fresh, other):
+    ledger_temp = home / f".ledger.json.m5n4b3v2-{gone.pid}.tmp"  # written after the ledger lock
+    for path in (dead, old, live, fresh, other, ledger_temp):
         path.write_text("{")
     hour_ago = time.time() - 2 * 3600
     os.utime(old, (hour_ago, hour_ago))
     assert run().exit_code == 0
-    assert not dead.exists() and not old.exists()
+    assert not dead.exists() and not old.exists() and not ledger_temp.exists()
     assert live.exists() and fresh.exists() and other.exists()
 
 

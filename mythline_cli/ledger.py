@@ -429,8 +429,10 @@ class Ledger:
         entry = {"seq": int(data.get("seq", 0)) + 1, "ts": self.now().isoformat(), **entry}
         if self._batch is None:
             raise RuntimeError("ledger change outside the lock")
-        self._batch.append(entry)
+        # Applied first: a change ``apply`` refuses (an impossible figure, checked before it
+        # changes anything) never reaches the journal, where every later access would refuse it.
         apply(data, entry)
+        self._batch.append(entry)
         return entry
 
     def _roll_forward(self, data: dict[str, Any]) -> bool:

@@ -1149,3 +1149,15 @@ def test_a_journal_entry_with_an_impossible_charge_is_refused(home: Path, entry:
         ledger.reserve(settings.agent(AGENT), est(0.1), run_id="r", step="s")
     with pytest.raises(LedgerCorrupt, match=f"entry {seq + 1}"):  # repair names the line, it does not crash
         ledger.repair()
+
+
+def test_an_impossible_charge_never_reaches_the_journal(home: Path) -> None:
+    settings = make_settings()
+    ledger = Ledger(settings, now=Clock())
+    held = ledger.reserve(settings.agent(AGENT), est(0.1), run_id="r", step="s")
+    before = paths.ledger_history().read_bytes()
+    with pytest.raises(ValueError, match="impossible figure"):
+        ledger.settle(held, usd=-5.0, tokens=10)
+    assert paths.ledger_history().read_bytes() == before
+    assert ledger.settle(held, usd=0.05, tokens=10)  # the books still work
+    assert ledger.report()["agents"][AGENT]["usd"]["spent"] == 0.05

@@ -21,34 +21,118 @@ def _blank(agent: str) -> dict[str, Any]:
     return {"version": VERSION, "agent": agent, "topics": {}, "current": None}
 
 
-def _valid(data: Any) -> bool:
-    return (isinstance(data, dict) and isinstance(data.get("topics"), dict)
-            and (data.get("current") is None or isinstance(data.get("current"), dict)))
+STATUSES = ("pending", DONE, QUARANTINED)
+
+
+def _count(value: Any) -> bool:
+    return type(value) is int and value >= 0  # bool is no count
+
+
+def _money(value: Any) -> bool:
+    return value is None or (type(value) in (int, float) and 0 <= value < float("inf"))
+
+
+def _topic_problem(state: Any) -> str | None:
+    if type(state) is not dict:
+        return "is not an object"
+    if state.get("status", "pending") not in STATUSES:
+        return f"status {state.get('status')!r} is none of {', '.join(STATUSES)}"
+    if not _count(state.get("attempts", 0)):
+        return f"attempts {state.get('attempts')!r} is not a count"
+    feedback = state.get("feedback", [])
+    if type(feedback) is not list or not all(
+            type(f) is dict and type(f.get("attempt")) is int and type(f.get("issues")) is list
+            and all(type(i) is str for i in f["issues"]) for f in feedback):
+        return "feedback is not a list of {attempt, issues}"
+    if state.get("stored") is not None and type(state["stored"]) is not dict:
+        return "stored is not an object"
+    return None
+
+
+def _step_problem(step: Any) -> str | None:
+    if type(step) is not dict:
+        return "is not an object"
+    if type(step.get("content")) is not str:
+        return "content is not text"
+    if not (_count(step.get("prompt_tokens")) and _count(step.get("completion_tokens"))):
+        return "its token counts are not counts"
+    if not _money(step.get("usd")):
+        return f"usd {step.get('usd')!r} is not an amount"
+    if type(step.get("recorded")) is not str:
+        return "recorded is not a timestamp"
+    return None
+
+
+def _current_problem(cur: Any) -> str | None:
+    if type(cur) is not dict:
+        return "is not an object"
+    if type(cur.get("topic")) is not str:
+        return "topic is not text"
+    if not _count(cur.get("attempt")) or cur["attempt"] < 1:
+        return f"attempt {cur.get('attempt')!r} is not a number from 1"
+    steps = cur.get("steps")
+    if type(steps) is not dict:
+        return "steps is not an object"
+    for name, step in steps.items():
+        problem = _step_problem(step)
+        if problem:
+            return f"step {name!r}: {problem}"
+    return None
+
+
+def problem(data: Any) -> str | None:
+    """What makes ``data`` no checkpoint (a wrong shape or a value that cannot be), else None.
+
+    Lenient where the format grows: unknown keys are kept, and a topic's missing keys read as
+    their defaults (a pending topic with no attempts)."""
+    if type(data) is not dict or type(data.get("topics")) is not dict:
+        return "wrong shape: topics is not an object"
+    for topic, state in data["topics"].items():
+        found = _topic_problem(state)
+        if found:
+            return f"topic {topic!r}: {found}"
+    if data.get("current") is not None:
+        found = _current_problem(data["current"])
+        if found:
+            return f"current attempt: {found}"
+    return None
+
+
+def _defaults(data: dict[str, Any]) -> dict[str, Any]:
+    for state in data["topics"].values():
+        state.setdefault("status", "pending")
+        state.setdefault("attempts", 0)
+        state.setdefault("feedback", [])
+    data.setdefault("current", None)
+    return data
 
 
 class Checkpoint:
     """One agent's checkpoint, loaded once per run and saved after every change."""
 
-    def __init__(self, agent: str, data: dict[str, Any], *, moved_aside: Path | None = None) -> None:
+    def __init__(self, agent: str, data: dict[str, Any], *, moved_aside: Path | None = None,
+                 problem: str | None = None) -> None:
         self.agent = agent
         self.data = data
         self.moved_aside = moved_aside
+        self.problem = problem  # what was wrong with the file moved aside
 
     @classmethod
     def load(cls, agent: str, *, repair: bool = True) -> Checkpoint:
-        """The saved checkpoint; a corrupt one is moved aside (when ``repair``) and replaced."""
+        """The saved checkpoint; one that is unreadable or holds a value that cannot be is moved
+        aside (when ``repair``) and replaced."""
         path = paths.checkpoint(agent)
-        problem = None
+        found = None
         try:
             data = files.read_json(path)
         except files.CorruptFile as exc:
-            data, problem = None, exc.problem
-        if data is not None and not _valid(data):
-            data, problem = None, "wrong shape"
-        if problem is None:
-            return cls(agent, data or _blank(agent))
+            data, found = None, exc.problem
+        if data is not None:
+            found = problem(data)
+        if found is None:
+            return cls(agent, _defaults(data) if data is not None else _blank(agent))
         moved = files.quarantine_corrupt(path) if repair else None
-        return cls(agent, _blank(agent), moved_aside=moved or path)
+        return cls(agent, _blank(agent), moved_aside=moved or path, problem=found)
 
     def recover(self, queue: tuple[str, ...], *, domain: str) -> dict[str, int]:
         """After a corrupt checkpoint was moved aside: rebuild what the other files still say,
@@ -73,7 +157,8 @@ class Checkpoint:
                 state = self.topic_state(topic)
                 if state["status"] != QUARANTINED:
                     quarantined += 1
-                state.update(status=QUARANTINED, recovered=_now(), attempts=int(event.get("attempts") or 0))
+                attempts = event.get("attempts")
+                state.update(status=QUARANTINED, recovered=_now(), attempts=attempts if _count(attempts) else 0)
         if done or quarantined:
             self.save()
         return {"done": done, "quarantined": quarantined}

@@ -170,7 +170,7 @@ class Cycle:
 
     # -- the run -----------------------------------------------------------------------
     def run(self) -> Outcome:
-        paths.agent_dir(self.agent.name).mkdir(parents=True, exist_ok=True)
+        paths.prepare_agent(self.agent.name, domain=self.agent.domain)
         lock = FileLock(str(paths.run_lock(self.agent.name)), timeout=0)
         try:
             lock.acquire()

@@ -31,6 +31,12 @@ T = TypeVar("T")
 _SHARING_PAUSES = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.0, 1.0)
 
 
+TEMP_SUFFIX = ".tmp"
+# A temp file lives for the milliseconds of one write; one this old is a leftover whatever its
+# pid says (pids are reused).
+STALE_TEMP_AGE = 3600.0
+
+
 class CorruptFile(Exception):
     """A state file exists but does not hold what it should."""
 
@@ -46,6 +52,21 @@ def dumps(data: Any) -> str:
 
 def dumps_compact(data: Any) -> str:
     return json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
+def encode(data: Any, *, compact: bool = False) -> bytes:
+    """``data`` as UTF-8 JSON, whatever text it holds.
+
+    A lone surrogate (half of a split character, which a provider can send as ``\\ud83d``)
+    has no UTF-8 form: then the whole document is written with ``\\uXXXX`` escapes instead,
+    which JSON reads back to the same text. Lossless, and only on that rare path."""
+    text = dumps_compact(data) if compact else dumps(data)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        if compact:
+            return (json.dumps(data, ensure_ascii=True, separators=(",", ":")) + "\n").encode("ascii")
+        return (json.dumps(data, indent=2, ensure_ascii=True) + "\n").encode("ascii")
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -100,7 +121,8 @@ def write_bytes_atomic(path: Path, data: bytes, *, durable: bool = True, sync_di
     new file, never an empty one) but not the directory's: the rename itself may be lost,
     leaving the old version. Only for files whose lost update is recovered from elsewhere.
     """
-    prefix, suffix = f".{path.name}.", ".tmp"
+    # The writer's pid in the name lets a later run tell a dead writer's leftover from a live one's.
+    prefix, suffix = f".{path.name}.", f"-{os.getpid()}{TEMP_SUFFIX}"
     try:
         fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
     except FileNotFoundError:  # the directory is made on first use, not checked every time
@@ -126,8 +148,7 @@ def write_bytes_atomic(path: Path, data: bytes, *, durable: bool = True, sync_di
 
 def write_json(path: Path, data: Any, *, durable: bool = True, sync_dir: bool = True, compact: bool = False) -> None:
     """``compact``: one line without indentation (the C encoder: several times faster)."""
-    text = dumps_compact(data) if compact else dumps(data)
-    write_bytes_atomic(path, text.encode("utf-8"), durable=durable, sync_dir=sync_dir)
+    write_bytes_atomic(path, encode(data, compact=compact), durable=durable, sync_dir=sync_dir)
 
 
 def read_json(path: Path) -> Any | None:
@@ -140,8 +161,10 @@ def read_json(path: Path) -> Any | None:
         raise CorruptFile(path, "empty file")
     try:
         return json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except ValueError as exc:  # undecodable bytes, bad JSON, a number past int's digit limit
         raise CorruptFile(path, f"not valid JSON ({exc})") from None
+    except RecursionError:
+        raise CorruptFile(path, "not valid JSON (nested too deep)") from None
 
 
 def quarantine_corrupt(path: Path, now: datetime | None = None, *, keep: bool = False) -> Path:
@@ -156,6 +179,34 @@ def quarantine_corrupt(path: Path, now: datetime | None = None, *, keep: bool = 
     return target
 
 
+def clean_temps(directory: Path, *, now: float | None = None) -> list[Path]:
+    """Remove the temp files our atomic writes left in ``directory`` when a process was killed
+    between writing and renaming one (``.NAME.RANDOM-PID.tmp``): those whose writer is gone,
+    or older than ``STALE_TEMP_AGE``. Nothing else is touched. Returns what was removed."""
+    from .procs import pid_alive
+
+    now = time.time() if now is None else now
+    removed = []
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return removed
+    for entry in entries:
+        name = entry.name
+        if not (name.startswith(".") and name.endswith(TEMP_SUFFIX)) or not entry.is_file(follow_symlinks=False):
+            continue
+        pid_text = name[:-len(TEMP_SUFFIX)].rpartition("-")[2]
+        try:
+            stale = now - entry.stat(follow_symlinks=False).st_mtime > STALE_TEMP_AGE or (
+                pid_text.isdigit() and int(pid_text) != os.getpid() and not pid_alive(int(pid_text)))
+            if stale:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        except OSError:
+            continue  # gone meanwhile, or not ours to remove: the next run tries again
+    return removed
+
+
 def append_jsonl(path: Path, record: dict[str, Any], *, fsync: bool = True) -> None:
     """Append one JSON line; start on a fresh line if an earlier write was torn."""
     append_jsonl_many(path, [record], fsync=fsync)
@@ -167,7 +218,7 @@ def append_jsonl_many(path: Path, records: list[dict[str, Any]], *, fsync: bool 
     which readers skip)."""
     if not records:
         return
-    lines = b"".join(dumps_compact(r).encode("utf-8") for r in records)
+    lines = b"".join(encode(r, compact=True) for r in records)
     flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_BINARY", 0)
     try:
         fd = os.open(path, flags, 0o644)
@@ -203,7 +254,7 @@ def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
                 continue
             try:
                 obj = json.loads(raw)
-            except (UnicodeDecodeError, json.JSONDecodeError):
+            except (ValueError, RecursionError):
                 continue
             if isinstance(obj, dict):
                 yield obj
@@ -235,7 +286,7 @@ def tail_jsonl(path: Path, n: int) -> list[dict[str, Any]]:
     for raw in reversed(lines):  # newest first, and stop as soon as there are n
         try:
             obj = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (ValueError, RecursionError):
             continue
         if isinstance(obj, dict):
             out.append(obj)

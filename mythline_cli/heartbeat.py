@@ -28,14 +28,62 @@ def parse_time(ts: Any) -> datetime | None:
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
 
 
+_TEXT = (str, type(None))
+_TIMES = ("started", "updated", "finished", "last_success")
+
+
+def _count(value: Any) -> bool:
+    return type(value) is int and value >= 0  # bool is no count
+
+
+def problem(data: Any) -> str | None:
+    """What makes ``data`` no heartbeat (a wrong shape, or a value of a known field that cannot
+    be), else None. Plain checks, not a model: ``status`` reads one per agent and must start
+    fast. Fields it does not know are left alone."""
+    if type(data) is not dict:
+        return "not an object"
+    for name in ("state", "agent", "run_id", "step", "topic", "last_error", "last_outcome"):
+        if type(data.get(name)) not in _TEXT:
+            return f"{name} is not text"
+    if not _count(data.get("consecutive_failures", 0)):
+        return f"consecutive_failures {data.get('consecutive_failures')!r} is not a count"
+    if not _count(data.get("tokens_today", 0)):
+        return f"tokens_today {data.get('tokens_today')!r} is not a count"
+    usd = data.get("usd_today", 0.0)
+    if type(usd) not in (int, float) or not 0 <= usd < float("inf"):
+        return f"usd_today {usd!r} is not an amount"
+    if data.get("pid") is not None and type(data["pid"]) is not int:
+        return "pid is not a number"
+    for name in _TIMES:
+        value = data.get(name)
+        if value is not None and parse_time(value) is None:
+            return f"{name} {value!r} is not a timestamp"
+    until = data.get("backoff_until")
+    if until is not None and (type(until) is not str or (parsed := _aware(until)) is None or parsed is False):
+        return f"backoff_until {until!r} is not a timestamp with its offset"
+    topics = data.get("topics", {})
+    if type(topics) is not dict or not all(_count(v) for v in topics.values()):
+        return "topics is not a table of counts"
+    return None
+
+
+def _aware(text: str) -> datetime | bool | None:
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else False
+
+
 def read(agent: str) -> tuple[dict[str, Any] | None, Path | None]:
-    """(the last heartbeat or None, where an unreadable one was moved aside or None)."""
+    """(the last heartbeat or None, where an unreadable one, or one holding a value that cannot
+    be, was moved aside or None)."""
     path = paths.heartbeat(agent)
     try:
         data = files.read_json(path)
     except files.CorruptFile:
         return None, files.quarantine_corrupt(path)
-    if data is not None and not isinstance(data, dict):
+    if data is not None and problem(data) is not None:
         return None, files.quarantine_corrupt(path)
     return data, None
 
@@ -46,7 +94,13 @@ def read_only(agent: str) -> dict[str, Any] | None:
         data = files.read_json(paths.heartbeat(agent))
     except files.CorruptFile:
         return {"state": "failed", "last_error": "heartbeat file is unreadable"}
-    return data if isinstance(data, dict) else None
+    if data is None:
+        return None
+    found = problem(data)
+    if found is not None:
+        return {"state": "failed", "last_error": f"heartbeat.json holds a bad value ({found}); "
+                "the next run moves it aside"}
+    return data
 
 
 class Heartbeat:

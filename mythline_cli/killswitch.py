@@ -21,17 +21,25 @@ class Paused(MythlineError):
         super().__init__(f"{agent} is paused{about}; {where}. Run: mythline resume {agent}")
 
 
+MAX_NOTE = 200
+
+
 def note(agent: str) -> str | None:
-    """The pause note, or None when the agent is not paused."""
+    """The pause note, or None when the agent is not paused.
+
+    Whatever the flag holds: its first line, at most ``MAX_NOTE`` printable characters (a
+    control character could rewrite the terminal that shows it); "" when it cannot be read."""
     path = paths.paused_flag(agent)
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        with path.open("rb") as fh:
+            raw = fh.read(4 * MAX_NOTE)  # a huge flag file is never read whole
     except FileNotFoundError:
         return None
-    except OSError:
+    except OSError:  # a directory, no permission: still a thrown switch
         return ""
-    first = text.strip().splitlines()[:1]
-    return first[0][:200] if first else ""
+    text = raw.decode("utf-8", errors="replace").strip()
+    first = text.splitlines()[:1]
+    return "".join(ch for ch in first[0] if ch.isprintable())[:MAX_NOTE].strip() if first else ""
 
 
 def is_paused(agent: str) -> bool:
@@ -45,14 +53,19 @@ def check(agent: str, *, mid_run: bool = False) -> None:
 
 
 def pause(agent: str, text: str | None) -> None:
+    paths.check_home()
     stamp = datetime.now(timezone.utc).isoformat()
     body = (text.strip() if text else "") + f"\npaused at {stamp}\n"
     files.write_bytes_atomic(paths.paused_flag(agent), body.encode("utf-8"))
 
 
 def resume(agent: str) -> bool:
+    path = paths.paused_flag(agent)
+    if path.is_dir() and not path.is_symlink():
+        raise paths.StateHomeUnusable(path, "is a directory, not the pause flag",
+                                      "remove that directory to resume the agent")
     try:
-        paths.paused_flag(agent).unlink()
+        path.unlink()
     except FileNotFoundError:
         return False
     return True

@@ -84,6 +84,17 @@ def _bucket(window: dict[str, Any], agent: str) -> dict[str, Any]:
 
 
 _NUMBER_TYPES = frozenset((int, float))  # what json.loads gives for a number (bool is not one)
+_INF = float("inf")
+
+
+def _figure(value: Any) -> float:
+    """A charge from a journal line: ``value`` (None: 0) when it is a finite number from zero up;
+    ValueError otherwise (a negative figure would switch caps off, NaN would admit everything)."""
+    if value is None:
+        return 0
+    if type(value) not in _NUMBER_TYPES or not 0 <= value < _INF:
+        raise ValueError(f"impossible figure {value!r}")
+    return value
 
 
 def _shape_problem(data: Any) -> str | None:
@@ -96,24 +107,33 @@ def _shape_problem(data: Any) -> str | None:
     windows, reservations = data.get("windows"), data.get("reservations")
     if type(windows) is not dict or type(reservations) is not dict:
         return "not a ledger"
-    num = _NUMBER_TYPES
+    num, inf = _NUMBER_TYPES, _INF
     for key, window in windows.items():
         agents = window.get("agents", {}) if type(window) is dict else None
         if type(agents) is not dict:
             return f"window {key!r} is not a window"
         for name, bucket in agents.items():
-            if (type(bucket) is not dict or type(bucket.get("usd", 0)) not in num
-                    or type(bucket.get("tokens", 0)) not in num or type(bucket.get("unsettled_usd", 0)) not in num
-                    or type(bucket.get("calls", 0)) not in num):
+            if type(bucket) is not dict:
                 return f"window {key!r} has a malformed entry for {name!r}"
+            usd, tokens = bucket.get("usd", 0), bucket.get("tokens", 0)
+            unsettled, calls = bucket.get("unsettled_usd", 0), bucket.get("calls", 0)
+            if (type(usd) not in num or type(tokens) not in num or type(unsettled) not in num
+                    or type(calls) not in num):
+                return f"window {key!r} has a malformed entry for {name!r}"
+            # Written as "not within" so that NaN is caught too: no journal adds up to these.
+            if not (0 <= usd < inf and 0 <= tokens < inf and 0 <= unsettled < inf and 0 <= calls < inf):
+                return f"window {key!r} has an impossible spend for {name!r} (negative or unbounded)"
     for rid, res in reservations.items():
         if type(res) is not dict:
             return f"reservation {rid!r} is malformed"
         keys, usd = res.get("windows"), res.get("usd")
+        tokens = res.get("tokens", 0)
         if (type(res.get("agent")) is not str or type(keys) is not list
-                or (usd is not None and type(usd) not in num) or type(res.get("tokens", 0)) not in num
+                or (usd is not None and type(usd) not in num) or type(tokens) not in num
                 or type(res.get("pid", 0)) not in num or type(res.get("created_ts", 0)) not in num):
             return f"reservation {rid!r} is malformed"
+        if not ((usd is None or 0 <= usd < inf) and 0 <= tokens < inf):
+            return f"reservation {rid!r} holds an impossible amount (negative or unbounded)"
         for k in keys:
             if type(k) is not str:
                 return f"reservation {rid!r} is malformed"
@@ -165,21 +185,26 @@ def apply(data: dict[str, Any], op: dict[str, Any]) -> None:
         latest = data.setdefault("latest", {})
         latest[op["kind"]] = max(latest.get(op["kind"], ""), op["window"])
     elif kind == "reserve":
+        _figure(op.get("usd"))
+        _figure(op.get("tokens", 0))
         data["reservations"][op["reservation"]] = {
             k: op[k] for k in ("agent", "run_id", "step", "pid", "host", "created", "created_ts", "usd", "tokens",
                                "windows") if k in op}
     elif kind == "settle":
+        usd, tokens = _figure(op.get("usd")), _figure(op.get("tokens", 0))
         res = data["reservations"].pop(op["reservation"], None)
         if res is not None:
-            _charge(data, res["windows"], res["agent"], op.get("usd") or 0.0, op.get("tokens", 0),
-                    bool(op.get("unsettled")))
+            _charge(data, res["windows"], res["agent"], usd or 0.0, tokens, bool(op.get("unsettled")))
     elif kind == "release":
         data["reservations"].pop(op["reservation"], None)
     elif kind == "reclaim":
         # The provider may have billed the call, so it counts at its estimate, unsettled.
+        usd, tokens = _figure(op.get("usd")), _figure(op.get("tokens", 0))
         data["reservations"].pop(op["reservation"], None)
-        _charge(data, op.get("windows", []), op["agent"], op.get("usd") or 0.0, op.get("tokens", 0), True)
+        _charge(data, op.get("windows", []), op["agent"], usd or 0.0, tokens, True)
     elif kind == "late-settle":
+        _figure(op.get("extra_usd"))
+        _figure(op.get("extra_tokens"))
         for key in op.get("windows", []):
             window = data["windows"].get(key)
             if window is not None and (op.get("extra_usd") or op.get("extra_tokens")):
@@ -199,11 +224,15 @@ def apply(data: dict[str, Any], op: dict[str, Any]) -> None:
 
 
 def replay(journal: Path) -> dict[str, Any]:
-    """A ledger rebuilt from every numbered line of the journal."""
+    """A ledger rebuilt from every numbered line of the journal; ``LedgerCorrupt`` naming the
+    first line that is no ledger change (a hand edit: a charge below zero, a missing field)."""
     data = _empty()
     for op in files.iter_jsonl(journal):
         if isinstance(op.get("seq"), int):
-            apply(data, op)
+            try:
+                apply(data, op)
+            except (KeyError, TypeError, ValueError, AttributeError):
+                raise LedgerCorrupt(journal, f"entry {op['seq']} is not a ledger change") from None
     return data
 
 
@@ -400,8 +429,10 @@ class Ledger:
         entry = {"seq": int(data.get("seq", 0)) + 1, "ts": self.now().isoformat(), **entry}
         if self._batch is None:
             raise RuntimeError("ledger change outside the lock")
-        self._batch.append(entry)
+        # Applied first: a change ``apply`` refuses (an impossible figure, checked before it
+        # changes anything) never reaches the journal, where every later access would refuse it.
         apply(data, entry)
+        self._batch.append(entry)
         return entry
 
     def _roll_forward(self, data: dict[str, Any]) -> bool:

@@ -5,7 +5,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .errors import UsageError
+
 APP = "mythline"
+
+
+class StateHomeUnusable(UsageError):
+    """A path in the state home is not what mythline writes there (exit 2, nothing written)."""
+
+    def __init__(self, path: Path, problem: str, fix: str) -> None:
+        self.path = path
+        super().__init__(f"{path} {problem}; {fix}")
 
 
 def home() -> Path:
@@ -94,3 +104,55 @@ def log_dir() -> Path:
 
 def agent_log(agent: str) -> Path:
     return log_dir() / f"{agent}.log"
+
+
+def check_home() -> Path:
+    """The state home, made if missing; ``StateHomeUnusable`` when it is a file."""
+    root = home()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise StateHomeUnusable(root, "is not a directory, so it cannot be the state home",
+                                "point MYTHLINE_HOME at a directory, or move the file away") from None
+    return root
+
+
+def _outside(path: Path, root: Path) -> Path | None:
+    """Where the link ``path`` leads when that is outside ``root`` (resolved), else None."""
+    if not path.is_symlink():
+        return None
+    target = path.resolve()
+    return None if target == root or root in target.parents else target
+
+
+def prepare_agent(agent: str, *, domain: str) -> Path:
+    """The agent's directory, made and checked before a run takes its lock.
+
+    One clear line (``StateHomeUnusable``, exit 2) instead of an error halfway through: the
+    home or the agent's directory is a file, ``run.lock`` is a directory, or a path the run
+    writes is a symbolic link leading out of the state home (appending events to, or storing
+    records in, a file somewhere else on the machine). Links that stay inside are followed,
+    and so is a state home that is itself a link. Removes the temp files killed writers left
+    in the agent's directory, the state home and the agent's store directory."""
+    root = check_home().resolve()
+    directory = agent_dir(agent)
+    for path in (home() / "agents", directory, store_dir(), store_dir() / domain, checkpoint(agent),
+                 heartbeat(agent), events(agent), run_lock(agent), paused_flag(agent), backoff(agent)):
+        target = _outside(path, root)
+        if target is not None:
+            raise StateHomeUnusable(path, f"is a symbolic link to {target}, outside the state home",
+                                    "mythline writes only inside it: replace the link with a real "
+                                    "directory or file")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise StateHomeUnusable(directory, "is not a directory", "move it away and run again") from None
+    if run_lock(agent).is_dir():
+        raise StateHomeUnusable(run_lock(agent), "is a directory, not a lock file",
+                                "remove that directory and run again")
+    from . import files
+
+    # Safe without a lock: a temp file is removed only when its writer is gone (or it is old).
+    for place in (directory, root, store_dir() / domain):
+        files.clean_temps(place)
+    return directory

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -37,25 +36,121 @@ def messages(agent: Agent, topic: str, feedback: list[dict[str, Any]], prompts_d
 
 def repair_messages(original: list[dict[str, str]], output: str, error: str,
                     prompts_dir: Path | None) -> list[dict[str, str]]:
-    user = prompts.render("repair", prompts_dir, error=error, output=output[:MAX_ECHO])
-    return [*original, {"role": "assistant", "content": output[:MAX_ECHO]}, {"role": "user", "content": user}]
+    echo = clean_text(output[:MAX_ECHO]) if isinstance(output, str) else repr(output)[:MAX_ECHO]
+    user = prompts.render("repair", prompts_dir, error=error, output=echo)
+    return [*original, {"role": "assistant", "content": echo}, {"role": "user", "content": user}]
 
 
-_FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
+# Bounds on what parse reads. An answer is at most llm.MAX_ANSWER_CHARS long when it is
+# recorded; the same bound here covers a hand-edited checkpoint. No record nests deeper than
+# a few levels: the depth bound keeps json (and pydantic after it) far from the recursion limit.
+MAX_PARSE_CHARS = 1_000_000
+MAX_DEPTH = 32
+_FENCE = "```"
+_REPLACEMENT = "\ufffd"
 
 
-def parse(content: str, model: type[BaseModel]) -> tuple[dict[str, Any] | None, str | None]:
-    """(record, None) when ``content`` is a valid record, else (None, what is wrong)."""
-    match = _FENCE.match(content)
-    text = match.group(1) if match else content
+def clean_text(text: str) -> str:
+    """``text`` with every lone surrogate (half of a split character, which UTF-8 cannot hold)
+    replaced by U+FFFD; a text without one is returned as it is."""
+    if text.isascii():
+        return text
     try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as exc:
-        return None, f"not valid JSON: {exc}"
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # UTF-16 pairs up surrogates that belong together; only the lone ones are replaced.
+        return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return text
+
+
+def _clean(value: Any) -> Any:
+    """``clean_text`` over every string of parsed JSON (keys included); depth is bounded already."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    if isinstance(value, dict):
+        return {clean_text(k): _clean(v) for k, v in value.items()}
+    return value
+
+
+def unfence(content: str) -> str:
+    """The text inside one Markdown code fence (```` ```json ... ``` ````) around the whole
+    answer, else the answer as it is. String methods only: linear in the answer's length."""
+    text = content.strip()
+    if len(text) < 2 * len(_FENCE) or not text.startswith(_FENCE) or not text.endswith(_FENCE):
+        return content
+    inner = text[len(_FENCE):-len(_FENCE)]
+    if inner.startswith("json"):
+        inner = inner[4:]
+    return inner.strip()
+
+
+def nesting(text: str, limit: int) -> int:
+    """How deep JSON ``text`` nests its arrays and objects, counted up to ``limit + 1``.
+
+    One pass over the text, skipping strings; stops as soon as ``limit`` is passed."""
+    if text.count("[") + text.count("{") <= limit:
+        return min(limit, text.count("[") + text.count("{"))  # cannot nest deeper than it opens
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch == "[" or ch == "{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > limit:
+                    break
+        elif ch == "]" or ch == "}":
+            depth -= 1
+    return deepest
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"number {text[:20]}... is out of range")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def parse(content: Any, model: type[BaseModel]) -> tuple[dict[str, Any] | None, str | None]:
+    """(record, None) when ``content`` is a valid record, else (None, what is wrong).
+
+    Never raises, and takes time linear in the answer's length (bounded by
+    ``MAX_PARSE_CHARS``): a recorded answer always reaches a verdict. Lone surrogates in the
+    record's strings are replaced by U+FFFD."""
+    if not isinstance(content, str):
+        return None, f"the answer is not text (a JSON {type(content).__name__})"
+    if len(content) > MAX_PARSE_CHARS:
+        return None, f"the answer is larger than {MAX_PARSE_CHARS:,} characters"
+    text = unfence(content)
+    if nesting(text, MAX_DEPTH) > MAX_DEPTH:
+        return None, f"not a record: JSON nested deeper than {MAX_DEPTH} levels"
     try:
-        record = model.model_validate(raw)
+        raw = json.loads(text, parse_float=_finite, parse_constant=_no_constant)
+    except ValueError as exc:  # JSONDecodeError, and numbers past int's digit limit or float's range
+        return None, clean_text(f"not valid JSON: {exc}")
+    except RecursionError:  # not reached under MAX_DEPTH; kept so that parse can never raise
+        return None, "not a record: JSON nested too deep"
+    try:
+        record = model.model_validate(_clean(raw))
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors()[:10])
-        return None, f"does not match the schema: {problems}"
+        return None, clean_text(f"does not match the schema: {problems}"[:2000])
+    except (ValueError, TypeError, RecursionError) as exc:
+        return None, clean_text(f"does not match the schema: {exc}"[:2000])
     return record.model_dump(mode="json"), None

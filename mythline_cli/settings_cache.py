@@ -84,6 +84,47 @@ def save(settings: Any) -> None:
         return
 
 
+def _number(value: Any, low: float = 0.0) -> bool:
+    return type(value) in (int, float) and low <= value < float("inf")
+
+
+def _cap(value: Any) -> bool:
+    return value is None or _number(value)
+
+
+# What each cached value must be to describe a config that validated; a field not named here
+# (a newer one) is left to the Agent it builds.
+_AGENT_RULES = {
+    "name": lambda v: type(v) is str, "kind": lambda v: type(v) is str, "domain": lambda v: type(v) is str,
+    "description": lambda v: type(v) is str, "model": lambda v: type(v) is str,
+    "enabled": lambda v: type(v) is bool, "interval": lambda v: _number(v) and v > 0, "grace": _number,
+    "max_attempts": lambda v: type(v) is int and v >= 1, "min_score": _number,
+    "min_sources": lambda v: type(v) is int and v >= 0, "daily_usd": _cap,
+    "daily_tokens": lambda v: v is None or (type(v) is int and v >= 0),
+    "topics": lambda v: type(v) is list and all(type(t) is str for t in v),
+}
+_BUDGET_RULES = {
+    "timezone": lambda v: type(v) is str, "daily_usd": _cap, "daily_tokens": _cap, "monthly_usd": _cap,
+    "monthly_tokens": _cap, "run_timeout": lambda v: _number(v) and v > 0,
+}
+
+
+def problem(doc: Any) -> str | None:
+    """What makes ``doc`` no copy of validated settings, else None."""
+    if type(doc) is not dict or type(doc.get("budget")) is not dict or type(doc.get("agents")) is not list:
+        return "wrong shape"
+    for name, rule in _BUDGET_RULES.items():
+        if not rule(doc["budget"].get(name)):
+            return f"budget.{name} is {doc['budget'].get(name)!r}"
+    for agent in doc["agents"]:
+        if type(agent) is not dict:
+            return "an agent is not an object"
+        for name, rule in _AGENT_RULES.items():
+            if not rule(agent.get(name)):
+                return f"agents.{agent.get('name')}.{name} is {agent.get(name)!r}"
+    return None
+
+
 class CachedSettings:
     """Just enough of ``config.Settings`` for ``status.collect`` and ``Ledger.report``."""
 
@@ -115,6 +156,13 @@ def load(explicit: Path | None) -> CachedSettings | None:
         doc = files.read_json(_path(source))
         if not isinstance(doc, dict) or doc.get("fingerprint") != fingerprint(source):
             return None
-        return CachedSettings(doc, source)
+        if problem(doc) is not None:
+            return None  # a value no validated config has: the full path, which rewrites the copy
+        cached = CachedSettings(doc, source)
+        if cached.budget.timezone != "local":
+            from zoneinfo import ZoneInfo
+
+            ZoneInfo(cached.budget.timezone)  # an unknown zone raises: the full path says so
+        return cached
     except Exception:  # noqa: BLE001 - any doubt means the full path
         return None

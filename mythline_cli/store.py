@@ -13,7 +13,8 @@ from .slug import slug
 
 def content_hash(record: dict[str, Any]) -> str:
     canonical = json.dumps(record, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    # surrogatepass: a lone surrogate (parse replaces them, a hand-made record may not) still hashes.
+    return "sha256:" + hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def store_record(*, domain: str, topic: str, record: dict[str, Any], provenance: dict[str, Any]) -> dict[str, Any]:

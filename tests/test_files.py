@@ -258,3 +258,27 @@ def test_short_writes_are_completed(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert json.loads((tmp_path / "state.json").read_text()) == {"key": "x" * 100}
     assert [r["n"] for r in files.iter_jsonl(tmp_path / "log.jsonl")] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("text", ["split \ud83d emoji", "\udc80\x00\ud800", "nul \x00 and \U0001f600"],
+                         ids=["lone-high", "lone-low-nul", "nul-and-emoji"])
+def test_any_text_is_written_and_reads_back_the_same(tmp_path, text):
+    path = tmp_path / "state.json"
+    for compact in (False, True):
+        files.write_json(path, {"content": text}, compact=compact)
+        assert files.read_json(path) == {"content": text}
+    files.append_jsonl(tmp_path / "log.jsonl", {"content": text})
+    assert list(files.iter_jsonl(tmp_path / "log.jsonl")) == [{"content": text}]
+    assert files.tail_jsonl(tmp_path / "log.jsonl", 1) == [{"content": text}]
+
+
+@pytest.mark.parametrize("raw", [b"[" * 100_000 + b"]" * 100_000, b'{"n": 1' + b"0" * 5000 + b"}"],
+                         ids=["nested-too-deep", "int-past-digit-limit"])
+def test_json_python_cannot_hold_is_a_corrupt_file(tmp_path, raw):
+    path = tmp_path / "state.json"
+    path.write_bytes(raw)
+    with pytest.raises(files.CorruptFile):
+        files.read_json(path)
+    (tmp_path / "log.jsonl").write_bytes(raw + b"\n" + b'{"ok": 1}\n')
+    assert list(files.iter_jsonl(tmp_path / "log.jsonl")) == [{"ok": 1}]
+    assert files.tail_jsonl(tmp_path / "log.jsonl", 2) == [{"ok": 1}]

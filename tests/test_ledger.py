@@ -609,6 +609,19 @@ CORRUPT = [
     pytest.param(b"{\"version\": 1, \"windows\": {}, \"reservations\": {\"abc\": \"held\"}}", id="reservation-str"),
     pytest.param(b"{\"version\": 1, \"windows\": {}, \"reservations\": {\"abc\": {\"agent\": \"world-npcs\","
                  b" \"usd\": 0.1, \"tokens\": 10, \"windows\": \"day:2026-05-05\"}}}", id="reservation-windows"),
+    # Well-formed, but spend no journal can add up to: a negative figure switches every cap off.
+    pytest.param(b"{\"version\": 1, \"windows\": {\"day:2026-05-05\": {\"kind\": \"day\", \"agents\": "
+                 b"{\"world-npcs\": {\"usd\": -1e300, \"tokens\": 1}}}}, \"reservations\": {}}", id="usd-negative"),
+    pytest.param(b"{\"version\": 1, \"windows\": {\"day:2026-05-05\": {\"kind\": \"day\", \"agents\": "
+                 b"{\"world-npcs\": {\"usd\": NaN, \"tokens\": 1}}}}, \"reservations\": {}}", id="usd-nan"),
+    pytest.param(b"{\"version\": 1, \"windows\": {\"day:2026-05-05\": {\"kind\": \"day\", \"agents\": "
+                 b"{\"world-npcs\": {\"usd\": 0.1, \"tokens\": -5}}}}, \"reservations\": {}}", id="tokens-negative"),
+    pytest.param(b"{\"version\": 1, \"windows\": {\"day:2026-05-05\": {\"kind\": \"day\", \"agents\": "
+                 b"{\"world-npcs\": {\"usd\": 1e999, \"tokens\": 1}}}}, \"reservations\": {}}", id="usd-infinite"),
+    pytest.param(b"{\"version\": 1, \"windows\": {}, \"reservations\": {\"abc\": {\"agent\": \"world-npcs\","
+                 b" \"usd\": -0.1, \"tokens\": 10, \"windows\": []}}}", id="reservation-usd-negative"),
+    pytest.param(b"{\"version\": 1, \"windows\": {}, \"reservations\": {\"abc\": {\"agent\": \"world-npcs\","
+                 b" \"usd\": true, \"tokens\": 10, \"windows\": []}}}", id="reservation-usd-bool"),
 ]
 
 
@@ -1091,3 +1104,61 @@ def test_roll_forward_refuses_a_journal_with_entries_missing(home: Path) -> None
         ledger.housekeep()
     assert f"entries are missing after entry {seq}" in str(info.value) and "mythline budget repair" in str(info.value)
     assert paths.ledger().read_bytes() == old  # nothing written from a journal with a hole
+
+
+@pytest.mark.parametrize("edit", [
+    pytest.param({"usd": -1e300}, id="usd-negative"),
+    pytest.param({"usd": 0.0, "tokens": -10**12}, id="tokens-negative"),
+    pytest.param({"calls": -1}, id="calls-negative"),
+])
+def test_a_hand_edited_impossible_spend_is_rebuilt_from_the_journal(home: Path, edit: dict[str, Any]) -> None:
+    settings = make_settings()
+    ledger = Ledger(settings, now=Clock())
+    ledger.settle(ledger.reserve(settings.agent(AGENT), est(0.3), run_id="r", step="s"), usd=0.45, tokens=90)
+    good = ledger_file()
+    edited = json.loads(json.dumps(good))
+    edited["windows"][DAY0]["agents"][AGENT].update(edit)
+    paths.ledger().write_text(json.dumps(edited))
+    with pytest.raises(LedgerCorrupt, match="impossible"):  # status and budget show refuse it ...
+        ledger.report()
+    rebuilt = ledger.housekeep()  # ... and the next run puts the journal's figures back
+    assert rebuilt is not None and "impossible" in rebuilt["problem"]
+    assert ledger_file() == good
+    # The caps hold again: 0.45 spent + 0.1 would pass the agent's 0.5.
+    with pytest.raises(BudgetExceeded):
+        ledger.reserve(settings.agent(AGENT), est(0.1), run_id="r", step="s")
+
+
+@pytest.mark.parametrize("entry", [
+    pytest.param({"usd": -1e300}, id="usd-negative"),
+    pytest.param({"usd": float("nan")}, id="usd-nan"),
+    pytest.param({"tokens": -5}, id="tokens-negative"),
+    pytest.param({"usd": True}, id="usd-bool"),
+])
+def test_a_journal_entry_with_an_impossible_charge_is_refused(home: Path, entry: dict[str, Any]) -> None:
+    from mythline_cli.files import append_jsonl
+
+    settings = make_settings()
+    ledger = Ledger(settings, now=Clock())
+    held = ledger.reserve(settings.agent(AGENT), est(0.1), run_id="r", step="s")
+    seq = ledger_file()["seq"]
+    append_jsonl(paths.ledger_history(), {"seq": seq + 1, "event": "settle", "reservation": held.id,
+                                          "agent": AGENT, "usd": 0.1, "tokens": 10, **entry})
+    with pytest.raises(LedgerCorrupt, match=f"entry {seq + 1} is not a ledger change"):
+        ledger.snapshot()
+    with pytest.raises(LedgerCorrupt):
+        ledger.reserve(settings.agent(AGENT), est(0.1), run_id="r", step="s")
+    with pytest.raises(LedgerCorrupt, match=f"entry {seq + 1}"):  # repair names the line, it does not crash
+        ledger.repair()
+
+
+def test_an_impossible_charge_never_reaches_the_journal(home: Path) -> None:
+    settings = make_settings()
+    ledger = Ledger(settings, now=Clock())
+    held = ledger.reserve(settings.agent(AGENT), est(0.1), run_id="r", step="s")
+    before = paths.ledger_history().read_bytes()
+    with pytest.raises(ValueError, match="impossible figure"):
+        ledger.settle(held, usd=-5.0, tokens=10)
+    assert paths.ledger_history().read_bytes() == before
+    assert ledger.settle(held, usd=0.05, tokens=10)  # the books still work
+    assert ledger.report()["agents"][AGENT]["usd"]["spent"] == 0.05

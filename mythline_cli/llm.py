@@ -106,9 +106,11 @@ def _reset_seconds(value: str, now: float) -> float | None:
     return number
 
 
-def _retry_after(headers: Any) -> float | None:
+def _retry_after(headers: Any, *, rate_limited: bool = False) -> float | None:
     """How long the provider asked us to wait, in seconds, or None: ``retry-after-ms``,
-    ``retry-after`` (seconds or an HTTP date), else the latest ``x-ratelimit-reset*``."""
+    ``retry-after`` (seconds or an HTTP date), else, on a 429 (``rate_limited``), the latest
+    ``x-ratelimit-reset*``: providers send those on every answer, where they only say when
+    a window rolls over, not that anything must wait for it."""
     if not headers:
         return None
     seconds: float | None = None
@@ -129,7 +131,7 @@ def _retry_after(headers: Any) -> float | None:
                 parsed = None  # a header we cannot read is no instruction at all
             if parsed is not None:
                 seconds = parsed.timestamp() - time.time()
-    if seconds is None:
+    if seconds is None and rate_limited:
         now = time.time()
         resets = [_reset_seconds(str(v), now) for k, v in headers.items()
                   if k.lower().startswith("x-ratelimit-reset")]
@@ -178,7 +180,7 @@ def _classify(exc: BaseException, provider: Provider) -> CallFailure:
     where = safe_url(provider.base_url)
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
-        after = _retry_after(exc.response.headers if exc.response is not None else None)
+        after = _retry_after(exc.response.headers if exc.response is not None else None, rate_limited=status == 429)
         retryable = status in RETRY_STATUSES or status >= 500 or (status == 402 and after is not None)
         detail = _error_detail(exc)
         refused = _content_refusal(status, detail, exc.body)

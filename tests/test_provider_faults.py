@@ -330,3 +330,13 @@ def test_a_breaker_file_with_a_bad_value_is_moved_aside_not_fatal(home, config, 
     llm_server.responder = lore_responder("world-zones")
     other = mythline("run", "world-zones")
     assert other.returncode == 0 and other.stderr == ""
+
+
+def test_rate_limit_windows_on_other_answers_are_no_wait(home, config, llm_server):
+    # Providers send x-ratelimit-reset* on every answer: only a 429 makes them a wait.
+    llm_server.enqueue(error(503, "busy", headers={"x-ratelimit-reset-tokens": "20m"}))
+    llm_server.default = lore_responder(AGENT)
+    result = mythline("run", AGENT)
+    assert result.returncode == 0, result.stderr
+    assert llm_server.count() == 3
+    assert not (home / "breaker.json").exists() or "wait_until" not in breaker_entry(home)

@@ -217,15 +217,16 @@ class Breaker:
 
         return self._update(change)
 
-    def before_call(self, agent: str) -> None:
-        """Raise ``ProviderWait`` or ``BreakerOpen`` unless calls may go out (or this one is
-        the probe)."""
+    def before_call(self, agent: str, *, force: bool = False) -> None:
+        """Raise ``ProviderWait`` (unless ``force``) or ``BreakerOpen`` unless calls may go
+        out (or this one is the probe)."""
         cfg = self.settings.config.breaker
         if self._quiet():
             return
 
         def change(entry: dict[str, Any]) -> None:
-            self._check_wait(entry, agent)
+            if not force:
+                self._check_wait(entry, agent)
             opened = entry.get("opened_at")
             if not opened:
                 return

@@ -568,7 +568,7 @@ class Cycle:
         p = self.settings.provider
         self._boundary()
         self.hb.beat(step=step)
-        self.breaker.before_call(self.agent.name)
+        self.breaker.before_call(self.agent.name, force=self.force)
         messages = _clean(messages)
         est = self._estimate(messages, fmt)
         estimate = {"prompt_tokens": est.prompt_tokens, "max_output_tokens": est.max_output_tokens,

@@ -99,6 +99,19 @@ def test_a_long_provider_wait_holds_the_agent_and_the_fleet(home, config, llm_se
     assert breaker_entry(home).get("wait_until") is None
 
 
+def test_force_calls_inside_the_wait_and_a_success_clears_it(home, config, llm_server):
+    config(provider={"max_retry_wait": "2s"})
+    llm_server.enqueue(error(429, "rate limited", headers={"retry-after": "900"}))
+    assert mythline("run", AGENT).returncode == 1
+    llm_server.default = lore_responder("world-zones")
+    forced = mythline("run", "world-zones", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert llm_server.count() == 3
+    assert "wait_until" not in breaker_entry(home)
+    llm_server.default = lore_responder("world-items")
+    assert mythline("run", "world-items").returncode == 0  # the fleet calls again
+
+
 def test_a_wait_within_max_retry_wait_is_slept_not_held(home, config, llm_server):
     config(provider={"max_retry_wait": "2s"})
     llm_server.enqueue(error(429, "rate limited", headers={"x-ratelimit-reset-requests": "1s"}))
@@ -132,6 +145,7 @@ POISON = [
     pytest.param(lambda: error(403, "Input was flagged by moderation", code=403,
                                metadata={"reasons": ["violence"], "flagged_input": "..."}),
                  "flagged", id="403-moderation"),
+    pytest.param(lambda: error(413, "Request Entity Too Large"), "HTTP 413", id="413-too-large"),
     pytest.param(lambda: error(400, "Invalid prompt: your prompt was flagged as potentially violating our usage "
                                     "policy", code="invalid_prompt"),
                  "usage policy", id="400-invalid-prompt"),

@@ -132,6 +132,22 @@ def test_a_provider_wait_is_capped_at_backoff_max(home, config, llm_server):
     assert until <= datetime.now(timezone.utc) + timedelta(hours=1)
 
 
+@pytest.mark.parametrize("headers,rate_limited,expected", [
+    ({"retry-after-ms": "1500", "retry-after": "9"}, False, 1.5),
+    ({"retry-after": "garbage"}, False, None),
+    ({"retry-after": "-5"}, False, 0.0),
+    ({"x-ratelimit-reset-requests": "1h2m3.5s"}, True, 3723.5),
+    ({"x-ratelimit-reset-requests": "20ms", "x-ratelimit-reset-tokens": "6m0s"}, True, 360.0),
+    ({"x-ratelimit-reset-tokens": "6m0s"}, False, None),  # not a 429: no instruction
+    ({"x-ratelimit-reset": "soon"}, True, None),
+    ({"x-ratelimit-reset": "nan"}, True, None),
+])
+def test_one_parser_reads_every_wait_header(headers, rate_limited, expected):
+    from mythline_cli.llm import _retry_after
+
+    assert _retry_after(headers, rate_limited=rate_limited) == expected
+
+
 # -- poison topics --------------------------------------------------------------------------
 
 POISON = [

@@ -3,26 +3,34 @@
 After ``breaker.failures`` failed calls in a row across the fleet (an outage, a 429 storm,
 5xx), every agent skips its calls until ``breaker.cooldown`` has passed; then exactly one
 call is let through as a probe, and its outcome closes or re-opens the breaker.
+
+The same file carries a provider's own request to wait (a ``Retry-After`` longer than a run
+may sleep): until then no agent of the fleet calls that provider.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from . import files, paths
 from .config import Settings
-from .errors import MythlineError
+from .durations import format_duration
+from .errors import ExitCode, MythlineError
 from .procs import pid_alive
 from .redact import safe_url
 
 # Failures that say the provider is in trouble; a bad key or a bad request does not.
 TRIPPING = {"timeout", "connection", "error-in-200", "empty", "bad-response", "http-408", "http-409", "http-429"}
+_WAIT_KEYS = ("wait_until", "wait_s", "wait_asked_s")
 
 
 def trips(kind: str | None, status: int | None) -> bool:
@@ -32,7 +40,7 @@ def trips(kind: str | None, status: int | None) -> bool:
 class BreakerOpen(MythlineError):
     """The provider's breaker is open: skip the call."""
 
-    exit_code = 5
+    exit_code = ExitCode.PAUSED
 
     def __init__(self, base_url: str, until: datetime | None, failures: int, probing: bool) -> None:
         self.base_url = base_url
@@ -45,53 +53,180 @@ class BreakerOpen(MythlineError):
                          "Nothing was called; the next scheduled run tries again")
 
 
+def _say(seconds: float) -> str:
+    # Whole minutes past the first: "asked to wait 15m", not "14m58s" a moment later.
+    if seconds >= 60:
+        return format_duration(round(seconds / 60) * 60)
+    return format_duration(math.ceil(seconds))
+
+
+def wait_line(entry: dict[str, Any], now: datetime | None = None) -> str:
+    """What the user reads about a provider's wait: how long it asked for, and when the next
+    call may go out (local time)."""
+    until = datetime.fromisoformat(entry["wait_until"])
+    asked, waited = float(entry.get("wait_asked_s") or 0), float(entry.get("wait_s") or 0)
+    local, today = until.astimezone(), (now or datetime.now(timezone.utc)).astimezone()
+    when = f"{local:%H:%M}" if local.date() == today.date() else f"{local:%Y-%m-%d %H:%M}"
+    capped = f"; waiting {_say(waited)} (backoff.max)" if waited < asked else ""
+    return f"the provider asked to wait {_say(asked)}{capped}; next try after {when}"
+
+
+class ProviderWait(MythlineError):
+    """The provider asked the fleet to wait, and the wait is not over: skip the call."""
+
+    exit_code = ExitCode.PAUSED
+
+    def __init__(self, agent: str, entry: dict[str, Any]) -> None:
+        self.agent = agent
+        self.until = datetime.fromisoformat(entry["wait_until"])
+        super().__init__(f"{agent}: {wait_line(entry)}; nothing was called")
+
+
 def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    # A hand-written time without an offset is read as UTC, never compared naive-to-aware.
+    return value if value is None or value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+class _Probe(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    agent: str = ""
+    pid: int = 0
+    host: str = ""
+    started: datetime
+    _started = field_validator("started")(_aware)
+
+
+class _Entry(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    failures: int = Field(default=0, ge=0)
+    opened_at: datetime | None = None
+    probe: _Probe | None = None
+    wait_until: datetime | None = None
+    wait_s: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    wait_asked_s: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    _times = field_validator("opened_at", "wait_until")(_aware)
+
+
+_FILE = TypeAdapter(dict[str, _Entry])
+
+
+def _validate(data: Any) -> dict[str, dict[str, Any]]:
+    """Every entry of ``breaker.json`` checked and put in one form; raises ``ValueError``
+    naming the first bad value."""
+    try:
+        entries = _FILE.validate_python(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"][1:]) or "entry"
+        raise ValueError(f"{where}: {first['msg']}") from None
+    out: dict[str, dict[str, Any]] = {}
+    for key, e in entries.items():
+        entry: dict[str, Any] = {
+            "failures": e.failures, "opened_at": e.opened_at.isoformat() if e.opened_at else None,
+            "probe": {**e.probe.model_dump(), "started": e.probe.started.isoformat()} if e.probe else None}
+        if e.wait_until is not None:
+            entry.update(wait_until=e.wait_until.isoformat(), wait_s=e.wait_s, wait_asked_s=e.wait_asked_s)
+        out[key] = entry
+    return out
+
+
+def _load(path: Path) -> tuple[dict[str, dict[str, Any]], str | None]:
+    """(the breaker's entries, None), or ({}, what is wrong) for a file that cannot be used."""
+    try:
+        data = files.read_json(path)
+    except files.CorruptFile as exc:
+        return {}, exc.problem
+    except RecursionError:
+        return {}, "nested too deep"
+    if data is None:
+        return {}, None
+    if not isinstance(data, dict):
+        return {}, f"expected an object, found {type(data).__name__}"
+    try:
+        return _validate(data), None
+    except ValueError as exc:
+        return {}, str(exc)
 
 
 class Breaker:
     """Read-modify-write of ``breaker.json`` under its own short-held file lock."""
 
-    def __init__(self, settings: Settings, *, now: Callable[[], datetime] = _utcnow) -> None:
+    def __init__(self, settings: Settings, *, now: Callable[[], datetime] = _utcnow,
+                 on_repair: Callable[[Path, str], None] = lambda moved, problem: None) -> None:
         self.settings = settings
         # Keyed by the URL without user info or query: those may hold credentials.
         self.key = safe_url(settings.provider.base_url)
         self.now = now
         self.host = socket.gethostname()
+        self.on_repair = on_repair
 
     def _quiet(self) -> bool:
-        """True when the breaker is closed with no failures counted: the everyday case,
-        answered from the file alone (replaced atomically, so safe to read unlocked)."""
+        """True when the breaker is closed with no failures counted and no wait: the everyday
+        case, answered from the file alone (replaced atomically, so safe to read unlocked)."""
         entry = self.state()
-        return not entry.get("failures") and not entry.get("opened_at") and not entry.get("probe")
+        return not entry.get("failures") and not entry.get("opened_at") and not entry.get("probe") \
+            and not entry.get("wait_until")
 
     def _update(self, change: Callable[[dict[str, Any]], Any]) -> Any:
         paths.home().mkdir(parents=True, exist_ok=True)
         with FileLock(str(paths.breaker_lock()), timeout=30):
-            try:
-                data = files.read_json(paths.breaker())
-            except files.CorruptFile:
-                # Losing breaker state only costs a few extra calls before it trips again.
-                data = None
-            if not isinstance(data, dict):
-                data = {}
-            entry = data.get(self.key)
-            if not isinstance(entry, dict):
-                entry = {"failures": 0, "opened_at": None, "probe": None}
+            path = paths.breaker()
+            data, problem = _load(path)
+            if problem is not None:
+                # Losing breaker state only costs a few extra calls before it trips again; a bad
+                # value left in place would stop every agent of the fleet.
+                self.on_repair(files.quarantine_corrupt(path), problem)
+            entry = data.get(self.key) or {"failures": 0, "opened_at": None, "probe": None}
             before = dict(entry)
             result = change(entry)
             if entry != before or self.key not in data:
                 data[self.key] = entry
-                files.write_json(paths.breaker(), data)
+                files.write_json(path, data)
             return result
 
-    def before_call(self, agent: str) -> None:
-        """Raise ``BreakerOpen`` unless calls may go out (or this one is the probe)."""
+    def _check_wait(self, entry: dict[str, Any], agent: str) -> None:
+        until = entry.get("wait_until")
+        if not until:
+            return
+        if self.now() < datetime.fromisoformat(until):
+            raise ProviderWait(agent, entry)
+        for key in _WAIT_KEYS:
+            entry.pop(key, None)
+
+    def check_wait(self, agent: str) -> None:
+        """Raise ``ProviderWait`` while the provider's requested wait lasts (and repair a bad
+        file, so the run that finds it says so)."""
+        if not self._quiet():
+            self._update(lambda entry: self._check_wait(entry, agent))
+
+    def hold(self, asked: float, *, agent: str) -> dict[str, Any]:
+        """The provider asked for ``asked`` seconds: no agent calls it before then (at most
+        ``backoff.max``). Returns the entry, for ``wait_line``."""
+        wait = min(asked, self.settings.config.backoff.max)
+        until = self.now() + timedelta(seconds=wait)
+
+        def change(entry: dict[str, Any]) -> dict[str, Any]:
+            current = entry.get("wait_until")
+            if not current or datetime.fromisoformat(current) < until:
+                entry.update(wait_until=until.isoformat(), wait_s=wait, wait_asked_s=asked)
+            return dict(entry)
+
+        return self._update(change)
+
+    def before_call(self, agent: str, *, force: bool = False) -> None:
+        """Raise ``ProviderWait`` (unless ``force``) or ``BreakerOpen`` unless calls may go
+        out (or this one is the probe)."""
         cfg = self.settings.config.breaker
         if self._quiet():
             return
 
         def change(entry: dict[str, Any]) -> None:
+            if not force:
+                self._check_wait(entry, agent)
             opened = entry.get("opened_at")
             if not opened:
                 return
@@ -124,6 +259,8 @@ class Breaker:
             entry["probe"] = None
             if ok:
                 entry.update(failures=0, opened_at=None)
+                for key in _WAIT_KEYS:
+                    entry.pop(key, None)
             elif trips(kind, status):
                 entry["failures"] = int(entry.get("failures", 0)) + 1
                 if entry["failures"] >= cfg.failures or was_probe:
@@ -133,9 +270,12 @@ class Breaker:
         return self._update(change)
 
     def state(self) -> dict[str, Any]:
+        """This provider's entry, read without the lock; a file that cannot be used reads as
+        not quiet, so the next change takes the locked path, which moves it aside."""
         try:
-            data = files.read_json(paths.breaker())
-        except (files.CorruptFile, OSError):
-            return {"failures": 1}  # unknown: take the locked path, which repairs the file
-        entry = (data if isinstance(data, dict) else {}).get(self.key)
-        return entry if isinstance(entry, dict) else {}
+            data, problem = _load(paths.breaker())
+        except OSError:
+            problem = "unreadable"
+        if problem is not None:
+            return {"failures": 1}
+        return data.get(self.key) or {}

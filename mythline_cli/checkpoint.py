@@ -204,8 +204,9 @@ class Checkpoint:
         self.save()
 
     def finish_attempt(self, *, passed: bool, feedback: list[str], max_attempts: int,
-                       stored: dict[str, Any] | None = None) -> str:
-        """Close the attempt in one write; returns the topic's new status."""
+                       stored: dict[str, Any] | None = None, keep_steps: tuple[str, ...] = ()) -> str:
+        """Close the attempt in one write; returns the topic's new status. ``keep_steps``:
+        recorded steps a failed attempt hands to the next one (paid for, still good)."""
         cur = self.data["current"]
         state = self.topic_state(cur["topic"])
         state["attempts"] += 1
@@ -217,7 +218,11 @@ class Checkpoint:
                 {"attempt": cur["attempt"], "issues": feedback}]
             state["status"] = QUARANTINED if state["attempts"] >= max_attempts else "pending"
         state["updated"] = _now()
+        kept = {k: v for k, v in cur["steps"].items() if k in keep_steps}
         self.data["current"] = None
+        if kept and state["status"] == "pending":
+            self.data["current"] = {"topic": cur["topic"], "attempt": state["attempts"] + 1,
+                                    "run_id": cur.get("run_id"), "started": _now(), "steps": kept}
         self.save()
         return state["status"]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -21,11 +22,11 @@ from filelock import FileLock, Timeout
 from . import checkpoint as ckpt_mod
 from . import heartbeat as hb_mod
 from . import killswitch, paths, pricing, research, validate
-from .breaker import Breaker, BreakerOpen
+from .breaker import Breaker, BreakerOpen, ProviderWait, wait_line
 from .checkpoint import Checkpoint
 from .config import Agent, Settings
-from .errors import (AlreadyRunning, BackingOff, BudgetExceeded, ExitCode, Interrupted, LedgerCorrupt, LLMError,
-                     MythlineError, UnknownPrice, UsageError)
+from .errors import (Aborted, AlreadyRunning, BackingOff, BudgetExceeded, ExitCode, Interrupted, LedgerCorrupt,
+                     LLMError, MythlineError, UnknownPrice, UsageError)
 from .events import EventLog
 from .fleet.schemas import RECORD_MODELS
 from .heartbeat import Heartbeat
@@ -35,6 +36,57 @@ from .stopping import StopFlag
 from .store import store_record
 
 Listener = Callable[[dict[str, Any]], None]
+# The audit's own steps: when only these fail, the paid research answer is kept.
+AUDIT_STEPS = ("audit", "audit-repair")
+RESEARCH_STEPS = ("research", "repair")
+
+
+class _Rejected(Exception):
+    """A call failed in a way tied to this topic's content: the attempt is rejected with
+    ``issue`` as its feedback. Not an outage: no backoff, nothing counted by the breaker."""
+
+    def __init__(self, step: str, issue: str) -> None:
+        super().__init__(issue)
+        self.step = step
+        self.issue = issue
+
+
+def _clean_text(text: str) -> str:
+    """``text`` with every lone surrogate (half of a split emoji, a ``\\ud800`` escape in an
+    answer's JSON) replaced by U+FFFD: no file, request or price estimate can encode one."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, str):
+        return _clean_text(value)
+    if isinstance(value, dict):
+        return {_clean_text(k) if isinstance(k, str) else k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+Interpretation = tuple[dict[str, Any] | None, str | None]
+
+
+def interpret(content: Any, model: type[Any]) -> Interpretation:
+    """A recorded answer as a valid ``model`` dict, or (None, what is wrong). Never raises:
+    an answer nested too deep, not text, or anything else a parser trips on is an answer
+    that is not valid, to be repaired or rejected like any other."""
+    if not isinstance(content, str):
+        return None, f"the recorded answer is not text ({type(content).__name__})"
+    try:
+        record, error = research.parse(content, model)
+    except Exception as exc:  # noqa: BLE001 - whatever it is, the answer gets a verdict
+        return None, f"could not be read ({type(exc).__name__}: {str(exc)[:200]})"
+    if error is not None or record is None:
+        return None, error or "no record"
+    return _clean(record), None
 
 
 @dataclass
@@ -84,26 +136,35 @@ class _CallBudget:
         usd = pricing.cost_of(prompt, completion, self.estimate.price)
         return usd, "tokens x prices" if usd is not None else "unpriced"
 
-    def charge_failure(self, billed: tuple[int, int, float | None] | None) -> None:
-        """Close the open reservation for an attempt that failed."""
+    def _overrun(self, res: Reservation, usd: float | None) -> None:
+        if usd is not None and res.usd is not None and usd > res.usd:
+            self.events.emit("overrun", step=self.step, reserved_usd=res.usd, usd=usd,
+                             note="the provider billed more than the reservation; caps may be exceeded by the "
+                                  "difference")
+
+    def charge_failure(self, billed: tuple[int, int, float | None] | None) -> float | None:
+        """Close the open reservation for an attempt that failed; returns what it was charged."""
         if self.open is None:
-            return
+            return None
         res, self.open = self.open, None
         if billed == (0, 0, None):
             billed = None  # usage that says nothing at all is no evidence of a free call
         if billed is None:
             # The provider may have billed a call we never saw the end of: count the estimate.
             self.ledger.settle(res, usd=res.usd, tokens=res.tokens, unsettled=True)
-        elif billed == (0, 0, 0.0):
+            return res.usd
+        if billed == (0, 0, 0.0):
             self.ledger.release(res)
-        else:
-            usd, _ = self._cost(*billed)
-            self.ledger.settle(res, usd=usd, tokens=billed[0] + billed[1])
+            return 0.0
+        usd, _ = self._cost(*billed)
+        self.ledger.settle(res, usd=usd, tokens=billed[0] + billed[1])
+        self._overrun(res, usd)
+        return usd
 
     def before_retry(self, failure: Any) -> None:
-        self.charge_failure(getattr(failure, "billed", None))
+        usd = self.charge_failure(getattr(failure, "billed", None))
         self.events.emit("llm-retry", step=self.step, error=str(failure), kind=getattr(failure, "kind", None),
-                         retry_after=getattr(failure, "retry_after", None))
+                         retry_after=getattr(failure, "retry_after", None), usd=usd)
 
     def before_attempt(self) -> None:
         """A retry is a new call: stop here if asked to, else reserve it like the first."""
@@ -124,6 +185,7 @@ class _CallBudget:
         if unsettled:
             tokens = max(tokens, res.tokens)
         self.ledger.settle(res, usd=usd, tokens=tokens, unsettled=unsettled)
+        self._overrun(res, usd)
 
 
 class Cycle:
@@ -135,7 +197,13 @@ class Cycle:
         self.settings = settings
         self.force = force
         self.stop = stop if stop is not None else StopFlag()
-        self.breaker = Breaker(settings)
+        self.warnings: list[str] = []
+        self._early: list[dict[str, Any]] = []  # events from before run-start, written after it
+        self._started = False
+        self._wait_until: str | None = None  # a provider's requested wait, when a call got one
+        self._wait_line: str | None = None
+        self._issues: list[str] = []
+        self.breaker = Breaker(settings, on_repair=self._breaker_repaired)
         self.agent = agent
         self.key = key
         self.run_id = new_run_id()
@@ -153,6 +221,14 @@ class Cycle:
         entry = self.events.emit(event, **data)
         if self.listener:
             self.listener(entry)
+
+    def _breaker_repaired(self, moved: Any, problem: str) -> None:
+        self.warnings.append(f"breaker.json was unreadable ({problem}); moved aside to {moved} and started afresh")
+        event = {"file": "breaker", "moved_to": str(moved), "problem": problem}
+        if self._started:
+            self.emit("corrupt-state", **event)
+        else:
+            self._early.append(event)
 
     def client(self) -> Any:
         if self._client is None:
@@ -186,14 +262,31 @@ class Cycle:
     def _run_locked(self) -> Outcome:
         agent = self.agent
         t0 = time.monotonic()
-        warnings: list[str] = []
+        warnings = self.warnings
         killswitch.check(agent.name)
         previous, hb_moved = hb_mod.read(agent.name)
         self._check_backoff(previous)
+        if not self.force:
+            # Before the heartbeat: a run skipped for the provider's wait leaves no trace, like backoff.
+            self.breaker.check_wait(agent.name)
         ck = Checkpoint.load(agent.name)
         self.hb = Heartbeat(agent.name, self.run_id, previous=previous, pid=os.getpid(), secrets=self.events.secrets)
         self.hb.beat()
+        try:
+            return self._run_started(t0, ck, hb_moved)
+        except Aborted as exc:
+            # A second signal: stopped where it was. An interruption, not a failure: no backoff.
+            self.emit("interrupted", step=self.hb.data.get("step"), signal=exc.signame, aborted=True)
+            return self._end(t0, "interrupted", exc.exit_code, self.hb.data.get("topic"), f"{agent.name}: {exc}",
+                             ck, warnings, failure=False)
+
+    def _run_started(self, t0: float, ck: Checkpoint, hb_moved: Any) -> Outcome:
+        agent = self.agent
+        warnings = self.warnings
         self.emit("run-start", pid=os.getpid(), model=agent.model, base_url=safe_url(self.settings.provider.base_url))
+        self._started = True
+        for event in self._early:
+            self.emit("corrupt-state", **event)
         try:
             # Every run settles the books first: a crashed run's reservation is reclaimed even
             # when this run has nothing left to call.
@@ -238,12 +331,20 @@ class Cycle:
             self.emit("breaker-open", step=self.hb.data.get("step"), error=str(exc))
             return self._end(t0, "failed", exc.exit_code, topic, f"{agent.name}: {exc}", ck, warnings,
                              failure=False)
+        except ProviderWait as exc:
+            self.emit("provider-wait", step=self.hb.data.get("step"), until=exc.until.isoformat())
+            return self._end(t0, "failed", exc.exit_code, topic, str(exc), ck, warnings, failure=False)
         except LLMError as exc:
             self.emit("error", step=self.hb.data.get("step"), error=str(exc), status=exc.status)
-            return self._end(t0, "failed", ExitCode.FAILED, topic, f"{agent.name}: {exc}", ck, warnings)
+            message = f"{agent.name}: {exc}"
+            if self._wait_line:
+                message += f"; {self._wait_line}"
+            return self._end(t0, "failed", ExitCode.FAILED, topic, message, ck, warnings)
         except LedgerCorrupt as exc:
             self.emit("error", step=self.hb.data.get("step"), error=str(exc))
             return self._end(t0, "failed", exc.exit_code, topic, str(exc), ck, warnings)
+        except Aborted:
+            raise  # recorded as an interruption by the caller
         except (MythlineError, KeyboardInterrupt, Exception) as exc:
             self.emit("error", step=self.hb.data.get("step"), error=f"{type(exc).__name__}: {exc}")
             self._end(t0, "failed", ExitCode.FAILED, topic, f"{agent.name}: {exc}", ck, warnings)
@@ -251,6 +352,8 @@ class Cycle:
         message = None
         if result == "quarantined":
             message = f"{agent.name}: topic {topic!r} quarantined after {agent.max_attempts} failed attempts"
+            if self._issues:
+                message += f"; last problem: {self._issues[0]}"
             self._alert("quarantine", message, once_key=f"quarantine:{agent.name}:{topic}", topic=topic)
         out = self._end(t0, "ok", ExitCode.OK, topic, None, ck, warnings, result=result)
         out.message = message
@@ -273,7 +376,10 @@ class Cycle:
             if failure:
                 streak = int(self.hb.data.get("consecutive_failures") or 0) + 1
                 fields["consecutive_failures"] = streak
-                fields["backoff_until"] = self._backoff_until(streak)
+                until = self._backoff_until(streak)
+                if self._wait_until and datetime.fromisoformat(self._wait_until) > datetime.fromisoformat(until):
+                    until = self._wait_until  # never sooner than the provider asked
+                fields["backoff_until"] = until
         self.hb.finish(state, started_at=t0, ended_at=time.monotonic(), **fields)
         if failure and state == "failed":
             streak = fields["consecutive_failures"]
@@ -286,6 +392,17 @@ class Cycle:
 
     # -- one attempt at one topic --------------------------------------------------------
     def _attempt(self, ck: Checkpoint, topic: str) -> str:
+        try:
+            return self._steps(ck, topic)
+        except _Rejected as exc:
+            # Only the audit failed: the paid research answer waits for the next attempt.
+            keep = RESEARCH_STEPS if exc.step in AUDIT_STEPS else ()
+            return self._reject(ck, topic, [exc.issue], score=None, keep=keep)
+
+    def _interpret(self, step: str, steps: dict[str, Any], model: type[Any]) -> Interpretation:
+        return interpret((steps.get(step) or {}).get("content"), model)
+
+    def _steps(self, ck: Checkpoint, topic: str) -> str:
         agent = self.agent
         cur = ck.current(topic, self.run_id)
         steps = cur["steps"]
@@ -295,28 +412,45 @@ class Cycle:
 
         if "research" not in steps:
             self._call(ck, "research", msgs, fmt, cur["attempt"])
-        record, error = research.parse(steps["research"]["content"], self.schema)
+        record, error = self._interpret("research", steps, self.schema)
         if error is not None:
             self.emit("invalid-output", step="research", error=error)
             if "repair" not in steps:
-                repair = research.repair_messages(msgs, steps["research"]["content"], error, self.prompts_dir)
+                repair = research.repair_messages(msgs, str(steps["research"].get("content")), error,
+                                                  self.prompts_dir)
                 self._call(ck, "repair", repair, fmt, cur["attempt"])
-            record, error = research.parse(steps["repair"]["content"], self.schema)
+            record, error = self._interpret("repair", steps, self.schema)
             if error is not None:
                 self.emit("invalid-output", step="repair", error=error)
                 return self._reject(ck, topic, [f"the answer was not a valid record: {error}"], score=None)
+        assert record is not None
 
-        problems = validate.check_rules(record, agent)
+        try:
+            problems = validate.check_rules(record, agent)
+        except Exception as exc:  # noqa: BLE001 - a record the rules cannot read is not a valid one
+            problems = [f"the record could not be checked ({type(exc).__name__}: {str(exc)[:200]})"]
         if problems:
             return self._reject(ck, topic, problems, score=None)
 
+        amsgs = validate.audit_messages(agent, topic, record, self.prompts_dir, self.mode)
+        afmt = research.response_format(validate.Audit, self.mode, name="audit")
         if "audit" not in steps:
-            amsgs = validate.audit_messages(agent, topic, record, self.prompts_dir, self.mode)
-            afmt = research.response_format(validate.Audit, self.mode, name="audit")
             self._call(ck, "audit", amsgs, afmt, cur["attempt"])
-        audit, error = research.parse(steps["audit"]["content"], validate.Audit)
-        if audit is None:
-            return self._reject(ck, topic, [f"the audit answer was unreadable: {error}"], score=None)
+        audit, error = self._interpret("audit", steps, validate.Audit)
+        if error is not None:
+            # Repaired like research: one call that shows the model its unreadable answer.
+            self.emit("invalid-output", step="audit", error=error)
+            if "audit-repair" not in steps:
+                repair = research.repair_messages(amsgs, str(steps["audit"].get("content")), error,
+                                                  self.prompts_dir)
+                self._call(ck, "audit-repair", repair, afmt, cur["attempt"])
+            audit, error = self._interpret("audit-repair", steps, validate.Audit)
+            if error is not None:
+                self.emit("invalid-output", step="audit-repair", error=error)
+                return self._reject(ck, topic, [f"the audit answer was unreadable: {error}"], score=None,
+                                    keep=RESEARCH_STEPS)
+        assert audit is not None
+        validated_at = (steps.get("audit-repair") or steps["audit"])["recorded"]
         score, issues = float(audit["score"]), list(audit["issues"])
         passed = score >= agent.min_score
         self.emit("verdict", topic=topic, attempt=cur["attempt"], score=score, min_score=agent.min_score,
@@ -333,7 +467,7 @@ class Cycle:
             "tokens": sum(s["prompt_tokens"] + s["completion_tokens"] for s in calls),
             "cost_usd": round(sum(s.get("usd") or 0.0 for s in calls), 8),
             "sources": record.get("sources", []),
-            "researched_at": steps["research"]["recorded"], "validated_at": steps["audit"]["recorded"],
+            "researched_at": steps["research"]["recorded"], "validated_at": validated_at,
         }
         stored = store_record(domain=agent.domain, topic=topic, record=record, provenance=provenance)
         self.emit("store", topic=topic, **stored)
@@ -383,11 +517,13 @@ class Cycle:
                         f"in {hit['window']}", once_key=f"budget-warn:{scope}:{hit['unit']}:{hit['window']}", **hit)
 
     def _reject(self, ck: Checkpoint, topic: str, issues: list[str], *, score: float | None,
-                verdict_sent: bool = False) -> str:
+                verdict_sent: bool = False, keep: tuple[str, ...] = ()) -> str:
         attempt = ck.data["current"]["attempt"]
+        self._issues = issues
         if not verdict_sent:
             self.emit("verdict", topic=topic, attempt=attempt, score=score, passed=False, issues=issues)
-        status = ck.finish_attempt(passed=False, feedback=issues, max_attempts=self.agent.max_attempts)
+        status = ck.finish_attempt(passed=False, feedback=issues, max_attempts=self.agent.max_attempts,
+                                   keep_steps=keep)
         if status == ckpt_mod.QUARANTINED:
             self.emit("quarantine", topic=topic, attempts=attempt, issues=issues)
             return "quarantined"
@@ -404,15 +540,39 @@ class Cycle:
         self.stop.check()
         killswitch.check(self.agent.name, mid_run=True)
 
+    def _estimate(self, messages: list[dict[str, str]], fmt: dict[str, Any]) -> pricing.Estimate:
+        """The call's estimate, computed where a stop signal can still end the run: loading
+        the tokenizer may block in C code (a download that never answers) for ever, and a
+        Python signal handler cannot run there, so the work is done in a helper thread while
+        this one waits, a fraction of a second at a time, for it or for a stop."""
+        p = self.settings.provider
+        box: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                box["est"] = pricing.estimate(messages, model=self.agent.model, max_output_tokens=p.max_output_tokens,
+                                              provider=p, response_format=fmt)
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+                box["exc"] = exc
+
+        worker = threading.Thread(target=work, name="mythline-estimate", daemon=True)
+        worker.start()
+        while worker.is_alive():
+            worker.join(0.1)
+            self.stop.check()
+        if "exc" in box:
+            raise box["exc"]
+        return box["est"]
+
     def _call(self, ck: Checkpoint, step: str, messages: list[dict[str, str]], fmt: dict[str, Any],
               attempt: int) -> None:
         """Estimate, reserve, call; record the answer in the checkpoint at once; then settle."""
         p = self.settings.provider
         self._boundary()
         self.hb.beat(step=step)
-        self.breaker.before_call(self.agent.name)
-        est = pricing.estimate(messages, model=self.agent.model, max_output_tokens=p.max_output_tokens, provider=p,
-                               response_format=fmt)
+        self.breaker.before_call(self.agent.name, force=self.force)
+        messages = _clean(messages)
+        est = self._estimate(messages, fmt)
         estimate = {"prompt_tokens": est.prompt_tokens, "max_output_tokens": est.max_output_tokens,
                     "usd": est.usd, "counted_by": est.counted_by,
                     "price": est.price.source if est.price else None}
@@ -430,10 +590,20 @@ class Cycle:
             result = client.chat(messages, model=self.agent.model, max_tokens=p.max_output_tokens,
                                  response_format=fmt, guard=budget)
         except LLMError as exc:
-            budget.charge_failure(getattr(exc, "billed", None))
-            self.breaker.record(ok=False, kind=getattr(exc, "kind", None), status=exc.status)
+            usd = budget.charge_failure(getattr(exc, "billed", None))
+            kind, issue = getattr(exc, "kind", None), getattr(exc, "content_issue", None)
+            # A failure tied to the topic's content says nothing about the provider's health:
+            # it neither counts toward the breaker nor clears it.
+            self.breaker.record(ok=False, kind=None if issue else kind, status=None if issue else exc.status)
             self.emit("llm-call", step=step, attempt=attempt, ok=False, estimate=estimate, error=str(exc),
-                      kind=getattr(exc, "kind", None), status=exc.status, attempts=getattr(exc, "attempts", 1))
+                      kind=kind, status=exc.status, attempts=getattr(exc, "attempts", 1), usd=usd)
+            after = getattr(exc, "retry_after", None)
+            if after is not None and after > p.max_retry_wait:
+                # The provider asked for longer than a run may wait: the whole fleet waits.
+                entry = self.breaker.hold(after, agent=self.agent.name)
+                self._wait_until, self._wait_line = entry["wait_until"], wait_line(entry)
+            if issue:
+                raise _Rejected(step, issue) from None
             raise
         except BaseException:
             budget.charge_failure(None)  # interrupted mid-call: the provider may still bill it
@@ -445,15 +615,11 @@ class Cycle:
         ck.record_step(step, {"content": result.content, "prompt_tokens": result.prompt_tokens,
                               "completion_tokens": result.completion_tokens, "usd": usd, "cost_source": source,
                               "model": result.model, "response_id": result.response_id})
-        reserved = budget.open.usd if budget.open else None
         budget.settle(usd, result.prompt_tokens + result.completion_tokens, unsettled=unsettled)
         self.emit("llm-call", step=step, attempt=attempt, ok=True, estimate=estimate,
                   prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens, usd=usd,
                   cost_source=source, latency_s=round(result.latency, 3), attempts=result.attempts,
                   response_id=result.response_id, model=result.model)
-        if usd is not None and reserved is not None and usd > reserved:
-            self.emit("overrun", step=step, reserved_usd=reserved, usd=usd,
-                      note="the provider billed more than the reservation; caps may be exceeded by the difference")
         self.breaker.record(ok=True)
         self._warn_budget()
         self.hb.beat(**self.today())
@@ -494,12 +660,13 @@ def dry_run(settings: Settings, name: str) -> dict[str, Any]:
     step = "research"
     fmt = research.response_format(schema, mode)
     if "research" in steps:
-        record, _ = research.parse((steps.get("repair") or steps["research"])["content"], schema)
+        record, _ = interpret((steps.get("repair") or steps["research"]).get("content"), schema)
         step = "audit" if record is not None else "repair"
         if record is not None:
             msgs = validate.audit_messages(agent, topic, record, settings.prompts_dir(), mode)
             fmt = research.response_format(validate.Audit, mode, name="audit")
     p = settings.provider
+    msgs = _clean(msgs)
     est = pricing.estimate(msgs, model=agent.model, max_output_tokens=p.max_output_tokens, provider=p,
                            response_format=fmt)
     refusal = Ledger(settings).check(agent, est)

@@ -124,6 +124,22 @@ class Interrupted(MythlineError):
         super().__init__(f"stopped by {signame}; the checkpoint is saved and the next run resumes")
 
 
+class Aborted(KeyboardInterrupt):
+    """A second signal: the run stops where it is, not at a step boundary.
+
+    A ``KeyboardInterrupt`` so that no ``except Exception`` on the way (in a library, in a
+    retry loop) can swallow it."""
+
+    def __init__(self, signame: str, code: int) -> None:
+        self.signame = signame
+        self.exit_code = code
+        super().__init__(f"aborted by a second {signame}; a call in flight is charged at its estimate, and the "
+                         "next run resumes at the last recorded step")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 def _fmt(unit: str, value: float) -> str:
     return usd(value) if unit == "usd" else f"{int(value):,} tokens"
 

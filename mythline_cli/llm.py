@@ -11,6 +11,7 @@ from __future__ import annotations
 import email.utils
 import math
 import random
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -68,6 +69,10 @@ class CallFailure(LLMError):
     kind: str = "error"
     attempts: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
+    # Set when the failure is tied to what this topic's prompt or answer holds (cut off at
+    # max_tokens, a content filter, a prompt too long or refused): the same call would fail
+    # the same way, so it is the topic's failed attempt (this text is its feedback), not an outage.
+    content_issue: str | None = None
 
     def __post_init__(self) -> None:
         LLMError.__init__(self, self.message, status=self.status, retryable=self.retryable)
@@ -76,29 +81,89 @@ class CallFailure(LLMError):
         return self.message
 
 
-def _retry_after(headers: Any) -> float | None:
+_RESET_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_RESET_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _reset_seconds(value: str, now: float) -> float | None:
+    """Seconds until an ``x-ratelimit-reset*`` value: a duration (OpenAI's ``6m0s``,
+    ``20ms``), a Unix time in seconds or milliseconds (OpenRouter's), or seconds."""
+    text = value.strip().lower()
+    try:
+        number = float(text)
+    except ValueError:
+        pos, seconds = 0, 0.0
+        for match in _RESET_PART.finditer(text):
+            if match.start() != pos:
+                return None
+            seconds += float(match.group(1)) * _RESET_UNITS[match.group(2)]
+            pos = match.end()
+        return seconds if text and pos == len(text) else None
+    if number > 1e11:
+        return number / 1000 - now  # epoch milliseconds
+    if number > 1e9:
+        return number - now  # epoch seconds
+    return number
+
+
+def _retry_after(headers: Any, *, rate_limited: bool = False) -> float | None:
+    """How long the provider asked us to wait, in seconds, or None: ``retry-after-ms``,
+    ``retry-after`` (seconds or an HTTP date), else, on a 429 (``rate_limited``), the latest
+    ``x-ratelimit-reset*``: providers send those on every answer, where they only say when
+    a window rolls over, not that anything must wait for it."""
     if not headers:
         return None
+    seconds: float | None = None
     ms = headers.get("retry-after-ms")
+    value = headers.get("retry-after")
     if ms:
         try:
-            return max(0.0, float(ms) / 1000)
+            seconds = float(ms) / 1000
         except ValueError:
             pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
+    if seconds is None and value:
         try:
-            parsed = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None  # a header we cannot read is no instruction at all
-        if parsed is None:
-            return None
-        seconds = parsed.timestamp() - time.time()
-    return max(0.0, seconds) if math.isfinite(seconds) else None
+            seconds = float(value)
+        except ValueError:
+            try:
+                parsed = email.utils.parsedate_to_datetime(value)
+            except (TypeError, ValueError, IndexError):
+                parsed = None  # a header we cannot read is no instruction at all
+            if parsed is not None:
+                seconds = parsed.timestamp() - time.time()
+    if seconds is None and rate_limited:
+        now = time.time()
+        resets = [_reset_seconds(str(v), now) for k, v in headers.items()
+                  if k.lower().startswith("x-ratelimit-reset")]
+        resets = [r for r in resets if r is not None and math.isfinite(r)]
+        seconds = max(resets) if resets else None
+    if seconds is None or not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+# A 4xx whose text says the prompt itself is the problem: too long for the model, or refused
+# for what it says. A key, a model name or a parameter problem says none of these words.
+_CONTENT_CODES = {"context_length_exceeded", "string_above_max_length", "invalid_prompt",
+                  "content_policy_violation", "content_filter", "moderation"}
+_CONTENT_WORDS = re.compile(
+    r"context length|context window|maximum context|too many tokens|prompt is too long|input is too long"
+    r"|reduce the length|flagged|moderation|content policy|content management policy|usage polic"
+    r"|content filter|safety system", re.IGNORECASE)
+
+
+def _content_refusal(status: int, detail: str, body: Any) -> str | None:
+    """What the provider said, when a 4xx is tied to this prompt's content, else None."""
+    if status not in (400, 403, 413, 422):
+        return None
+    err = body.get("error", body) if isinstance(body, dict) else None
+    code = str(err.get("code") or "") if isinstance(err, dict) else ""
+    metadata = err.get("metadata") if isinstance(err, dict) else None
+    reasons = metadata.get("reasons") if isinstance(metadata, dict) else None
+    if status == 413 or code in _CONTENT_CODES or reasons or _CONTENT_WORDS.search(detail):
+        extra = f" ({', '.join(str(r) for r in reasons[:5])})" if isinstance(reasons, list) and reasons else ""
+        return detail + extra
+    return None
 
 
 _HINTS = {
@@ -115,10 +180,14 @@ def _classify(exc: BaseException, provider: Provider) -> CallFailure:
     where = safe_url(provider.base_url)
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
-        after = _retry_after(exc.response.headers if exc.response is not None else None)
+        after = _retry_after(exc.response.headers if exc.response is not None else None, rate_limited=status == 429)
         retryable = status in RETRY_STATUSES or status >= 500 or (status == 402 and after is not None)
         detail = _error_detail(exc)
+        refused = _content_refusal(status, detail, exc.body)
         hint = _HINTS.get(status)
+        if refused is not None:
+            return CallFailure(f"HTTP {status} from {where}: {refused}", status=status, kind=f"http-{status}",
+                               content_issue=f"the provider refused this topic's prompt (HTTP {status}): {refused}")
         if hint and not retryable:
             msg = f"HTTP {status} from {where}: {hint.replace('${env}', provider.api_key_env or 'the key variable')}"
         else:
@@ -198,7 +267,15 @@ def _check(resp: Any, max_tokens: int) -> tuple[str, str]:
     reason = choice.finish_reason or ""
     if reason == "length":
         raise CallFailure(f"the answer was cut off at max_tokens={max_tokens}; raise provider.max_output_tokens",
-                          retryable=False, billed=usage, kind="length")
+                          retryable=False, billed=usage, kind="length",
+                          content_issue=f"the answer was cut off at max_tokens={max_tokens}: keep the record "
+                                        "shorter (or raise provider.max_output_tokens)")
+    if reason == "content_filter":
+        # Whatever text came with it was cut by the filter: never a record.
+        raise CallFailure("the provider's content filter stopped the answer (finish_reason content_filter)",
+                          retryable=False, billed=usage, kind="content-filter",
+                          content_issue="the provider's content filter stopped the answer (finish_reason "
+                                        "content_filter)")
     if reason == "error":
         raise CallFailure("the provider ended the answer with an error", retryable=True, billed=usage, kind="error-in-200")
     message = getattr(choice, "message", None)

@@ -69,10 +69,14 @@ def run_once(cfg: Settings, agent: str, *, json_out: bool = False, force: bool =
     """Run one cycle of ``agent`` and report it: nothing on success off a terminal, one line
     on stderr for a failure, the outcome as JSON with ``json_out``. Returns the exit code."""
     from .cycle import run_agent
+    from .errors import Aborted
 
     view = LiveView(agent) if is_tty() and not json_out else None
     try:
         outcome = run_agent(cfg, agent, listener=view, force=force)
+    except Aborted as exc:  # a second signal before the cycle could record it
+        fail_line(f"{agent}: {exc}")
+        return exc.exit_code
     finally:
         if view is not None:
             view.live.stop()

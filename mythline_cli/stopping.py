@@ -1,6 +1,6 @@
 """Graceful stops: SIGTERM / SIGINT (Ctrl-C, and Ctrl-Break on Windows) end a run at the
 next step boundary, with the checkpoint saved and unspent reservations released. A second
-signal stops at once."""
+signal stops at once (``Aborted``)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from .errors import ExitCode, Interrupted
+from .errors import Aborted, ExitCode, Interrupted
 
 _CODES = {"SIGINT": ExitCode.INTERRUPTED, "SIGTERM": ExitCode.TERMINATED, "SIGBREAK": ExitCode.INTERRUPTED}
+_AGAIN = {"SIGINT": "Ctrl-C", "SIGBREAK": "Ctrl-Break"}
+
+
+def code_of(signame: str) -> int:
+    return _CODES.get(signame, ExitCode.INTERRUPTED)
 
 
 class StopFlag:
@@ -23,10 +28,24 @@ class StopFlag:
 
     def check(self) -> None:
         if self.signame is not None:
-            raise Interrupted(self.signame, _CODES.get(self.signame, ExitCode.INTERRUPTED))
+            raise Interrupted(self.signame, code_of(self.signame))
 
     def __bool__(self) -> bool:
         return self.signame is not None
+
+
+def _tell(signame: str) -> None:
+    """On a terminal, say at once what the first signal does (people press Ctrl-C twice when
+    nothing answers). Off a terminal (cron mails every line) the run's last line says it."""
+    stream = sys.stderr
+    try:
+        if stream is None or not stream.isatty():
+            return
+        again = _AGAIN.get(signame, f"send {signame}")
+        stream.write(f"mythline: stopping after this call; {again} again to abort\n")
+        stream.flush()
+    except (OSError, ValueError):  # a closed or broken terminal: the stop itself goes on
+        pass
 
 
 @contextmanager
@@ -36,9 +55,11 @@ def graceful(flag: StopFlag) -> Iterator[StopFlag]:
     previous: dict[int, Any] = {}
 
     def handler(signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
         if flag.signame is not None:
-            raise KeyboardInterrupt  # a second signal: stop now
-        flag.signame = signal.Signals(signum).name
+            raise Aborted(name, code_of(name))
+        flag.signame = name
+        _tell(name)
 
     try:
         for name in names:

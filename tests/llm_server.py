@@ -163,12 +163,17 @@ def error(
     *,
     headers: dict[str, str] | None = None,
     code: str | int | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> Reply:
-    """An OpenAI-style error reply: ``{"error": {"message", "type", "code"}}``."""
+    """An OpenAI-style error reply: ``{"error": {"message", "type", "code"}}``, with
+    OpenRouter's ``metadata`` (e.g. a moderation refusal's ``reasons``) when given."""
     err_type = _ERROR_TYPES.get(status, "server_error" if status >= 500 else "api_error")
+    body: dict[str, Any] = {"message": message, "type": err_type, "code": code}
+    if metadata is not None:
+        body["metadata"] = metadata
     return Reply(
         status=status,
-        json={"error": {"message": message, "type": err_type, "code": code}},
+        json={"error": body},
         headers=dict(headers or {}),
     )
 

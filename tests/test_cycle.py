@@ -215,11 +215,10 @@ def test_unknown_price_with_usd_cap_refuses_before_calling(home, config, llm_ser
 def test_broken_responses_fail_the_call_and_store_nothing(home, config, llm_server):
     from llm_server import empty_choices, error_in_200
 
-    for reply in (error_in_200("upstream exploded"), empty_choices(),
-                  completion("{\"name\": ", finish_reason="length")):
+    for reply in (error_in_200("upstream exploded"), empty_choices()):
         llm_server.enqueue(reply)
     config(provider={"max_attempts": 1})
-    for expected in ("error inside a 200 response", "no choices", "cut off at max_tokens=500"):
+    for expected in ("error inside a 200 response", "no choices"):
         result = run("run", AGENT, "--force")  # past the backoff each failure starts
         assert result.exit_code == 1, result.output
         assert expected in result.stderr

@@ -75,7 +75,7 @@ def test_failed_run_backs_off_and_force_overrides(home, config, llm_server):
     llm_server.responder = lore_responder(AGENT)
     assert run("run", AGENT, "--force").exit_code == 0
     state = hb(home)
-    assert state["backoff_until"] is None and state["consecutive_failures"] == 0
+    assert state.get("backoff_until") is None and state["consecutive_failures"] == 0
 
 
 def test_backoff_in_the_past_lets_the_run_go(home, config, llm_server):
@@ -152,6 +152,7 @@ def test_signal_mid_call_finishes_the_call_saves_and_exits(home, config, llm_ser
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == code, err
     assert err.startswith(f"mythline: world-npcs: stopped by {signame}; the checkpoint is saved")
+    assert err.count("\n") == 1  # off a terminal, the first signal prints nothing of its own
     assert llm_server.count() == 1  # the audit was never sent
     assert research_recorded(home)  # the paid research answer was kept
     assert ledger(home)["reservations"] == {}
@@ -176,6 +177,148 @@ def test_sigterm_during_a_retry_wait_stops_without_another_request(home, config,
     assert proc.returncode == 143, err
     assert llm_server.count() == 1
     assert ledger(home)["reservations"] == {}
+
+
+class _TtyRun:
+    """A real ``mythline run`` whose stderr is a terminal (a pty), as in a user's shell."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        import pty
+
+        self.master, slave = pty.openpty()
+        self.proc = subprocess.Popen([sys.executable, "-m", "mythline_cli", *args], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=slave, env={**os.environ, **(env or {})})
+        os.close(slave)
+        self.text = ""
+
+    def read(self) -> str:
+        import select
+
+        while select.select([self.master], [], [], 0)[0]:
+            try:
+                chunk = os.read(self.master, 4096)
+            except OSError:  # the child closed its side
+                break
+            if not chunk:
+                break
+            self.text += chunk.decode(errors="replace")
+        return self.text
+
+    def wait(self) -> int:
+        self.proc.communicate(timeout=60)
+        self.read()
+        os.close(self.master)
+        return self.proc.returncode
+
+
+def _gated(home: Path, gate) -> object:
+    """Research answers wait for ``gate``: the call stays in flight until the test says."""
+    answer = lore_responder(AGENT)
+
+    def respond(request):
+        if not is_audit(request):
+            gate.wait(120)
+        return answer(request)
+
+    return respond
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and ptys")
+def test_the_first_ctrl_c_on_a_terminal_says_at_once_what_happens(home, config, llm_server):
+    import threading
+
+    gate = threading.Event()
+    llm_server.responder = _gated(home, gate)
+    run = _TtyRun("run", AGENT)
+    try:
+        wait_for(lambda: llm_server.count() == 1)
+        run.proc.send_signal(signal.SIGINT)
+        # Said while the call is still in flight (the server has not answered yet).
+        wait_for(lambda: "stopping after this call; Ctrl-C again to abort" in run.read())
+        assert not research_recorded(home)
+    finally:
+        gate.set()
+    assert run.wait() == 130, run.text
+    assert research_recorded(home) and hb(home)["state"] == "interrupted"
+    assert llm_server.count() == 1
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and ptys")
+@pytest.mark.parametrize("signame,code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_second_signal_aborts_at_once_as_an_interruption(home, config, llm_server, signame, code):
+    import threading
+
+    gate = threading.Event()
+    llm_server.responder = _gated(home, gate)
+    run = _TtyRun("run", AGENT)
+    try:
+        wait_for(lambda: llm_server.count() == 1)
+        run.proc.send_signal(getattr(signal, signame))
+        wait_for(lambda: "stopping after this call;" in run.read())
+        run.proc.send_signal(getattr(signal, signame))
+        assert run.wait() == code, run.text  # while the call is still in flight
+    finally:
+        gate.set()
+    assert f"aborted by a second {signame}" in run.text and "unexpected" not in run.text
+    state = hb(home)
+    assert state["state"] == "interrupted" and state["consecutive_failures"] == 0
+    assert state.get("backoff_until") is None
+    assert not research_recorded(home)
+    book = ledger(home)
+    assert book["reservations"] == {}
+    (day,) = [w for k, w in book["windows"].items() if k.startswith("day:")]
+    # The call cut off may still be billed: charged at its estimate, marked unsettled.
+    bucket = day["agents"][AGENT]
+    assert bucket["calls"] == 1 and bucket["unsettled_usd"] == bucket["usd"] > 0
+    evs = [json.loads(line) for line in (home / "agents" / AGENT / "events.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in evs][-2:] == ["interrupted", "run-end"] and evs[-2]["signal"] == signame
+    assert evs[-1]["outcome"] == "interrupted" and evs[-1]["exit_code"] == code
+
+    llm_server.responder = lore_responder(AGENT)
+    again = mythline("run", AGENT)  # no backoff: an interruption is not a failure
+    assert again.returncode == 0, again.stderr
+
+
+FAKE_TIKTOKEN = """
+import os, socket
+
+def get_encoding(name):
+    # A tokenizer whose files come from a server that never answers (a dead proxy).
+    sock = socket.create_connection(("127.0.0.1", int(os.environ["FAKE_TOKENIZER_PORT"])))
+    sock.recv(1)
+    raise OSError("no tokenizer files")
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_sigterm_interrupts_while_the_tokenizer_loads(home, config, llm_server, tmp_path):
+    import socket
+
+    fake = tmp_path / "fake-tokenizer"
+    (fake / "tiktoken").mkdir(parents=True)
+    (fake / "tiktoken" / "__init__.py").write_text(FAKE_TIKTOKEN)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    listener.settimeout(60)
+    config(provider={"tokenizer": "auto"})
+    llm_server.responder = lore_responder(AGENT)
+    env = {**os.environ, "PYTHONPATH": str(fake), "FAKE_TOKENIZER_PORT": str(listener.getsockname()[1])}
+    proc = subprocess.Popen([sys.executable, "-m", "mythline_cli", "run", AGENT], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        conn, _ = listener.accept()  # the tokenizer is loading, and will never finish
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        listener.close()
+    assert proc.returncode == 143, err
+    assert err.startswith("mythline: world-npcs: stopped by SIGTERM")
+    assert llm_server.count() == 0
+    assert hb(home)["state"] == "interrupted" and ledger(home)["reservations"] == {}
+    conn.close()
 
 
 # -- circuit breaker ------------------------------------------------------------------------

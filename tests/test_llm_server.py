@@ -125,6 +125,17 @@ def test_rate_limit_error_with_retry_after(server):
     assert exc.code == "rate_limited"
 
 
+def test_error_metadata_travels_like_openrouters(server):
+    server.enqueue(error(403, "Input was flagged", metadata={"reasons": ["violence"]}))
+    with pytest.raises(openai.PermissionDeniedError) as info:
+        ask(make_client(server))
+    assert info.value.body["metadata"] == {"reasons": ["violence"]}
+    server.enqueue(error(403, "no metadata"))
+    with pytest.raises(openai.PermissionDeniedError) as info:
+        ask(make_client(server))
+    assert "metadata" not in info.value.body  # unchanged for every older caller
+
+
 def test_401_raises_authentication_error(server):
     server.enqueue(error(401, "bad key"))
     with pytest.raises(openai.AuthenticationError) as info:

@@ -23,8 +23,6 @@ PER_REPLY_TOKENS = 3
 # No tokenizer: one token per three UTF-8 bytes over-counts English (about four
 # characters a token) and matches CJK text, so the estimate errs on the paying side.
 BYTES_PER_TOKEN = 3
-# OpenRouter model suffixes that add charges beyond the per-token price.
-BILLED_EXTRAS = {"online"}
 
 
 @dataclass(frozen=True)
@@ -73,18 +71,31 @@ def price_table() -> dict[str, Any]:
 
 def _candidates(model: str) -> list[str]:
     # OpenRouter names are "vendor/model"; the table knows some as "openrouter/vendor/model",
-    # some as "vendor/model" and most as bare "model". Try them in that order, exactly.
+    # some as "vendor/model" and most as bare "model". Only spellings of the same model count:
+    # a variant ("model:extended", ":thinking", ":online", ":floor") is billed differently from
+    # its base (longer context, reasoning tokens, web search per request), so it is unknown
+    # until the config prices it; and a bare name counts only for the vendor the table names.
     names = [model, f"openrouter/{model}"]
-    base, _, suffix = model.partition(":")
-    if suffix in BILLED_EXTRAS:
-        # Web search is billed per request on top of tokens: the token price alone would
-        # under-reserve, so such a model needs its price in the config.
-        return names
-    if base != model:
-        names += [base, f"openrouter/{base}"]
-    if "/" in base:
-        names.append(base.rsplit("/", 1)[1])
+    vendor, _, bare = model.partition("/")
+    if ":" not in model and bare and "/" not in bare:
+        entry = price_table().get(bare)
+        if isinstance(entry, dict) and entry.get("litellm_provider") == vendor:
+            names.append(bare)
     return names
+
+
+def _table_price(name: str) -> Price | None:
+    entry = price_table().get(name)
+    if not isinstance(entry, dict):
+        return None
+    inp, out = entry.get("input_cost_per_token"), entry.get("output_cost_per_token")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in (inp, out)):
+        return None
+    if inp == 0 and out == 0:
+        # The table says $0 for experimental, local and promotional models: that is a
+        # price nobody checked, not a free model. The config says when a model is free.
+        return None
+    return Price(float(inp), float(out), f"tokencost:{name}")
 
 
 def lookup_price(model: str, provider: Provider) -> Price | None:
@@ -92,14 +103,31 @@ def lookup_price(model: str, provider: Provider) -> Price | None:
     configured = provider.prices.get(model)
     if configured is not None:
         return Price(configured.input_per_million / 1e6, configured.output_per_million / 1e6, "config")
-    table = price_table()
+    return _table_lookup(model)
+
+
+def _table_lookup(model: str) -> Price | None:
     for name in _candidates(model):
+        price = _table_price(name)
+        if price is not None:
+            return price
+    return None
+
+
+def why_unpriced(model: str) -> str | None:
+    """Why the table's figure for a model like ``model`` is not used for it, if it has one."""
+    table = price_table()
+    for name in (model, f"openrouter/{model}"):
         entry = table.get(name)
-        if not isinstance(entry, dict):
-            continue
-        inp, out = entry.get("input_cost_per_token"), entry.get("output_cost_per_token")
-        if isinstance(inp, (int, float)) and isinstance(out, (int, float)):
-            return Price(float(inp), float(out), f"tokencost:{name}")
+        if isinstance(entry, dict) and entry.get("input_cost_per_token") == 0 and entry.get("output_cost_per_token") == 0:
+            return "the bundled price table prices it at $0, which means unknown, not free"
+    base = model.partition(":")[0]
+    if base != model and _table_lookup(base) is not None:
+        return f"it is a variant of {base}, which is billed differently, so {base}'s price is not used"
+    vendor, _, bare = model.partition("/")
+    entry = table.get(bare) if bare else None
+    if isinstance(entry, dict) and entry.get("litellm_provider") not in (None, vendor):
+        return f"the table's {bare} is {entry['litellm_provider']}'s model, not {vendor}'s"
     return None
 
 

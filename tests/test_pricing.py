@@ -25,9 +25,9 @@ def test_table_lookup_tries_openrouter_spellings():
     p = provider()
     assert pricing.lookup_price("openai/gpt-4o-mini", p).source == "tokencost:openai/gpt-4o-mini"
     assert pricing.lookup_price("deepseek/deepseek-chat", p).source.startswith("tokencost:")
-    # ":free" and similar suffixes fall back to the base model's (paying) price...
-    assert pricing.lookup_price("openai/gpt-4o-mini:floor", p).source == "tokencost:openai/gpt-4o-mini"
-    # ...but web search bills per request on top of tokens: no table price, configure one.
+    # A variant is billed differently from its base: no table price, configure one
+    # (tests/test_accounting.py has the rest of the rules).
+    assert pricing.lookup_price("openai/gpt-4o-mini:floor", p) is None
     assert pricing.lookup_price("openai/gpt-4o-mini:online", p) is None
     assert pricing.lookup_price("acme/never-heard-of-it", p) is None
 

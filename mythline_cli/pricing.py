@@ -7,9 +7,12 @@ and its token counter can reach Anthropic's API for ``claude-`` models. Never im
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import math
+import os
+import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -20,9 +23,9 @@ from .config import Provider
 # Chat formats add a few tokens per message and per reply beyond the text itself.
 PER_MESSAGE_TOKENS = 4
 PER_REPLY_TOKENS = 3
-# No tokenizer: one token per three UTF-8 bytes over-counts English (about four
-# characters a token) and matches CJK text, so the estimate errs on the paying side.
-BYTES_PER_TOKEN = 3
+# tiktoken's o200k_base file, where tiktoken caches it (tiktoken_ext/openai_public.py).
+O200K_URL = "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken"
+O200K_SHA256 = "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"
 
 
 @dataclass(frozen=True)
@@ -131,26 +134,54 @@ def why_unpriced(model: str) -> str | None:
     return None
 
 
-def _char_count(text: str) -> int:
-    return math.ceil(len(text.encode("utf-8")) / BYTES_PER_TOKEN)
+def _byte_count(text: str) -> int:
+    # Every token of a byte-level BPE vocabulary (o200k, cl100k, Llama 3's) covers at least
+    # one byte, so the UTF-8 length is an upper bound on the tokens of any script. A lone
+    # surrogate (half an emoji) is counted as the three bytes it takes once replaced.
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def tiktoken_file() -> Path | None:
+    """tiktoken's cached o200k_base file when it is there and whole, else None.
+
+    tiktoken downloads a missing or damaged file on every load, with no timeout (behind a
+    proxy that never answers, for ever). It is only ever asked for a file it already has.
+    """
+    # tiktoken's own rule for where the file lives (tiktoken/load.py, read_file_cached).
+    for var in ("TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR"):
+        if var in os.environ:
+            folder = os.environ[var]
+            break
+    else:
+        folder = os.path.join(tempfile.gettempdir(), "data-gym-cache")
+    if not folder:
+        return None  # caching switched off: every load would download
+    path = Path(folder) / hashlib.sha1(O200K_URL.encode()).hexdigest()
+    try:
+        return path if hashlib.sha256(path.read_bytes()).hexdigest() == O200K_SHA256 else None
+    except OSError:
+        return None
 
 
 @lru_cache(maxsize=1)
 def _tiktoken_encoder() -> Callable[[str], int] | None:
+    if tiktoken_file() is None:
+        return None
     try:
         import tiktoken
 
         encoding = tiktoken.get_encoding("o200k_base")
-    except Exception:  # noqa: BLE001 - offline, missing files, any loader failure
+    except Exception:  # noqa: BLE001 - any loader failure: the byte bound counts instead
         return None
     return lambda text: len(encoding.encode(text, disallowed_special=()))
 
 
 def count_messages(messages: list[dict[str, str]], mode: str = "auto") -> tuple[int, str]:
-    """Tokens in a chat prompt and the method used: ``tiktoken``, else ``chars``."""
+    """Tokens in a chat prompt and the method used: ``tiktoken``, else ``chars`` (the UTF-8
+    byte count, an upper bound)."""
     counter = _tiktoken_encoder() if mode == "auto" else None
     method = "tiktoken" if counter else "chars"
-    count = counter or _char_count
+    count = counter or _byte_count
     total = PER_REPLY_TOKENS
     for message in messages:
         total += PER_MESSAGE_TOKENS + count(message.get("content") or "")

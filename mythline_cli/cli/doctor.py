@@ -135,7 +135,8 @@ def check_tokenizer(cfg: Any) -> list[Check]:
     elif mode == "chars":
         text = "chars (provider.tokenizer = \"chars\")"
     else:
-        text = "chars (offline fallback: tiktoken's files could not be loaded; estimates err on the high side)"
+        text = ("chars (offline fallback: tiktoken's o200k_base file is not in its cache, and it is never "
+                "downloaded; the byte count is an upper bound, see docs/configuration.md)")
     return [Check("tokenizer", "info", text)]
 
 

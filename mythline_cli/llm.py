@@ -22,7 +22,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception
 
 from .config import Provider
 from .errors import LLMError
-from .redact import safe_url
+from .redact import redact, safe_url
 
 RETRY_STATUSES = {408, 409, 429}
 MAX_ANSWER_CHARS = 1_000_000
@@ -231,6 +231,9 @@ class LLMClient:
         self.clock = clock
         self.jitter = jitter
         self.on_attempt = on_attempt
+        # An answer can echo the key (a hostile or broken server): it is masked before the
+        # answer is checkpointed, stored or parsed.
+        self._secrets = (api_key,) if api_key else ()
         self._client = openai.OpenAI(
             base_url=provider.base_url,
             # A local server needs no key, but the SDK insists on a string.
@@ -300,7 +303,7 @@ class LLMClient:
                                      "latency_s": round(self.clock() - t0, 3), "error": failure.message})
                 raise failure from None
             prompt, completion, cost = _usage(resp, answered=True)
-            return CallResult(content=content, prompt_tokens=prompt, completion_tokens=completion,
+            return CallResult(content=redact(content, self._secrets), prompt_tokens=prompt, completion_tokens=completion,
                               provider_cost=cost, model=getattr(resp, "model", model) or model,
                               response_id=getattr(resp, "id", "") or "", latency=self.clock() - t0,
                               attempts=attempts, finish_reason=reason)

@@ -11,7 +11,6 @@ import threading
 import warnings
 from pathlib import Path
 
-import bpe_openai
 import pytest
 
 from conftest import KEY_ENV, TEST_KEY, lore_responder, mythline
@@ -57,6 +56,8 @@ def _corpus() -> dict[str, str]:
 CORPUS = _corpus()
 with warnings.catch_warnings():  # bpe-openai reads its data with a deprecated importlib call
     warnings.simplefilter("ignore", DeprecationWarning)
+    import bpe_openai
+
     ENCODINGS = {name: bpe_openai.get_encoding(name) for name in ("o200k_base", "cl100k_base")}
 
 

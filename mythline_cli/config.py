@@ -118,6 +118,11 @@ class Provider(_Model):
     def _url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
+        # httpx would send user:password@ as a Basic Authorization that replaces the Bearer
+        # key, and a server that echoes it would put it in every log. The value is never quoted.
+        if "@" in value.split("://", 1)[1].split("/", 1)[0]:
+            raise ValueError("carries a user name or password (user:password@host); remove it: the API key "
+                             "goes in the variable named by provider.api_key_env and is sent as a Bearer token")
         return value.rstrip("/")
 
 

@@ -23,7 +23,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception
 
 from .config import Provider
 from .errors import LLMError
-from .redact import safe_url
+from .redact import redact, safe_url
 
 RETRY_STATUSES = {408, 409, 429}
 MAX_ANSWER_CHARS = 1_000_000
@@ -222,17 +222,22 @@ def _error_detail(exc: openai.APIStatusError) -> str:
 
 
 def _count(value: Any) -> int:
+    if isinstance(value, bool):
+        return 0  # JSON true is no token count
     try:
         return max(0, int(value or 0))
     except (TypeError, ValueError, OverflowError):
         return 0
 
 
-def _usage(resp: Any) -> tuple[int, int, float | None]:
+def _usage(resp: Any, *, answered: bool = False) -> tuple[int, int, float | None]:
     """(prompt tokens, completion tokens, provider cost) with anything impossible dropped.
 
-    A cost that is not a finite, non-negative number (NaN would disable every cap it
-    touched; a negative one would free budget) is ignored: tokens x prices count instead.
+    Only a finite, non-negative JSON number is a cost: ``true`` would be $1.00, NaN would
+    disable every cap it touched, a negative one would free budget. A cost of 0 for tokens
+    is no cost figure either (a gateway that always says 0 would make USD caps toothless):
+    tokens x prices count instead, which is 0 only for a model the config prices at 0. An
+    ``answered`` call reporting nothing but zeros is left to the reservation.
     """
     usage = getattr(resp, "usage", None)
     if usage is None:
@@ -241,12 +246,15 @@ def _usage(resp: Any) -> tuple[int, int, float | None]:
     if cost is None and usage.model_extra:
         cost = usage.model_extra.get("cost")
     try:
-        cost = float(cost) if cost is not None else None
-    except (TypeError, ValueError):
+        cost = None if isinstance(cost, bool) or not isinstance(cost, (int, float)) else float(cost)
+    except OverflowError:
         cost = None
     if cost is not None and not (math.isfinite(cost) and cost >= 0):
         cost = None
-    return _count(getattr(usage, "prompt_tokens", 0)), _count(getattr(usage, "completion_tokens", 0)), cost
+    prompt, completion = _count(getattr(usage, "prompt_tokens", 0)), _count(getattr(usage, "completion_tokens", 0))
+    if cost == 0 and (prompt + completion > 0 or answered):
+        cost = None
+    return prompt, completion, cost
 
 
 def _check(resp: Any, max_tokens: int) -> tuple[str, str]:
@@ -300,6 +308,9 @@ class LLMClient:
         self.clock = clock
         self.jitter = jitter
         self.on_attempt = on_attempt
+        # An answer can echo the key (a hostile or broken server): it is masked before the
+        # answer is checkpointed, stored or parsed.
+        self._secrets = (api_key,) if api_key else ()
         self._client = openai.OpenAI(
             base_url=provider.base_url,
             # A local server needs no key, but the SDK insists on a string.
@@ -368,8 +379,8 @@ class LLMClient:
                     self.on_attempt({"attempt": attempts, "ok": False, "kind": failure.kind, "status": failure.status,
                                      "latency_s": round(self.clock() - t0, 3), "error": failure.message})
                 raise failure from None
-            prompt, completion, cost = _usage(resp)
-            return CallResult(content=content, prompt_tokens=prompt, completion_tokens=completion,
+            prompt, completion, cost = _usage(resp, answered=True)
+            return CallResult(content=redact(content, self._secrets), prompt_tokens=prompt, completion_tokens=completion,
                               provider_cost=cost, model=getattr(resp, "model", model) or model,
                               response_id=getattr(resp, "id", "") or "", latency=self.clock() - t0,
                               attempts=attempts, finish_reason=reason)

@@ -7,9 +7,12 @@ and its token counter can reach Anthropic's API for ``claude-`` models. Never im
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import math
+import os
+import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -20,11 +23,9 @@ from .config import Provider
 # Chat formats add a few tokens per message and per reply beyond the text itself.
 PER_MESSAGE_TOKENS = 4
 PER_REPLY_TOKENS = 3
-# No tokenizer: one token per three UTF-8 bytes over-counts English (about four
-# characters a token) and matches CJK text, so the estimate errs on the paying side.
-BYTES_PER_TOKEN = 3
-# OpenRouter model suffixes that add charges beyond the per-token price.
-BILLED_EXTRAS = {"online"}
+# tiktoken's o200k_base file, where tiktoken caches it (tiktoken_ext/openai_public.py).
+O200K_URL = "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken"
+O200K_SHA256 = "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"
 
 
 @dataclass(frozen=True)
@@ -73,18 +74,31 @@ def price_table() -> dict[str, Any]:
 
 def _candidates(model: str) -> list[str]:
     # OpenRouter names are "vendor/model"; the table knows some as "openrouter/vendor/model",
-    # some as "vendor/model" and most as bare "model". Try them in that order, exactly.
+    # some as "vendor/model" and most as bare "model". Only spellings of the same model count:
+    # a variant ("model:extended", ":thinking", ":online", ":floor") is billed differently from
+    # its base (longer context, reasoning tokens, web search per request), so it is unknown
+    # until the config prices it; and a bare name counts only for the vendor the table names.
     names = [model, f"openrouter/{model}"]
-    base, _, suffix = model.partition(":")
-    if suffix in BILLED_EXTRAS:
-        # Web search is billed per request on top of tokens: the token price alone would
-        # under-reserve, so such a model needs its price in the config.
-        return names
-    if base != model:
-        names += [base, f"openrouter/{base}"]
-    if "/" in base:
-        names.append(base.rsplit("/", 1)[1])
+    vendor, _, bare = model.partition("/")
+    if ":" not in model and bare and "/" not in bare:
+        entry = price_table().get(bare)
+        if isinstance(entry, dict) and entry.get("litellm_provider") == vendor:
+            names.append(bare)
     return names
+
+
+def _table_price(name: str) -> Price | None:
+    entry = price_table().get(name)
+    if not isinstance(entry, dict):
+        return None
+    inp, out = entry.get("input_cost_per_token"), entry.get("output_cost_per_token")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in (inp, out)):
+        return None
+    if inp == 0 and out == 0:
+        # The table says $0 for experimental, local and promotional models: that is a
+        # price nobody checked, not a free model. The config says when a model is free.
+        return None
+    return Price(float(inp), float(out), f"tokencost:{name}")
 
 
 def lookup_price(model: str, provider: Provider) -> Price | None:
@@ -92,37 +106,82 @@ def lookup_price(model: str, provider: Provider) -> Price | None:
     configured = provider.prices.get(model)
     if configured is not None:
         return Price(configured.input_per_million / 1e6, configured.output_per_million / 1e6, "config")
-    table = price_table()
+    return _table_lookup(model)
+
+
+def _table_lookup(model: str) -> Price | None:
     for name in _candidates(model):
-        entry = table.get(name)
-        if not isinstance(entry, dict):
-            continue
-        inp, out = entry.get("input_cost_per_token"), entry.get("output_cost_per_token")
-        if isinstance(inp, (int, float)) and isinstance(out, (int, float)):
-            return Price(float(inp), float(out), f"tokencost:{name}")
+        price = _table_price(name)
+        if price is not None:
+            return price
     return None
 
 
-def _char_count(text: str) -> int:
-    return math.ceil(len(text.encode("utf-8")) / BYTES_PER_TOKEN)
+def why_unpriced(model: str) -> str | None:
+    """Why the table's figure for a model like ``model`` is not used for it, if it has one."""
+    table = price_table()
+    for name in (model, f"openrouter/{model}"):
+        entry = table.get(name)
+        if isinstance(entry, dict) and entry.get("input_cost_per_token") == 0 and entry.get("output_cost_per_token") == 0:
+            return "the bundled price table prices it at $0, which means unknown, not free"
+    base = model.partition(":")[0]
+    if base != model and _table_lookup(base) is not None:
+        return f"it is a variant of {base}, which is billed differently, so {base}'s price is not used"
+    vendor, _, bare = model.partition("/")
+    entry = table.get(bare) if bare else None
+    if isinstance(entry, dict) and entry.get("litellm_provider") not in (None, vendor):
+        return f"the table's {bare} is {entry['litellm_provider']}'s model, not {vendor}'s"
+    return None
+
+
+def _byte_count(text: str) -> int:
+    # Every token of a byte-level BPE vocabulary (o200k, cl100k, Llama 3's) covers at least
+    # one byte, so the UTF-8 length is an upper bound on the tokens of any script. A lone
+    # surrogate (half an emoji) is counted as the three bytes it takes once replaced.
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def tiktoken_file() -> Path | None:
+    """tiktoken's cached o200k_base file when it is there and whole, else None.
+
+    tiktoken downloads a missing or damaged file on every load, with no timeout (behind a
+    proxy that never answers, for ever). It is only ever asked for a file it already has.
+    """
+    # tiktoken's own rule for where the file lives (tiktoken/load.py, read_file_cached).
+    for var in ("TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR"):
+        if var in os.environ:
+            folder = os.environ[var]
+            break
+    else:
+        folder = os.path.join(tempfile.gettempdir(), "data-gym-cache")
+    if not folder:
+        return None  # caching switched off: every load would download
+    path = Path(folder) / hashlib.sha1(O200K_URL.encode()).hexdigest()
+    try:
+        return path if hashlib.sha256(path.read_bytes()).hexdigest() == O200K_SHA256 else None
+    except OSError:
+        return None
 
 
 @lru_cache(maxsize=1)
 def _tiktoken_encoder() -> Callable[[str], int] | None:
+    if tiktoken_file() is None:
+        return None
     try:
         import tiktoken
 
         encoding = tiktoken.get_encoding("o200k_base")
-    except Exception:  # noqa: BLE001 - offline, missing files, any loader failure
+    except Exception:  # noqa: BLE001 - any loader failure: the byte bound counts instead
         return None
     return lambda text: len(encoding.encode(text, disallowed_special=()))
 
 
 def count_messages(messages: list[dict[str, str]], mode: str = "auto") -> tuple[int, str]:
-    """Tokens in a chat prompt and the method used: ``tiktoken``, else ``chars``."""
+    """Tokens in a chat prompt and the method used: ``tiktoken``, else ``chars`` (the UTF-8
+    byte count, an upper bound)."""
     counter = _tiktoken_encoder() if mode == "auto" else None
     method = "tiktoken" if counter else "chars"
-    count = counter or _char_count
+    count = counter or _byte_count
     total = PER_REPLY_TOKENS
     for message in messages:
         total += PER_MESSAGE_TOKENS + count(message.get("content") or "")

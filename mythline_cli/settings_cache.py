@@ -23,8 +23,9 @@ from .agent import Agent
 CONFIG_NAME = "mythline.toml"
 ENV_OVERRIDES = ("MYTHLINE_MODEL", "MYTHLINE_BASE_URL")
 # The shape of the copy: bumped whenever what it holds changes (2: agents carry their kind,
-# custom agents exist), so a copy written by older code is never read as this one.
-FORMAT = 2
+# custom agents exist; 3: environment values are hashed), so a copy written by older code is
+# never read as this one.
+FORMAT = 3
 
 
 def locate(explicit: Path | None) -> Path | None | bool:
@@ -50,8 +51,13 @@ def fingerprint(source: Path | None) -> dict[str, Any]:
         "version": __version__,
         "source": str(source.resolve()) if source is not None else None,
         "sha256": hashlib.sha256(source.read_bytes()).hexdigest() if source is not None else None,
-        "env": {name: os.environ.get(name) for name in ENV_OVERRIDES},
+        # Hashed, never kept: a base URL may carry a token (a query key, a path secret).
+        "env": {name: _digest(os.environ.get(name)) for name in ENV_OVERRIDES},
     }
+
+
+def _digest(value: str | None) -> str | None:
+    return None if value is None else hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _path(source: Path | None) -> Path:

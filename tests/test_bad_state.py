@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import is_audit, lore_responder, mythline, topic_of
+from helpers import is_audit, lore_responder, mythline, topic_of
 from factories import record
 from llm_server import completion
 from mythline_cli.cli import app

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import is_audit, lore_responder, mythline, topic_of
+from helpers import is_audit, lore_responder, mythline, topic_of
 from factories import record_json
 from llm_server import Reply, completion, error
 

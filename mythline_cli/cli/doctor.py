@@ -135,12 +135,13 @@ def check_tokenizer(cfg: Any) -> list[Check]:
     elif mode == "chars":
         text = "chars (provider.tokenizer = \"chars\")"
     else:
-        text = "chars (offline fallback: tiktoken's files could not be loaded; estimates err on the high side)"
+        text = ("chars (offline fallback: tiktoken's o200k_base file is not in its cache, and it is never "
+                "downloaded; the byte count is an upper bound, see docs/configuration.md)")
     return [Check("tokenizer", "info", text)]
 
 
 def check_prices(cfg: Any) -> list[Check]:
-    from ..pricing import lookup_price
+    from ..pricing import lookup_price, why_unpriced
 
     agents = [a for a in cfg.agents() if a.enabled]
     usd = cfg.budget.daily_usd is not None or cfg.budget.monthly_usd is not None
@@ -151,7 +152,9 @@ def check_prices(cfg: Any) -> list[Check]:
     for model in models:
         price = lookup_price(model, cfg.provider)
         if price is None:
-            found.append(Check("prices", "fail", f"no price known for model {model!r}, so its USD caps cannot be "
+            why = why_unpriced(model)
+            found.append(Check("prices", "fail", f"no price known for model {model!r}"
+                               f"{f' ({why})' if why else ''}, so its USD caps cannot be "
                                f'enforced and every run would stop; add [provider.prices."{model}"] with '
                                "input_per_million and output_per_million to mythline.toml (0 for a free local model)"))
         else:

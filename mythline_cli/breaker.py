@@ -11,15 +11,15 @@ import os
 import socket
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
-from typing import Any
-
-from filelock import FileLock
+from typing import TYPE_CHECKING, Any
 
 from . import files, paths
-from .config import Settings
 from .errors import MythlineError
 from .procs import pid_alive
 from .redact import safe_url
+
+if TYPE_CHECKING:  # status reads the breaker without pydantic or filelock (tens of ms each)
+    from .config import Settings
 
 # Failures that say the provider is in trouble; a bad key or a bad request does not.
 TRIPPING = {"timeout", "connection", "error-in-200", "empty", "bad-response", "http-408", "http-409", "http-429"}
@@ -66,6 +66,8 @@ class Breaker:
         return not entry.get("failures") and not entry.get("opened_at") and not entry.get("probe")
 
     def _update(self, change: Callable[[dict[str, Any]], Any]) -> Any:
+        from filelock import FileLock
+
         paths.home().mkdir(parents=True, exist_ok=True)
         with FileLock(str(paths.breaker_lock()), timeout=30):
             try:
@@ -139,3 +141,30 @@ class Breaker:
             return {"failures": 1}  # unknown: take the locked path, which repairs the file
         entry = (data if isinstance(data, dict) else {}).get(self.key)
         return entry if isinstance(entry, dict) else {}
+
+
+def open_state(base_url: str, *, cooldown: float, now: datetime) -> dict[str, Any] | None:
+    """The breaker of ``base_url`` as ``mythline status`` shows it, read without its lock:
+    None when it is closed, else ``provider``, ``failures``, ``since``, ``until`` (ISO
+    times), ``probing`` (a probe call is out now) and ``reason``."""
+    try:
+        data = files.read_json(paths.breaker())
+    except (files.CorruptFile, OSError):
+        return None
+    key = safe_url(base_url)
+    entry = data.get(key) if isinstance(data, dict) else None
+    if not isinstance(entry, dict) or not isinstance(entry.get("opened_at"), str):
+        return None
+    try:
+        opened = datetime.fromisoformat(entry["opened_at"])
+        failures = int(entry.get("failures") or 0)
+    except (TypeError, ValueError):
+        return None
+    if opened.tzinfo is None:
+        opened = opened.replace(tzinfo=timezone.utc)
+    until = opened + timedelta(seconds=cooldown)
+    probing = isinstance(entry.get("probe"), dict)
+    return {"provider": key, "failures": failures, "since": opened.isoformat(), "until": until.isoformat(),
+            "probing": probing, "cooling_down": now < until,
+            "reason": f"{failures} failed calls in a row across the fleet (timeouts, dropped connections, "
+                      "429 or 5xx answers)"}

@@ -7,6 +7,7 @@ from typing import Any
 import typer
 
 from ..errors import ExitCode, UsageError
+from ..launch import StartGuard
 from ..runner import run_once
 from ._util import boundary, fail_line, is_tty, out, print_json, settings
 
@@ -41,8 +42,14 @@ def run_cli(
         _run_due(agent, jobs=jobs, force=force, json_out=json_out, dry_run=dry_run)
         return
     if agent is None:
-        with boundary():
+        with boundary(), StartGuard(None):
             raise UsageError("name an agent (see: mythline agents), or use --due for every agent that is due")
+    if not dry_run:
+        with boundary(), StartGuard(agent) as guard:
+            cfg = settings(model=model, base_url=base_url)
+            guard.known(cfg)
+            code = run_once(cfg, agent, json_out=json_out, force=force)
+        raise typer.Exit(code)
     with boundary():
         cfg = settings(model=model, base_url=base_url)
         if dry_run:
@@ -55,8 +62,6 @@ def run_cli(
                 _print_plan(report)
             code = ExitCode.OK if report.get("topic") is None or report["budget"]["allowed"] else ExitCode.OVER_BUDGET
             raise typer.Exit(code)
-        code = run_once(cfg, agent, json_out=json_out, force=force)
-    raise typer.Exit(code)
 
 
 def _run_due(agent: str | None, *, jobs: int, force: bool, json_out: bool, dry_run: bool) -> None:
@@ -64,9 +69,11 @@ def _run_due(agent: str | None, *, jobs: int, force: bool, json_out: bool, dry_r
     from ._util import STATE
 
     with boundary():
-        if agent is not None or dry_run:
-            raise UsageError("--due runs every agent that is due: give no agent name and no --dry-run")
-        cfg = settings()
+        with StartGuard(None) as guard:
+            if agent is not None or dry_run:
+                raise UsageError("--due runs every agent that is due: give no agent name and no --dry-run")
+            cfg = settings()
+            guard.known(cfg)
         names = due_agents(cfg)
         if json_out and not names:
             print_json({"due": [], "results": [], "exit_code": 0})

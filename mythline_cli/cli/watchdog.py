@@ -33,7 +33,7 @@ def watchdog_cli(json_out: bool = typer.Option(False, "--json", help="Print what
                     outcome = alert.get(channel)
                     if outcome and not outcome.get("ok"):
                         notes.append(f"{channel} failed: {outcome.get('error')}")
-                style = "red" if alert["kind"] == "down" else "green"
+                style = "green" if alert["kind"] == "recovered" else "red"
                 line = f"[{style}]{alert['kind']}[/] {escape(alert['message'])}"
                 if notes:
                     line += f" [yellow]({escape('; '.join(notes))})[/]"

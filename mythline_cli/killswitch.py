@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from pathlib import Path
 
 from . import files, paths
 from .errors import MythlineError
@@ -51,8 +52,40 @@ def pause(agent: str, text: str | None) -> None:
 
 
 def resume(agent: str) -> bool:
+    flag = paths.paused_flag(agent)
     try:
-        paths.paused_flag(agent).unlink()
+        text = flag.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return False
+    except OSError:
+        text = ""
+    paused_at = None
+    for line in text.splitlines():
+        if line.startswith("paused at "):
+            paused_at = line.removeprefix("paused at ").strip()
+    # Left beside the agent's files, so the watchdog does not count the pause as silence.
+    files.write_json(_resumed(agent), {"paused_at": paused_at, "resumed_at": datetime.now(timezone.utc).isoformat()},
+                     durable=False)
+    try:
+        flag.unlink()
     except FileNotFoundError:
         return False
     return True
+
+
+def _resumed(agent: str) -> Path:
+    return paths.agent_dir(agent) / "resumed.json"
+
+
+def last_pause(agent: str) -> tuple[datetime | None, datetime] | None:
+    """(paused at, resumed at) of the agent's last pause, or None when it never was resumed."""
+    from .heartbeat import parse_time
+
+    try:
+        data = files.read_json(_resumed(agent))
+    except (files.CorruptFile, OSError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    resumed = parse_time(data.get("resumed_at"))
+    return (parse_time(data.get("paused_at")), resumed) if resumed is not None else None

@@ -38,11 +38,13 @@ def _silence(base: datetime, *, interval: float, grace: float, now: datetime) ->
 
 def agent_state(hb: dict[str, Any] | None, *, interval: float, grace: float, run_timeout: float,
                 now: datetime, paused: bool, enabled: bool = True,
-                installed: datetime | None = None) -> tuple[str, datetime | None, str | None]:
+                installed: datetime | None = None,
+                pause: tuple[datetime | None, datetime] | None = None) -> tuple[str, datetime | None, str | None]:
     """(state, next due, note) for one agent, like a cron monitor would judge it.
 
     ``installed``: when the schedule that starts the agent was installed; an agent that has
-    never run is late, then down, once it should have run since.
+    never run is late, then down, once it should have run since. ``pause``: (paused at,
+    resumed at) of the agent's last pause.
     """
     if paused:
         return "paused", None, None
@@ -70,6 +72,10 @@ def agent_state(hb: dict[str, Any] | None, *, interval: float, grace: float, run
             return "failed", None, f"run died (pid {pid})"
         return "running", None, None
     last = parse_time(hb.get("finished")) or updated
+    if last is not None and pause is not None and pause[1] > last:
+        # Time spent paused is no silence: the clock runs from the last run, minus the pause.
+        began = max(pause[0] or last, last)
+        last += pause[1] - began
     due = last + timedelta(seconds=interval) if last else None
     if not enabled:
         # A disabled agent is not scheduled, so it is never late or down.
@@ -127,7 +133,8 @@ def collect(settings: Settings, *, now: datetime | None = None) -> dict[str, Any
         paused = pause_note is not None
         state, due, note = agent_state(hb, interval=agent.interval, grace=agent.grace,
                                        run_timeout=settings.budget.run_timeout, now=now, paused=paused,
-                                       enabled=agent.enabled, installed=installed.get(agent.name))
+                                       enabled=agent.enabled, installed=installed.get(agent.name),
+                                       pause=None if paused else killswitch.last_pause(agent.name))
         if paused:
             note = pause_note or None
         start = launch.latest_start_failure(agent.name) if agent.enabled and not paused else None

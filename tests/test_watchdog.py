@@ -264,3 +264,19 @@ def test_schedule_cron_install_notes_the_install_time(fake_crontab: Path) -> Non
     assert AGENT in installed and set(installed) == {a.name for a in load_settings().agents() if a.enabled}
     assert mythline("schedule", "cron", "--uninstall").returncode == 0
     assert launch.installed_agents() == {}
+
+
+def test_resume_after_a_long_pause_is_no_down_alert(hook: WebhookServer) -> None:
+    """The same second cron starts the agent after `resume`, the watchdog must not call it down."""
+    beat(AGENT, T0)
+    with freeze_time(T0 + timedelta(minutes=5)):
+        assert runner.invoke(app, ["pause", AGENT]).exit_code == 0
+    with freeze_time(T0 + timedelta(days=2)):
+        assert runner.invoke(app, ["resume", AGENT]).exit_code == 0
+    # 25 minutes of the interval were used before the pause; the pause itself does not count.
+    assert watchdog(T0 + timedelta(days=2, seconds=1)).exit_code == 0
+    assert watchdog(T0 + timedelta(days=2, minutes=20)).exit_code == 0
+    assert kinds() == []
+    # Silent for longer than the rest of the interval + grace after the resume: down after all.
+    assert watchdog(T0 + timedelta(days=2, minutes=41)).exit_code == 1
+    assert kinds() == ["down"]

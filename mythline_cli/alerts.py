@@ -269,6 +269,9 @@ def _send(settings: Any, *, kind: str, message: str, agent: str | None, once_key
     now = now or datetime.now(timezone.utc)
     if now.tzinfo is None:
         now = now.replace(tzinfo=timezone.utc)
+    if isinstance(data, dict) and data.get("scope") == "fleet" and agent is not None:
+        # About the whole fleet (its caps), whichever agent's run noticed: filed under the fleet.
+        data, agent = {**data, "triggered_by": agent}, None
     try:
         cfg = settings.config.alerts
         url, url_problem = _webhook_url(cfg)

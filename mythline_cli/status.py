@@ -154,6 +154,8 @@ def collect(settings: Settings, *, now: datetime | None = None) -> dict[str, Any
             due = _later(due, backoff_until if backoff_until and backoff_until > now else None, breaker_until)
         if breaker is not None and state == "failed" and note is None:
             note = "breaker open"
+        elif backoff_until is not None and backoff_until > now and state == "failed" and note is None:
+            note = "backing off"
         topics = hb.get("topics")
         topics = topics if isinstance(topics, dict) else {}
         done, quarantined = _count(topics.get("done", 0)), _count(topics.get("quarantined", 0))

@@ -466,4 +466,8 @@ def watch(settings, *, now: datetime | None = None) -> dict[str, Any]:
             close_incident(name, key)
             if result is not None:
                 sent.append(result)
-    return {"now": now.isoformat(), "down": down, "sent": sent}
+    # Every agent that needs a look, with its cause and log: what a person at the terminal reads.
+    failing = [{"agent": r["agent"], "state": r["state"], "note": r.get("note"), "error": r.get("last_error"),
+                "log": r.get("log")} for r in data["agents"] if r["state"] in ("down", "failed")]
+    return {"now": now.isoformat(), "down": down, "failing": failing, "sent": sent,
+            "start_failures": data.get("start_failures") or []}

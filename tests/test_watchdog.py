@@ -280,3 +280,17 @@ def test_resume_after_a_long_pause_is_no_down_alert(hook: WebhookServer) -> None
     # Silent for longer than the rest of the interval + grace after the resume: down after all.
     assert watchdog(T0 + timedelta(days=2, minutes=41)).exit_code == 1
     assert kinds() == ["down"]
+
+
+def test_json_names_every_failing_agents_cause_and_log(hook: WebhookServer) -> None:
+    beat(AGENT, T0)
+    paths.log_dir().mkdir(parents=True)
+    paths.agent_log(AGENT).write_text("mythline: MYTHLINE_TEST_KEY is not set\n", encoding="utf-8")
+    failed_start(T0 + timedelta(minutes=30))
+    beat("world-zones", T0, state="failed", last_error="world-zones: HTTP 401 from the provider")
+    report = json.loads(watchdog(T0 + timedelta(minutes=31), "--json").stdout)
+    failing = {f["agent"]: f for f in report["failing"]}
+    assert set(failing) == {AGENT, "world-zones"} and report["down"] == []
+    assert failing[AGENT]["note"] == "cannot start" and "MYTHLINE_TEST_KEY is not set" in failing[AGENT]["error"]
+    assert failing[AGENT]["log"] == str(paths.agent_log(AGENT))
+    assert failing["world-zones"]["error"] == "world-zones: HTTP 401 from the provider"

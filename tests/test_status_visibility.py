@@ -65,3 +65,31 @@ def test_an_open_breaker_is_named_with_since_until_and_why(home: Path, config, l
     assert "breaker open for http://127.0.0.1" in table and "cooling down until" in table
     assert "2 failed calls in a row across the fleet" in table
     assert "failed (breaker open)" in table
+
+
+def test_the_table_is_drawn_from_the_json_alone(home: Path, config, llm_server) -> None:
+    """Everything the table says is in --json: the table renders the very data --json prints."""
+    from mythline_cli import launch
+    from mythline_cli.config import load_settings
+    from mythline_cli.status import collect
+    from mythline_cli.statusview import render
+
+    assert mythline("run", "world-npcs", env={"MYTHLINE_TEST_KEY": ""}).returncode == 2
+    mythline("run", "no-such-agent")
+    launch.schedule_changed(["world-zones"], now=datetime.now(timezone.utc) - timedelta(hours=2))
+    data = collect(load_settings())
+    printed = json.loads(json.dumps(data, default=str))
+
+    def drawn(source: dict) -> str:
+        import contextlib
+        import io
+
+        buffer = io.StringIO()
+        with contextlib.redirect_stdout(buffer):
+            render(source)
+        return buffer.getvalue()
+
+    assert drawn(printed) == drawn(data)
+    table = drawn(printed)
+    assert "world-npcs" in table and "cannot start" in table and "no-such-agent" in table
+    assert "down (never ran since the schedule was installed)" in table

@@ -165,8 +165,8 @@ def collect(settings: Settings, *, now: datetime | None = None) -> dict[str, Any
         failing = state in FAILING + ("over-budget",)
         last_error = _text(hb.get("last_error")) if failing else None
         if start is not None:
-            last_error = (f"cannot start ({start['count']} time(s) since {start['since'].isoformat()}, exit "
-                          f"{start['exit_code']}): {start['error']}")
+            since = start["since"].astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+            last_error = f"cannot start ({start['count']} time(s) since {since}, exit {start['exit_code']}): {start['error']}"
         log = paths.agent_log(agent.name)
         rows.append({
             "agent": agent.name, "state": state, "note": note,

@@ -73,8 +73,11 @@ def resume(agent: str) -> bool:
     return True
 
 
+RESUMED = "resumed.json"
+
+
 def _resumed(agent: str) -> Path:
-    return paths.agent_dir(agent) / "resumed.json"
+    return paths.agent_dir(agent) / RESUMED
 
 
 def last_pause(agent: str) -> tuple[datetime | None, datetime] | None:

@@ -28,8 +28,11 @@ from .heartbeat import parse_time
 MAX_LINE = 500
 
 
+START_FAILURE = "start-failure.json"
+
+
 def start_failure_path(agent: str) -> Path:
-    return paths.agent_dir(agent) / "start-failure.json"
+    return paths.agent_dir(agent) / START_FAILURE
 
 
 def fleet_failures_path() -> Path:
@@ -81,8 +84,12 @@ class StartGuard:
             from .errors import MythlineError
 
             code = exc.exit_code if isinstance(exc, MythlineError) else 1
-            text = str(exc) if isinstance(exc, MythlineError) else f"{type(exc).__name__}: {exc}"
-            self.failed(text, code)
+            text = str(exc) if isinstance(exc, MythlineError) else None
+            if text is None and isinstance(exc, OSError):
+                from .console import disk_error_line
+
+                text = disk_error_line(exc)
+            self.failed(text or f"{type(exc).__name__}: {exc}", code)
 
     def failed(self, message: str, code: int) -> None:
         """Record ``message`` unless this run's cycle already told its heartbeat."""

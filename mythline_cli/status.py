@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
@@ -131,13 +132,22 @@ def collect(settings: Settings, *, now: datetime | None = None) -> dict[str, Any
         hb = heartbeat.read_only(agent.name)
         pause_note = killswitch.note(agent.name)
         paused = pause_note is not None
+        # One listing instead of a failed open per rarely-there file (a thousand agents add up).
+        try:
+            present = set(os.listdir(paths.agent_dir(agent.name))) if hb is not None or paused else None
+        except OSError:
+            present = None
+        if present is None:
+            present = {launch.START_FAILURE} if launch.start_failure_path(agent.name).exists() else set()
         state, due, note = agent_state(hb, interval=agent.interval, grace=agent.grace,
                                        run_timeout=settings.budget.run_timeout, now=now, paused=paused,
                                        enabled=agent.enabled, installed=installed.get(agent.name),
-                                       pause=None if paused else killswitch.last_pause(agent.name))
+                                       pause=None if paused or killswitch.RESUMED not in present
+                                       else killswitch.last_pause(agent.name))
         if paused:
             note = pause_note or None
-        start = launch.latest_start_failure(agent.name) if agent.enabled and not paused else None
+        start = (launch.latest_start_failure(agent.name)
+                 if agent.enabled and not paused and launch.START_FAILURE in present else None)
         last_beat = launch.heartbeat_time(hb)
         if start is not None and state != "running" and (last_beat is None or start["at"] > last_beat):
             # Started by the scheduler but ended before its cycle: no heartbeat says so, this does.

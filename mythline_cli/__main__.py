@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from datetime import datetime
 
 # Options that take a value, so that value is not mistaken for the agent's name.
 _VALUED = {"--config", "-c", "--model", "--base-url", "--jobs", "-j"}
@@ -169,12 +172,12 @@ def main() -> None:
         raise
 
 
-def _record_usage_error(argv: list[str], started: Any) -> None:
+def _record_usage_error(argv: list[str], started: datetime) -> None:
     """A scheduled ``run`` that the command line parser refused (exit 2, its message already
     on stderr) still leaves a start failure for status and the watchdog, unless the run
     command recorded one itself."""
     is_run, agent = run_target(argv)
-    from . import launch
+    from . import launch, paths
 
     if not is_run or launch.recorded_here():
         return
@@ -186,9 +189,9 @@ def _record_usage_error(argv: list[str], started: Any) -> None:
     except Exception:  # noqa: BLE001 - a config that cannot be read leaves it unknown
         pass
     # The command line itself is not quoted: a --base-url may carry a password.
-    guard.failed(f"mythline run {agent or ''} was refused as a usage error (exit 2); "
-                                    "the reason is the line on stderr before this (under the schedule: in "
-                                    f"{launch.paths.agent_log(log_name(argv))})", 2)
+    command = "mythline run" + (f" {agent}" if agent else "")
+    guard.failed(f"{command} was refused as a usage error (exit 2); the reason is the line on stderr before "
+                 f"this (under the schedule: in {paths.agent_log(log_name(argv))})", 2)
 
 
 def run_target(argv: list[str]) -> tuple[bool, str | None]:

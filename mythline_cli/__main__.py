@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from datetime import datetime
 
 # Options that take a value, so that value is not mistaken for the agent's name.
 _VALUED = {"--config", "-c", "--model", "--base-url", "--jobs", "-j"}
@@ -129,13 +132,17 @@ def _fast_run(argv: list[str]) -> int | None:
     if agent is None:
         return None
     from .console import report_failure
+    from .launch import StartGuard
 
+    guard = StartGuard(agent)
     try:
-        from .config import load_settings
-        from .runner import run_once
+        with guard:
+            from .config import load_settings
+            from .runner import run_once
 
-        cfg = load_settings(config, {"model": values.get("--model"), "base_url": values.get("--base-url")})
-        return run_once(cfg, agent, json_out="--json" in flags, force="--force" in flags)
+            cfg = load_settings(config, {"model": values.get("--model"), "base_url": values.get("--base-url")})
+            guard.known(cfg)
+            return run_once(cfg, agent, json_out="--json" in flags, force="--force" in flags)
     except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the same boundary as the full path's
         if debug:
             raise
@@ -143,6 +150,9 @@ def _fast_run(argv: list[str]) -> int | None:
 
 
 def main() -> None:
+    from datetime import datetime, timezone
+
+    started = datetime.now(timezone.utc)
     # Pydantic scans every installed package for plugins on first use; Mythline uses none,
     # and the scan costs tens of milliseconds on every command that validates the config.
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
@@ -154,13 +164,45 @@ def main() -> None:
         sys.exit(code)
     from .cli import app
 
-    app(prog_name="mythline")
+    try:
+        app(prog_name="mythline")
+    except SystemExit as exc:
+        if exc.code == 2:
+            _record_usage_error(argv, started)
+        raise
 
 
-def log_name(argv: list[str]) -> str:
-    """The log a windowless run writes to: the agent's for ``run AGENT``, else the fleet's."""
-    from .agent import valid_name
+def _record_usage_error(argv: list[str], started: datetime) -> None:
+    """A scheduled ``run`` that the command line parser refused (exit 2, its message already
+    on stderr) still leaves a start failure for status and the watchdog, unless the run
+    command recorded one itself."""
+    is_run, agent = run_target(argv)
+    from . import launch, paths
 
+    if not is_run or launch.recorded_here():
+        return
+    guard = launch.StartGuard(agent, started=started)
+    try:
+        from .cli._util import settings
+
+        guard.known(settings())
+    except Exception:  # noqa: BLE001 - a config that cannot be read leaves it unknown
+        pass
+    # The command line itself is not quoted: a --base-url may carry a password.
+    command = "mythline run" + (f" {agent}" if agent else "")
+    guard.failed(f"{command} was refused as a usage error (exit 2); the reason is the line on stderr before "
+                 f"this (under the schedule: in {paths.agent_log(log_name(argv))})", 2)
+
+
+def run_target(argv: list[str]) -> tuple[bool, str | None]:
+    """(whether ``argv`` is a ``run`` command, the agent it names or None)."""
+    words = _words(argv)
+    if not words or words[0] != "run":
+        return False, None
+    return True, (words[1] if len(words) > 1 else None)
+
+
+def _words(argv: list[str]) -> list[str]:
     words: list[str] = []
     skip = False
     for arg in argv:
@@ -170,6 +212,14 @@ def log_name(argv: list[str]) -> str:
             skip = True
         elif not arg.startswith("-"):
             words.append(arg)
+    return words
+
+
+def log_name(argv: list[str]) -> str:
+    """The log a windowless run writes to: the agent's for ``run AGENT``, else the fleet's."""
+    from .agent import valid_name
+
+    words = _words(argv)
     # Any safe agent name, configured or not: the config is not read to choose a log.
     if len(words) >= 2 and words[0] == "run" and valid_name(words[1]):
         return words[1]

@@ -269,6 +269,9 @@ def _send(settings: Any, *, kind: str, message: str, agent: str | None, once_key
     now = now or datetime.now(timezone.utc)
     if now.tzinfo is None:
         now = now.replace(tzinfo=timezone.utc)
+    if isinstance(data, dict) and data.get("scope") == "fleet" and agent is not None:
+        # About the whole fleet (its caps), whichever agent's run noticed: filed under the fleet.
+        data, agent = {**data, "triggered_by": agent}, None
     try:
         cfg = settings.config.alerts
         url, url_problem = _webhook_url(cfg)
@@ -404,8 +407,19 @@ def _down_message(row: dict[str, Any], settings: Any) -> str:
         return (f"{name} is down (hung): its run started {_when(row['last_run'])} and is still running past "
                 f"budget.run_timeout ({format_duration(settings.budget.run_timeout)}); see: mythline status")
     grace = format_duration(settings.agent(name).grace)
+    log = f"; its scheduled output: {row['log']}" if row.get("log") else ""
+    start = row.get("start_failure")
+    if start:
+        return (f"{name} is down: the scheduler starts it, but it cannot start ({start['count']} time(s) since "
+                f"{_when(start['since'])}, last run {_when(row['last_run'])}): {start['error']}{log}; "
+                f"see: mythline logs {name}")
+    if row.get("last_run") is None:
+        return (f"{name} is down: it has never run, though its schedule was installed long enough ago "
+                f"(due {_when(row['next_due'])}, grace {grace}); check that cron or Task Scheduler starts it{log}")
+    cause = f"; last error: {row['last_error']}" if row.get("last_error") else ""
     return (f"{name} is down: last run {_when(row['last_run'])}, due {_when(row['next_due'])}, nothing since "
-            f"(grace {grace}); check that cron or Task Scheduler still starts it, and see: mythline logs {name}")
+            f"(grace {grace}){cause}; check that cron or Task Scheduler still starts it{log}, and see: "
+            f"mythline logs {name}")
 
 
 def watch(settings, *, now: datetime | None = None) -> dict[str, Any]:
@@ -417,8 +431,19 @@ def watch(settings, *, now: datetime | None = None) -> dict[str, Any]:
     incidents = open_incidents()
     sent: list[dict[str, Any]] = []
     down: list[str] = []
+    streak = settings.config.alerts.consecutive_failures
     for row in data["agents"]:
         name = row["agent"]
+        start = row.get("start_failure")
+        if start and start["count"] >= streak:
+            # A run that cannot start never reaches the cycle's own failure-streak alert.
+            result = send(settings, kind="failures", agent=name, now=now,
+                          once_key=f"failures:{name}:start:{start['since']}",
+                          message=f"{name} could not start {start['count']} times in a row: {start['error']}"
+                                  + (f"; its scheduled output: {row['log']}" if row.get("log") else ""),
+                          data={"failures": start["count"], "exit_code": start["exit_code"], "since": start["since"]})
+            if result is not None:
+                sent.append(result)
         if row["state"] == "down":
             down.append(name)
             since = row["last_run"] or "unknown"
@@ -441,4 +466,8 @@ def watch(settings, *, now: datetime | None = None) -> dict[str, Any]:
             close_incident(name, key)
             if result is not None:
                 sent.append(result)
-    return {"now": now.isoformat(), "down": down, "sent": sent}
+    # Every agent that needs a look, with its cause and log: what a person at the terminal reads.
+    failing = [{"agent": r["agent"], "state": r["state"], "note": r.get("note"), "error": r.get("last_error"),
+                "log": r.get("log")} for r in data["agents"] if r["state"] in ("down", "failed")]
+    return {"now": now.isoformat(), "down": down, "failing": failing, "sent": sent,
+            "start_failures": data.get("start_failures") or []}

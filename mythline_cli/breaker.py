@@ -15,18 +15,18 @@ import os
 import socket
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from functools import cache
 from pathlib import Path
-from typing import Any
-
-from filelock import FileLock
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from typing import TYPE_CHECKING, Any
 
 from . import files, paths
-from .config import Settings
 from .durations import format_duration
 from .errors import ExitCode, MythlineError
 from .procs import pid_alive
 from .redact import safe_url
+
+if TYPE_CHECKING:  # status reads the breaker without pydantic or filelock (tens of ms each)
+    from .config import Settings
 
 # Failures that say the provider is in trouble; a bad key or a bad request does not.
 TRIPPING = {"timeout", "connection", "error-in-200", "empty", "bad-response", "http-408", "http-409", "http-429"}
@@ -91,34 +91,39 @@ def _aware(value: datetime | None) -> datetime | None:
     return value if value is None or value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
-class _Probe(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    agent: str = ""
-    pid: int = 0
-    host: str = ""
-    started: datetime
-    _started = field_validator("started")(_aware)
+@cache
+def _schema() -> Any:
+    # Built on first use: `mythline status` reads the breaker too, and must not pay for pydantic.
+    from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
+    class _Probe(BaseModel):
+        model_config = ConfigDict(extra="ignore")
+        agent: str = ""
+        pid: int = 0
+        host: str = ""
+        started: datetime
+        _started = field_validator("started")(_aware)
 
-class _Entry(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    failures: int = Field(default=0, ge=0)
-    opened_at: datetime | None = None
-    probe: _Probe | None = None
-    wait_until: datetime | None = None
-    wait_s: float | None = Field(default=None, ge=0, allow_inf_nan=False)
-    wait_asked_s: float | None = Field(default=None, ge=0, allow_inf_nan=False)
-    _times = field_validator("opened_at", "wait_until")(_aware)
+    class _Entry(BaseModel):
+        model_config = ConfigDict(extra="ignore")
+        failures: int = Field(default=0, ge=0)
+        opened_at: datetime | None = None
+        probe: _Probe | None = None
+        wait_until: datetime | None = None
+        wait_s: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+        wait_asked_s: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+        _times = field_validator("opened_at", "wait_until")(_aware)
 
-
-_FILE = TypeAdapter(dict[str, _Entry])
+    return TypeAdapter(dict[str, _Entry])
 
 
 def _validate(data: Any) -> dict[str, dict[str, Any]]:
     """Every entry of ``breaker.json`` checked and put in one form; raises ``ValueError``
     naming the first bad value."""
+    from pydantic import ValidationError
+
     try:
-        entries = _FILE.validate_python(data)
+        entries = _schema().validate_python(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"][1:]) or "entry"
@@ -172,6 +177,8 @@ class Breaker:
             and not entry.get("wait_until")
 
     def _update(self, change: Callable[[dict[str, Any]], Any]) -> Any:
+        from filelock import FileLock
+
         paths.home().mkdir(parents=True, exist_ok=True)
         with FileLock(str(paths.breaker_lock()), timeout=30):
             path = paths.breaker()
@@ -279,3 +286,48 @@ class Breaker:
         if problem is not None:
             return {"failures": 1}
         return data.get(self.key) or {}
+
+
+def open_state(base_url: str, *, cooldown: float, now: datetime) -> dict[str, Any] | None:
+    """The breaker of ``base_url`` as ``mythline status`` shows it, read without its lock:
+    None when it is closed, else ``provider``, ``failures``, ``since``, ``until`` (ISO
+    times), ``probing`` (a probe call is out now) and ``reason``."""
+    try:
+        data = files.read_json(paths.breaker())
+    except (files.CorruptFile, OSError):
+        return None
+    key = safe_url(base_url)
+    entry = data.get(key) if isinstance(data, dict) else None
+    if not isinstance(entry, dict):
+        return None
+    wait = _wait_state(key, entry, now)
+    if not isinstance(entry.get("opened_at"), str):
+        return wait
+    try:
+        opened = datetime.fromisoformat(entry["opened_at"])
+        failures = int(entry.get("failures") or 0)
+    except (TypeError, ValueError):
+        return None
+    if opened.tzinfo is None:
+        opened = opened.replace(tzinfo=timezone.utc)
+    until = opened + timedelta(seconds=cooldown)
+    probing = isinstance(entry.get("probe"), dict)
+    if wait is not None and (now >= until or wait["until"] > until.isoformat()):
+        return wait
+    return {"provider": key, "kind": "breaker", "failures": failures, "since": opened.isoformat(),
+            "until": until.isoformat(), "probing": probing, "cooling_down": now < until,
+            "reason": f"{failures} failed calls in a row across the fleet (timeouts, dropped connections, "
+                      "429 or 5xx answers)"}
+
+
+def _wait_state(key: str, entry: dict[str, Any], now: datetime) -> dict[str, Any] | None:
+    """A provider's own request to wait, shaped like an open breaker for ``status``."""
+    try:
+        until = _aware(datetime.fromisoformat(entry["wait_until"]))
+        waited = float(entry.get("wait_s") or 0)
+    except (KeyError, TypeError, ValueError):
+        return None
+    if until is None or now >= until:
+        return None
+    return {"provider": key, "kind": "wait", "failures": 0, "since": (until - timedelta(seconds=waited)).isoformat(),
+            "until": until.isoformat(), "probing": False, "cooling_down": True, "reason": wait_line(entry, now)}

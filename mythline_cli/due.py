@@ -23,6 +23,10 @@ from .errors import ExitCode
 from .status import agent_state
 
 
+# `run --due` is started by cron every minute: half of that absorbs the start-up jitter.
+TOLERANCE = 30.0
+
+
 def due_agents(settings: Settings, *, now: datetime | None = None) -> list[str]:
     """Enabled, unpaused agents whose interval has passed since their last run and not backing off."""
     now = now or datetime.now(timezone.utc)
@@ -44,8 +48,12 @@ def due_agents(settings: Settings, *, now: datetime | None = None) -> list[str]:
                                   run_timeout=settings.budget.run_timeout, now=now, paused=False)
         if state == "running":
             continue
-        last = parse_time(hb.get("finished")) or parse_time(hb.get("started"))
-        if last is None or now >= last + timedelta(seconds=agent.interval):
+        # From the start of the last run, as cron counts, less half a tick: that run began a
+        # moment after its tick (process start-up), and this check runs a moment after this
+        # one, so a strict comparison would miss the tick the interval ends on and run every
+        # interval + 1 minute.
+        last = parse_time(hb.get("started")) or parse_time(hb.get("finished"))
+        if last is None or now >= last + timedelta(seconds=agent.interval - TOLERANCE):
             due.append(agent.name)
     return due
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from pathlib import Path
 
 from . import files, paths
 from .errors import MythlineError
@@ -60,12 +61,46 @@ def pause(agent: str, text: str | None) -> None:
 
 
 def resume(agent: str) -> bool:
-    path = paths.paused_flag(agent)
-    if path.is_dir() and not path.is_symlink():
-        raise paths.StateHomeUnusable(path, "is a directory, not the pause flag",
+    flag = paths.paused_flag(agent)
+    if flag.is_dir() and not flag.is_symlink():
+        raise paths.StateHomeUnusable(flag, "is a directory, not the pause flag",
                                       "remove that directory to resume the agent")
     try:
-        path.unlink()
+        text = flag.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return False
+    except OSError:
+        text = ""
+    paused_at = None
+    for line in text.splitlines():
+        if line.startswith("paused at "):
+            paused_at = line.removeprefix("paused at ").strip()
+    # Left beside the agent's files, so the watchdog does not count the pause as silence.
+    files.write_json(_resumed(agent), {"paused_at": paused_at, "resumed_at": datetime.now(timezone.utc).isoformat()},
+                     durable=False)
+    try:
+        flag.unlink()
     except FileNotFoundError:
         return False
     return True
+
+
+RESUMED = "resumed.json"
+
+
+def _resumed(agent: str) -> Path:
+    return paths.agent_dir(agent) / RESUMED
+
+
+def last_pause(agent: str) -> tuple[datetime | None, datetime] | None:
+    """(paused at, resumed at) of the agent's last pause, or None when it never was resumed."""
+    from .heartbeat import parse_time
+
+    try:
+        data = files.read_json(_resumed(agent))
+    except (files.CorruptFile, OSError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    resumed = parse_time(data.get("resumed_at"))
+    return (parse_time(data.get("paused_at")), resumed) if resumed is not None else None

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from pathlib import Path, PurePath, PureWindowsPath
 from xml.sax.saxutils import escape
 
-from . import files, paths
+from . import files, launch, paths
 from .agent import valid_name
 from .config import Agent, Settings
 from .durations import format_duration
@@ -408,6 +408,7 @@ def install_cron(plan: CronPlan, *, remove: bool = False, partial: bool = False,
         # The redirect into the log fails (and cron mails) if the directory is missing.
         paths.log_dir().mkdir(parents=True, exist_ok=True)
     write_crontab(after, program)
+    launch.schedule_changed([a.name for a in plan.agents], removed=remove, partial=partial)
     return CronChange("removed" if remove else "installed", keys, after)
 
 

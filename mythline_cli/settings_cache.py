@@ -19,13 +19,14 @@ from typing import Any
 
 from . import __version__, files, paths
 from .agent import Agent
+from .redact import safe_url
 
 CONFIG_NAME = "mythline.toml"
 ENV_OVERRIDES = ("MYTHLINE_MODEL", "MYTHLINE_BASE_URL")
 # The shape of the copy: bumped whenever what it holds changes (2: agents carry their kind,
-# custom agents exist; 3: environment values are hashed), so a copy written by older code is
-# never read as this one.
-FORMAT = 3
+# custom agents exist; 3: environment values are hashed; 4: the breaker's provider and
+# cooldown), so a copy written by older code is never read as this one.
+FORMAT = 4
 
 
 def locate(explicit: Path | None) -> Path | None | bool:
@@ -72,6 +73,9 @@ def save(settings: Any) -> None:
         doc = {
             "fingerprint": fingerprint(settings.source),
             "budget": settings.budget.model_dump(),
+            # The URL without user info or query (the breaker's own key): no credential in a cache.
+            "breaker": {"provider": safe_url(settings.provider.base_url),
+                        "cooldown": settings.config.breaker.cooldown},
             # An Agent holds only flat values (topics a tuple): this is what asdict() builds,
             # without its deep copy of every value (a thousand agents make that count).
             "agents": [{name: getattr(agent, name) for name in names} for agent in settings.agents()],
@@ -137,6 +141,7 @@ class CachedSettings:
     def __init__(self, doc: dict[str, Any], source: Path | None) -> None:
         self.source = source
         self.budget = SimpleNamespace(**doc["budget"])
+        self.breaker = dict(doc["breaker"])
         self._agents = [Agent(**{**a, "topics": tuple(a["topics"])}) for a in doc["agents"]]
 
     @property

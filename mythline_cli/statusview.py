@@ -38,6 +38,16 @@ def _ago(ts: str | None, now: datetime) -> str:
     return f"in {text}" if future else f"{text} ago"
 
 
+def _clock(ts: str) -> str:
+    """An ISO time as local HH:MM (the day too when it is not today)."""
+    try:
+        moment = datetime.fromisoformat(ts).astimezone()
+    except ValueError:
+        return ts
+    today = datetime.now().astimezone().date()
+    return moment.strftime("%H:%M" if moment.date() == today else "%Y-%m-%d %H:%M")
+
+
 def _money(spent: float, cap: float | None) -> str:
     return usd_pair(spent, cap)
 
@@ -117,10 +127,22 @@ def render(data: dict[str, Any], *, all_rows: bool = False) -> None:
         hidden = len(data["agents"]) - len(rows)
         con.print(Text(f"{hidden:,} more agent(s) not shown; every agent: mythline status --all "
                        "(or --json)", style="dim"))
+    breaker = data.get("breaker")
+    if breaker:
+        when = (f"since {_clock(breaker['since'])}, cooling down until {_clock(breaker['until'])}"
+                if breaker["cooling_down"] else f"since {_clock(breaker['since'])}, cooled down: the next call is a probe")
+        what = "provider wait" if breaker.get("kind") == "wait" else "breaker open"
+        con.print(f"[bold red]{what}[/] for {escape(breaker['provider'])} {when}: {escape(breaker['reason'])}; "
+                  "no agent calls it until then", markup=True)
     for row in rows:
         if row["last_error"]:
             # Errors quote config tables like [provider.prices."m"]: never read them as markup.
-            con.print(f"[bold]{row['agent']}[/]: {escape(str(row['last_error']))}", markup=True)
+            log = f" (log: {row['log']})" if row.get("log") else ""
+            con.print(f"[bold]{row['agent']}[/]: {escape(str(row['last_error']))}{escape(log)}", markup=True)
+    for stray in data.get("start_failures") or []:
+        who = f"mythline run {stray['agent']}" if stray.get("agent") else "a mythline run"
+        con.print(f"[bold]{escape(who)}[/] could not start {_ago(stray['at'], now)}: {escape(stray['error'])} "
+                  f"(log: {escape(stray['log'])})", markup=True)
     if data.get("ledger_error"):
         con.print(f"[red]ledger:[/] {escape(str(data['ledger_error']))}", markup=True)
 

@@ -253,3 +253,23 @@ def test_these_commands_do_not_import_the_llm_stack(args: list[str], code: int) 
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["exit"] == code, report["stderr"]
     assert report["loaded"] == {"openai": False, "tokencost": False, "anthropic": False, "tiktoken": False}
+
+
+# -- logs --output: what the scheduler captured ----------------------------------------------
+
+def test_output_shows_the_scheduled_log_even_with_a_broken_config() -> None:
+    paths.log_dir().mkdir(parents=True)
+    paths.agent_log(AGENT).write_text("".join(f"line {i}\n" for i in range(30))
+                                      + "mythline: MYTHLINE_TEST_KEY is not set\n", encoding="utf-8")
+    Path("mythline.toml").write_text("[provider\n", encoding="utf-8")  # unreadable
+    result = runner.invoke(app, ["logs", AGENT, "--output", "-n", "2"])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == "line 29\nmythline: MYTHLINE_TEST_KEY is not set\n"
+    assert runner.invoke(app, ["logs", "fleet", "--output"]).stdout == ""  # no such log yet: nothing
+
+
+def test_output_refuses_follow_and_odd_names() -> None:
+    follow_ = runner.invoke(app, ["logs", AGENT, "--output", "--follow"])
+    assert follow_.exit_code == 2 and "tail -f" in follow_.stderr
+    odd = runner.invoke(app, ["logs", "../etc", "--output"])
+    assert odd.exit_code == 2 and "is not an agent name" in odd.stderr

@@ -196,3 +196,101 @@ def test_the_real_command_under_cron_prints_only_what_it_sent(hook: WebhookServe
     second = mythline("watchdog")
     assert first.returncode == 1 and first.stdout.startswith(f"down {AGENT} is down") and first.stderr == ""
     assert (second.returncode, second.stdout, second.stderr) == (1, "", "")
+
+
+# -- runs that cannot start, schedules that never ran ------------------------------------------
+
+def failed_start(at: datetime, error: str = "MYTHLINE_TEST_KEY is not set; export your API key in it") -> None:
+    from mythline_cli import launch
+
+    assert launch.record_start_failure(AGENT, error, 2, configured=True, now=at) is not None
+
+
+def test_a_run_that_cannot_start_is_named_with_its_cause_and_log(hook: WebhookServer) -> None:
+    beat(AGENT, T0)
+    paths.log_dir().mkdir(parents=True)
+    paths.agent_log(AGENT).write_text("mythline: MYTHLINE_TEST_KEY is not set\n", encoding="utf-8")
+    for minutes in (30, 35, 40):
+        failed_start(T0 + timedelta(minutes=minutes))
+    # Three failed starts: the streak alert the cycle itself never gets to send.
+    result = watchdog(T0 + timedelta(minutes=41))
+    assert result.exit_code == 0
+    assert kinds() == ["failures"]
+    assert "could not start 3 times in a row: MYTHLINE_TEST_KEY is not set" in alerts_of()[0]["message"]
+    # Past interval + grace since the last real run: down, and the alert says why and where to look.
+    result = watchdog(T0 + timedelta(minutes=46))
+    assert result.exit_code == 1 and kinds() == ["failures", "down"]
+    message = alerts_of()[1]["message"]
+    assert message.startswith(f"{AGENT} is down: the scheduler starts it, but it cannot start (3 time(s) since "
+                              "2026-11-25 10:30 UTC")
+    assert "MYTHLINE_TEST_KEY is not set" in message and str(paths.agent_log(AGENT)) in message
+    assert "still starts it" not in message
+    # More failed starts are the same incident and the same streak: nothing more is sent.
+    failed_start(T0 + timedelta(minutes=50))
+    assert watchdog(T0 + timedelta(minutes=51)).exit_code == 1 and kinds() == ["failures", "down"]
+
+
+def test_a_down_agents_alert_carries_its_last_error(hook: WebhookServer) -> None:
+    beat(AGENT, T0, state="over-budget", last_error="agent world-npcs is over its day cap")
+    watchdog(T0 + timedelta(hours=1))
+    assert "last error: agent world-npcs is over its day cap" in alerts_of()[0]["message"]
+
+
+def test_never_run_becomes_late_then_down_once_the_schedule_is_installed(hook: WebhookServer) -> None:
+    from mythline_cli import launch
+
+    launch.schedule_changed([AGENT, "world-zones"], now=T0)
+    with freeze_time(T0 + timedelta(minutes=10)):
+        data = {r["agent"]: r for r in collect(load_settings())["agents"]}
+    assert data[AGENT]["state"] == "never-run" and data[AGENT]["next_due"] == (T0 + timedelta(minutes=30)).isoformat()
+    assert data["world-lore"]["state"] == "never-run" and data["world-lore"]["next_due"] is None  # not scheduled
+    with freeze_time(T0 + timedelta(minutes=31)):
+        assert {r["agent"]: r for r in collect(load_settings())["agents"]}[AGENT]["state"] == "late"
+    result = watchdog(T0 + timedelta(minutes=46))
+    assert result.exit_code == 1 and kinds() == ["down"]
+    assert "it has never run, though its schedule was installed" in alerts_of()[0]["message"]
+    # A re-install keeps the first install time; a removal forgets the agent.
+    launch.schedule_changed([AGENT], now=T0 + timedelta(hours=1))
+    assert launch.installed_agents() == {AGENT: T0}
+    launch.schedule_changed([AGENT], removed=True, partial=True)
+    assert launch.installed_agents() == {}
+
+
+def test_schedule_cron_install_notes_the_install_time(fake_crontab: Path) -> None:
+    from mythline_cli import launch
+
+    assert mythline("schedule", "cron", "--install").returncode == 0
+    installed = launch.installed_agents()
+    assert AGENT in installed and set(installed) == {a.name for a in load_settings().agents() if a.enabled}
+    assert mythline("schedule", "cron", "--uninstall").returncode == 0
+    assert launch.installed_agents() == {}
+
+
+def test_resume_after_a_long_pause_is_no_down_alert(hook: WebhookServer) -> None:
+    """The same second cron starts the agent after `resume`, the watchdog must not call it down."""
+    beat(AGENT, T0)
+    with freeze_time(T0 + timedelta(minutes=5)):
+        assert runner.invoke(app, ["pause", AGENT]).exit_code == 0
+    with freeze_time(T0 + timedelta(days=2)):
+        assert runner.invoke(app, ["resume", AGENT]).exit_code == 0
+    # 25 minutes of the interval were used before the pause; the pause itself does not count.
+    assert watchdog(T0 + timedelta(days=2, seconds=1)).exit_code == 0
+    assert watchdog(T0 + timedelta(days=2, minutes=20)).exit_code == 0
+    assert kinds() == []
+    # Silent for longer than the rest of the interval + grace after the resume: down after all.
+    assert watchdog(T0 + timedelta(days=2, minutes=41)).exit_code == 1
+    assert kinds() == ["down"]
+
+
+def test_json_names_every_failing_agents_cause_and_log(hook: WebhookServer) -> None:
+    beat(AGENT, T0)
+    paths.log_dir().mkdir(parents=True)
+    paths.agent_log(AGENT).write_text("mythline: MYTHLINE_TEST_KEY is not set\n", encoding="utf-8")
+    failed_start(T0 + timedelta(minutes=30))
+    beat("world-zones", T0, state="failed", last_error="world-zones: HTTP 401 from the provider")
+    report = json.loads(watchdog(T0 + timedelta(minutes=31), "--json").stdout)
+    failing = {f["agent"]: f for f in report["failing"]}
+    assert set(failing) == {AGENT, "world-zones"} and report["down"] == []
+    assert failing[AGENT]["note"] == "cannot start" and "MYTHLINE_TEST_KEY is not set" in failing[AGENT]["error"]
+    assert failing[AGENT]["log"] == str(paths.agent_log(AGENT))
+    assert failing["world-zones"]["error"] == "world-zones: HTTP 401 from the provider"

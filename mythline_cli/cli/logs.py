@@ -21,12 +21,17 @@ HELP = """Show AGENT's recent events: one line each with the local time, the eve
 Reads agents/AGENT/events.jsonl under the state home (run start and end, every LLM call
 with tokens and cost, verdicts and scores, stored records, quarantines, alerts, errors).
 
+With --output, the last lines the scheduler captured from AGENT's runs instead
+(logs/AGENT.log: what a run printed, such as the one line of a run that could not start;
+`fleet` names the log of `run --due`). It needs no readable config.
+
 \b
 Examples:
   mythline logs world-npcs              # the last 20 events
   mythline logs world-npcs -n 100       # the last 100
   mythline logs world-npcs --follow     # keep printing new events; Ctrl-C to stop
   mythline logs world-npcs --json       # the raw JSON lines, for jq
+  mythline logs world-npcs --output     # what cron or Task Scheduler captured
 """
 
 STYLES = {"error": "red", "alert-failed": "red", "invalid-output": "red", "alert": "bold yellow", "store": "green",
@@ -238,7 +243,13 @@ def logs_cli(
     json_out: bool = typer.Option(False, "--json", help="Print the raw JSON lines instead."),
     poll: float = typer.Option(0.5, "--poll", min=0.05, max=60, help="With --follow: seconds between looks "
                                "at the file."),
+    output: bool = typer.Option(False, "--output", help="Show the last lines of logs/AGENT.log, the output the "
+                                "scheduler captured from AGENT's runs, instead of its events."),
 ) -> None:
+    if output:
+        with boundary():
+            show_output(agent, n=n, follow_=follow_)
+        return
     with boundary():
         settings().agent(agent)  # unknown agent -> exit 2
         try:
@@ -257,3 +268,44 @@ def _quiet_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
     except (OSError, ValueError):
         pass
+
+
+def tail_lines(path: Path, n: int) -> list[str]:
+    """The last ``n`` lines of a text file, read from its end."""
+    if n <= 0:
+        return []
+    with path.open("rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        end = pos = fh.tell()
+        data = b""
+        while pos > 0 and data.count(b"\n") <= n:
+            pos = max(0, pos - 65536)
+            fh.seek(pos)
+            data = fh.read(end - pos)
+    return data.decode("utf-8", errors="replace").splitlines()[-n:]
+
+
+def show_output(agent: str, *, n: int, follow_: bool) -> None:
+    """Print the end of the agent's scheduled-output log (no config needed: a broken one is
+    often what that log is about)."""
+    from .. import paths
+    from ..agent import valid_name
+    from ..errors import UsageError
+
+    if not valid_name(agent):
+        raise UsageError(f"{agent!r} is not an agent name (see: mythline agents)")
+    path = paths.agent_log(agent)
+    if follow_:
+        raise UsageError(f"--output shows the last lines only; to follow them, run: tail -f {path}")
+    try:
+        lines = tail_lines(path, n)
+    except FileNotFoundError:
+        if is_tty():
+            out().print(f"no scheduled output yet for {agent} ({path})", markup=False)
+        return
+    try:
+        for text in lines:
+            sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _quiet_stdout()

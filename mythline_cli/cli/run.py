@@ -8,6 +8,7 @@ import typer
 
 from .. import money
 from ..errors import ExitCode, UsageError
+from ..launch import StartGuard
 from ..runner import run_once
 from ._util import boundary, fail_line, is_tty, out, print_json, settings
 
@@ -43,8 +44,14 @@ def run_cli(
         _run_due(agent, jobs=jobs, force=force, json_out=json_out, dry_run=dry_run)
         return
     if agent is None:
-        with boundary():
+        with boundary(), StartGuard(None):
             raise UsageError("name an agent (see: mythline agents), or use --due for every agent that is due")
+    if not dry_run:
+        with boundary(), StartGuard(agent) as guard:
+            cfg = settings(model=model, base_url=base_url)
+            guard.known(cfg)
+            code = run_once(cfg, agent, json_out=json_out, force=force)
+        raise typer.Exit(code)
     with boundary():
         cfg = settings(model=model, base_url=base_url)
         if dry_run:
@@ -58,8 +65,6 @@ def run_cli(
                 _print_plan(report, source=cfg.describe_source())
             code = ExitCode.OK if report.get("topic") is None or report["budget"]["allowed"] else ExitCode.OVER_BUDGET
             raise typer.Exit(code)
-        code = run_once(cfg, agent, json_out=json_out, force=force)
-    raise typer.Exit(code)
 
 
 def _run_due(agent: str | None, *, jobs: int, force: bool, json_out: bool, dry_run: bool) -> None:
@@ -67,9 +72,11 @@ def _run_due(agent: str | None, *, jobs: int, force: bool, json_out: bool, dry_r
     from ._util import STATE
 
     with boundary():
-        if agent is not None or dry_run:
-            raise UsageError("--due runs every agent that is due: give no agent name and no --dry-run")
-        cfg = settings()
+        with StartGuard(None) as guard:
+            if agent is not None or dry_run:
+                raise UsageError("--due runs every agent that is due: give no agent name and no --dry-run")
+            cfg = settings()
+            guard.known(cfg)
         names = due_agents(cfg)
         if json_out and not names:
             print_json({"due": [], "results": [], "exit_code": 0})

@@ -33,13 +33,22 @@ def watchdog_cli(json_out: bool = typer.Option(False, "--json", help="Print what
                     outcome = alert.get(channel)
                     if outcome and not outcome.get("ok"):
                         notes.append(f"{channel} failed: {outcome.get('error')}")
-                style = "red" if alert["kind"] == "down" else "green"
+                style = "green" if alert["kind"] == "recovered" else "red"
                 line = f"[{style}]{alert['kind']}[/] {escape(alert['message'])}"
                 if notes:
                     line += f" [yellow]({escape('; '.join(notes))})[/]"
                 con.print(line, markup=True)
             if not report["sent"]:
                 still = ", ".join(report["down"])
-                con.print(f"still down (already alerted): {escape(still)}" if still else "every agent is fine",
-                          markup=True)
+                if still:
+                    con.print(f"still down (already alerted): {escape(still)}", markup=True)
+                elif not report["failing"]:
+                    con.print("every agent is fine", markup=True)
+            if is_tty():
+                for row in report["failing"]:
+                    state = row["state"] + (f" ({row['note']})" if row["note"] else "")
+                    cause = f": {row['error']}" if row["error"] else ""
+                    log = f" (log: {row['log']})" if row["log"] else ""
+                    con.print(f"[red]{escape(state)}[/] {escape(row['agent'])}{escape(cause)}{escape(log)}",
+                              markup=True)
     raise typer.Exit(1 if report["down"] else 0)

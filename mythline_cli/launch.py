@@ -99,7 +99,10 @@ class StartGuard:
             from . import heartbeat
 
             assert self.agent is not None
-            beat = heartbeat_time(heartbeat.read_only(self.agent))
+            try:
+                beat = heartbeat_time(heartbeat.read_only(self.agent))
+            except OSError:  # an unusable state home: recorded below if at all
+                beat = None
             if beat is not None and beat >= self.started:
                 return
         self.recorded = record_start_failure(self.agent, message, code, configured=self.configured)
@@ -138,6 +141,10 @@ def _record(agent: str | None, message: str, code: int, *, configured: bool | No
     # gets a folder: never one for a typo, or for a key pasted where the name goes.
     per_agent = valid_name(agent) and (configured or (configured is None and paths.agent_dir(str(agent)).is_dir()))
     log = paths.agent_log(agent if valid_name(agent) else "fleet")
+    # Never through a link out of the state home, never into a home that is a file.
+    paths.check_inside(paths.home() / "agents", *((paths.agent_dir(str(agent)), paths.events(str(agent)),
+                                                   start_failure_path(str(agent))) if per_agent else ()),
+                       fleet_failures_path())
     entry: dict[str, Any] = {"ts": now.isoformat(), "agent": agent, "event": "start-failed", "exit_code": code,
                              "error": line, "pid": os.getpid(), "log": str(log)}
     if not per_agent:

@@ -125,6 +125,19 @@ def _outside(path: Path, root: Path) -> Path | None:
     return None if target == root or root in target.parents else target
 
 
+def check_inside(*targets: Path) -> Path:
+    """The state home, checked: ``StateHomeUnusable`` when it is a file or one of ``targets``
+    is a symbolic link leading out of it."""
+    root = check_home().resolve()
+    for path in targets:
+        target = _outside(path, root)
+        if target is not None:
+            raise StateHomeUnusable(path, f"is a symbolic link to {target}, outside the state home",
+                                    "mythline writes only inside it: replace the link with a real "
+                                    "directory or file")
+    return root
+
+
 def prepare_agent(agent: str, *, domain: str) -> Path:
     """The agent's directory, made and checked before a run takes its lock.
 
@@ -134,15 +147,9 @@ def prepare_agent(agent: str, *, domain: str) -> Path:
     records in, a file somewhere else on the machine). Links that stay inside are followed,
     and so is a state home that is itself a link. Removes the temp files killed writers left
     in the agent's directory, the state home and the agent's store directory."""
-    root = check_home().resolve()
     directory = agent_dir(agent)
-    for path in (home() / "agents", directory, store_dir(), store_dir() / domain, checkpoint(agent),
-                 heartbeat(agent), events(agent), run_lock(agent), paused_flag(agent), backoff(agent)):
-        target = _outside(path, root)
-        if target is not None:
-            raise StateHomeUnusable(path, f"is a symbolic link to {target}, outside the state home",
-                                    "mythline writes only inside it: replace the link with a real "
-                                    "directory or file")
+    root = check_inside(home() / "agents", directory, store_dir(), store_dir() / domain, checkpoint(agent),
+                        heartbeat(agent), events(agent), run_lock(agent), paused_flag(agent), backoff(agent))
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):

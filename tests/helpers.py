@@ -101,3 +101,25 @@ case "$1" in
   *) echo "fake crontab: unsupported $*" >&2; exit 2 ;;
 esac
 """
+
+
+def write_tiktoken_cache(folder: Path) -> Path:
+    """tiktoken's cache holding its o200k_base file, rebuilt byte for byte from bpe-openai's
+    copy of the same vocabulary (the hash check proves it is the published file)."""
+    import base64
+    import hashlib
+    import warnings
+
+    from mythline_cli import pricing
+
+    with warnings.catch_warnings():  # bpe-openai reads its data with a deprecated importlib call
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import bpe_openai
+
+        enc = bpe_openai.get_encoding("o200k_base")
+    ordinary = [(rank, raw) for rank, raw in enumerate(enc.token_byte_values()) if raw and rank < 199_998]
+    data = "".join(f"{base64.b64encode(raw).decode()} {rank}\n" for rank, raw in ordinary).encode()
+    assert hashlib.sha256(data).hexdigest() == pricing.O200K_SHA256
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / hashlib.sha1(pricing.O200K_URL.encode()).hexdigest()).write_bytes(data)
+    return folder

@@ -15,7 +15,7 @@ import pytest
 from freezegun import freeze_time
 from typer.testing import CliRunner
 
-from helpers import is_audit, lore_responder, mythline, research_recorded, wait_for
+from helpers import is_audit, lore_responder, mythline, research_recorded, wait_for, write_tiktoken_cache
 from llm_server import error
 from mythline_cli.breaker import Breaker, BreakerOpen
 from mythline_cli.cli import app
@@ -303,7 +303,10 @@ def test_sigterm_interrupts_while_the_tokenizer_loads(home, config, llm_server, 
     listener.settimeout(60)
     config(provider={"tokenizer": "auto"})
     llm_server.responder = lore_responder(AGENT)
-    env = {**os.environ, "PYTHONPATH": str(fake), "FAKE_TOKENIZER_PORT": str(listener.getsockname()[1])}
+    # tiktoken is loaded only when its file is cached: give it one, then a load that never ends.
+    cache = write_tiktoken_cache(tmp_path / "tiktoken-cache")
+    env = {**os.environ, "PYTHONPATH": str(fake), "FAKE_TOKENIZER_PORT": str(listener.getsockname()[1]),
+           "TIKTOKEN_CACHE_DIR": str(cache)}
     proc = subprocess.Popen([sys.executable, "-m", "mythline_cli", "run", AGENT], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
     try:

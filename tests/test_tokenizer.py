@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import KEY_ENV, TEST_KEY, lore_responder, mythline
+from helpers import KEY_ENV, TEST_KEY, lore_responder, mythline, write_tiktoken_cache
 from mythline_cli import pricing
 from mythline_cli.config import parse_config
 
@@ -194,15 +194,7 @@ def test_run_makes_no_network_access_but_its_provider_calls(tmp_path, config, ll
 
 @pytest.fixture(scope="session")
 def tiktoken_cache(tmp_path_factory) -> Path:
-    """tiktoken's cache holding its o200k_base file, rebuilt byte for byte from bpe-openai's
-    copy of the same vocabulary (the hash check below proves it is the published file)."""
-    folder = tmp_path_factory.mktemp("tiktoken-cache")
-    enc = ENCODINGS["o200k_base"]
-    ordinary = [(rank, raw) for rank, raw in enumerate(enc.token_byte_values()) if raw and rank < 199_998]
-    data = "".join(f"{base64.b64encode(raw).decode()} {rank}\n" for rank, raw in ordinary).encode()
-    assert hashlib.sha256(data).hexdigest() == pricing.O200K_SHA256
-    (folder / hashlib.sha1(pricing.O200K_URL.encode()).hexdigest()).write_bytes(data)
-    return folder
+    return write_tiktoken_cache(tmp_path_factory.mktemp("tiktoken-cache"))
 
 
 def test_tiktoken_counts_from_its_cache_without_the_network(config, silent_proxy, tiktoken_cache):

@@ -80,8 +80,9 @@ def test_missing_key_fails_with_exit_1() -> None:
     config()
     result = doctor_run()
     assert result.exit_code == 1
-    assert (f"FAIL api key: {KEY_ENV} is not set; export your API key in it (or set provider.api_key_env = \"\" "
-            "for a local server that needs no key)") in result.stdout.splitlines()
+    assert (f"FAIL api key: {KEY_ENV} is not set; export {KEY_ENV}=... in your shell, or store it for scheduled "
+            f"runs with: mythline keys set {KEY_ENV} (or set provider.api_key_env = \"\" for a local server that "
+            "needs no key)") in result.stdout.splitlines()
 
 
 def test_the_key_never_appears(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,7 +8,7 @@ import typer
 
 from .. import __version__
 from . import agents, budget, init, logs, pause, run, status, watchdog
-from . import doctor, schedule
+from . import doctor, keys, schedule
 from ._util import STATE
 
 EXIT_CODES = """Exit codes: 0 stored or nothing due · 1 the cycle failed · 2 usage or config error ·
@@ -56,3 +56,4 @@ app.command("logs", help=logs.HELP)(logs.logs_cli)
 app.command("agents", help=agents.HELP)(agents.agents_cli)
 app.add_typer(schedule.app, name="schedule")
 app.command("doctor", help=doctor.HELP)(doctor.doctor_cli)
+app.add_typer(keys.app, name="keys")

@@ -54,13 +54,20 @@ def check_config() -> tuple[list[Check], Any]:
 
 
 def check_key(cfg: Any) -> list[Check]:
+    from .. import keys
+    from ..errors import MythlineError
+
     env = cfg.provider.api_key_env
     if not env:
         return [Check("api key", "ok", "none needed (provider.api_key_env is empty)")]
-    if os.environ.get(env, "").strip():
-        return [Check("api key", "ok", f"{env} is set")]
-    return [Check("api key", "fail", f"{env} is not set; export your API key in it (or set "
-                  'provider.api_key_env = "" for a local server that needs no key)')]
+    try:
+        value, source = keys.lookup(env)
+    except MythlineError as exc:  # an unreadable key store
+        return [Check("api key", "fail", str(exc))]
+    if value:
+        where = "in the environment" if source == "env" else f"in the key store ({keys.path()})"
+        return [Check("api key", "ok", f"{env} is set {where}")]
+    return [Check("api key", "fail", keys.missing(env))]
 
 
 def check_home() -> list[Check]:

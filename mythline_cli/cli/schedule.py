@@ -130,12 +130,13 @@ def windows_cli(
         opts += ["--home", home] if home else []
         regenerate = " ".join(_windows_word(w) for w in _prefix() + ["schedule", "windows"] + opts)
         plans, guess = schedule.plan_windows(cfg, agent=agent, exe=exe, home=home, regenerate=regenerate)
-        stale = [] if agent else [n for n in cfg.agent_names if n not in {p.agent.name for p in plans}]
+        stale = [] if agent else [n for n in cfg.agent_names if n not in {p.name for p in plans}]
         written = schedule.write_windows(plans, out_dir, regenerate, stale=stale)
         if guess:
             fail_line(f"not on Windows, so the tasks run {plans[0].command if plans else 'mythlinew.exe'}, a guess; "
                       r"pass --exe C:\path\to\.venv\Scripts\mythlinew.exe")
-        out().print(f"wrote {len(written) - 2} task file(s), install.cmd and uninstall.cmd to {out_dir}; "
+        out().print(f"wrote {len(written) - 3} agent task file(s), watchdog.xml, install.cmd and uninstall.cmd to "
+                    f"{out_dir}; "
                     f"register them on Windows with: {Path(out_dir) / 'install.cmd'}", markup=False)
 
 

@@ -399,7 +399,8 @@ def doctor_cli(json_out: bool = typer.Option(False, "--json", help="Print the ch
                scheduled: bool = typer.Option(False, "--scheduled", help="Also run each installed scheduler "
                                               "entry as the scheduler would, with a probe instead of the run, and "
                                               "report the key, config, state home and executable it sees."),
-               probe_only: bool = typer.Option(False, "--probe", hidden=True)) -> None:
+               probe_only: bool = typer.Option(False, "--probe", hidden=True, help="Print what this process sees "
+                                               "(paths, where the key is) as JSON; what --scheduled runs.")) -> None:
     with boundary():
         if probe_only:
             print_json(probe())

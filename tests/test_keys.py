@@ -88,3 +88,29 @@ def test_doctor_names_the_store(tmp_path, home, config, monkeypatch) -> None:
     result = mythline("doctor")
     assert f"ok   api key: {KEY_ENV} is set in the key store ({keys_file(tmp_path)})" in result.stdout.splitlines()
     keys_file(tmp_path).unlink()
+
+
+def test_the_watchdog_posts_to_a_webhook_url_from_the_store(tmp_path: Path, home: Path) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from webhook_server import WebhookServer
+
+    token = "T0KEN-only-in-the-key-store-42"
+    with WebhookServer() as hook:
+        Path("mythline.toml").write_text('[alerts]\nwebhook_url_env = "MYTHLINE_TEST_WEBHOOK"\nretries = 0\n',
+                                         encoding="utf-8")
+        assert mythline("keys", "set", "MYTHLINE_TEST_WEBHOOK", input=hook.url(f"/services/{token}")).returncode == 0
+        long_ago = (datetime.now(timezone.utc) - timedelta(hours=2)).isoformat()
+        beat = {"agent": "world-npcs", "run_id": "r", "pid": 999_999_999, "state": "ok", "started": long_ago,
+                "updated": long_ago, "finished": long_ago, "consecutive_failures": 0}
+        (home / "agents" / "world-npcs").mkdir(parents=True)
+        (home / "agents" / "world-npcs" / "heartbeat.json").write_text(json.dumps(beat), encoding="utf-8")
+        result = mythline("watchdog")
+        assert result.returncode == 1
+        [post] = hook.posts
+        assert post["body"]["kind"] == "down" and post["body"]["agent"] == "world-npcs"
+        assert token in post["path"]
+    for path in home.rglob("*"):
+        if path.is_file():
+            assert token.encode() not in path.read_bytes(), path
+    assert token not in result.stdout + result.stderr

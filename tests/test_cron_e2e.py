@@ -18,17 +18,18 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
-from conftest import KEY_ENV, MODEL, write_config
+from conftest import KEY_ENV, MODEL, lore_responder, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
 GOOD, BROKEN = "world-npcs", "world-lore"
 SENDMAIL = Path("/usr/sbin/sendmail")
-MAIL_SPOOL = Path("/var/mail/root")
+MAIL_SPOOL = Path("/var/mail")  # root's mail may be aliased to another mailbox: read them all
 
 pytestmark = [
     pytest.mark.slow,
@@ -74,13 +75,26 @@ def _start_server(tmp: Path, key: str) -> tuple[subprocess.Popen, str, Path]:
     return proc, f"http://127.0.0.1:{port_file.read_text()}/v1", log
 
 
+def _mailboxes() -> dict[Path, int]:
+    if not MAIL_SPOOL.is_dir():
+        return {}
+    return {p: p.stat().st_size for p in MAIL_SPOOL.iterdir() if p.is_file()}
+
+
 def _next_watchdog_tick(after: float) -> float:
     """The epoch second of the first */5 minute at or after ``after``, plus time for the run."""
     start = int(after // 300 + 1) * 300
     return start + 45
 
 
-def test_the_generated_crontab_under_real_cron(tmp_path: Path, home: Path, llm_server,
+@pytest.fixture
+def real_crontab() -> Iterator[None]:
+    """The one real crontab: test_schedule's round trip must not interleave with this test."""
+    with FileLock(Path(os.environ.get("TMPDIR", "/tmp")) / "mythline-real-crontab-test.lock", timeout=900):
+        yield
+
+
+def test_the_generated_crontab_under_real_cron(real_crontab: None, tmp_path: Path, home: Path, llm_server,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     key = "sk-cron-e2e-" + secrets.token_hex(12)
     monkeypatch.delenv(KEY_ENV, raising=False)
@@ -99,12 +113,12 @@ def test_the_generated_crontab_under_real_cron(tmp_path: Path, home: Path, llm_s
     mail_stub = None
     started_cron: subprocess.Popen | None = None
     old_crontab = subprocess.run(["crontab", "-l"], capture_output=True, text=True).stdout
-    mail_offset = MAIL_SPOOL.stat().st_size if MAIL_SPOOL.exists() else 0
+    mail_before = _mailboxes()
     try:
         stored = cli("keys", "set", KEY_ENV, input=key, env=env)
         assert stored.returncode == 0, stored.stderr
         # The agent cron will not run: one run by hand, then silence, so the watchdog must speak.
-        llm_server.responder = __import__("conftest").lore_responder(BROKEN)
+        llm_server.responder = lore_responder(BROKEN)
         first = cli("run", BROKEN, "--base-url", llm_server.base_url, env=env)
         assert first.returncode == 0, first.stderr
         if not SENDMAIL.exists():
@@ -162,7 +176,8 @@ def test_the_generated_crontab_under_real_cron(tmp_path: Path, home: Path, llm_s
     if mail_stub is not None:
         mail = mail_stub.read_text(encoding="utf-8", errors="replace")
     else:
-        mail = MAIL_SPOOL.read_bytes()[mail_offset:].decode("utf-8", errors="replace")
+        mail = "".join(data[mail_before.get(path, 0):].decode("utf-8", errors="replace")
+                       for path, data in ((p, p.read_bytes()) for p in _mailboxes()))
     assert "X-Cron-Env" in mail and f"{BROKEN} is down" in mail, mail
     assert mail.count(f"{BROKEN} is down") == 1
     assert key not in mail

@@ -182,7 +182,8 @@ def check_prices(cfg: Any) -> list[Check]:
 
 PROBE = ["doctor", "--probe"]
 _REDIRECT = re.compile(r"\s*>>\s*(?:'(?:[^']|'\"'\"')*'|\S+)\s+2>&1\s*$")
-_COMMAND = re.compile(r"\s(?:run\s.*|run|watchdog(?:\s.*)?)$")
+# The command after the quoted executable (or `-m mythline_cli`), never a word inside a path.
+_COMMAND = re.compile(r"(?:(?<=')|(?<=mythline_cli))\s+(?:run|watchdog)(?:\s.*)?$")
 _VARIABLE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
 
 
@@ -384,7 +385,8 @@ def _check_tasks(cfg: Any, query: Callable[[str], str | None]) -> list[Check]:
     return checks
 
 
-def run_checks() -> list[Check]:
+def run_checks() -> tuple[list[Check], Any]:
+    """The default checks, and the settings they used (None when the config is invalid)."""
     checks, cfg = check_config()
     if cfg is not None:
         checks += check_key(cfg)
@@ -392,7 +394,7 @@ def run_checks() -> list[Check]:
     if cfg is not None:
         for check in (check_timezone, check_scheduler, check_tokenizer, check_prices):
             checks += check(cfg)
-    return checks
+    return checks, cfg
 
 
 def doctor_cli(json_out: bool = typer.Option(False, "--json", help="Print the checks as JSON."),
@@ -405,11 +407,9 @@ def doctor_cli(json_out: bool = typer.Option(False, "--json", help="Print the ch
         if probe_only:
             print_json(probe())
             raise typer.Exit(0)
-        checks = run_checks()
-        if scheduled:
-            cfg_checks, cfg = check_config()
-            if cfg is not None:
-                checks += check_scheduled(cfg)
+        checks, cfg = run_checks()
+        if scheduled and cfg is not None:
+            checks += check_scheduled(cfg)
         failed = any(c.status == "fail" for c in checks)
         try:
             if json_out:

@@ -7,8 +7,8 @@ from pathlib import Path
 import typer
 
 from .. import __version__
-from . import agents, budget, init, logs, pause, run, status, watchdog
-from . import doctor, keys, schedule
+from . import agents, budget, init, keys, logs, pause, run, status, watchdog
+from . import doctor, schedule
 from ._util import STATE
 
 EXIT_CODES = """Exit codes: 0 stored or nothing due · 1 the cycle failed · 2 usage or config error ·

@@ -153,7 +153,7 @@ def top_level_cumulative(cmd: Sequence[str], env: dict[str, str], n: int = 10) -
 def write_bench_config(path: Path, *, base_url: str = "http://127.0.0.1:9/v1",
                        sections: dict[str, dict[str, Any]] | None = None) -> Path:
     """The tests' config: a priced model, the chars tokenizer, fast retries."""
-    from conftest import write_config
+    from helpers import write_config
 
     return write_config(path, base_url=base_url, sections=sections)
 
@@ -251,7 +251,7 @@ def populate_fleet(home: Path, config: Path, *, events_per_agent: int = 40, seed
 
 def lore_server(delay: Callable[[], float] | None = None):  # noqa: ANN201 - ScriptedLLMServer
     """A started scripted server that answers every agent's research and audit prompts."""
-    from conftest import lore_responder
+    from helpers import lore_responder
     from llm_server import ScriptedLLMServer
     from mythline_cli.fleet.topics import TOPICS
 
@@ -261,7 +261,7 @@ def lore_server(delay: Callable[[], float] | None = None):  # noqa: ANN201 - Scr
     owner = {topic: name for name, topics in TOPICS.items() for topic in topics}
 
     def respond(request: dict[str, Any]):  # noqa: ANN202
-        from conftest import is_audit, topic_of
+        from helpers import is_audit, topic_of
 
         topic = topic_of(request)
         name = "world-npcs" if is_audit(request) else owner.get(topic, "world-npcs")

@@ -48,7 +48,7 @@ def main() -> int:
     server = lore_server()
     try:
         config = write_bench_config(work / "mythline.toml", base_url=server.base_url)
-        from conftest import KEY_ENV, TEST_KEY
+        from helpers import KEY_ENV, TEST_KEY
 
         cli = mythline_cmd()
         counter = iter(range(10**9))

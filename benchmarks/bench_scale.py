@@ -255,7 +255,7 @@ def main() -> int:
     server = lore_server()
     report: dict[str, Any] = {}
     try:
-        from conftest import KEY_ENV, TEST_KEY
+        from helpers import KEY_ENV, TEST_KEY
 
         config = write_bench_config(work / "mythline.toml", base_url=server.base_url)
         os.environ["MYTHLINE_CONFIG"] = str(config)

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from . import paths
-from .durations import parse_duration
+from .durations import in_range, parse_duration
 from .agent import Agent, name_problem
 from .errors import ConfigError, UsageError
 from .fleet.topics import DESCRIPTIONS, DOMAINS, TOPICS
@@ -73,6 +73,12 @@ def _unknown_agent(name: str) -> str:
             f'to add your own agent, give its table kind = "<one of those>" and its own topics = [...]')
 
 
+def _between(low: float, high: float, why: str = "") -> BeforeValidator:
+    """A duration where zero (or a few seconds) cannot work: each call would time out at once,
+    each run would look hung."""
+    return BeforeValidator(lambda value: in_range(value, low, high, why))
+
+
 Duration = Annotated[float, BeforeValidator(_duration)]
 Interval = Annotated[float, BeforeValidator(_interval)]
 UsdCap = Annotated[float | None, BeforeValidator(_cap)]
@@ -96,7 +102,7 @@ class Provider(_Model):
     base_url: str = OPENROUTER_BASE_URL
     model: str = Field(default=DEFAULT_MODEL, min_length=1)
     api_key_env: str = "OPENROUTER_API_KEY"
-    timeout: Duration = 120.0
+    timeout: Annotated[float, _between(1, 86400, "the longest wait for one answer")] = 120.0
     temperature: float = Field(default=0.0, ge=0, le=2)
     max_output_tokens: int = Field(default=4096, gt=0, le=1_000_000)
     structured_outputs: Literal["json_schema", "json_object"] = "json_schema"
@@ -123,7 +129,7 @@ class Budget(_Model):
     daily_tokens: TokenCap = 5_000_000
     monthly_usd: UsdCap = None
     monthly_tokens: TokenCap = None
-    run_timeout: Duration = 1800.0
+    run_timeout: Annotated[float, _between(60, 31 * 86400, "a run older than this is treated as hung")] = 1800.0
 
     @field_validator("timezone")
     @classmethod
@@ -186,7 +192,7 @@ class Breaker(_Model):
     """The provider's circuit breaker, shared by the whole fleet."""
 
     failures: int = Field(default=5, ge=1, le=1000)
-    cooldown: Duration = 600.0
+    cooldown: Annotated[float, _between(1, 31 * 86400, "how long the fleet waits before a probe")] = 600.0
 
 
 class Alerts(_Model):
@@ -198,7 +204,7 @@ class Alerts(_Model):
     webhook_url_env: str = ""
     webhook_url: str = ""
     command: str = ""
-    timeout: Duration = 10.0
+    timeout: Annotated[float, _between(0.1, 86400, "the longest wait for a webhook or command")] = 10.0
     retries: int = Field(default=2, ge=0, le=10)
 
     @field_validator("webhook_url")
@@ -271,6 +277,16 @@ class Settings:
     # A model from --model or MYTHLINE_MODEL: it beats every file setting, [agents.NAME] model included.
     model_override: str | None = None
     _memo: tuple[Any, str | None, list[Agent]] | None = field(default=None, init=False, repr=False, compare=False)
+    # The lookup step that found ``source`` (a key of ``FOUND_BY``); None for the built-in defaults.
+    found_by: str | None = None
+
+    def describe_source(self) -> str:
+        """Which config is in use and why, in one phrase (for ``doctor`` and ``run --dry-run``)."""
+        if self.source is None:
+            return (f"built-in defaults (no --config, no MYTHLINE_CONFIG, no {CONFIG_NAME} in the working "
+                    f"directory {Path.cwd()} or in {paths.user_config_dir()}; create one with: mythline init)")
+        why = FOUND_BY.get(self.found_by or "")
+        return f"{self.source} ({why})" if why else str(self.source)
 
     @property
     def provider(self) -> Provider:
@@ -341,22 +357,40 @@ class Settings:
         return path
 
 
-def find_config(explicit: Path | None) -> Path | None:
-    """The config file to use: ``--config``, ``$MYTHLINE_CONFIG``, ./, user config dir."""
+def locate_config(explicit: Path | None) -> tuple[Path | None, str | None]:
+    """The config file to use and the lookup step that found it (``FOUND_BY``): ``--config``,
+    ``$MYTHLINE_CONFIG``, ./, the user config dir; (None, None) for the built-in defaults."""
     if explicit is not None:
         if not explicit.is_file():
             raise ConfigError("no such file (given with --config)", path=explicit)
-        return explicit
+        return explicit, "--config"
     env = os.environ.get("MYTHLINE_CONFIG")
     if env:
         path = Path(env).expanduser()
         if not path.is_file():
             raise ConfigError("no such file (given in MYTHLINE_CONFIG)", path=path)
-        return path
-    for candidate in (Path.cwd() / CONFIG_NAME, paths.user_config_dir() / CONFIG_NAME):
+        return path, "MYTHLINE_CONFIG"
+    for candidate, step in ((Path.cwd() / CONFIG_NAME, "working directory"),
+                            (paths.user_config_dir() / CONFIG_NAME, "user config dir")):
         if candidate.is_file():
-            return candidate
-    return None
+            return candidate, step
+    return None, None
+
+
+def find_config(explicit: Path | None) -> Path | None:
+    """The config file to use (see ``locate_config``), or None for the built-in defaults."""
+    return locate_config(explicit)[0]
+
+
+# What each lookup step means to someone reading `doctor` or `run --dry-run`.
+FOUND_BY = {
+    "--config": "given with --config",
+    "MYTHLINE_CONFIG": "from MYTHLINE_CONFIG",
+    # The one step that depends on where the command was started: say so where it is shown.
+    "working directory": ("./mythline.toml in the working directory; a run started elsewhere, as cron "
+                          "starts it, would not find it: pass --config or set MYTHLINE_CONFIG"),
+    "user config dir": "the user config dir",
+}
 
 
 def _env_overrides(data: dict[str, Any]) -> dict[str, Any]:
@@ -412,7 +446,7 @@ def parse_config(data: dict[str, Any], source: Path | None = None) -> Settings:
 
 def load_settings(explicit: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
     """Find, read and validate the configuration; flags in ``overrides`` win over everything."""
-    path = find_config(explicit)
+    path, found_by = locate_config(explicit)
     data: dict[str, Any] = {}
     if path is not None:
         try:
@@ -426,6 +460,7 @@ def load_settings(explicit: Path | None = None, overrides: dict[str, Any] | None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"not valid TOML ({exc})", path=path) from None
     settings = parse_config(data, path)
+    settings.found_by = found_by
     if overrides:
         merged = settings.config.provider.model_dump() | {k: v for k, v in overrides.items() if v is not None}
         try:

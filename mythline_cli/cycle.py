@@ -372,10 +372,12 @@ class Cycle:
             hits = crossings(self.ledger, self.agent, warn_at)
         except MythlineError:
             return
+        from .money import usd
+
         for hit in hits:
             scope = hit["scope"]
-            spent = f"${hit['spent']:.4f}" if hit["unit"] == "usd" else f"{int(hit['spent']):,} tokens"
-            cap = f"${hit['cap']:.4f}" if hit["unit"] == "usd" else f"{int(hit['cap']):,} tokens"
+            spent = usd(hit['spent']) if hit["unit"] == "usd" else f"{int(hit['spent']):,} tokens"
+            cap = usd(hit['cap']) if hit["unit"] == "usd" else f"{int(hit['cap']):,} tokens"
             self._alert("budget-warn", f"{scope} has spent {spent} of its {cap} cap ({hit['setting']}) "
                         f"in {hit['window']}", once_key=f"budget-warn:{scope}:{hit['unit']}:{hit['window']}", **hit)
 

@@ -35,6 +35,21 @@ def parse_duration(text: str | int | float) -> float:
     return seconds
 
 
+def in_range(text: str | int | float, low: float, high: float, why: str = "") -> float:
+    """``parse_duration``, refusing a value outside ``low``..``high`` seconds (``why``: what the
+    setting does, so the line says why zero is wrong there)."""
+    seconds = parse_duration(text)
+    if not low <= seconds <= high:
+        raise ValueError(f"must be between {_spell(low)} and {_spell(high)} (got {_spell(seconds)})"
+                         + (f"; {why}" if why else ""))
+    return seconds
+
+
+def _spell(seconds: float) -> str:
+    # format_duration speaks whole seconds; a bound or a value like 0.5s is said as it is.
+    return format_duration(seconds) if seconds == int(seconds) else f"{seconds:g}s"
+
+
 def format_duration(seconds: float) -> str:
     """The shortest exact spelling of ``seconds``: 1800 -> '30m', 5400 -> '1h30m'."""
     seconds = int(round(seconds))

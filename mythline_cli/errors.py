@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .money import usd
+
 
 class ExitCode:
     """The documented exit codes of every command."""
@@ -123,7 +125,7 @@ class Interrupted(MythlineError):
 
 
 def _fmt(unit: str, value: float) -> str:
-    return f"${value:.4f}" if unit == "usd" else f"{int(value):,} tokens"
+    return usd(value) if unit == "usd" else f"{int(value):,} tokens"
 
 
 class BackingOff(MythlineError):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from . import money
 from .console import fail_line, is_tty, out, print_json
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ class LiveView:
             self.topic = event["topic"]
         if kind == "llm-request":
             est = event["estimate"]
-            usd = f"≤{est['usd']:.5f}" if est.get("usd") is not None else "?"
+            usd = f"≤{money.usd(est['usd'], symbol=False)}" if est.get("usd") is not None else "?"
             self.rows[event["step"]] = {"status": "calling…", "tokens": f"≤{est['prompt_tokens'] + est['max_output_tokens']:,}", "usd": usd}
         elif kind == "llm-retry":
             self.rows.setdefault(event["step"], {})["status"] = f"retrying ({event.get('kind')})"
@@ -51,7 +52,7 @@ class LiveView:
             row = self.rows.setdefault(event["step"], {})
             if event.get("ok"):
                 row.update(status="done", tokens=f"{event['prompt_tokens'] + event['completion_tokens']:,}",
-                           usd=f"{event['usd']:.5f}" if event.get("usd") is not None else "-",
+                           usd=money.usd(event['usd'], symbol=False) if event.get("usd") is not None else "-",
                            latency=f"{event['latency_s']:.1f}s")
             else:
                 row.update(status=f"failed: {event.get('kind')}")

@@ -5,14 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import files, prompts
-from .config import DEFAULT_AGENT, OPENROUTER_BASE_URL, Budget, Provider
+from .config import DEFAULT_AGENT, OPENROUTER_BASE_URL, Alerts, Backoff, Breaker, Budget, Provider, Schedule
 from .durations import format_duration
 from .errors import UsageError
 from .fleet.topics import DESCRIPTIONS, TOPICS
 
 
+def _setting(assignment: str, comment: str) -> str:
+    return f"# {assignment:<32} # {comment}"
+
+
 def starter_text() -> str:
     p, b, a = Provider(), Budget(), DEFAULT_AGENT
+    bo, br, al, sc = Backoff(), Breaker(), Alerts(), Schedule()
     lines = [
         "# Mythline configuration. Every setting is shown with its default; uncomment to change.",
         "# Precedence: command-line flag > environment (MYTHLINE_MODEL, MYTHLINE_BASE_URL) > this file > default.",
@@ -45,10 +50,11 @@ def starter_text() -> str:
         f"# daily_tokens = {b.daily_tokens}",
         '# monthly_usd = "none"',
         '# monthly_tokens = "none"',
-        f'# run_timeout = "{format_duration(b.run_timeout)}"              # a run older than this is treated as hung',
+        f'# run_timeout = "{format_duration(b.run_timeout)}"              # older: treated as hung (1m..31d)',
         "",
         "# Settings every agent gets unless its own [agents.NAME] table says otherwise.",
         "[defaults]",
+        "# enabled = true",
         f'# interval = "{format_duration(a.interval)}"                 # how often the scheduler runs each agent (1m..31d)',
         f'# grace = "{format_duration(a.grace)}"                    # late beyond this -> status shows "down"',
         f"# max_attempts = {a.max_attempts}                   # failed validations before a topic is quarantined",
@@ -56,6 +62,32 @@ def starter_text() -> str:
         f"# min_sources = {a.min_sources}",
         f"# daily_usd = {a.daily_usd:g}                    # per agent, per day",
         f"# daily_tokens = {a.daily_tokens}",
+        "",
+        "# How long an agent waits after a failed run: min(max, base * 2^(failures-1)), +/- jitter.",
+        "[backoff]",
+        _setting(f'base = "{format_duration(bo.base)}"', "first wait; 0 for no backoff"),
+        _setting(f'max = "{format_duration(bo.max)}"', "longest wait"),
+        _setting(f"jitter = {bo.jitter:g}", "+/- this share, so agents that failed together retry apart"),
+        "",
+        "# The provider's circuit breaker, shared by the whole fleet.",
+        "[breaker]",
+        _setting(f"failures = {br.failures}", "provider failures in a row, across the fleet, that open it"),
+        _setting(f'cooldown = "{format_duration(br.cooldown)}"', "every agent skips its calls; then one probe"),
+        "",
+        "# Alerts: always an event line; optionally a webhook (Slack, Discord) and a command of your own.",
+        "[alerts]",
+        _setting(f"warn_at = {al.warn_at:g}", "budget-warn when spend reaches this share of a cap"),
+        _setting(f"consecutive_failures = {al.consecutive_failures}", "a failures alert after this many failed runs"),
+        _setting(f'webhook_url_env = "{al.webhook_url_env}"', "the variable holding the webhook URL (a token)"),
+        _setting(f'webhook_url = "{al.webhook_url}"', "works, but the token then sits in this file"),
+        _setting(f'command = "{al.command}"', "a shell command; the alert is in its MYTHLINE_ALERT_* variables"),
+        _setting(f'timeout = "{format_duration(al.timeout)}"', "per delivery attempt (0.1s..1d)"),
+        _setting(f"retries = {al.retries}", "extra attempts after a connection error, a 5xx or a 429"),
+        "",
+        "# What `mythline schedule` generates.",
+        "[schedule]",
+        _setting(f'mailto = "{sc.mailto}"', "MAILTO of the crontab block; empty: cron mails the crontab's owner"),
+        _setting(f'windows_logon = "{sc.windows_logon}"', "Task Scheduler logon: InteractiveToken, S4U or Password"),
         "",
         "# The fleet. Uncomment a table to override its settings or its topic queue.",
     ]

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from .console import out
+from .money import usd, usd_pair
 
 STYLES = {"ok": "green", "running": "cyan", "late": "yellow", "down": "bold red", "failed": "red",
           "paused": "magenta", "over-budget": "yellow", "queue-empty": "blue", "never-run": "dim"}
@@ -38,7 +39,7 @@ def _ago(ts: str | None, now: datetime) -> str:
 
 
 def _money(spent: float, cap: float | None) -> str:
-    return f"${spent:.2f}" + (f"/{cap:.2f}" if cap is not None else "")
+    return usd_pair(spent, cap)
 
 
 def _tokens(spent: int, cap: int | None) -> str:
@@ -105,7 +106,7 @@ def render(data: dict[str, Any], *, all_rows: bool = False) -> None:
         table.add_row(*cells)
     day = data["fleet"]["day"]
     caption = (f"fleet today ({day['window']}): {_money(day['usd']['spent'], day['usd']['cap'])}"
-               f" + ${day['usd']['reserved']:.2f} reserved · {_tokens(day['tokens']['spent'], day['tokens']['cap'])} tokens")
+               f" + {usd(day['usd']['reserved'])} reserved · {_tokens(day['tokens']['spent'], day['tokens']['cap'])} tokens")
     month = data["fleet"]["month"]
     if month["usd"]["cap"] is not None or month["tokens"]["cap"] is not None:
         caption += f" · month {month['window']}: {_money(month['usd']['spent'], month['usd']['cap'])}"
@@ -133,13 +134,13 @@ def render_budget(report: dict[str, Any]) -> None:
     for col in ("scope", "USD spent", "USD reserved", "USD cap", "tokens spent", "tokens reserved", "token cap"):
         table.add_column(col, justify="left" if col == "scope" else "right")
 
-    def cap(value: float | int | None, usd: bool) -> str:
+    def cap(value: float | int | None, is_usd: bool) -> str:
         if value is None:
             return "none"
-        return f"${value:.2f}" if usd else f"{value:,}"
+        return usd(value) if is_usd else f"{value:,}"
 
     def add(scope: str, row: dict[str, Any]) -> None:
-        table.add_row(scope, f"${row['usd']['spent']:.4f}", f"${row['usd']['reserved']:.4f}",
+        table.add_row(scope, usd(row['usd']['spent']), usd(row['usd']['reserved']),
                       cap(row["usd"]["cap"], True), f"{int(row['tokens']['spent']):,}",
                       f"{int(row['tokens']['reserved']):,}", cap(row["tokens"]["cap"], False))
 

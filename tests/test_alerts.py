@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from conftest import KEY_ENV, TEST_KEY
+from helpers import KEY_ENV, TEST_KEY
 from mythline_cli import alerts, paths
 from mythline_cli.config import parse_config
 from mythline_cli.files import iter_jsonl

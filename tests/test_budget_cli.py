@@ -11,7 +11,7 @@ import pytest
 from freezegun import freeze_time
 from typer.testing import CliRunner
 
-from conftest import mythline
+from helpers import mythline
 from mythline_cli import paths
 from mythline_cli.cli import app
 from mythline_cli.config import load_settings
@@ -123,9 +123,9 @@ def test_show_table_lists_agents_and_fleet(settings: Any, runner: CliRunner) -> 
     assert result.exit_code == 0, result.output
     assert "day 2026-05-05 (Europe/Berlin)" in result.stdout
     npcs = next(line for line in result.stdout.splitlines() if AGENT in line)
-    assert "$0.1200" in npcs and "$0.50" in npcs and "300" in npcs
+    assert "$0.12" in npcs and "$0.50" in npcs and "300" in npcs
     fleet = next(line for line in result.stdout.splitlines() if "fleet (day)" in line)
-    assert "$0.1700" in fleet and "$0.1000" in fleet and "$2.00" in fleet
+    assert "$0.17" in fleet and "$0.10" in fleet and "$2.00" in fleet
     items = next(line for line in result.stdout.splitlines() if "world-items" in line)
     assert "none" in items
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import lore_responder, mythline, topic_of
+from helpers import lore_responder, mythline, topic_of
 from mythline_cli.fleet.topics import TOPICS
 
 AGENT = "world-npcs"

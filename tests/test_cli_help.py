@@ -55,6 +55,21 @@ def test_help_option_prints_the_help(path: tuple[str, ...], command: Any) -> Non
     assert "Usage:" in result.stdout
 
 
+@pytest.mark.parametrize("path,command", TREE, ids=["mythline"] + IDS)
+def test_examples_keep_their_lines(path: tuple[str, ...], command: Any) -> None:
+    """An example command line is printed on a line of its own, never re-wrapped into prose."""
+    examples = [line.strip() for line in (command.help or "").splitlines() if line.startswith("  mythline ")]
+    result = runner.invoke(app, [*path, "--help"], terminal_width=80)
+    printed = [line.strip() for line in result.stdout.splitlines()]
+    for example in examples:
+        assert example in printed, f"{example!r} was re-wrapped in:\n{result.stdout}"
+
+
+def test_the_commands_with_examples() -> None:
+    with_examples = {" ".join(path) for path, cmd in COMMANDS if "\n  mythline " in (cmd.help or "")}
+    assert {"run", "logs", "schedule cron", "schedule windows"} <= with_examples
+
+
 def test_top_level_help_documents_exit_codes() -> None:
     result = runner.invoke(app, ["--help"])
     text = " ".join(result.stdout.split())

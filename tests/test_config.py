@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import mythline
+from helpers import mythline
 from mythline_cli.cli import app
 from mythline_cli.config import DEFAULT_AGENT, DEFAULT_MODEL, OPENROUTER_BASE_URL, load_settings
 from mythline_cli.errors import ConfigError
@@ -92,6 +92,15 @@ INVALID = {
     "infinite grace": ("[defaults]\ngrace = inf\n", "defaults.grace", "longer than 366d"),
     "nan run_timeout": ("[budget]\nrun_timeout = nan\n", "budget.run_timeout", "duration"),
     "huge duration": ('[defaults]\ngrace = "99999999999d"\n', "defaults.grace", "longer than 366d"),
+    # A zero timeout fails every call at once; a zero run_timeout reclaims every reservation as hung.
+    "zero provider timeout": ('[provider]\ntimeout = "0s"\n', "provider.timeout", "between 1s and 1d (got 0s)"),
+    "bare zero provider timeout": ("[provider]\ntimeout = 0\n", "provider.timeout", "between 1s and 1d"),
+    "sub-second provider timeout": ("[provider]\ntimeout = 0.2\n", "provider.timeout", "between 1s and 1d"),
+    "zero run_timeout": ("[budget]\nrun_timeout = 0\n", "budget.run_timeout", "between 1m and 31d (got 0s)"),
+    "short run_timeout": ('[budget]\nrun_timeout = "30s"\n', "budget.run_timeout", "between 1m and 31d"),
+    "zero breaker cooldown": ('[breaker]\ncooldown = "0s"\n', "breaker.cooldown", "between 1s and 31d"),
+    "zero alert timeout": ('[alerts]\ntimeout = "0m"\n', "alerts.timeout", "between 0.1s and 1d (got 0s)"),
+    "tiny alert timeout": ("[alerts]\ntimeout = 0.01\n", "alerts.timeout", "between 0.1s and 1d (got 0.01s)"),
 }
 
 
@@ -204,6 +213,7 @@ SUBPROCESS_CASES = {
     "unknown nested key": (b'[provider]\nmodle = "x"\n', "provider.modle", "unknown key"),
     "interval below 1m": (b'[defaults]\ninterval = "30s"\n', "defaults.interval", "between 1m and 31d"),
     "unknown agent": (b"[agents.world-dragons]\n", "agents", "unknown agent 'world-dragons'"),
+    "zero provider timeout": (b'[provider]\ntimeout = "0s"\n', "provider.timeout", "between 1s and 1d"),
     "invalid TOML": (b"[budget\n", None, "not valid TOML"),
     "non-UTF-8": (b"\xff\xfe\x00\x00garbage", None, "not UTF-8"),
 }
@@ -295,6 +305,41 @@ def test_lookup_empty_env_var_is_unset(every_place: dict[str, Path], monkeypatch
 def test_lookup_via_cli_option(every_place: dict[str, Path]) -> None:
     result = invoke("-c", str(every_place["flag"]), "run", "world-npcs", "--dry-run", "--json")
     assert json.loads(result.stdout)["model"] == "place/flag"
+
+
+def test_every_lookup_step_says_how_it_found_the_file(every_place: dict[str, Path],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    flag = load_settings(every_place["flag"])
+    assert (flag.found_by, flag.describe_source()) == ("--config", f"{every_place['flag']} (given with --config)")
+    env = load_settings()
+    assert (env.found_by, env.describe_source()) == ("MYTHLINE_CONFIG", f"{every_place['env']} (from MYTHLINE_CONFIG)")
+    monkeypatch.delenv("MYTHLINE_CONFIG")
+    cwd = load_settings()
+    assert cwd.found_by == "working directory"
+    # Found through the working directory: the one step a scheduled run may not repeat.
+    assert cwd.describe_source() == (f"{every_place['cwd']} (./mythline.toml in the working directory; a run "
+                                     "started elsewhere, as cron starts it, would not find it: pass --config or "
+                                     "set MYTHLINE_CONFIG)")
+    every_place["cwd"].unlink()
+    user = load_settings()
+    assert (user.found_by, user.describe_source()) == ("user config dir",
+                                                       f"{every_place['user']} (the user config dir)")
+    every_place["user"].unlink()
+    none = load_settings()
+    assert none.found_by is None
+    assert none.describe_source() == (f"built-in defaults (no --config, no MYTHLINE_CONFIG, no mythline.toml in "
+                                      f"the working directory {Path.cwd()} or in {every_place['user'].parent}; "
+                                      "create one with: mythline init)")
+
+
+def test_dry_run_says_which_config_it_uses_and_why(every_place: dict[str, Path],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MYTHLINE_CONFIG")
+    proc = mythline("run", "world-npcs", "--dry-run")
+    assert proc.returncode in (0, 3), proc.stderr  # 3: the place models have no price under the USD cap
+    assert f"config {every_place['cwd']} (./mythline.toml in the working directory; " in proc.stdout
+    proc = mythline("run", "world-npcs", "--dry-run", "--json", env={"MYTHLINE_CONFIG": str(every_place["env"])})
+    assert json.loads(proc.stdout)["config"] == {"path": str(every_place["env"]), "found_by": "MYTHLINE_CONFIG"}
 
 
 def test_invalid_file_earlier_in_the_lookup_is_not_skipped(every_place: dict[str, Path],
@@ -471,6 +516,24 @@ def test_an_empty_topics_list_empties_the_queue() -> None:
     out = invoke("run", "world-zones", "--dry-run", "--json")
     assert out.exit_code == 0
     assert json.loads(out.stdout)["topic"] is None
+
+
+def test_zero_run_timeout_is_refused_by_the_run_cron_starts() -> None:
+    path = local_config("[budget]\nrun_timeout = 0\n")
+    proc = mythline("run", "world-npcs")
+    assert proc.returncode == 2
+    assert one_line(proc.stderr) == (f"mythline: {path}: budget.run_timeout: must be between 1m and 31d "
+                                     "(got 0s); a run older than this is treated as hung")
+
+
+def test_zero_is_accepted_where_it_means_something() -> None:
+    """No grace (down as soon as late), no backoff, no wait between retries: each a real choice."""
+    local_config('[defaults]\ngrace = 0\n[backoff]\nbase = "0s"\nmax = 0\n'
+                 '[provider]\nmax_retry_wait = "0s"\nmax_retry_time = 0\n')
+    s = load_settings()
+    assert s.agent("world-npcs").grace == 0
+    assert (s.config.backoff.base, s.config.backoff.max) == (0, 0)
+    assert (s.provider.max_retry_wait, s.provider.max_retry_time) == (0, 0)
 
 
 def test_durations_are_accepted_in_every_spelling() -> None:

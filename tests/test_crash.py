@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import TEST_KEY, is_audit, lore_responder, mythline, research_recorded, wait_for
+from helpers import TEST_KEY, is_audit, lore_responder, mythline, research_recorded, wait_for
 from llm_server import Reply
 
 AGENT = "world-npcs"

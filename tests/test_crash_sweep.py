@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import TEST_KEY, is_audit, lore_responder
+from helpers import TEST_KEY, is_audit, lore_responder
 from llm_server import ScriptedLLMServer
 from mythline_cli.ledger import replay
 

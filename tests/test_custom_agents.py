@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import lore_responder, mythline
+from helpers import lore_responder, mythline
 from test_status_fast import status_modules
 from mythline_cli import alerts, paths, settings_cache
 from mythline_cli.agent import MAX_NAME, RESERVED, WINDOWS_RESERVED, valid_name

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from conftest import MODEL, TEST_KEY, is_audit, lore_responder, topic_of
+from helpers import MODEL, TEST_KEY, is_audit, lore_responder, topic_of
 from factories import record_json
 from llm_server import completion, error
 from mythline_cli.cli import app

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from conftest import lore_responder
+from helpers import lore_responder
 from llm_server import error
 from mythline_cli.cli import app
 

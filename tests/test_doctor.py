@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import KEY_ENV, TEST_KEY
+from helpers import KEY_ENV, TEST_KEY
 from mythline_cli import schedule
 from mythline_cli.cli import app
 from mythline_cli.cli import doctor
@@ -271,7 +271,7 @@ def test_doctor_does_not_import_the_llm_stack(args: list[str], monkeypatch: pyte
 
 
 def test_doctor_as_a_real_process(monkeypatch: pytest.MonkeyPatch) -> None:
-    from conftest import mythline
+    from helpers import mythline
 
     config()
     proc = mythline("doctor")

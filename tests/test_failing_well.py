@@ -15,7 +15,7 @@ import pytest
 from freezegun import freeze_time
 from typer.testing import CliRunner
 
-from conftest import is_audit, lore_responder, mythline, research_recorded, wait_for
+from helpers import is_audit, lore_responder, mythline, research_recorded, wait_for
 from llm_server import error
 from mythline_cli.breaker import Breaker, BreakerOpen
 from mythline_cli.cli import app

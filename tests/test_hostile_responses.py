@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import TEST_KEY
+from helpers import TEST_KEY
 from llm_server import Reply, completion, empty_choices, error_in_200
 from mythline_cli.cli import app
 

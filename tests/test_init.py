@@ -8,10 +8,12 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from conftest import mythline
+from helpers import mythline
 from mythline_cli import prompts
 from mythline_cli.cli import app
-from mythline_cli.config import DEFAULT_AGENT, Budget, Provider, load_settings
+from pydantic import BaseModel
+
+from mythline_cli.config import DEFAULT_AGENT, Budget, Config, Provider, load_settings
 from mythline_cli.fleet.topics import TOPICS
 from mythline_cli.starter import starter_text
 
@@ -112,6 +114,42 @@ def test_every_commented_setting_is_valid_when_uncommented() -> None:
     assert (agent.interval, agent.grace, agent.daily_usd, agent.daily_tokens, agent.min_score) == (
         DEFAULT_AGENT.interval, DEFAULT_AGENT.grace, DEFAULT_AGENT.daily_usd, DEFAULT_AGENT.daily_tokens,
         DEFAULT_AGENT.min_score)
+
+
+def uncommented(text: str) -> str:
+    """The starter with every documented setting switched on (the prices example and agent
+    tables stay comments)."""
+    lines = []
+    for line in text.splitlines():
+        stripped = line.removeprefix("# ")
+        is_setting = line.startswith("# ") and ("=" in stripped or stripped.startswith("[")) \
+            and not stripped.startswith(("[agents.", "[provider.prices", "extra_topics", "input_per", "output_per"))
+        lines.append(stripped if is_setting else line)
+    return "\n".join(lines)
+
+
+def test_the_starter_documents_every_section_and_setting() -> None:
+    data = tomllib.loads(uncommented(starter_text()))
+    sections = {name for name, info in Config.model_fields.items()
+                if isinstance(info.default, BaseModel) and name != "agents"}
+    assert sections == {"provider", "budget", "defaults", "backoff", "breaker", "alerts", "schedule"}
+    assert sections <= set(data), f"sections missing from the starter: {sections - set(data)}"
+    for section in sections:
+        model = type(getattr(Config(), section))
+        keys = set(model.model_fields) - {"prices", "topics", "extra_topics", "model", "enabled"}
+        missing = keys - set(data[section])
+        assert not missing, f"[{section}] in the starter lacks {sorted(missing)}"
+    assert "prompts_dir" in data
+    assert "# [agents.world-npcs]" in starter_text()
+
+
+def test_the_uncommented_starter_round_trips_to_the_defaults() -> None:
+    Path("mythline.toml").write_text(uncommented(starter_text()), encoding="utf-8")
+    written = load_settings().config
+    assert written.model_dump(exclude={"prompts_dir", "defaults"}) == Config().model_dump(exclude={"prompts_dir",
+                                                                                                   "defaults"})
+    assert {k: v for k, v in written.defaults.model_dump().items() if v is not None} == {
+        k: v for k, v in DEFAULT_AGENT.model_dump().items() if v is not None}
 
 
 def test_starter_mentions_every_agent() -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import lore_responder
+from helpers import lore_responder
 from llm_server import ScriptedLLMServer
 from test_crash_sweep import AGENT, _points, check_invariants, launch, open_reservations, recorded_steps
 

@@ -1041,12 +1041,13 @@ def test_a_failing_access_journals_what_it_applied_and_the_next_rolls_it_forward
     def broken(*args: Any) -> None:
         raise RuntimeError("bug")
 
+    refusal = Ledger._refusal
     monkeypatch.setattr(Ledger, "_refusal", broken)
     with pytest.raises(RuntimeError):
         ledger.reserve(settings.agent(AGENT), est(0.1), run_id="r", step="s")
     assert ledger_file()["seq"] == seq  # ledger.json untouched ...
     assert [h["event"] for h in history()][-1] == "reclaim"  # ... the reclaim journaled
-    monkeypatch.undo()
+    monkeypatch.setattr(Ledger, "_refusal", refusal)  # not undo(): that would undo the state home too
     ledger.housekeep()
     assert ledger_file() == replay(paths.ledger_history())
     assert ledger_file()["reservations"] == {}

@@ -33,7 +33,7 @@ from typing import Any
 
 import pytest
 
-from conftest import KEY_ENV, TEST_KEY, is_audit, lore_responder, topic_of, write_config
+from helpers import KEY_ENV, TEST_KEY, is_audit, lore_responder, topic_of, write_config
 from llm_server import ScriptedLLMServer
 from mythline_cli.fleet.topics import DOMAINS, TOPICS
 from mythline_cli.ledger import replay

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import MODEL, is_audit, lore_responder
+from helpers import MODEL, is_audit, lore_responder
 from factories import record_json
 from llm_server import Reply, completion, error
 from mythline_cli.cli import app

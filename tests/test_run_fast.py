@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import TEST_KEY, lore_responder, mythline
+from helpers import TEST_KEY, lore_responder, mythline
 
 AGENT = "world-npcs"
 
@@ -92,7 +92,7 @@ def test_errors_are_the_same_one_line_on_both_paths(home, config, llm_server, ar
 
 
 def test_a_missing_key_is_the_same_one_line_on_both_paths(home, config, llm_server, monkeypatch):
-    from conftest import KEY_ENV
+    from helpers import KEY_ENV
 
     monkeypatch.delenv(KEY_ENV)
     fast = mythline("run", AGENT)

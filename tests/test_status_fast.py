@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import lore_responder, mythline
+from helpers import lore_responder, mythline
 
 PROBE = ("import runpy, sys, atexit\n"
          "atexit.register(lambda: sys.stderr.write('MODULES ' + ' '.join(m for m in ('pydantic', 'typer', 'openai',"

@@ -15,7 +15,7 @@ import pytest
 from freezegun import freeze_time
 from typer.testing import CliRunner
 
-from conftest import mythline
+from helpers import mythline
 from mythline_cli import paths
 from mythline_cli.cli import app
 from mythline_cli.files import iter_jsonl

@@ -9,13 +9,14 @@ import typer
 from .. import __version__
 from . import agents, budget, init, keys, logs, pause, run, status, watchdog
 from . import doctor, schedule
-from ._util import STATE
+from ._util import STATE, OneLineErrors
 
 EXIT_CODES = """Exit codes: 0 stored or nothing due · 1 the cycle failed · 2 usage or config error ·
 3 over budget · 4 already running · 5 paused or backing off · 130/143 interrupted."""
 
 app = typer.Typer(
     name="mythline",
+    cls=OneLineErrors,
     help="Mythline: a fleet of LLM research agents that build a World of Warcraft lore store, "
     "one short, budgeted, crash-safe run at a time.\n\n" + EXIT_CODES,
     no_args_is_help=True,

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from typer.core import TyperGroup
 
 from ..console import fail_line, is_tty, out, print_json, report_failure  # noqa: F401 - the CLI's output helpers
 
@@ -41,3 +42,60 @@ def settings(**overrides: Any):  # noqa: ANN201 - Settings, imported lazily
     from ..config import load_settings
 
     return load_settings(STATE.config, overrides or None)
+
+
+try:  # Typer 0.20+ carries its own copy of Click
+    from typer._click.exceptions import UsageError as _ClickUsageError
+except ImportError:  # pragma: no cover - older Typer, on Click itself
+    from click.exceptions import UsageError as _ClickUsageError  # type: ignore[no-redef]
+
+
+class _OneLineUsageError(_ClickUsageError):
+    """Click's usage error, shown as the one ``mythline: ...`` line every failure gets."""
+
+    def show(self, file: Any = None) -> None:
+        fail_line(self.message)
+
+
+def _one_line(exc: Exception, fallback: str) -> Exception:
+    """Click's three lines (usage, "Try ... for help", "Error: ...") as one that names the help
+    (of ``fallback`` when Click does not say which command it was parsing)."""
+    if isinstance(exc, _OneLineUsageError) or type(exc).__name__ == "NoArgsIsHelpError":
+        return exc  # no arguments at all: the help itself is the answer
+    message = exc.format_message().strip()  # type: ignore[attr-defined]
+    message = message[:1].lower() + message[1:].rstrip(".")
+    ctx = getattr(exc, "ctx", None)
+    command = ctx.command_path if ctx is not None else fallback
+    return _OneLineUsageError(f"{message} (see: {command} --help)", ctx)
+
+
+def _command_path(ctx: Any) -> str:
+    """The deepest command the words after the global options name (``mythline budget show``)."""
+    # Click 8.2 keeps the subcommand's name in _protected_args (protected_args is deprecated).
+    first = ctx._protected_args if hasattr(ctx, "_protected_args") else ctx.protected_args
+    words = [*first, *ctx.args]
+    command, path = ctx.command, [ctx.command_path]
+    for word in words:
+        sub = getattr(command, "commands", {}).get(word)
+        if sub is None:
+            break
+        command = sub
+        path.append(word)
+    return " ".join(path)
+
+
+class OneLineErrors(TyperGroup):
+    """The root command: a command line that cannot be parsed, at any level, is one line, exit 2."""
+
+    def make_context(self, *args: Any, **kwargs: Any):  # noqa: ANN201 - Click's Context
+        try:
+            return super().make_context(*args, **kwargs)
+        except _ClickUsageError as exc:
+            raise _one_line(exc, "mythline") from None
+
+    def invoke(self, ctx: Any) -> Any:
+        path = _command_path(ctx)
+        try:
+            return super().invoke(ctx)
+        except _ClickUsageError as exc:
+            raise _one_line(exc, path) from None

@@ -67,6 +67,8 @@ def agents_cli(json_out: bool = typer.Option(False, "--json", help="Print the fl
         columns += [("description", "left")] if wide else []
         for col, justify in columns:
             table.add_column(col, justify=justify, no_wrap=col != "description")
+        from ..money import usd
+
         for row in rows:
             t = row["topics"]
             cells = [row["agent"]]
@@ -75,7 +77,7 @@ def agents_cli(json_out: bool = typer.Option(False, "--json", help="Print the fl
             cells += [
                 "yes" if row["enabled"] else "no", row["interval"],
                 _ago(row["next_due"], now) if row["next_due"] else "-",
-                f"${row['daily_usd']:.2f}" if row["daily_usd"] is not None else "none",
+                usd(row["daily_usd"]) if row["daily_usd"] is not None else "none",
                 f"{row['daily_tokens']:,}" if row["daily_tokens"] is not None else "none",
                 f"{t['done']}/{t['pending']}/{t['quarantined']}", Text(row["model"]),
             ]

@@ -58,6 +58,8 @@ def _value(value: Any) -> str:
 
 def facts(event: dict[str, Any]) -> list[str]:
     """The key facts of one event as ``key=value`` strings."""
+    from ..money import usd
+
     parts: list[str] = []
     for key in ORDER:
         if event.get(key) is not None:
@@ -71,9 +73,9 @@ def facts(event: dict[str, Any]) -> list[str]:
         except (KeyError, TypeError, ValueError):
             pass
         if isinstance(est.get("usd"), (int, float)):
-            parts.append(f"cost<=${est['usd']:.4f}")
+            parts.append(f"cost<={usd(est['usd'])}")
     if isinstance(event.get("usd"), (int, float)):
-        parts.append(f"cost=${event['usd']:.4f}")
+        parts.append(f"cost={usd(event['usd'])}")
     if isinstance(event.get("score"), (int, float)):
         verdict = {True: " (pass)", False: " (fail)"}.get(event.get("passed"), "")
         parts.append(f"score={event['score']:.2f}{verdict}")

@@ -6,6 +6,7 @@ from typing import Any
 
 import typer
 
+from .. import money
 from ..errors import ExitCode, UsageError
 from ..runner import run_once
 from ._util import boundary, fail_line, is_tty, out, print_json, settings
@@ -18,6 +19,7 @@ ledger before sending it, records each step's result the moment it exists, and s
 the record only if it passes validation. Quiet on success when not on a terminal; one
 line on stderr on failure.
 
+\b
 Examples:
   mythline run world-npcs --dry-run     # prompts, estimate and budget decision; calls nothing
   mythline run world-npcs               # one real cycle (needs OPENROUTER_API_KEY)
@@ -49,10 +51,11 @@ def run_cli(
             from ..cycle import dry_run as plan
 
             report = plan(cfg, agent)
+            report["config"] = {"path": str(cfg.source) if cfg.source else None, "found_by": cfg.found_by}
             if json_out:
                 print_json(report)
             else:
-                _print_plan(report)
+                _print_plan(report, source=cfg.describe_source())
             code = ExitCode.OK if report.get("topic") is None or report["budget"]["allowed"] else ExitCode.OVER_BUDGET
             raise typer.Exit(code)
         code = run_once(cfg, agent, json_out=json_out, force=force)
@@ -91,10 +94,11 @@ def _run_due(agent: str | None, *, jobs: int, force: bool, json_out: bool, dry_r
     raise typer.Exit(code)
 
 
-def _print_plan(report: dict[str, Any]) -> None:
+def _print_plan(report: dict[str, Any], *, source: str) -> None:
     con = out()
     if report.get("topic") is None:
         con.print(f"{report['agent']}: the queue is empty; a run would do nothing.")
+        con.print(f"config {source}", markup=False)
         return
     con.rule(f"{report['agent']} · {report['topic']} · {report['step']} (attempt {report['attempt']})")
     for message in report["messages"]:
@@ -102,9 +106,10 @@ def _print_plan(report: dict[str, Any]) -> None:
         con.print(message["content"], markup=False)
         con.print()
     est = report["estimate"]
-    usd = f"${est['usd']:.6f}" if est["usd"] is not None else "unknown (no price for this model)"
+    usd = money.usd(est["usd"]) if est["usd"] is not None else "unknown (no price for this model)"
     con.rule("estimate")
-    con.print(f"model {report['model']} at {report['base_url']}")
+    con.print(f"model {report['model']} at {report['base_url']}", markup=False)
+    con.print(f"config {source}", markup=False)
     con.print(f"prompt ≤ {est['prompt_tokens']:,} tokens (counted by {est['counted_by']}) + output ≤ "
               f"{est['max_output_tokens']:,} tokens = {est['tokens']:,} tokens, {usd}"
               + (f"  [price: {est['price']}]" if est["price"] else ""), markup=False)

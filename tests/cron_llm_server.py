@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from conftest import is_audit, lore_responder, topic_of  # noqa: E402
+from helpers import is_audit, lore_responder, topic_of  # noqa: E402
 from llm_server import ScriptedLLMServer  # noqa: E402
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
-from conftest import KEY_ENV, MODEL, lore_responder, write_config
+from helpers import KEY_ENV, MODEL, lore_responder, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
 GOOD, BROKEN = "world-npcs", "world-lore"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import KEY_ENV, TEST_KEY, lore_responder, mythline
+from helpers import KEY_ENV, TEST_KEY, lore_responder, mythline
 
 
 def keys_file(tmp_path: Path) -> Path:

@@ -224,17 +224,29 @@ def _secrets(settings: Any, url: str | None) -> tuple[str, ...]:
             found.append(tail.split("/", 1)[1])
     try:
         key_env = settings.provider.api_key_env
-        if key_env and os.environ.get(key_env):
-            found.append(os.environ[key_env])
+        key = _stored(key_env)[0] if key_env else None
+        if key:
+            found.append(key)
     except AttributeError:
         pass
     return tuple(found)
 
 
+def _stored(name: str) -> tuple[str | None, str | None]:
+    # The variable, else the key store: a watchdog under cron sees no shell variables.
+    from . import keys
+    from .errors import MythlineError
+
+    try:
+        return keys.lookup(name)
+    except MythlineError:
+        return os.environ.get(name, "").strip() or None, None
+
+
 def _webhook_url(cfg: Any) -> tuple[str | None, str | None]:
     """(url, problem): the URL from the named variable, else from the file."""
     if cfg.webhook_url_env:
-        value = os.environ.get(cfg.webhook_url_env, "").strip()
+        value = _stored(cfg.webhook_url_env)[0] or ""
         if value:
             if not value.startswith(("http://", "https://")):
                 return None, f"${cfg.webhook_url_env} does not hold an http(s) URL"

@@ -107,16 +107,15 @@ def new_run_id() -> str:
 
 
 def api_key(settings: Settings) -> str | None:
-    """The key from the configured environment variable; None for keyless local servers."""
+    """The key from the configured environment variable, else the key store; None for keyless servers."""
+    from . import keys
+
     env = settings.provider.api_key_env
     if not env:
         return None
-    key = os.environ.get(env, "").strip()
+    key, _ = keys.lookup(env)
     if not key:
-        raise UsageError(
-            f"{env} is not set; export your API key in it (or set provider.api_key_env = \"\" "
-            "for a local server that needs no key)"
-        )
+        raise UsageError(keys.missing(env))
     return key
 
 

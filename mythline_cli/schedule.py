@@ -29,6 +29,11 @@ from .errors import MythlineError, UsageError
 BEGIN = "# BEGIN mythline"
 END = "# END mythline"
 FLEET = "--due"  # the key of the one-line fleet entry, `mythline run --due`
+WATCHDOG = "--watchdog"  # the key of the watchdog entry, which every block holds
+WATCHDOG_SPEC = "*/5 * * * *"
+WATCHDOG_MINUTES = 5
+# What the user's shell set that the scheduled runs must see too (they are not secrets).
+CARRIED_ENV = ("MYTHLINE_MODEL", "MYTHLINE_BASE_URL")
 TASK_NS = "http://schemas.microsoft.com/windows/2004/02/mit/task"
 TASK_FOLDER = "Mythline"
 WINDOWLESS_EXE = "mythlinew.exe"
@@ -52,16 +57,66 @@ class SchedulerError(MythlineError):
 # -- the executable ---------------------------------------------------------------------------
 
 def mythline_command(*, which: Callable[[str], str | None] = shutil.which,
-                     executable: str = sys.executable) -> list[str]:
-    """The absolute command that starts this mythline: cron's PATH will not find it."""
-    found = which("mythline")
-    if found:
-        return [os.path.abspath(found)]
+                     executable: str = sys.executable, argv0: str | None = None) -> list[str]:
+    """The absolute command that starts this mythline: cron's PATH will not find it.
+
+    The one that is running (``sys.argv[0]``), not the first on PATH: that may be another
+    install, and the schedule must run the version that wrote it.
+    """
+    ran = Path(sys.argv[0] if argv0 is None else argv0)
+    if ran.name in ("mythline", "mythline.exe") and ran.is_file():
+        return [str(ran.absolute())]
+    if ran.name == "__main__.py" and ran.parent.name == "mythline_cli":  # python -m mythline_cli
+        return [os.path.abspath(executable), "-m", "mythline_cli"]
+    # Started some other way (imported): the script beside this Python, then PATH.
     scripts = Path(executable).parent
     for name in ("mythline", "mythline.exe"):
         if (scripts / name).is_file():
             return [str((scripts / name).absolute())]
+    found = which("mythline")
+    if found:
+        return [os.path.abspath(found)]
     return [os.path.abspath(executable), "-m", "mythline_cli"]
+
+
+def carried_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """MYTHLINE_MODEL / MYTHLINE_BASE_URL from this shell, which the schedule must carry.
+
+    A scheduler starts runs without the shell's variables: dropping them would schedule a
+    different model or provider than the one ``mythline run`` uses here. A base URL with a
+    password is refused: the schedule is no place for a secret.
+    """
+    from urllib.parse import urlsplit
+
+    environ = os.environ if environ is None else environ
+    found = {name: environ[name] for name in CARRIED_ENV if environ.get(name)}
+    url = found.get("MYTHLINE_BASE_URL")
+    if url:
+        try:
+            secret = urlsplit(url).password is not None
+        except ValueError:
+            secret = True
+        if secret:
+            raise UsageError("MYTHLINE_BASE_URL holds a password, which must not be written into the schedule; "
+                             "put the URL in provider.base_url in your config file instead, then unset "
+                             "MYTHLINE_BASE_URL and run this again")
+    return found
+
+
+def keys_file_env() -> dict[str, str]:
+    """MYTHLINE_KEYS_FILE for the lines, when cron would not find the key store by itself.
+
+    Cron starts jobs with HOME and none of the shell's XDG_* variables: a store found
+    through $XDG_CONFIG_HOME or $MYTHLINE_KEYS_FILE here would be missing there.
+    """
+    from . import keys
+
+    xdg = os.environ.get("XDG_CONFIG_HOME", "")
+    if xdg and Path(xdg).expanduser().absolute() == Path("~/.config").expanduser().absolute():
+        xdg = ""  # where cron looks anyway
+    if sys.platform == "win32" or not (os.environ.get("MYTHLINE_KEYS_FILE") or xdg):
+        return {}
+    return {"MYTHLINE_KEYS_FILE": str(keys.path())}
 
 
 def windowless_command(*, which: Callable[[str], str | None] = shutil.which,
@@ -177,6 +232,7 @@ class CronPlan:
     mailto: str
     fleet: bool = False
     header: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)  # carried from the shell, see carried_env
 
 
 def plan_cron(settings: Settings, *, agent: str | None = None, fleet: bool = False,
@@ -195,16 +251,27 @@ def plan_cron(settings: Settings, *, agent: str | None = None, fleet: bool = Fal
     if any(c in settings.config.schedule.mailto for c in "\r\n"):
         raise UsageError("schedule.mailto cannot contain a line break")
     return CronPlan(agents=chosen, slots={n: i for i, n in enumerate(names)}, command=command, home=state,
-                    config=config, mailto=settings.config.schedule.mailto, fleet=fleet)
+                    config=config, mailto=settings.config.schedule.mailto, fleet=fleet,
+                    env={**keys_file_env(), **carried_env()})
 
 
-def _job(plan: CronPlan, args: list[str], log_name: str) -> str:
+def _job(plan: CronPlan, args: list[str], log_name: str | None) -> str:
     env = [f"MYTHLINE_HOME={sh_quote(str(plan.home))}"]
     if plan.config is not None:
         env.append(f"MYTHLINE_CONFIG={sh_quote(str(plan.config))}")
+    env += [f"{name}={sh_quote(value)}" for name, value in sorted(plan.env.items())]
     exe = [sh_quote(plan.command[0])] + plan.command[1:]
+    if log_name is None:
+        return " ".join(env + exe + args)
     log = sh_quote(str(_log_under(plan.home, log_name)))
     return " ".join(env + exe + args) + f" >> {log} 2>&1"
+
+
+def watchdog_entry(plan: CronPlan) -> list[str]:
+    # No redirect: what the watchdog prints is an alert it sent, and cron mails it.
+    return [f"# the watchdog: every {WATCHDOG_MINUTES} minutes, alert on agents that stopped running "
+            "(prints only the alerts it sends, so cron mails those)",
+            f"{WATCHDOG_SPEC} " + _job(plan, ["watchdog"], None)]
 
 
 def entries(plan: CronPlan) -> dict[str, list[str]]:
@@ -214,7 +281,7 @@ def entries(plan: CronPlan) -> dict[str, list[str]]:
         return {FLEET: [
             "# the whole fleet: every minute, start each agent whose next run is due",
             "* * * * * " + _job(plan, ["run", "--due"], "fleet"),
-        ]}
+        ], WATCHDOG: watchdog_entry(plan)}
     found: dict[str, list[str]] = {}
     for agent in plan.agents:
         timing = cron_timing(agent.interval, plan.slots[agent.name], slots)
@@ -223,6 +290,7 @@ def entries(plan: CronPlan) -> dict[str, list[str]]:
             lines[0] += f" ({timing.note})"
         lines.append(f"{timing.spec} " + _job(plan, ["run", agent.name], agent.name))
         found[agent.name] = lines
+    found[WATCHDOG] = watchdog_entry(plan)
     return found
 
 
@@ -252,7 +320,9 @@ _VALUED = {"--model", "--base-url", "--jobs", "-j"}
 
 
 def job_key(line: str) -> str | None:
-    """The agent a crontab job line runs (``--due`` for the fleet line), or None."""
+    """The agent a crontab job line runs (``--due`` for the fleet line, ``--watchdog``), or None."""
+    if re.search(r"\swatchdog(?:\s+--?\S+)*\s*(?:>|2>|$)", line):
+        return WATCHDOG
     match = re.search(r"\srun\s+(.*?)\s*(?:>|2>|$)", line)
     if not match:
         return None
@@ -293,15 +363,19 @@ class Crontab:
     def jobs(self) -> dict[str, str]:
         """Job and MAILTO lines of our block by key."""
         found: dict[str, str] = {}
-        for line in self.block or []:
+        for number, line in enumerate(self.block or [], start=1):
             text = line.strip()
             if not text or text.startswith("#"):
                 continue
             if text.startswith("MAILTO="):
                 found["MAILTO"] = text
-            else:
-                # A line we cannot attribute is named by its start, to keep the report one line.
-                found[job_key(text) or f"'{text[:30]}...'"] = text
+                continue
+            key = job_key(text)
+            if key is None:
+                # Named by its place, never by its text: a line someone added may hold a key.
+                variable = re.match(r"([A-Za-z_][A-Za-z0-9_]*)\s*=", text)
+                key = f"variable {variable.group(1)}" if variable else f"line {number} of the block"
+            found[key] = text
         return found
 
     def render(self, block_text: str | None) -> str:
@@ -335,11 +409,15 @@ def merged_entries(plan: CronPlan, current: Crontab, *, remove: bool = False) ->
         raise UsageError("the installed block holds the fleet line (run --due), which already runs every agent; "
                          "to switch to one line per agent run: mythline schedule cron --install (without --agent)")
     for name, lines in entries(plan).items():
-        if remove:
+        if remove and name != WATCHDOG:
             ours.pop(name, None)
-        else:
+        elif not remove:
             ours[name] = lines
-    order = {name: i for i, name in enumerate(plan.slots)}
+    if set(ours) <= {WATCHDOG}:
+        return {}  # the watchdog alone watches nothing
+    if WATCHDOG in ours:
+        ours[WATCHDOG] = watchdog_entry(plan)  # with this home and config
+    order = {name: i for i, name in enumerate([*plan.slots, FLEET, WATCHDOG])}
     return dict(sorted(ours.items(), key=lambda kv: order.get(kv[0], len(order))))
 
 
@@ -455,9 +533,9 @@ def cron_drift(settings: Settings, *, program: str | None = None) -> Drift | Non
 
 @dataclass
 class TaskPlan:
-    """One agent's Task Scheduler task."""
+    """One agent's Task Scheduler task, or the watchdog's (``agent`` None)."""
 
-    agent: Agent
+    agent: Agent | None
     slot: int
     slots: int
     command: str
@@ -466,6 +544,18 @@ class TaskPlan:
     time_limit: str
     home: str
     regenerate: str
+    watchdog_interval: float = WATCHDOG_MINUTES * 60.0
+
+    @property
+    def name(self) -> str:
+        return self.agent.name if self.agent else WATCHDOG_TASK
+
+    @property
+    def interval(self) -> float:
+        return self.agent.interval if self.agent else self.watchdog_interval
+
+
+WATCHDOG_TASK = "watchdog"
 
 
 def _win_args(args: Sequence[str]) -> str:
@@ -487,25 +577,36 @@ def plan_windows(settings: Settings, *, agent: str | None = None, exe: str | Non
         command, lead, guess = windowless_command(which=which, windows=windows)
     if settings.source:
         lead = lead + ["--config", str(settings.source.absolute())]
+    # A task has no environment of its own: what the shell set goes on the run's command line.
+    carried = carried_env()
+    flags = [w for name, flag in (("MYTHLINE_MODEL", "--model"), ("MYTHLINE_BASE_URL", "--base-url"))
+             if name in carried for w in (flag, carried[name])]
     state = home or str(paths.home().absolute())
     limit = _iso_minutes(settings.budget.run_timeout + KILL_MARGIN)
+    logon = settings.config.schedule.windows_logon
     plans = [TaskPlan(agent=a, slot=names.index(a.name), slots=len(names), command=command,
-                      arguments=_win_args(lead + ["run", a.name]), logon=settings.config.schedule.windows_logon,
+                      arguments=_win_args(lead + ["run", a.name] + flags), logon=logon,
                       time_limit=limit, home=state, regenerate=regenerate) for a in chosen]
+    # The watchdog task comes with every set of tasks: it is what notices one that stopped.
+    plans.append(TaskPlan(agent=None, slot=0, slots=1, command=command, arguments=_win_args(lead + ["watchdog"]),
+                          logon=logon, time_limit=_iso_minutes(KILL_MARGIN), home=state, regenerate=regenerate))
     return plans, guess
 
 
 def task_xml(plan: TaskPlan) -> str:
     """The task definition, as text (see ``task_bytes`` for the file)."""
-    agent = plan.agent
-    minutes = max(1, int(agent.interval // 60))
+    minutes = max(1, int(plan.interval // 60))
     start = START_DATE + timedelta(minutes=_slot_minutes(minutes, plan.slot, plan.slots))
-    log = PureWindowsPath(plan.home) / "logs" / f"{agent.name}.log"
-    every = format_duration(agent.interval)
-    if minutes * 60 != agent.interval:
+    log = PureWindowsPath(plan.home) / "logs" / f"{plan.name if plan.agent else 'fleet'}.log"
+    every = format_duration(plan.interval)
+    if minutes * 60 != plan.interval:
         every += f" (Task Scheduler repeats in whole minutes: every {format_duration(minutes * 60)})"
-    description = (f"Mythline agent {agent.name}: one research, validate and store cycle every {every}. "
-                   f"Output goes to {log}.")
+    if plan.agent is None:
+        description = (f"Mythline watchdog: every {every}, alert on agents that stopped running "
+                       f"(see [alerts] in the config). Output goes to {log}.")
+    else:
+        description = (f"Mythline agent {plan.name}: one research, validate and store cycle every {every}. "
+                       f"Output goes to {log}.")
     e = escape
     lines = [
         '<?xml version="1.0" encoding="UTF-16"?>',
@@ -515,12 +616,12 @@ def task_xml(plan: TaskPlan) -> str:
         f'<Task version="1.2" xmlns="{TASK_NS}">',
         "  <RegistrationInfo>",
         f"    <Description>{e(description)}</Description>",
-        f"    <URI>\\{TASK_FOLDER}\\{e(agent.name)}</URI>",
+        f"    <URI>\\{TASK_FOLDER}\\{e(plan.name)}</URI>",
         "  </RegistrationInfo>",
         "  <Triggers>",
         "    <TimeTrigger>",
         "      <Repetition>",
-        f"        <Interval>{task_interval(agent.interval)}</Interval>",
+        f"        <Interval>{task_interval(plan.interval)}</Interval>",
         "        <StopAtDurationEnd>false</StopAtDurationEnd>",
         "      </Repetition>",
         f"      <StartBoundary>{start.isoformat()}</StartBoundary>",
@@ -581,7 +682,7 @@ def install_script(plans: list[TaskPlan], regenerate: str) -> bytes:
     lines += ["setlocal", "set FAILED="]
     for p in plans:
         extra = ' /RU "%USERDOMAIN%\\%USERNAME%" /RP *' if p.logon == "Password" else ""
-        lines.append(f'schtasks /Create /TN "{task_name(p.agent.name)}" /XML "%~dp0{p.agent.name}.xml" /F{extra}'
+        lines.append(f'schtasks /Create /TN "{task_name(p.name)}" /XML "%~dp0{p.name}.xml" /F{extra}'
                      " || set FAILED=1")
     lines += ["if defined FAILED (", "  echo Some Mythline tasks were not registered; see the errors above.",
               "  exit /b 1", ")", f"echo Registered {len(plans)} Mythline task(s). See them with: "
@@ -593,7 +694,7 @@ def uninstall_script(plans: list[TaskPlan], regenerate: str) -> bytes:
     lines = ["@echo off", "rem Removes the Mythline agents' tasks from Task Scheduler.",
              f"rem Regenerate: {regenerate}" if regenerate else None]
     for p in plans:
-        lines.append(f'schtasks /Delete /TN "{task_name(p.agent.name)}" /F')
+        lines.append(f'schtasks /Delete /TN "{task_name(p.name)}" /F')
     return _cmd_script([line for line in lines if line is not None])
 
 
@@ -614,7 +715,7 @@ def write_windows(plans: list[TaskPlan], out: Path, regenerate: str, *, stale: S
         (out / f"{name}.xml").unlink(missing_ok=True)
     written = []
     for plan in plans:
-        path = out / f"{plan.agent.name}.xml"
+        path = out / f"{plan.name}.xml"
         write_file(path, task_bytes(plan))
         written.append(path)
     for name, data in (("install.cmd", install_script(plans, regenerate)),
@@ -656,9 +757,9 @@ def windows_drift(settings: Settings, *, query: Callable[[str], str | None] = qu
     from xml.etree.ElementTree import ParseError
 
     plans, _ = plan_windows(settings, exe=exe, windows=True)
-    configured = {p.agent.name: repr(task_fields(task_xml(p))) for p in plans}
+    configured = {p.name: repr(task_fields(task_xml(p))) for p in plans}
     installed: dict[str, str] = {}
-    for name in settings.agent_names:
+    for name in [*settings.agent_names, WATCHDOG_TASK]:
         text = query(task_name(name))
         if text is None:
             continue

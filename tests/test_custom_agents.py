@@ -418,7 +418,9 @@ def test_agents_shows_the_kind_of_custom_agents() -> None:
     assert next(ln for ln in text.splitlines() if " world-npcs " in ln).split()[:3] == ["world-npcs", "built-in", "yes"]
 
 
-def test_cron_and_windows_entries_for_custom_agents(home: Path, tmp_path: Path, fake_crontab: Path) -> None:
+def test_cron_and_windows_entries_for_custom_agents(home: Path, tmp_path: Path, fake_crontab: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("XDG_CONFIG_HOME")  # else the lines name the key store (MYTHLINE_KEYS_FILE)
     config = local_config(custom("eastern-zones") + 'interval = "1h"\n' + custom("npcs-2", "world-npcs"))
     result = runner.invoke(app, ["schedule", "cron", "--exe", "/opt/venv/bin/mythline"])
     assert result.exit_code == 0, result.stderr
@@ -426,7 +428,7 @@ def test_cron_and_windows_entries_for_custom_agents(home: Path, tmp_path: Path, 
     i = lines.index("# eastern-zones: every 1h")
     assert lines[i + 1] == (f"50 * * * * MYTHLINE_HOME='{home}' MYTHLINE_CONFIG='{config}' '/opt/venv/bin/mythline' "
                             f"run eastern-zones >> '{home}/logs/eastern-zones.log' 2>&1")
-    assert lines[-3:-1] == ["# npcs-2: every 30m", lines[-2]] and " run npcs-2 >> " in lines[-2]
+    assert lines[-5:-3] == ["# npcs-2: every 30m", lines[-4]] and " run npcs-2 >> " in lines[-4]
     assert runner.invoke(app, ["schedule", "cron", "--install"]).exit_code == 0
     assert " run eastern-zones >> " in fake_crontab.read_text()
     result = runner.invoke(app, ["schedule", "windows", "--out", str(tmp_path / "tasks"), "--exe",

@@ -231,8 +231,9 @@ def test_missing_key_is_a_usage_error(home, config, llm_server, monkeypatch):
     monkeypatch.delenv("MYTHLINE_TEST_KEY")
     result = run("run", AGENT)
     assert result.exit_code == 2 and llm_server.count() == 0
-    assert result.stderr == "mythline: MYTHLINE_TEST_KEY is not set; export your API key in it (or set " \
-        "provider.api_key_env = \"\" for a local server that needs no key)\n"
+    assert result.stderr == "mythline: MYTHLINE_TEST_KEY is not set; export MYTHLINE_TEST_KEY=... in your shell, " \
+        "or store it for scheduled runs with: mythline keys set MYTHLINE_TEST_KEY (or set provider.api_key_env = " \
+        "\"\" for a local server that needs no key)\n"
 
 
 def test_queue_empty(home, config, llm_server):

@@ -66,10 +66,11 @@ def test_all_good_exits_0(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
     lines = lines_of(result)
     assert list(lines) == ["config", "api key", "state home", "timezone", "scheduler", "tokenizer", "prices"]
     assert lines["config"] == f"ok valid · {path}"
-    assert lines["api key"] == f"ok {KEY_ENV} is set"
+    assert lines["api key"] == (f"ok {KEY_ENV} is set in the environment (scheduled runs do not see it: store it "
+                                f"with `mythline keys set {KEY_ENV}`, check with `mythline doctor --scheduled`)")
     assert lines["state home"] == f"ok {home} is writable"
     assert lines["timezone"].startswith("ok local (") and "today's budget window is day:" in lines["timezone"]
-    assert lines["scheduler"] == "ok crontab: 10 entries match the config"
+    assert lines["scheduler"] == "ok crontab: 11 entries match the config"
     assert lines["tokenizer"].startswith("info chars (offline fallback")
     assert lines["prices"] == "ok test/model: $1 in / $2 out per million tokens (config)"
     assert TEST_KEY not in result.stdout + result.stderr
@@ -80,8 +81,9 @@ def test_missing_key_fails_with_exit_1() -> None:
     config()
     result = doctor_run()
     assert result.exit_code == 1
-    assert (f"FAIL api key: {KEY_ENV} is not set; export your API key in it (or set provider.api_key_env = \"\" "
-            "for a local server that needs no key)") in result.stdout.splitlines()
+    assert (f"FAIL api key: {KEY_ENV} is not set; export {KEY_ENV}=... in your shell, or store it for scheduled "
+            f"runs with: mythline keys set {KEY_ENV} (or set provider.api_key_env = \"\" for a local server that "
+            "needs no key)") in result.stdout.splitlines()
 
 
 def test_the_key_never_appears(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -180,7 +182,7 @@ def test_windows_tasks_are_compared_field_by_field() -> None:
     config()
     cfg = load_settings()
     plans, _ = schedule.plan_windows(cfg, windows=True)
-    registered = {schedule.task_name(p.agent.name): schedule.task_xml(p) for p in plans}
+    registered = {schedule.task_name(p.name): schedule.task_xml(p) for p in plans}
 
     def query(name: str) -> str | None:
         return registered.get(name)
@@ -276,3 +278,128 @@ def test_doctor_as_a_real_process(monkeypatch: pytest.MonkeyPatch) -> None:
     assert proc.returncode == 1
     assert proc.stdout.splitlines()[1].startswith("FAIL api key:")
     assert proc.stderr == ""
+
+
+# -- doctor --scheduled: what cron will see ---------------------------------------------------
+
+STORED = "sk-stored-for-cron-0123456789"
+
+
+def store_key(value: str = STORED) -> None:
+    from mythline_cli import keys
+
+    keys.store(KEY_ENV, value)
+
+
+def scheduled(result) -> dict[str, str]:
+    return {k: v for k, v in lines_of(result).items() if k.startswith("scheduled")}
+
+
+def install(*args: str) -> None:
+    result = runner.invoke(app, ["schedule", "cron", "--install", "--agent", "world-npcs", *args])
+    assert result.exit_code == 0, result.output
+
+
+def test_scheduled_runs_the_installed_line_as_cron_would(home: Path, tmp_path: Path) -> None:
+    path = config()
+    store_key()
+    install()
+    result = doctor_run("--scheduled")
+    exe = Path(sys.executable).with_name("mythline")
+    seen = (f"key {KEY_ENV} found (key store) · config {path} · home {home} · exe {exe}")
+    assert scheduled(result) == {"scheduled world-npcs": f"ok {seen}",
+                                 "scheduled watchdog": f"ok {seen}"}
+    assert STORED not in result.stdout + result.stderr
+
+
+def test_a_key_only_in_the_shell_is_not_found_under_cron(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(KEY_ENV, STORED)
+    path = config()
+    install()
+    result = doctor_run("--scheduled")
+    assert result.exit_code == 1
+    line = scheduled(result)["scheduled world-npcs"]
+    assert line.startswith(f"FAIL key {KEY_ENV} NOT found · config {path} · home {home} · exe ")
+    assert line.endswith(f"; {KEY_ENV} is not set; export {KEY_ENV}=... in your shell, or store it for scheduled "
+                         f"runs with: mythline keys set {KEY_ENV} (or set provider.api_key_env = \"\" for a local "
+                         "server that needs no key)")
+    assert STORED not in result.stdout
+
+
+def test_a_key_in_the_crontab_is_found_and_warned_about(home: Path, offline: Path) -> None:
+    config()
+    install()
+    offline.write_text(f"{KEY_ENV}={STORED}\n" + offline.read_text(encoding="utf-8"), encoding="utf-8")
+    result = doctor_run("--scheduled")
+    line = scheduled(result)["scheduled world-npcs"]
+    assert line.startswith(f"warn key {KEY_ENV} found (environment)")
+    assert "X-Cron-Env headers" in line and f"`mythline keys set {KEY_ENV}`" in line
+    assert STORED not in result.stdout
+
+
+def test_the_watchdog_line_is_checked(home: Path, offline: Path) -> None:
+    config()
+    store_key()
+    install()
+    table = offline.read_text(encoding="utf-8")
+    dog = next(ln for ln in table.splitlines() if ln.endswith(" watchdog"))
+    offline.write_text(table.replace(dog + "\n", ""), encoding="utf-8")
+    result = doctor_run("--scheduled")
+    assert result.exit_code == 1
+    assert scheduled(result)["scheduled watchdog"] == ("FAIL no watchdog line, so nothing notices an agent that "
+                                                       "stops running; add it with: mythline schedule cron --install")
+    # The documented line without MYTHLINE_HOME/MYTHLINE_CONFIG watches the default home and no config.
+    bare = "*/5 * * * * " + dog[dog.index(" '") + 1:]
+    offline.write_text(table.replace(dog, bare), encoding="utf-8")
+    result = doctor_run("--scheduled")
+    assert result.exit_code == 1
+    lines = [ln for ln in result.stdout.splitlines() if ln.startswith("FAIL scheduled watchdog:")]
+    assert any("it reads config none (built-in defaults)" in ln for ln in lines)
+    assert "FAIL scheduled watchdog: the watchdog line watches another state home or config than the agents' " \
+           "lines; reinstall with: mythline schedule cron --install" in lines
+
+
+def test_a_line_that_cannot_start_says_why(home: Path, offline: Path) -> None:
+    config()
+    install()
+    table = offline.read_text(encoding="utf-8")
+    exe = str(Path(sys.executable).with_name("mythline"))
+    offline.write_text(table.replace(f"'{exe}' run", "'/gone/mythline' run"), encoding="utf-8")
+    line = scheduled(doctor_run("--scheduled"))["scheduled world-npcs"]
+    assert line.startswith("FAIL it does not start under cron: ") and "/gone/mythline" in line
+
+
+def test_a_key_inside_the_block_is_never_printed(home: Path, offline: Path) -> None:
+    config()
+    install()
+    table = offline.read_text(encoding="utf-8")
+    offline.write_text(table.replace("# END mythline", f"{KEY_ENV}={STORED}\n# END mythline"), encoding="utf-8")
+    result = doctor_run()
+    assert f"extra variable {KEY_ENV}" in lines_of(result)["scheduler"]
+    assert STORED[:8] not in result.stdout and STORED[-11:] not in result.stdout
+
+
+def test_head_closing_the_pipe_is_quiet(tmp_path: Path) -> None:
+    config(GOOD.replace(KEY_ENV, ""))
+    proc = subprocess.Popen([sys.executable, "-m", "mythline_cli", "doctor"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the first line is written, as with `| head -1` at worst
+    _, err = proc.communicate(timeout=60)
+    assert err.decode() == ""
+    assert proc.returncode in (0, 1)
+
+
+def test_windows_shows_each_tasks_action_and_working_directory() -> None:
+    path = config()
+    cfg = load_settings()
+    plans, _ = schedule.plan_windows(cfg, exe=r"C:\v\Scripts\mythlinew.exe", windows=True)
+    registered = {schedule.task_name(p.name): schedule.task_xml(p) for p in plans}
+    checks = doctor.check_scheduled(cfg, windows=True, query=registered.get)
+    by_name = {c.name: c for c in checks}
+    npcs = by_name["scheduled world-npcs"]
+    assert (npcs.status, npcs.message) == ("ok", rf"runs C:\v\Scripts\mythlinew.exe --config {path} run world-npcs "
+                                           r"· working directory none (Task Scheduler starts it in C:\Windows\System32)")
+    assert by_name["scheduled watchdog"].message.startswith(rf"runs C:\v\Scripts\mythlinew.exe --config {path} watchdog")
+    del registered[schedule.task_name("watchdog")]
+    dog = {c.name: c for c in doctor.check_scheduled(cfg, windows=True, query=registered.get)}["scheduled watchdog"]
+    assert dog.status == "fail" and "no Mythline\\watchdog task" in dog.message

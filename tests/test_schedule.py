@@ -37,6 +37,13 @@ runner = CliRunner()
 FOREIGN = 'MAILTO=""\n# backups\n15 3 * * * /usr/local/bin/backup --quiet\n@reboot /usr/bin/true\n'
 
 
+@pytest.fixture(autouse=True)
+def plain_user_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A home without XDG_CONFIG_HOME, as most users have: cron finds the key store by itself."""
+    monkeypatch.setenv("HOME", str(tmp_path / "user-home"))
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+
+
 def invoke(*args: str):
     return runner.invoke(app, list(args))
 
@@ -49,6 +56,10 @@ def write_toml(text: str) -> Path:
 
 def job_lines(text: str) -> list[str]:
     return [ln for ln in text.splitlines() if ln and not ln.startswith("#") and not ln.startswith("MAILTO=")]
+
+
+def agent_lines(text: str) -> list[str]:
+    return [ln for ln in job_lines(text) if schedule.job_key(ln) != schedule.WATCHDOG]
 
 
 def crontab_check(text: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
@@ -73,6 +84,9 @@ def test_one_agent_block_exact(home: Path) -> None:
         "# world-npcs: every 30m\n"
         "3-59/30 * * * * MYTHLINE_HOME='/srv/mythline' '/opt/venv/bin/mythline' run world-npcs "
         ">> '/srv/mythline/logs/world-npcs.log' 2>&1\n"
+        "# the watchdog: every 5 minutes, alert on agents that stopped running (prints only the alerts it sends, "
+        "so cron mails those)\n"
+        "*/5 * * * * MYTHLINE_HOME='/srv/mythline' '/opt/venv/bin/mythline' watchdog\n"
         "# END mythline\n"
     )
 
@@ -83,11 +97,13 @@ def test_every_enabled_agent_gets_one_line_with_this_home_and_its_log(home: Path
     assert result.exit_code == 0, result.output
     lines = job_lines(result.stdout)
     expected = [a for a in AGENTS if a != "world-items"]
-    assert [schedule.job_key(ln) for ln in lines] == expected
+    assert [schedule.job_key(ln) for ln in lines] == expected + [schedule.WATCHDOG]
     config = Path("mythline.toml").absolute()
     for agent, line in zip(expected, lines):
         assert f"MYTHLINE_HOME='{home}' MYTHLINE_CONFIG='{config}' '{EXE}' run {agent} " in line
         assert line.endswith(f">> '{home}/logs/{agent}.log' 2>&1")
+    # The watchdog watches this fleet: the same state home and config, its output mailed.
+    assert lines[-1] == f"*/5 * * * * MYTHLINE_HOME='{home}' MYTHLINE_CONFIG='{config}' '{EXE}' watchdog"
     lore = next(ln for ln in lines if " run world-lore " in ln)
     assert lore.startswith("36 0-23/2 * * * ")
 
@@ -96,14 +112,14 @@ def test_no_config_file_means_no_mythline_config(home: Path) -> None:
     result = invoke("schedule", "cron")
     assert result.exit_code == 0
     assert "MYTHLINE_CONFIG" not in result.stdout
-    assert len(job_lines(result.stdout)) == len(AGENTS)
+    assert len(agent_lines(result.stdout)) == len(AGENTS)
 
 
 def test_the_fleet_starts_at_distinct_minutes(home: Path) -> None:
     for interval, fields in (("30m", 1), ("1h", 1), ("2h", 2), ("1d", 2), ("7d", 5)):
         write_toml(f'[defaults]\ninterval = "{interval}"\n')
         result = invoke("schedule", "cron", "--exe", EXE)
-        starts = [" ".join(ln.split()[:5]) for ln in job_lines(result.stdout)]
+        starts = [" ".join(ln.split()[:5]) for ln in agent_lines(result.stdout)]
         assert len(set(starts)) == len(AGENTS), (interval, starts)
 
 
@@ -180,7 +196,8 @@ def test_fleet_line(home: Path) -> None:
     result = invoke("schedule", "cron", "--fleet", "--exe", EXE)
     assert result.exit_code == 0
     assert job_lines(result.stdout) == [
-        f"* * * * * MYTHLINE_HOME='{home}' '{EXE}' run --due >> '{home}/logs/fleet.log' 2>&1"]
+        f"* * * * * MYTHLINE_HOME='{home}' '{EXE}' run --due >> '{home}/logs/fleet.log' 2>&1",
+        f"*/5 * * * * MYTHLINE_HOME='{home}' '{EXE}' watchdog"]
 
 
 @pytest.mark.parametrize("args,message", [
@@ -212,14 +229,21 @@ def test_out_writes_the_same_text(home: Path) -> None:
 
 
 def test_executable_lookup(tmp_path: Path) -> None:
-    assert schedule.mythline_command(which=lambda name: "/usr/local/bin/mythline") == ["/usr/local/bin/mythline"]
+    on_path = lambda name: "/usr/local/bin/mythline"  # noqa: E731 - another install, first on PATH
     bindir = tmp_path / "venv" / "bin"
     bindir.mkdir(parents=True)
     (bindir / "mythline").write_text("", encoding="utf-8")
     python = str(bindir / "python")
-    assert schedule.mythline_command(which=lambda name: None, executable=python) == [str(bindir / "mythline")]
+    # The script that is running wins over PATH, and so does `python -m mythline_cli`.
+    assert schedule.mythline_command(which=on_path, argv0=str(bindir / "mythline")) == [str(bindir / "mythline")]
+    module = str(ROOT / "mythline_cli" / "__main__.py")
+    assert schedule.mythline_command(which=on_path, executable=python, argv0=module) == [python, "-m", "mythline_cli"]
+    # Imported (no mythline running): the script beside this Python, then PATH, then the module.
+    assert schedule.mythline_command(which=on_path, executable=python, argv0="pytest") == [str(bindir / "mythline")]
     (bindir / "mythline").unlink()
-    assert schedule.mythline_command(which=lambda name: None, executable=python) == [python, "-m", "mythline_cli"]
+    assert schedule.mythline_command(which=on_path, executable=python, argv0="pytest") == ["/usr/local/bin/mythline"]
+    assert schedule.mythline_command(which=lambda name: None, executable=python, argv0="pytest") == \
+        [python, "-m", "mythline_cli"]
 
 
 def test_the_module_fallback_line_keeps_its_arguments_unquoted(home: Path) -> None:
@@ -263,12 +287,13 @@ def test_install_is_idempotent_and_keeps_foreign_lines(fake_crontab: Path, home:
     fake_crontab.write_text(FOREIGN, encoding="utf-8")
     first = invoke("schedule", "cron", "--install")
     assert first.exit_code == 0, first.output
-    assert "installed 10 line(s) in your crontab" in first.stdout
+    assert "installed 11 line(s) in your crontab" in first.stdout
     table = fake_crontab.read_text(encoding="utf-8")
     assert table.startswith(FOREIGN)
     block = table[len(FOREIGN):]
     assert block.startswith(schedule.BEGIN + "\n") and block.endswith(schedule.END + "\n")
-    assert len(job_lines(block)) == len(AGENTS)
+    assert len(agent_lines(block)) == len(AGENTS)
+    assert sum(schedule.job_key(ln) == schedule.WATCHDOG for ln in job_lines(block)) == 1
     assert (home / "logs").is_dir()  # so the redirect cannot fail
 
     second = invoke("schedule", "cron", "--install")
@@ -309,7 +334,7 @@ def test_one_agent_in_and_out_leaves_the_rest(fake_crontab: Path) -> None:
     assert result.exit_code == 0 and "removed world-npcs's line" in result.stdout
     table = fake_crontab.read_text(encoding="utf-8")
     assert [schedule.job_key(ln) for ln in job_lines(table) if schedule.job_key(ln)] == \
-        [a for a in AGENTS if a != "world-npcs"]
+        [a for a in AGENTS if a != "world-npcs"] + [schedule.WATCHDOG]
     assert "# world-npcs:" not in table and table.startswith(FOREIGN)
     assert invoke("schedule", "cron", "--install", "--agent", "world-npcs").exit_code == 0
     assert fake_crontab.read_text(encoding="utf-8") == full
@@ -392,7 +417,7 @@ def test_windows_writes_one_task_per_agent_and_scripts(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     expected = [a for a in AGENTS if a != "world-items"]
     assert sorted(p.name for p in out.iterdir()) == sorted([f"{a}.xml" for a in expected] +
-                                                           ["install.cmd", "uninstall.cmd"])
+                                                           ["watchdog.xml", "install.cmd", "uninstall.cmd"])
     text, root = read_task(out / "world-npcs.xml")
     assert root.tag == f"{{{schedule.TASK_NS}}}Task" and root.get("version") == "1.2"
     assert root.findtext("t:RegistrationInfo/t:URI", namespaces=NS) == r"\Mythline\world-npcs"
@@ -428,7 +453,13 @@ def test_windows_writes_one_task_per_agent_and_scripts(tmp_path: Path) -> None:
     assert not any("world-items" in ln for ln in lines)
     uninstall = (out / "uninstall.cmd").read_bytes().decode("utf-8").split("\r\n")
     assert [ln for ln in uninstall if ln.startswith("schtasks")] == \
-        [f'schtasks /Delete /TN "Mythline\\{a}" /F' for a in expected]
+        [f'schtasks /Delete /TN "Mythline\\{a}" /F' for a in expected + ["watchdog"]]
+    # The watchdog task: same launcher and config, every 5 minutes.
+    _, dog = read_task(out / "watchdog.xml")
+    assert dog.findtext("t:Actions/t:Exec/t:Command", namespaces=NS) == r"C:\venv\Scripts\mythlinew.exe"
+    assert dog.findtext("t:Actions/t:Exec/t:Arguments", namespaces=NS) == f"--config {config} watchdog"
+    assert dog.findtext("t:Triggers/t:TimeTrigger/t:Repetition/t:Interval", namespaces=NS) == "PT5M"
+    assert 'schtasks /Create /TN "Mythline\\watchdog" /XML "%~dp0watchdog.xml" /F || set FAILED=1' in lines
 
 
 def test_windows_time_limit_and_password_logon(tmp_path: Path) -> None:
@@ -668,3 +699,67 @@ def test_written_files_get_the_usual_permissions(tmp_path: Path) -> None:
     assert invoke("schedule", "windows", "--out", str(tmp_path / "t"), "--exe", r"C:\v\w.exe").exit_code == 0
     for path in [tmp_path / "c" / "lines.cron", *sorted((tmp_path / "t").iterdir())]:
         assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask, path
+
+
+# -- what the shell set reaches the schedule --------------------------------------------------
+
+def test_the_shells_model_and_base_url_are_carried_not_dropped(tmp_path: Path, home: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MYTHLINE_MODEL", "vendor/model-x")
+    monkeypatch.setenv("MYTHLINE_BASE_URL", "http://127.0.0.1:8000/v1")
+    result = invoke("schedule", "cron", "--agent", "world-npcs", "--exe", EXE)
+    assert result.exit_code == 0, result.output
+    for line in job_lines(result.stdout):
+        assert f"MYTHLINE_HOME='{home}' MYTHLINE_BASE_URL='http://127.0.0.1:8000/v1' " \
+               f"MYTHLINE_MODEL='vendor/model-x' '{EXE}' " in line
+    out = tmp_path / "tasks"
+    assert invoke("schedule", "windows", "--out", str(out), "--agent", "world-npcs", "--exe", "C:\\m.exe").exit_code == 0
+    _, root = read_task(out / "world-npcs.xml")
+    assert root.findtext("t:Actions/t:Exec/t:Arguments", namespaces=NS) == \
+        "run world-npcs --model vendor/model-x --base-url http://127.0.0.1:8000/v1"
+
+
+def test_a_base_url_with_a_password_is_refused(home: Path, monkeypatch: pytest.MonkeyPatch,
+                                               fake_crontab: Path) -> None:
+    monkeypatch.setenv("MYTHLINE_BASE_URL", "https://user:hunter2-secret@proxy.example/v1")
+    for args in (["cron"], ["cron", "--install"], ["windows", "--out", "tasks"]):
+        result = invoke("schedule", *args)
+        assert result.exit_code == 2
+        assert result.stderr == ("mythline: MYTHLINE_BASE_URL holds a password, which must not be written into the "
+                                 "schedule; put the URL in provider.base_url in your config file instead, then unset "
+                                 "MYTHLINE_BASE_URL and run this again\n")
+        assert "hunter2" not in result.stdout
+    assert not fake_crontab.exists() and not Path("tasks").exists()
+
+
+def test_a_key_store_cron_would_not_find_is_named_in_the_lines(tmp_path: Path, home: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    result = invoke("schedule", "cron", "--exe", EXE)
+    for line in job_lines(result.stdout):
+        assert f" MYTHLINE_KEYS_FILE='{tmp_path / 'xdg' / 'mythline' / 'keys.json'}' '{EXE}' " in line
+    monkeypatch.delenv("XDG_CONFIG_HOME")
+    assert "MYTHLINE_KEYS_FILE" not in invoke("schedule", "cron", "--exe", EXE).stdout
+
+
+def test_the_lines_run_the_mythline_that_ran_not_the_first_on_path(tmp_path: Path, home: Path) -> None:
+    decoy = tmp_path / "decoy"
+    decoy.mkdir()
+    (decoy / "mythline").write_text("#!/bin/sh\nexit 0\n", encoding="utf-8")
+    (decoy / "mythline").chmod(0o755)
+    env = {**os.environ, "PATH": f"{decoy}{os.pathsep}{os.environ['PATH']}"}
+    script = Path(sys.executable).with_name("mythline")
+    ran = subprocess.run([str(script), "schedule", "cron", "--agent", "world-npcs"], capture_output=True, text=True,
+                         env=env, timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    assert f" '{script}' run world-npcs " in job_lines(ran.stdout)[0]
+    module = subprocess.run([sys.executable, "-m", "mythline_cli", "schedule", "cron", "--agent", "world-npcs"],
+                            capture_output=True, text=True, env=env, timeout=60)
+    assert f" '{sys.executable}' -m mythline_cli run world-npcs " in job_lines(module.stdout)[0]
+    assert str(decoy) not in ran.stdout + module.stdout
+
+
+def test_a_variable_line_in_the_block_is_named_not_quoted() -> None:
+    block = f"{schedule.BEGIN}\nOPENROUTER_API_KEY=sk-or-v1-abcdefghijk\n* * * * * /bin/true\n{schedule.END}\n"
+    jobs = schedule.Crontab.parse(block).jobs()
+    assert set(jobs) == {"variable OPENROUTER_API_KEY", "line 2 of the block"}

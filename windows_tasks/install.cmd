@@ -13,8 +13,9 @@ schtasks /Create /TN "Mythline\character-archetypes" /XML "%~dp0character-archet
 schtasks /Create /TN "Mythline\faction-dynamics" /XML "%~dp0faction-dynamics.xml" /F || set FAILED=1
 schtasks /Create /TN "Mythline\narrative-history" /XML "%~dp0narrative-history.xml" /F || set FAILED=1
 schtasks /Create /TN "Mythline\lore-crosscheck" /XML "%~dp0lore-crosscheck.xml" /F || set FAILED=1
+schtasks /Create /TN "Mythline\watchdog" /XML "%~dp0watchdog.xml" /F || set FAILED=1
 if defined FAILED (
   echo Some Mythline tasks were not registered; see the errors above.
   exit /b 1
 )
-echo Registered 10 Mythline task(s). See them with: schtasks /Query /TN "Mythline\"
+echo Registered 11 Mythline task(s). See them with: schtasks /Query /TN "Mythline\"

@@ -11,3 +11,4 @@ schtasks /Delete /TN "Mythline\character-archetypes" /F
 schtasks /Delete /TN "Mythline\faction-dynamics" /F
 schtasks /Delete /TN "Mythline\narrative-history" /F
 schtasks /Delete /TN "Mythline\lore-crosscheck" /F
+schtasks /Delete /TN "Mythline\watchdog" /F

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from .. import __version__
-from . import agents, budget, init, logs, pause, run, status, watchdog
+from . import agents, budget, init, keys, logs, pause, run, status, watchdog
 from . import doctor, schedule
 from ._util import STATE, OneLineErrors
 
@@ -57,3 +57,4 @@ app.command("logs", help=logs.HELP)(logs.logs_cli)
 app.command("agents", help=agents.HELP)(agents.agents_cli)
 app.add_typer(schedule.app, name="schedule")
 app.command("doctor", help=doctor.HELP)(doctor.doctor_cli)
+app.add_typer(keys.app, name="keys")

@@ -8,6 +8,7 @@ scheduler we cannot see, is not broken.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Callable
@@ -25,6 +26,13 @@ never shown), the state home is writable, the budget timezone resolves, the inst
 scheduler entries match the config (crontab on Linux/macOS, Task Scheduler on Windows),
 which tokenizer works offline, and that the model has a known price when USD caps are set.
 Exit 1 when any check fails; warnings (e.g. nothing scheduled yet) do not fail.
+
+--scheduled also runs each installed crontab line as cron would (env -i with HOME,
+LOGNAME, PATH=/usr/bin:/bin, SHELL=/bin/sh, then the crontab's own variables), with the
+same executable and variables but a probe in place of the run (no network, no writes), and
+reports what that run sees: the key (found or not, and where; never its value), the
+config, the state home and the executable. It also checks the watchdog line. On Windows it
+shows each registered task's action and working directory.
 """
 
 SYMBOLS = {"ok": "✓", "fail": "✗", "warn": "!", "info": "·"}
@@ -54,13 +62,23 @@ def check_config() -> tuple[list[Check], Any]:
 
 
 def check_key(cfg: Any) -> list[Check]:
+    from .. import keys
+    from ..errors import MythlineError
+
     env = cfg.provider.api_key_env
     if not env:
         return [Check("api key", "ok", "none needed (provider.api_key_env is empty)")]
-    if os.environ.get(env, "").strip():
-        return [Check("api key", "ok", f"{env} is set")]
-    return [Check("api key", "fail", f"{env} is not set; export your API key in it (or set "
-                  'provider.api_key_env = "" for a local server that needs no key)')]
+    try:
+        value, source = keys.lookup(env)
+    except MythlineError as exc:  # an unreadable key store
+        return [Check("api key", "fail", str(exc))]
+    if value and source == "env":
+        # The shell's variable is invisible to cron and Task Scheduler.
+        return [Check("api key", "ok", f"{env} is set in the environment (scheduled runs do not see it: store it "
+                      f"with `mythline keys set {env}`, check with `mythline doctor --scheduled`)")]
+    if value:
+        return [Check("api key", "ok", f"{env} is set in the key store ({keys.path()})")]
+    return [Check("api key", "fail", keys.missing(env))]
 
 
 def check_home() -> list[Check]:
@@ -163,7 +181,215 @@ def check_prices(cfg: Any) -> list[Check]:
     return found
 
 
-def run_checks() -> list[Check]:
+# -- what a scheduled run sees ----------------------------------------------------------------
+
+PROBE = ["doctor", "--probe"]
+_REDIRECT = re.compile(r"\s*>>\s*(?:'(?:[^']|'\"'\"')*'|\S+)\s+2>&1\s*$")
+# The command after the quoted executable (or `-m mythline_cli`), never a word inside a path.
+_COMMAND = re.compile(r"(?:(?<=')|(?<=mythline_cli))\s+(?:run|watchdog)(?:\s.*)?$")
+_VARIABLE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
+
+
+def probe() -> dict[str, Any]:
+    """What this process sees, for ``doctor --scheduled``: paths and where the key is, never the key."""
+    from .. import keys, paths, schedule
+    from ..config import load_settings
+    from ..errors import MythlineError
+
+    found: dict[str, Any] = {"executable": " ".join(schedule.mythline_command()), "cwd": os.getcwd()}
+    try:
+        found["home"] = str(paths.home().absolute())
+        found["keys_file"] = str(keys.path())
+        cfg = load_settings(STATE.config)
+        found["config"] = str(cfg.source.absolute()) if cfg.source else None
+        env = cfg.provider.api_key_env
+        value, source = keys.lookup(env) if env else (None, None)
+        found["key"] = {"name": env, "found": bool(value), "source": source}
+    except MythlineError as exc:
+        found["error"] = str(exc)
+    return found
+
+
+def cron_environment(variables: dict[str, str]) -> dict[str, str]:
+    """The environment cron gives a job: its four variables, then the crontab's own assignments."""
+    import pwd
+
+    user = pwd.getpwuid(os.getuid())
+    env = {"HOME": user.pw_dir, "LOGNAME": user.pw_name, "PATH": "/usr/bin:/bin", "SHELL": "/bin/sh"}
+    env.update(variables)
+    return env
+
+
+def _unquote(value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        return value[1:-1]
+    return value
+
+
+def scheduled_lines(text: str) -> list[tuple[str, str, dict[str, str]]]:
+    """(key, command, the crontab variables in force) for each job line of our block."""
+    from .. import schedule
+
+    variables: dict[str, str] = {}
+    found = []
+    inside = False
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped in (schedule.BEGIN, schedule.END):
+            inside = stripped == schedule.BEGIN
+            continue
+        if not stripped or stripped.startswith("#"):
+            continue
+        match = _VARIABLE.match(stripped)
+        if match and not stripped.startswith(("*", "@")) and not stripped[0].isdigit():
+            variables[match.group(1)] = _unquote(match.group(2))
+            continue
+        if not inside:
+            continue
+        key = schedule.job_key(stripped)
+        fields = stripped.split(None, 1 if stripped.startswith("@") else 5)
+        if key is None or len(fields) < 2:
+            continue
+        # Cron turns an unescaped % into a line break, and \% into %.
+        found.append((key, fields[-1].replace("\\%", "%"), dict(variables)))
+    return found
+
+
+def probe_line(command: str, variables: dict[str, str]) -> dict[str, Any]:
+    """Run ``command``, its run or watchdog swapped for the probe, as cron would."""
+    import json
+    import shlex
+    import subprocess
+
+    bare = _REDIRECT.sub("", command)
+    probe_command = _COMMAND.sub(" " + " ".join(shlex.quote(w) for w in PROBE), bare)
+    if probe_command == bare:
+        return {"error": "cannot tell the mythline command in this line apart; reinstall it with: "
+                         "mythline schedule cron --install"}
+    env = cron_environment(variables)
+    shell = env.get("SHELL") or "/bin/sh"
+    try:
+        proc = subprocess.run([shell, "-c", probe_command], env=env, cwd=env["HOME"], capture_output=True,
+                              text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return {"error": f"cannot run it with {shell}: {exc}"}
+    try:
+        data = json.loads(proc.stdout)
+        if isinstance(data, dict):
+            return data
+    except json.JSONDecodeError:
+        pass
+    last = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}, no output"])[-1]
+    return {"error": f"it does not start under cron: {last}"}
+
+
+def _seen(data: dict[str, Any]) -> str:
+    key = data.get("key") or {}
+    if not key.get("name"):
+        where = "none needed"
+    elif key.get("found"):
+        where = f"{key['name']} found ({'key store' if key.get('source') == 'key file' else 'environment'})"
+    else:
+        where = f"{key['name']} NOT found"
+    return (f"key {where} · config {data.get('config') or 'none (built-in defaults)'} · home {data.get('home')} · "
+            f"exe {data.get('executable')}")
+
+
+def check_scheduled(cfg: Any, *, windows: bool | None = None,
+                    query: Callable[[str], str | None] | None = None) -> list[Check]:
+    """Each installed entry as the scheduler will run it."""
+    from .. import keys, paths, schedule
+    from ..errors import MythlineError
+
+    windows = (os.name == "nt") if windows is None else windows
+    if windows:
+        return _check_tasks(cfg, query or schedule.query_task)
+    try:
+        text = schedule.read_crontab()
+    except MythlineError as exc:
+        return [Check("scheduled", "fail", str(exc))]
+    lines = scheduled_lines(text or "")
+    if not lines:
+        return [Check("scheduled", "warn", "no mythline lines in your crontab to check; install them with: "
+                      "mythline schedule cron --install")]
+    here_config = str(cfg.source.absolute()) if cfg.source else None
+    here_home = str(paths.home().absolute())
+    checks: list[Check] = []
+    seen: dict[str, dict[str, Any]] = {}
+    for key, command, variables in lines:
+        name = "scheduled watchdog" if key == schedule.WATCHDOG else f"scheduled {key}"
+        data = probe_line(command, variables)
+        seen[key] = data
+        if "error" in data:
+            checks.append(Check(name, "fail", str(data["error"])))
+            continue
+        problems = []
+        info = data.get("key") or {}
+        if info.get("name") and not info.get("found") and key != schedule.WATCHDOG:
+            problems.append(keys.missing(info["name"]))
+        if data.get("config") != here_config:
+            problems.append(f"it reads config {data.get('config') or 'none (built-in defaults)'}, this shell "
+                            f"{here_config or 'none'}; reinstall from this shell with: mythline schedule cron --install")
+        if data.get("home") != here_home:
+            problems.append(f"its state home is {data.get('home')}, this shell's {here_home}")
+        status = "fail" if problems else "ok"
+        message = _seen(data) + ("" if not problems else "; " + "; ".join(problems))
+        if info.get("source") == "env" and info.get("name") in variables:
+            status = "fail" if status == "fail" else "warn"
+            message += (f"; {info['name']} is set in the crontab, and cron copies crontab variables into the "
+                        "X-Cron-Env headers of every mail it sends: remove it there and store it with "
+                        f"`mythline keys set {info['name']}`")
+        checks.append(Check(name, status, message))
+    runs = [data for key, data in seen.items() if key != schedule.WATCHDOG and "error" not in data]
+    dog = seen.get(schedule.WATCHDOG)
+    if dog is None:
+        checks.append(Check("scheduled watchdog", "fail", "no watchdog line, so nothing notices an agent that stops "
+                            "running; add it with: mythline schedule cron --install"))
+    elif "error" not in dog and any((d.get("home"), d.get("config")) != (dog.get("home"), dog.get("config"))
+                                    for d in runs):
+        checks.append(Check("scheduled watchdog", "fail", "the watchdog line watches another state home or config "
+                            "than the agents' lines; reinstall with: mythline schedule cron --install"))
+    return checks
+
+
+def _check_tasks(cfg: Any, query: Callable[[str], str | None]) -> list[Check]:
+    import xml.etree.ElementTree as ET
+
+    from .. import schedule
+
+    checks = []
+    ns = {"t": schedule.TASK_NS}
+    for name in [*cfg.agent_names, schedule.WATCHDOG_TASK]:
+        text = query(schedule.task_name(name))
+        if text is None:
+            if name == schedule.WATCHDOG_TASK:
+                checks.append(Check("scheduled watchdog", "fail", "no Mythline\\watchdog task, so nothing notices "
+                                    "an agent that stops running; add it with: mythline schedule windows --out DIR, "
+                                    "then DIR\\install.cmd"))
+            continue
+        try:
+            root = ET.fromstring(re.sub(r"^\s*(\ufeff)?\s*<\?xml[^>]*\?>", "", text))
+        except ET.ParseError:
+            checks.append(Check(f"scheduled {name}", "fail", "its task definition cannot be read; re-register it "
+                                "with install.cmd"))
+            continue
+        command = root.findtext("t:Actions/t:Exec/t:Command", default="", namespaces=ns).strip()
+        arguments = root.findtext("t:Actions/t:Exec/t:Arguments", default="", namespaces=ns).strip()
+        cwd = root.findtext("t:Actions/t:Exec/t:WorkingDirectory", default="", namespaces=ns).strip()
+        where = cwd or r"none (Task Scheduler starts it in C:\Windows\System32)"
+        status, note = "ok", ""
+        if "--config" not in arguments and cfg.source is not None:
+            status, note = "fail", (f"; it names no --config, so it will not read {cfg.source}: regenerate with "
+                                    "mythline schedule windows --out DIR")
+        label = "scheduled watchdog" if name == schedule.WATCHDOG_TASK else f"scheduled {name}"
+        checks.append(Check(label, status, f"runs {command} {arguments} · working directory {where}{note}"))
+    if not checks:
+        checks.append(Check("scheduled", "warn", "no Mythline tasks registered; see: mythline schedule windows"))
+    return checks
+
+
+def run_checks() -> tuple[list[Check], Any]:
+    """The default checks, and the settings they used (None when the config is invalid)."""
     checks, cfg = check_config()
     if cfg is not None:
         checks += check_key(cfg)
@@ -171,22 +397,38 @@ def run_checks() -> list[Check]:
     if cfg is not None:
         for check in (check_timezone, check_scheduler, check_tokenizer, check_prices):
             checks += check(cfg)
-    return checks
+    return checks, cfg
 
 
-def doctor_cli(json_out: bool = typer.Option(False, "--json", help="Print the checks as JSON.")) -> None:
+def doctor_cli(json_out: bool = typer.Option(False, "--json", help="Print the checks as JSON."),
+               scheduled: bool = typer.Option(False, "--scheduled", help="Also run each installed scheduler "
+                                              "entry as the scheduler would, with a probe instead of the run, and "
+                                              "report the key, config, state home and executable it sees."),
+               probe_only: bool = typer.Option(False, "--probe", hidden=True, help="Print what this process sees "
+                                               "(paths, where the key is) as JSON; what --scheduled runs.")) -> None:
     with boundary():
-        checks = run_checks()
+        if probe_only:
+            print_json(probe())
+            raise typer.Exit(0)
+        checks, cfg = run_checks()
+        if scheduled and cfg is not None:
+            checks += check_scheduled(cfg)
         failed = any(c.status == "fail" for c in checks)
-        if json_out:
-            print_json({"ok": not failed, "checks": [asdict(c) for c in checks]})
-        elif is_tty():
-            from rich.markup import escape
+        try:
+            if json_out:
+                print_json({"ok": not failed, "checks": [asdict(c) for c in checks]})
+            elif is_tty():
+                from rich.markup import escape
 
-            con = out()
-            for c in checks:
-                con.print(f"[{STYLES[c.status]}]{SYMBOLS[c.status]}[/] {c.name}: {escape(c.message)}", markup=True)
-        else:
-            for c in checks:
-                sys.stdout.write(f"{WORDS[c.status]:<4} {c.name}: {c.message}\n")
+                con = out()
+                for c in checks:
+                    con.print(f"[{STYLES[c.status]}]{SYMBOLS[c.status]}[/] {c.name}: {escape(c.message)}",
+                              markup=True)
+            else:
+                for c in checks:
+                    sys.stdout.write(f"{WORDS[c.status]:<4} {c.name}: {c.message}\n")
+            sys.stdout.flush()
+        except BrokenPipeError:
+            # `mythline doctor | head -1`: the reader left; nothing more to say, at exit either.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     raise typer.Exit(1 if failed else 0)

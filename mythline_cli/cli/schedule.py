@@ -19,8 +19,12 @@ Each line calls the absolute path of this mythline (cron's PATH is minimal) with
 state home (MYTHLINE_HOME) and config file (MYTHLINE_CONFIG), appends the output to the
 agent's log under the state home, and starts at a fixed minute of its own so the fleet
 does not start at once. An interval cron cannot express runs at the nearest shorter
-schedule, with a comment that says so. The lines sit between "# BEGIN mythline" and
+schedule, with a comment that says so. The block ends with the watchdog's line (every 5
+minutes, same home and config). The lines sit between "# BEGIN mythline" and
 "# END mythline"; --install merges them into your crontab and keeps every other line.
+
+No secret goes into the lines: store the API key with `mythline keys set NAME`.
+MYTHLINE_MODEL and MYTHLINE_BASE_URL set in this shell are written into them.
 
 Examples:
 
@@ -32,7 +36,8 @@ Examples:
 
 WINDOWS_HELP = """Write one Task Scheduler XML file per enabled agent, plus install.cmd and uninstall.cmd.
 
-The tasks run mythlinew.exe (no console window; output goes to the agent's log), repeat
+The tasks (and watchdog.xml, the watchdog every 5 minutes) run mythlinew.exe (no console
+window; output goes to the agent's log), repeat
 at the agent's interval from a staggered start, skip a start while a run is going, run on
 battery, catch up a missed start, and are stopped after budget.run_timeout + 5 minutes.
 The logon type comes from schedule.windows_logon. Register them with DIR\\install.cmd.
@@ -68,8 +73,8 @@ def cron_cli(
                                  "markers; every other line is kept. Running it again changes nothing."),
     uninstall: bool = typer.Option(False, "--uninstall", help="Remove the mythline block (or, with --agent, that "
                                    "agent's line) from your crontab; every other line is kept."),
-    exe: str = typer.Option(None, "--exe", help="mythline executable to call (default: the one on PATH, else the "
-                            "one beside this Python)."),
+    exe: str = typer.Option(None, "--exe", help="mythline executable to call (default: the one running, or "
+                            "python -m mythline_cli when run that way)."),
     home: str = typer.Option(None, "--home", help="State home the lines use (default: this one, "
                              "see: mythline home)."),
     out_file: Path = typer.Option(None, "--out", help="Write the lines to this file instead of printing them.",
@@ -130,12 +135,13 @@ def windows_cli(
         opts += ["--home", home] if home else []
         regenerate = " ".join(_windows_word(w) for w in _prefix() + ["schedule", "windows"] + opts)
         plans, guess = schedule.plan_windows(cfg, agent=agent, exe=exe, home=home, regenerate=regenerate)
-        stale = [] if agent else [n for n in cfg.agent_names if n not in {p.agent.name for p in plans}]
+        stale = [] if agent else [n for n in cfg.agent_names if n not in {p.name for p in plans}]
         written = schedule.write_windows(plans, out_dir, regenerate, stale=stale)
         if guess:
             fail_line(f"not on Windows, so the tasks run {plans[0].command if plans else 'mythlinew.exe'}, a guess; "
                       r"pass --exe C:\path\to\.venv\Scripts\mythlinew.exe")
-        out().print(f"wrote {len(written) - 2} task file(s), install.cmd and uninstall.cmd to {out_dir}; "
+        out().print(f"wrote {len(written) - 3} agent task file(s), watchdog.xml, install.cmd and uninstall.cmd to "
+                    f"{out_dir}; "
                     f"register them on Windows with: {Path(out_dir) / 'install.cmd'}", markup=False)
 
 

@@ -83,24 +83,11 @@ def carried_env(environ: dict[str, str] | None = None) -> dict[str, str]:
     """MYTHLINE_MODEL / MYTHLINE_BASE_URL from this shell, which the schedule must carry.
 
     A scheduler starts runs without the shell's variables: dropping them would schedule a
-    different model or provider than the one ``mythline run`` uses here. A base URL with a
-    password is refused: the schedule is no place for a secret.
+    different model or provider than the one ``mythline run`` uses here. (A base URL with a
+    password never gets this far: the config refuses it.)
     """
-    from urllib.parse import urlsplit
-
     environ = os.environ if environ is None else environ
-    found = {name: environ[name] for name in CARRIED_ENV if environ.get(name)}
-    url = found.get("MYTHLINE_BASE_URL")
-    if url:
-        try:
-            secret = urlsplit(url).password is not None
-        except ValueError:
-            secret = True
-        if secret:
-            raise UsageError("MYTHLINE_BASE_URL holds a password, which must not be written into the schedule; "
-                             "put the URL in provider.base_url in your config file instead, then unset "
-                             "MYTHLINE_BASE_URL and run this again")
-    return found
+    return {name: environ[name] for name in CARRIED_ENV if environ.get(name)}
 
 
 def keys_file_env() -> dict[str, str]:

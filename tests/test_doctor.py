@@ -65,7 +65,8 @@ def test_all_good_exits_0(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
     assert result.exit_code == 0, result.stdout
     lines = lines_of(result)
     assert list(lines) == ["config", "api key", "state home", "timezone", "scheduler", "tokenizer", "prices"]
-    assert lines["config"] == f"ok valid · {path}"
+    assert lines["config"].startswith(f"ok valid · {path} (./mythline.toml in the working directory; a run "
+                                      "started elsewhere, as cron starts it, would not find it")
     assert lines["api key"] == (f"ok {KEY_ENV} is set in the environment (scheduled runs do not see it: store it "
                                 f"with `mythline keys set {KEY_ENV}`, check with `mythline doctor --scheduled`)")
     assert lines["state home"] == f"ok {home} is writable"

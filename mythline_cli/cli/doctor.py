@@ -57,8 +57,8 @@ def check_config() -> tuple[list[Check], Any]:
         cfg = load_settings(STATE.config)
     except MythlineError as exc:
         return [Check("config", "fail", str(exc))], None
-    where = str(cfg.source) if cfg.source else "no file: built-in defaults (create one with: mythline init)"
-    return [Check("config", "ok", f"valid · {where}")], cfg
+    # Which file and why: ./mythline.toml found in the working directory is not what cron sees.
+    return [Check("config", "ok", f"valid · {cfg.describe_source()}")], cfg
 
 
 def check_key(cfg: Any) -> list[Check]:

@@ -51,26 +51,6 @@ class _Rejected(Exception):
         self.issue = issue
 
 
-def _clean_text(text: str) -> str:
-    """``text`` with every lone surrogate (half of a split emoji, a ``\\ud800`` escape in an
-    answer's JSON) replaced by U+FFFD: no file, request or price estimate can encode one."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    return text
-
-
-def _clean(value: Any) -> Any:
-    if isinstance(value, str):
-        return _clean_text(value)
-    if isinstance(value, dict):
-        return {_clean_text(k) if isinstance(k, str) else k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_clean(v) for v in value]
-    return value
-
-
 Interpretation = tuple[dict[str, Any] | None, str | None]
 
 
@@ -86,7 +66,7 @@ def interpret(content: Any, model: type[Any]) -> Interpretation:
         return None, f"could not be read ({type(exc).__name__}: {str(exc)[:200]})"
     if error is not None or record is None:
         return None, error or "no record"
-    return _clean(record), None
+    return record, None  # parse has replaced lone surrogates already
 
 
 @dataclass
@@ -570,7 +550,7 @@ class Cycle:
         self._boundary()
         self.hb.beat(step=step)
         self.breaker.before_call(self.agent.name, force=self.force)
-        messages = _clean(messages)
+        messages = research.clean(messages)
         est = self._estimate(messages, fmt)
         estimate = {"prompt_tokens": est.prompt_tokens, "max_output_tokens": est.max_output_tokens,
                     "usd": est.usd, "counted_by": est.counted_by,
@@ -665,7 +645,7 @@ def dry_run(settings: Settings, name: str) -> dict[str, Any]:
             msgs = validate.audit_messages(agent, topic, record, settings.prompts_dir(), mode)
             fmt = research.response_format(validate.Audit, mode, name="audit")
     p = settings.provider
-    msgs = _clean(msgs)
+    msgs = research.clean(msgs)
     est = pricing.estimate(msgs, model=agent.model, max_output_tokens=p.max_output_tokens, provider=p,
                            response_format=fmt)
     refusal = Ledger(settings).check(agent, est)

@@ -63,14 +63,14 @@ def clean_text(text: str) -> str:
     return text
 
 
-def _clean(value: Any) -> Any:
-    """``clean_text`` over every string of parsed JSON (keys included); depth is bounded already."""
+def clean(value: Any) -> Any:
+    """``clean_text`` over every string of a JSON-shaped value (keys included)."""
     if isinstance(value, str):
         return clean_text(value)
     if isinstance(value, list):
-        return [_clean(v) for v in value]
+        return [clean(v) for v in value]
     if isinstance(value, dict):
-        return {clean_text(k): _clean(v) for k, v in value.items()}
+        return {clean_text(k) if isinstance(k, str) else k: clean(v) for k, v in value.items()}
     return value
 
 
@@ -146,7 +146,7 @@ def parse(content: Any, model: type[BaseModel]) -> tuple[dict[str, Any] | None, 
     except RecursionError:  # not reached under MAX_DEPTH; kept so that parse can never raise
         return None, "not a record: JSON nested too deep"
     try:
-        record = model.model_validate(_clean(raw))
+        record = model.model_validate(clean(raw))
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors()[:10])

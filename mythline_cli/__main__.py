@@ -188,8 +188,20 @@ def _record_usage_error(argv: list[str], started: datetime) -> None:
         guard.known(settings())
     except Exception:  # noqa: BLE001 - a config that cannot be read leaves it unknown
         pass
-    # The command line itself is not quoted: a --base-url may carry a password.
+    from .cli import _util
+
+    # The command line itself is not quoted: a --base-url may carry a password. Click's line
+    # quotes at most one value; any URL in it loses its credentials.
     command = "mythline run" + (f" {agent}" if agent else "")
+    reason = _util.last_usage_error
+    if reason:
+        import re
+
+        from .redact import safe_url
+
+        reason = re.sub(r"[a-zA-Z][a-zA-Z0-9+.-]*://\S+", lambda m: safe_url(m.group(0)), reason)
+        guard.failed(f"{command} was refused as a usage error (exit 2): {reason}", 2)
+        return
     guard.failed(f"{command} was refused as a usage error (exit 2); the reason is the line on stderr before "
                  f"this (under the schedule: in {paths.agent_log(log_name(argv))})", 2)
 

@@ -54,7 +54,13 @@ class _OneLineUsageError(_ClickUsageError):
     """Click's usage error, shown as the one ``mythline: ...`` line every failure gets."""
 
     def show(self, file: Any = None) -> None:
+        global last_usage_error
+        last_usage_error = self.message
         fail_line(self.message)
+
+
+# The last usage error this process showed: a refused scheduled run records it as its cause.
+last_usage_error: str | None = None
 
 
 def _one_line(exc: Exception, fallback: str) -> Exception:

@@ -115,7 +115,11 @@ def run_due(settings: Settings, *, jobs: int, config: Path | None, force: bool =
                 cmd = base + ["run", name] + (["--force"] if force else [])
                 # stderr goes to a file, not a pipe: a chatty child must never block on a full pipe.
                 errs[name] = tempfile.TemporaryFile(mode="w+", encoding="utf-8")
-                running[name] = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=errs[name])
+                # Its own session on POSIX: a Ctrl-C reaches the whole foreground group, and a child
+                # there would get it twice (once from the terminal, once forwarded) and abort
+                # instead of stopping after its call. Only the forwarded signal reaches it now.
+                running[name] = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=errs[name],
+                                                 start_new_session=sys.platform != "win32")
             if stopping:
                 queue.clear()
             for name, proc in list(running.items()):

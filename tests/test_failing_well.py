@@ -423,6 +423,34 @@ def test_run_due_runs_each_due_agent_in_its_own_process(home, config, llm_server
     assert again.returncode == 0 and again.stdout == "" and again.stderr == ""
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="POSIX sessions, read from /proc")
+def test_a_ctrl_c_reaches_a_due_child_once(home, config, llm_server):
+    answer = lore_responder(AGENT)
+
+    def slow(request):
+        reply = answer(request)
+        reply.delay = 3
+        return reply
+
+    llm_server.responder = slow
+    parent = subprocess.Popen([sys.executable, "-m", "mythline_cli", "run", "--due", "--jobs", "1"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        wait_for(lambda: llm_server.count() == 1)
+        children = Path(f"/proc/{parent.pid}/task/{parent.pid}/children").read_text().split()
+        assert children
+        # A terminal signals its foreground process group: the child must not be in it, or it
+        # gets the Ctrl-C twice (from the terminal and forwarded by the parent) and aborts.
+        assert all(os.getpgid(int(pid)) != os.getpgid(parent.pid) for pid in children)
+        os.killpg(parent.pid, signal.SIGINT)
+        _, err = parent.communicate(timeout=60)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+    assert parent.returncode == 130, err
+    assert any(research_recorded(home, d.name) for d in (home / "agents").iterdir())  # stopped after its call
+
+
 def test_run_needs_an_agent_or_due(home):
     result = run("run")
     assert result.exit_code == 2

@@ -93,6 +93,22 @@ def disk_error_line(exc: OSError) -> str | None:
             "not at all, so nothing written before is lost: the next run carries on from them")
 
 
+def _misplaced_line(exc: OSError) -> str:
+    """A file where a directory belongs (or the reverse): the state home's own line when the
+    home is the culprit, else the path and what to do with it."""
+    from . import paths
+
+    root = paths.home()
+    if root.exists() and not root.is_dir():
+        try:
+            paths.check_home()
+        except paths.StateHomeUnusable as bad:
+            return str(bad)
+    where = os.fsdecode(exc.filename) if exc.filename else "a path in the state home"
+    return (f"{where}: {exc.strerror or 'not the kind of file expected'} (a file where a directory belongs, or "
+            "the reverse); move it away and run again")
+
+
 def report_failure(exc: BaseException) -> int:
     """One line on stderr for a failure that ended a command; the exit code it ends with.
 
@@ -102,6 +118,9 @@ def report_failure(exc: BaseException) -> int:
     if isinstance(exc, MythlineError):
         fail_line(str(exc))
         return exc.exit_code
+    if isinstance(exc, (NotADirectoryError, IsADirectoryError, FileExistsError)):
+        fail_line(_misplaced_line(exc))
+        return ExitCode.USAGE
     if isinstance(exc, OSError):
         line = disk_error_line(exc)
         if line is not None:

@@ -372,3 +372,14 @@ def test_a_pause_flag_that_is_a_directory_still_pauses_and_resume_says_what_to_d
     line = _one_line(CliRunner().invoke(app, ["resume", AGENT]), 2)
     assert "paused is a directory, not the pause flag; remove that directory" in line
     assert llm_server.requests == []
+
+
+@pytest.mark.parametrize("args", [["status"], ["status", "--json"], ["budget", "show"], ["watchdog"],
+                                  ["logs", AGENT], ["resume", "--all"], ["agents"]])
+def test_every_command_says_a_state_home_that_is_a_file_is_one(home, config, args):
+    home.parent.mkdir(parents=True, exist_ok=True)
+    home.write_text("not a directory")
+    result = mythline(*args)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "unexpected" not in result.stderr
+    assert f"{home} is not a directory, so it cannot be the state home" in result.stderr

@@ -404,3 +404,12 @@ def test_windows_shows_each_tasks_action_and_working_directory() -> None:
     del registered[schedule.task_name("watchdog")]
     dog = {c.name: c for c in doctor.check_scheduled(cfg, windows=True, query=registered.get)}["scheduled watchdog"]
     assert dog.status == "fail" and "no Mythline\\watchdog task" in dog.message
+
+
+def test_doctor_says_a_state_home_that_is_a_file_is_one(home: Path) -> None:
+    home.parent.mkdir(parents=True, exist_ok=True)
+    home.write_text("not a directory")
+    result = doctor_run()
+    assert result.exit_code == 1
+    assert lines_of(result)["state home"] == (f"FAIL {home} is not a directory, so it cannot be the state home; "
+                                              "point MYTHLINE_HOME at a directory, or move the file away")

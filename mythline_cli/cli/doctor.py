@@ -86,7 +86,10 @@ def check_home() -> list[Check]:
 
     home = paths.home()
     try:
-        home.mkdir(parents=True, exist_ok=True)
+        paths.check_home()
+    except paths.StateHomeUnusable as bad:  # a file, not a permission problem
+        return [Check("state home", "fail", str(bad))]
+    try:
         with tempfile.NamedTemporaryFile(dir=home, prefix=".doctor-", delete=True) as fh:
             fh.write(b"ok")
             fh.flush()

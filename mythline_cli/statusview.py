@@ -138,7 +138,9 @@ def render(data: dict[str, Any], *, all_rows: bool = False) -> None:
         if row["last_error"]:
             # Errors quote config tables like [provider.prices."m"]: never read them as markup.
             log = f" (log: {row['log']})" if row.get("log") else ""
-            con.print(f"[bold]{row['agent']}[/]: {escape(str(row['last_error']))}{escape(log)}", markup=True)
+            # A run's own line often starts with the agent's name already: say it once.
+            error = str(row["last_error"]).removeprefix(f"{row['agent']}: ")
+            con.print(f"[bold]{row['agent']}[/]: {escape(error)}{escape(log)}", markup=True)
     for stray in data.get("start_failures") or []:
         who = f"mythline run {stray['agent']}" if stray.get("agent") else "a mythline run"
         con.print(f"[bold]{escape(who)}[/] could not start {_ago(stray['at'], now)}: {escape(stray['error'])} "

@@ -308,6 +308,7 @@ def test_table_shows_failures_and_exits_1() -> None:
     result = runner.invoke(app, ["status"])
     assert result.exit_code == 1
     assert "quest-chains: provider said no" in result.stdout
+    assert "quest-chains: quest-chains:" not in result.stdout  # the agent's name once
     assert "down (hung)" in result.stdout
 
 

@@ -375,7 +375,7 @@ def test_a_big_fleet_is_summarised_with_the_urgent_agents_first() -> None:
     assert shown == ["agent-040"] + [f"agent-{i:03d}" for i in range(ATTENTION_ROWS - 1)]
     assert "40 more agent(s) not shown; every agent: mythline status --all (or --json)" in result.stdout
     assert "fleet today" in result.stdout
-    assert "agent-000: agent-000: provider said no" in result.stdout
+    assert "agent-000: provider said no" in result.stdout
     assert "agent-024: provider said no" not in result.stdout  # not shown, so neither is its error
     assert "agent-041" not in result.stdout and "world-zones" not in result.stdout
 

@@ -60,6 +60,18 @@ def lore_responder(agent: str, *, score: float = 0.9, issues: list[str] | None =
     return respond
 
 
+def delayed(respond: Callable[[dict[str, Any]], Reply], seconds: float,
+            only: Callable[[dict[str, Any]], bool] = lambda request: True) -> Callable[[dict[str, Any]], Reply]:
+    """``respond``, with its answers held back ``seconds`` (only those for which ``only`` holds):
+    a call in flight, for a signal or a second process to meet."""
+    def respond_later(request: dict[str, Any]) -> Reply:
+        reply = respond(request)
+        if only(request):
+            reply.delay = seconds
+        return reply
+    return respond_later
+
+
 def mythline(*args: str, env: dict[str, str] | None = None, timeout: float = 60, **kwargs: Any):
     """Run the real CLI in a subprocess, as cron would."""
     import subprocess

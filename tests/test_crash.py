@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from helpers import TEST_KEY, is_audit, lore_responder, mythline, research_recorded, wait_for
+from helpers import TEST_KEY, delayed, is_audit, lore_responder, mythline, research_recorded, wait_for
 from llm_server import Reply
 
 AGENT = "world-npcs"
@@ -76,14 +76,7 @@ def test_sigkill_resumes_without_paying_for_research_again(home, config, llm_ser
 
 
 def test_two_runs_of_one_agent_one_wins(home, config, llm_server):
-    answer = lore_responder(AGENT)
-
-    def slow(request):
-        reply = answer(request)
-        reply.delay = 1.0
-        return reply
-
-    llm_server.responder = slow
+    llm_server.responder = delayed(lore_responder(AGENT), 1.0)
     first = start_run()
     wait_for(lambda: llm_server.count() >= 1)
     second = mythline("run", AGENT)

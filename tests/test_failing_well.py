@@ -15,7 +15,8 @@ import pytest
 from freezegun import freeze_time
 from typer.testing import CliRunner
 
-from helpers import is_audit, lore_responder, mythline, research_recorded, wait_for, write_tiktoken_cache
+from helpers import (delayed, is_audit, lore_responder, mythline, research_recorded, wait_for,
+                     write_tiktoken_cache)
 from llm_server import error
 from mythline_cli.breaker import Breaker, BreakerOpen
 from mythline_cli.cli import app
@@ -137,14 +138,7 @@ def test_pause_mid_run_stops_at_the_next_call_with_the_checkpoint_saved(home, co
 @pytest.mark.parametrize("signame,code", [("SIGTERM", 143), ("SIGINT", 130)])
 def test_signal_mid_call_finishes_the_call_saves_and_exits(home, config, llm_server, signame, code):
     answer = lore_responder(AGENT)
-
-    def slow_research(request):
-        reply = answer(request)
-        if not is_audit(request):
-            reply.delay = 1.5
-        return reply
-
-    llm_server.responder = slow_research
+    llm_server.responder = delayed(answer, 1.5, only=lambda request: not is_audit(request))
     proc = subprocess.Popen([sys.executable, "-m", "mythline_cli", "run", AGENT],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for(lambda: llm_server.count() == 1)
@@ -425,14 +419,7 @@ def test_run_due_runs_each_due_agent_in_its_own_process(home, config, llm_server
 
 @pytest.mark.skipif(sys.platform != "linux", reason="POSIX sessions, read from /proc")
 def test_a_ctrl_c_reaches_a_due_child_once(home, config, llm_server):
-    answer = lore_responder(AGENT)
-
-    def slow(request):
-        reply = answer(request)
-        reply.delay = 3
-        return reply
-
-    llm_server.responder = slow
+    llm_server.responder = delayed(lore_responder(AGENT), 3)
     parent = subprocess.Popen([sys.executable, "-m", "mythline_cli", "run", "--due", "--jobs", "1"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import files, paths
-from .durations import format_duration
+from .durations import format_duration, local_clock
 from .errors import ExitCode, MythlineError
 from .procs import pid_alive
 from .redact import safe_url
@@ -65,8 +65,7 @@ def wait_line(entry: dict[str, Any], now: datetime | None = None) -> str:
     call may go out (local time)."""
     until = datetime.fromisoformat(entry["wait_until"])
     asked, waited = float(entry.get("wait_asked_s") or 0), float(entry.get("wait_s") or 0)
-    local, today = until.astimezone(), (now or datetime.now(timezone.utc)).astimezone()
-    when = f"{local:%H:%M}" if local.date() == today.date() else f"{local:%Y-%m-%d %H:%M}"
+    when = local_clock(until, now)
     capped = f"; waiting {_say(waited)} (backoff.max)" if waited < asked else ""
     return f"the provider asked to wait {_say(asked)}{capped}; next try after {when}"
 

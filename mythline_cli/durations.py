@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from datetime import datetime, timezone
 
 _PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -61,3 +62,9 @@ def format_duration(seconds: float) -> str:
             out += f"{seconds // size}{unit}"
             seconds %= size
     return out
+
+
+def local_clock(when: datetime, now: datetime | None = None) -> str:
+    """``when`` as the user reads it: local ``HH:MM`` today, else local ``YYYY-MM-DD HH:MM``."""
+    local, today = when.astimezone(), (now or datetime.now(timezone.utc)).astimezone()
+    return f"{local:%H:%M}" if local.date() == today.date() else f"{local:%Y-%m-%d %H:%M}"

@@ -144,6 +144,18 @@ def _fmt(unit: str, value: float) -> str:
     return usd(value) if unit == "usd" else f"{int(value):,} tokens"
 
 
+def _clock(iso: str) -> str:
+    """An ISO time from a state file, as local HH:MM (the text itself when it is no time)."""
+    from datetime import datetime
+
+    from .durations import local_clock
+
+    try:
+        return local_clock(datetime.fromisoformat(iso))
+    except (TypeError, ValueError):
+        return iso
+
+
 class BackingOff(MythlineError):
     """The agent failed recently and waits before trying again."""
 
@@ -153,5 +165,5 @@ class BackingOff(MythlineError):
         self.agent = agent
         self.until = until
         self.failures = failures
-        super().__init__(f"{agent} is backing off after {failures} failed run(s) until {until}; "
+        super().__init__(f"{agent} is backing off after {failures} failed run(s) until {_clock(until)}; "
                          f"nothing was called. Use: mythline run {agent} --force to run now")

@@ -71,6 +71,10 @@ def test_failed_run_backs_off_and_force_overrides(home, config, llm_server):
     second = run("run", AGENT)
     assert second.exit_code == 5
     assert "backing off after 1 failed run(s)" in second.stderr and "--force" in second.stderr
+    # When, as the user reads a clock: local time, no ISO stamp with microseconds.
+    assert f"until {until.astimezone():%H:%M}" in second.stderr or f"until {until.astimezone():%Y-%m-%d %H:%M}" in \
+        second.stderr
+    assert hb(home)["backoff_until"] not in second.stderr
     assert llm_server.count() == 1  # nothing was called
 
     llm_server.responder = lore_responder(AGENT)

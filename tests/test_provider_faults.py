@@ -45,7 +45,9 @@ def ledger(home: Path) -> dict:
 
 
 def local_hhmm(iso: str) -> str:
-    return datetime.fromisoformat(iso).astimezone().strftime("%H:%M")
+    """The documented clock: local HH:MM, with the date in front when it is not today's."""
+    when = datetime.fromisoformat(iso).astimezone()
+    return f"{when:%H:%M}" if when.date() == datetime.now().astimezone().date() else f"{when:%Y-%m-%d %H:%M}"
 
 
 # -- a provider's wait is honoured by the whole fleet --------------------------------------

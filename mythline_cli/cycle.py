@@ -381,6 +381,26 @@ class Cycle:
     def _interpret(self, step: str, steps: dict[str, Any], model: type[Any]) -> Interpretation:
         return interpret((steps.get(step) or {}).get("content"), model)
 
+    def _ask(self, ck: Checkpoint, steps: dict[str, Any], names: tuple[str, str], messages: list[dict[str, str]],
+             fmt: dict[str, Any], model: type[Any], attempt: int) -> Interpretation:
+        """A step's answer as a valid ``model`` dict, calling for it unless it is recorded, with
+        one repair call (``names``: the step, its repair) when it is unreadable; else the last
+        error."""
+        step, fix = names
+        if step not in steps:
+            self._call(ck, step, messages, fmt, attempt)
+        record, error = self._interpret(step, steps, model)
+        if error is None:
+            return record, None
+        self.emit("invalid-output", step=step, error=error)
+        if fix not in steps:
+            repair = research.repair_messages(messages, str(steps[step].get("content")), error, self.prompts_dir)
+            self._call(ck, fix, repair, fmt, attempt)
+        record, error = self._interpret(fix, steps, model)
+        if error is not None:
+            self.emit("invalid-output", step=fix, error=error)
+        return record, error
+
     def _steps(self, ck: Checkpoint, topic: str) -> str:
         agent = self.agent
         cur = ck.current(topic, self.run_id)
@@ -389,19 +409,9 @@ class Cycle:
         msgs = research.messages(agent, topic, feedback, self.prompts_dir, self.schema, self.mode)
         fmt = research.response_format(self.schema, self.mode)
 
-        if "research" not in steps:
-            self._call(ck, "research", msgs, fmt, cur["attempt"])
-        record, error = self._interpret("research", steps, self.schema)
+        record, error = self._ask(ck, steps, ("research", "repair"), msgs, fmt, self.schema, cur["attempt"])
         if error is not None:
-            self.emit("invalid-output", step="research", error=error)
-            if "repair" not in steps:
-                repair = research.repair_messages(msgs, str(steps["research"].get("content")), error,
-                                                  self.prompts_dir)
-                self._call(ck, "repair", repair, fmt, cur["attempt"])
-            record, error = self._interpret("repair", steps, self.schema)
-            if error is not None:
-                self.emit("invalid-output", step="repair", error=error)
-                return self._reject(ck, topic, [f"the answer was not a valid record: {error}"], score=None)
+            return self._reject(ck, topic, [f"the answer was not a valid record: {error}"], score=None)
         assert record is not None
 
         try:
@@ -413,21 +423,11 @@ class Cycle:
 
         amsgs = validate.audit_messages(agent, topic, record, self.prompts_dir, self.mode)
         afmt = research.response_format(validate.Audit, self.mode, name="audit")
-        if "audit" not in steps:
-            self._call(ck, "audit", amsgs, afmt, cur["attempt"])
-        audit, error = self._interpret("audit", steps, validate.Audit)
+        # Repaired like research: one call that shows the model its unreadable answer.
+        audit, error = self._ask(ck, steps, ("audit", "audit-repair"), amsgs, afmt, validate.Audit, cur["attempt"])
         if error is not None:
-            # Repaired like research: one call that shows the model its unreadable answer.
-            self.emit("invalid-output", step="audit", error=error)
-            if "audit-repair" not in steps:
-                repair = research.repair_messages(amsgs, str(steps["audit"].get("content")), error,
-                                                  self.prompts_dir)
-                self._call(ck, "audit-repair", repair, afmt, cur["attempt"])
-            audit, error = self._interpret("audit-repair", steps, validate.Audit)
-            if error is not None:
-                self.emit("invalid-output", step="audit-repair", error=error)
-                return self._reject(ck, topic, [f"the audit answer was unreadable: {error}"], score=None,
-                                    keep=RESEARCH_STEPS)
+            return self._reject(ck, topic, [f"the audit answer was unreadable: {error}"], score=None,
+                                keep=RESEARCH_STEPS)
         assert audit is not None
         validated_at = (steps.get("audit-repair") or steps["audit"])["recorded"]
         score, issues = float(audit["score"]), list(audit["issues"])

@@ -47,6 +47,9 @@ Each recorded request is a dict::
     {"path": str, "method": str, "headers": {lower-cased name: value},
      "body": parsed JSON or None, "time": time.monotonic() at arrival}
 
+A request whose body ends before its Content-Length (the client was killed
+while sending) is not recorded: no real provider would bill it.
+
 ``Reply`` fields beyond status/json/headers let a test simulate transport
 trouble: ``delay`` (sleep before answering; interrupted when the server
 stops), ``raw`` (send these bytes instead of JSON), ``cut_after`` (declare the
@@ -272,7 +275,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._dispatch()
 
     # ------------------------------------------------------------------
-    def _read_body(self) -> bytes:
+    def _read_body(self) -> bytes | None:
+        """The request body, or None when the client went away before sending all of it."""
         length = self.headers.get("Content-Length")
         if not length:
             return b""
@@ -280,11 +284,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             n = int(length)
         except ValueError:
             return b""
-        return self.rfile.read(n) if n > 0 else b""
+        if n <= 0:
+            return b""
+        data = self.rfile.read(n)
+        return data if len(data) == n else None
 
     def _dispatch(self) -> None:
         owner = self.server.owner
         raw_body = self._read_body()
+        if raw_body is None:
+            # A request cut off mid-body (its client was killed while sending) never
+            # reaches a real provider's model and is never billed: do not count it.
+            self.close_connection = True
+            return
         body: Any = None
         if raw_body:
             try:

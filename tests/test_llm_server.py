@@ -329,3 +329,22 @@ def test_stop_is_idempotent_and_context_manager_restartable():
     srv.stop()
     with pytest.raises(RuntimeError):
         _ = srv.base_url
+
+
+def test_request_cut_off_mid_body_is_not_counted(server):
+    """A client killed while sending its request never reaches the model: not a call."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(server.base_url)
+    body = json.dumps({"model": "m", "messages": MESSAGES}).encode()
+    with socket.create_connection((parts.hostname, parts.port)) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Type: application/json\r\n"
+                     + f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:10])
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(10)
+        assert sock.recv(1024) == b""  # closed without an answer
+    server.enqueue(completion("after"))
+    assert ask(make_client(server)).choices[0].message.content == "after"
+    assert server.count() == 1

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from pathlib import Path, PurePath, PureWindowsPath
 from xml.sax.saxutils import escape
 
-from . import files, launch, paths
+from . import files, grammar, launch, paths
 from .agent import valid_name
 from .config import Agent, Settings
 from .durations import format_duration
@@ -303,28 +303,22 @@ def render_block(plan: CronPlan, body: dict[str, list[str]] | None = None) -> st
     return "\n".join(lines) + "\n"
 
 
-_VALUED = {"--model", "--base-url", "--jobs", "-j"}
-
-
 def job_key(line: str) -> str | None:
     """The agent a crontab job line runs (``--due`` for the fleet line, ``--watchdog``), or None."""
-    if re.search(r"\swatchdog(?:\s+--?\S+)*\s*(?:>|2>|$)", line):
-        return WATCHDOG
-    match = re.search(r"\srun\s+(.*?)\s*(?:>|2>|$)", line)
-    if not match:
+    tokens = line.split()
+    cut = next((i for i, t in enumerate(tokens) if t.startswith((">", "2>", "1>", "&>"))), len(tokens))
+    tokens = tokens[:cut]
+    words = grammar.words(tokens)
+    # The first command word: the schedule fields, variables and the executable are none.
+    command = next((i for i, w in enumerate(words) if w in ("run", "watchdog")), None)
+    if command is None:
         return None
-    words = match.group(1).split()
-    if FLEET in words:
+    if words[command] == "watchdog":
+        return WATCHDOG
+    if FLEET in tokens[tokens.index("run"):]:
         return FLEET
-    skip = False
-    for word in words:
-        if skip:
-            skip = False
-        elif word in _VALUED:
-            skip = True
-        elif not word.startswith("-"):
-            return word if valid_name(word) else None
-    return None
+    agent = words[command + 1:command + 2]
+    return agent[0] if agent and valid_name(agent[0]) else None
 
 
 @dataclass

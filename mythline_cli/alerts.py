@@ -24,6 +24,7 @@ from typing import Any
 
 from . import __version__, files, paths
 from .agent import valid_name
+from .errors import WebhookFailed  # noqa: F401 - re-exported: alerts.WebhookFailed
 from .redact import redact
 from .redact import safe_url as redact_url
 
@@ -52,16 +53,6 @@ def scrub_urls(text: str) -> str:
 def safe_url(url: str) -> str:
     """A webhook URL that is fine to log: scheme and host only."""
     return redact_url(url, keep_path=False)
-
-
-class WebhookFailed(Exception):
-    """The webhook did not accept the alert (after any retries)."""
-
-    def __init__(self, reason: str, *, attempts: int, status: int | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.attempts = attempts
-        self.status = status
 
 
 def post_json(url: str, body: dict[str, Any], *, timeout: float, retries: int,

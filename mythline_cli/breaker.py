@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import files, paths
 from .durations import format_duration, local_clock
-from .errors import ExitCode, MythlineError
+from .errors import BreakerOpen, ProviderWait  # noqa: F401 - re-exported
 from .procs import pid_alive
 from .redact import safe_url
 
@@ -35,22 +35,6 @@ _WAIT_KEYS = ("wait_until", "wait_s", "wait_asked_s")
 
 def trips(kind: str | None, status: int | None) -> bool:
     return kind in TRIPPING or (status is not None and status >= 500)
-
-
-class BreakerOpen(MythlineError):
-    """The provider's breaker is open: skip the call."""
-
-    exit_code = ExitCode.PAUSED
-
-    def __init__(self, base_url: str, until: datetime | None, failures: int, probing: bool) -> None:
-        self.base_url = base_url
-        self.until = until
-        if probing:
-            why = "another agent is probing it now"
-        else:
-            why = f"cooling down until {until:%H:%M:%S} UTC" if until else "cooling down"
-        super().__init__(f"{safe_url(base_url)} failed {failures} calls in a row across the fleet; {why}. "
-                         "Nothing was called; the next scheduled run tries again")
 
 
 def _say(seconds: float) -> str:
@@ -68,17 +52,6 @@ def wait_line(entry: dict[str, Any], now: datetime | None = None) -> str:
     when = local_clock(until, now)
     capped = f"; waiting {_say(waited)} (backoff.max)" if waited < asked else ""
     return f"the provider asked to wait {_say(asked)}{capped}; next try after {when}"
-
-
-class ProviderWait(MythlineError):
-    """The provider asked the fleet to wait, and the wait is not over: skip the call."""
-
-    exit_code = ExitCode.PAUSED
-
-    def __init__(self, agent: str, entry: dict[str, Any]) -> None:
-        self.agent = agent
-        self.until = datetime.fromisoformat(entry["wait_until"])
-        super().__init__(f"{agent}: {wait_line(entry)}; nothing was called")
 
 
 def _utcnow() -> datetime:

@@ -23,6 +23,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .errors import CorruptFile  # noqa: F401 - re-exported: files.CorruptFile
+
 T = TypeVar("T")
 
 # Windows refuses os.replace (and sometimes a read) while another process has the file
@@ -35,15 +37,6 @@ TEMP_SUFFIX = ".tmp"
 # A temp file lives for the milliseconds of one write; one this old is a leftover whatever its
 # pid says (pids are reused).
 STALE_TEMP_AGE = 3600.0
-
-
-class CorruptFile(Exception):
-    """A state file exists but does not hold what it should."""
-
-    def __init__(self, path: Path, problem: str) -> None:
-        super().__init__(f"{path}: {problem}")
-        self.path = path
-        self.problem = problem
 
 
 def dumps(data: Any) -> str:

@@ -37,6 +37,8 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
+from .errors import LockTimeout  # noqa: F401 - re-exported: locking.LockTimeout
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
@@ -48,10 +50,6 @@ DEFAULT = "flock" if fcntl is not None else "filelock"
 # Whether a busy flock may be waited for in the calling thread under SIGALRM (see above).
 # Tests switch it off to exercise the helper thread.
 ALARM = sys.platform.startswith("linux")
-
-
-class LockTimeout(Exception):
-    """The lock stayed held by someone else for the whole timeout."""
 
 
 class Held(Protocol):

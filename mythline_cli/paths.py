@@ -5,17 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import UsageError
+from .errors import StateHomeUnusable  # noqa: F401 - re-exported: paths.StateHomeUnusable
 
 APP = "mythline"
-
-
-class StateHomeUnusable(UsageError):
-    """A path in the state home is not what mythline writes there (exit 2, nothing written)."""
-
-    def __init__(self, path: Path, problem: str, fix: str) -> None:
-        self.path = path
-        super().__init__(f"{path} {problem}; {fix}")
 
 
 def home() -> Path:

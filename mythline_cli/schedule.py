@@ -24,7 +24,7 @@ from . import files, grammar, launch, paths
 from .agent import valid_name
 from .config import Agent, Settings
 from .durations import format_duration
-from .errors import MythlineError, UsageError
+from .errors import SchedulerError, UsageError
 
 BEGIN = "# BEGIN mythline"
 END = "# END mythline"
@@ -48,10 +48,6 @@ MINUTE_STEPS = (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30)  # divide an hour evenly
 HOUR_STEPS = (1, 2, 3, 4, 6, 8, 12)  # divide a day evenly
 DAY, WEEK = 86400.0, 7 * 86400.0
 MONTHLY_MIN = 31 * 86400.0  # months are 28-31 days apart: monthly is never longer than 31d
-
-
-class SchedulerError(MythlineError):
-    """The system scheduler (crontab, schtasks) could not be read or written."""
 
 
 # -- the executable ---------------------------------------------------------------------------

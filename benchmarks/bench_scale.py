@@ -418,7 +418,7 @@ def main() -> int:
             judged = [f"status, {n:,} agents", f"status --json, {n:,} agents",
                       f"status after a config change, {n:,} agents"]
             for name, base_name in zip(judged, ("status, 10 agents", "status --json, 10 agents",
-                                                "status after a config change, 10 agents")):
+                                                "status after a config change, 10 agents"), strict=True):
                 med = s[name]["median_s"]
                 print(f"    {name}: median {med * 1000:.0f} ms = {med / s[base_name]['median_s']:.2f}x the "
                       f"ten-agent fleet; target < 1 s: {'meets' if med < 1.0 else 'MISSES'} it")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from . import grammar
 
@@ -54,7 +54,7 @@ def _fast_read(argv: list[str]) -> int | None:
         return None
     from . import settings_cache
 
-    settings = settings_cache.load(config)
+    settings: Any = settings_cache.load(config)
     from .console import print_json
 
     try:
@@ -69,11 +69,11 @@ def _fast_read(argv: list[str]) -> int | None:
         if command == "status":
             from .status import collect
 
-            data = collect(settings)  # type: ignore[arg-type]
+            data = collect(settings)
         else:
             from .ledger import Ledger
 
-            data = Ledger(settings).report()  # type: ignore[arg-type]
+            data = Ledger(settings).report()
     except Exception:  # noqa: BLE001 - the full path reports whatever this was, properly
         return None
     # Output has started: from here on, failures end like the full path's, never twice.

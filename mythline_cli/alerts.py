@@ -16,6 +16,7 @@ import os
 import re
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
@@ -351,8 +352,11 @@ def _run_command(command: str, payload: dict[str, Any], *, timeout: float) -> di
     env = {**os.environ, **{k: v.replace("\x00", "") for k, v in alert.items()}}
     # Its own process group, so a timeout stops the shell's children too; stderr to a file,
     # not a pipe, so a child that outlives the shell cannot keep us waiting for EOF.
-    group = ({"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if os.name == "nt"
-             else {"start_new_session": True})
+    group: dict[str, Any]
+    if sys.platform == "win32":
+        group = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
+    else:
+        group = {"start_new_session": True}
     with tempfile.TemporaryFile() as stderr:
         try:
             proc = subprocess.Popen(command, shell=True, env=env, stdin=subprocess.DEVNULL,  # noqa: S602

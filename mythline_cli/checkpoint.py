@@ -152,9 +152,9 @@ class Checkpoint:
                 done += 1
         wanted = set(queue)
         for event in files.iter_jsonl(paths.events(self.agent)):
-            topic = event.get("topic")
-            if event.get("event") == "quarantine" and topic in wanted and self.peek(topic)["status"] != DONE:
-                state = self.topic_state(topic)
+            named = event.get("topic")
+            if event.get("event") == "quarantine" and named in wanted and self.peek(named)["status"] != DONE:
+                state = self.topic_state(named)
                 if state["status"] != QUARANTINED:
                     quarantined += 1
                 attempts = event.get("attempts")

@@ -123,7 +123,7 @@ class Interrupted(MythlineError):
     """The run was stopped by a signal at a step boundary."""
 
     def __init__(self, signame: str, code: int) -> None:
-        self.exit_code = code
+        self.exit_code = ExitCode(code)
         super().__init__(f"stopped by {signame}; the checkpoint is saved and the next run resumes")
 
 

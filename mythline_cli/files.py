@@ -179,7 +179,7 @@ def clean_temps(directory: Path, *, now: float | None = None) -> list[Path]:
     from .procs import pid_alive
 
     now = time.time() if now is None else now
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(os.scandir(directory))
     except OSError:

@@ -14,7 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path, PurePath, PureWindowsPath
@@ -82,8 +82,8 @@ def carried_env(environ: dict[str, str] | None = None) -> dict[str, str]:
     different model or provider than the one ``mythline run`` uses here. (A base URL with a
     password never gets this far: the config refuses it.)
     """
-    environ = os.environ if environ is None else environ
-    return {name: environ[name] for name in CARRIED_ENV if environ.get(name)}
+    env: Mapping[str, str] = os.environ if environ is None else environ
+    return {name: env[name] for name in CARRIED_ENV if env.get(name)}
 
 
 def keys_file_env() -> dict[str, str]:
@@ -548,6 +548,7 @@ def plan_windows(settings: Settings, *, agent: str | None = None, exe: str | Non
     chosen = [settings.agent(agent)] if agent else [a for a in settings.agents() if a.enabled]
     if agent and not chosen[0].enabled:
         raise UsageError(f"{agent} is disabled (agents.{agent}.enabled = false); enable it first")
+    lead: list[str]
     if exe:
         command, lead, guess = exe, [], False
     else:

@@ -161,9 +161,10 @@ class CachedSettings:
 def load(explicit: Path | None) -> CachedSettings | None:
     """The cached settings when they still describe what a full load would give, else None."""
     try:
-        source = locate(explicit)
-        if source is False:
+        found = locate(explicit)
+        if found is False or found is True:
             return None
+        source = found
         doc = files.read_json(_path(source))
         if not isinstance(doc, dict) or doc.get("fingerprint") != fingerprint(source):
             return None

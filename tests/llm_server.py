@@ -100,7 +100,7 @@ class Reply:
         return b""
 
 
-ReplySource = Union[Reply, Callable[[dict], Any]]
+ReplySource = Reply | Callable[[dict], Any]
 
 
 # --------------------------------------------------------------------------
@@ -323,11 +323,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _send(self, reply: Reply) -> None:
         owner = self.server.owner
-        if reply.delay > 0:
-            if owner._stopping.wait(reply.delay):
-                # Server is shutting down: abandon the request.
-                self.close_connection = True
-                return
+        if reply.delay > 0 and owner._stopping.wait(reply.delay):
+            # Server is shutting down: abandon the request.
+            self.close_connection = True
+            return
         if reply.drop:
             self.close_connection = True
             return

@@ -99,7 +99,7 @@ def test_every_enabled_agent_gets_one_line_with_this_home_and_its_log(home: Path
     expected = [a for a in AGENTS if a != "world-items"]
     assert [schedule.job_key(ln) for ln in lines] == expected + [schedule.WATCHDOG]
     config = Path("mythline.toml").absolute()
-    for agent, line in zip(expected, lines):
+    for agent, line in zip(expected, lines[:-1], strict=True):
         assert f"MYTHLINE_HOME='{home}' MYTHLINE_CONFIG='{config}' '{EXE}' run {agent} " in line
         assert line.endswith(f">> '{home}/logs/{agent}.log' 2>&1")
     # The watchdog watches this fleet: the same state home and config, its output mailed.
@@ -116,7 +116,7 @@ def test_no_config_file_means_no_mythline_config(home: Path) -> None:
 
 
 def test_the_fleet_starts_at_distinct_minutes(home: Path) -> None:
-    for interval, fields in (("30m", 1), ("1h", 1), ("2h", 2), ("1d", 2), ("7d", 5)):
+    for interval, _fields in (("30m", 1), ("1h", 1), ("2h", 2), ("1d", 2), ("7d", 5)):
         write_toml(f'[defaults]\ninterval = "{interval}"\n')
         result = invoke("schedule", "cron", "--exe", EXE)
         starts = [" ".join(ln.split()[:5]) for ln in agent_lines(result.stdout)]

@@ -82,7 +82,8 @@ def facts(event: dict[str, Any]) -> list[str]:
     if isinstance(event.get("usd"), (int, float)):
         parts.append(f"cost={usd(event['usd'])}")
     if isinstance(event.get("score"), (int, float)):
-        verdict = {True: " (pass)", False: " (fail)"}.get(event.get("passed"), "")
+        passed = event.get("passed")
+        verdict = {True: " (pass)", False: " (fail)"}.get(passed, "") if isinstance(passed, bool) else ""
         parts.append(f"score={event['score']:.2f}{verdict}")
     if isinstance(event.get("issues"), list) and event["issues"]:
         parts.append(f"issues={len(event['issues'])}")

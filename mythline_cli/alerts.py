@@ -27,6 +27,7 @@ from . import __version__, files, paths
 from .agent import valid_name
 from .errors import WebhookFailed  # noqa: F401 - re-exported: alerts.WebhookFailed
 from .redact import redact
+from .retry_after import retry_after as parse_retry_after
 from .redact import safe_url as redact_url
 
 KINDS = ("budget-warn", "quarantine", "failures", "down", "recovered")
@@ -80,7 +81,8 @@ def post_json(url: str, body: dict[str, Any], *, timeout: float, retries: int,
             status = exc.code
             reason = f"HTTP {exc.code}"
             retryable = exc.code == 429 or 500 <= exc.code < 600
-            retry_after = _retry_after(exc.headers.get("Retry-After") if exc.headers else None)
+            asked = parse_retry_after(exc.headers)
+            retry_after = None if asked is None else min(asked, MAX_RETRY_AFTER)
         except (TimeoutError, socket.timeout):
             raise WebhookFailed(f"no answer within {timeout:g}s", attempts=attempt) from None
         except urllib.error.URLError as exc:
@@ -95,16 +97,6 @@ def post_json(url: str, body: dict[str, Any], *, timeout: float, retries: int,
             raise WebhookFailed(scrub_urls(reason), attempts=attempt, status=status)
         sleep(retry_after if retry_after is not None else min(0.5 * 2 ** (attempt - 1), 8.0))
     raise AssertionError("unreachable")
-
-
-def _retry_after(value: str | None) -> float | None:
-    try:
-        seconds = float(value) if value is not None else None
-    except ValueError:
-        return None
-    if seconds is None or seconds != seconds or seconds < 0:
-        return None
-    return min(seconds, MAX_RETRY_AFTER)
 
 
 # -- alerts.json -----------------------------------------------------------------------------

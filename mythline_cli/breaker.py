@@ -149,23 +149,20 @@ class Breaker:
             and not entry.get("wait_until")
 
     def _update(self, change: Callable[[dict[str, Any]], Any]) -> Any:
-        from filelock import FileLock
-
-        paths.home().mkdir(parents=True, exist_ok=True)
-        with FileLock(str(paths.breaker_lock()), timeout=30):
-            path = paths.breaker()
+        def load(path: Path) -> dict[str, Any]:
             data, problem = _load(path)
             if problem is not None:
                 # Losing breaker state only costs a few extra calls before it trips again; a bad
                 # value left in place would stop every agent of the fleet.
                 self.on_repair(files.quarantine_corrupt(path), problem)
+            return data
+
+        def apply(data: dict[str, Any]) -> Any:
             entry = data.get(self.key) or {"failures": 0, "opened_at": None, "probe": None}
-            before = dict(entry)
-            result = change(entry)
-            if entry != before or self.key not in data:
-                data[self.key] = entry
-                files.write_json(path, data)
-            return result
+            data[self.key] = entry
+            return change(entry)
+
+        return files.update_json(paths.breaker(), paths.breaker_lock(), apply, load=load, timeout=30)
 
     def _check_wait(self, entry: dict[str, Any], agent: str) -> None:
         until = entry.get("wait_until")

@@ -144,6 +144,25 @@ def write_json(path: Path, data: Any, *, durable: bool = True, sync_dir: bool = 
     write_bytes_atomic(path, encode(data, compact=compact), durable=durable, sync_dir=sync_dir)
 
 
+def update_json(path: Path, lock: Path, change: Callable[[Any], T], *, load: Callable[[Path], Any],
+                timeout: float) -> T:
+    """Apply ``change`` to ``load(path)`` under ``lock``, write the data back if it changed
+    (or the file did not exist), and return what ``change`` returned."""
+    import copy
+
+    from filelock import FileLock
+
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(lock), timeout=timeout):
+        data = load(path)
+        before = copy.deepcopy(data)
+        result = change(data)
+        # Most updates find nothing new (a watchdog pass, a quiet breaker): leave the file alone.
+        if data != before or not path.exists():
+            write_json(path, data)
+    return result
+
+
 def read_json(path: Path) -> Any | None:
     """The parsed file, ``None`` when it does not exist, ``CorruptFile`` when unreadable."""
     try:

@@ -161,9 +161,9 @@ def _fast_run_args(args: list[str]) -> tuple[str, set[str], dict[str, str]] | No
 
 
 def main() -> None:
-    from datetime import datetime, timezone
+    from .clock import utcnow
 
-    started = datetime.now(timezone.utc)
+    started = utcnow()
     # Pydantic scans every installed package for plugins on first use; Mythline uses none,
     # and the scan costs tens of milliseconds on every command that validates the config.
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")

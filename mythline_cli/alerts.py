@@ -25,6 +25,7 @@ from typing import Any
 
 from . import __version__, files, paths
 from .agent import valid_name
+from .clock import utcnow
 from .errors import WebhookFailed  # noqa: F401 - re-exported: alerts.WebhookFailed
 from .redact import redact
 from .retry_after import retry_after as parse_retry_after
@@ -252,7 +253,7 @@ def send(settings, *, kind: str, message: str, agent: str | None = None, once_ke
 
 def _send(settings: Any, *, kind: str, message: str, agent: str | None, once_key: str | None,
           data: dict | None, now: datetime | None) -> dict | None:
-    now = now or datetime.now(timezone.utc)
+    now = now or utcnow()
     if now.tzinfo is None:
         now = now.replace(tzinfo=timezone.utc)
     if isinstance(data, dict) and data.get("scope") == "fleet" and agent is not None:

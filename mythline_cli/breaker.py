@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import files, paths
+from .clock import utcnow as _utcnow
 from .durations import format_duration, local_clock
 from .errors import BreakerOpen, ProviderWait  # noqa: F401 - re-exported
 from .procs import pid_alive
@@ -52,10 +53,6 @@ def wait_line(entry: dict[str, Any], now: datetime | None = None) -> str:
     when = local_clock(until, now)
     capped = f"; waiting {_say(waited)} (backoff.max)" if waited < asked else ""
     return f"the provider asked to wait {_say(asked)}{capped}; next try after {when}"
-
-
-def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def _aware(value: datetime | None) -> datetime | None:

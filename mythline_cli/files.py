@@ -19,10 +19,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .clock import utcnow
 from .errors import CorruptFile  # noqa: F401 - re-exported: files.CorruptFile
 
 T = TypeVar("T")
@@ -182,7 +183,7 @@ def read_json(path: Path) -> Any | None:
 def quarantine_corrupt(path: Path, now: datetime | None = None, *, keep: bool = False) -> Path:
     """Move a corrupt file aside as ``<name>.corrupt-<timestamp>`` and return the new path.
     ``keep``: copy it instead, leaving the original in place until a good one replaces it."""
-    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%S%fZ")
+    stamp = (now or utcnow()).strftime("%Y%m%dT%H%M%S%fZ")
     target = path.with_name(f"{path.name}.corrupt-{stamp}")
     if keep:
         write_bytes_atomic(target, _shared(path.read_bytes))

@@ -21,7 +21,6 @@ from . import __version__, files, paths
 from .agent import Agent
 from .redact import safe_url
 
-CONFIG_NAME = "mythline.toml"
 ENV_OVERRIDES = ("MYTHLINE_MODEL", "MYTHLINE_BASE_URL")
 # The shape of the copy: bumped whenever what it holds changes (2: agents carry their kind,
 # custom agents exist; 3: environment values are hashed; 4: the breaker's provider and
@@ -32,16 +31,12 @@ FORMAT = 4
 def locate(explicit: Path | None) -> Path | None | bool:
     """The config file the full path would use, None for built-in defaults, False when the
     full path would fail (a named file that is missing): then there is no fast answer."""
-    if explicit is not None:
-        return explicit if explicit.is_file() else False
-    env = os.environ.get("MYTHLINE_CONFIG")
-    if env:
-        path = Path(env).expanduser()
-        return path if path.is_file() else False
-    for candidate in (Path.cwd() / CONFIG_NAME, paths.user_config_dir() / CONFIG_NAME):
-        if candidate.is_file():
-            return candidate
-    return None
+    from .errors import ConfigError
+
+    try:
+        return paths.locate_config(explicit)[0]
+    except ConfigError:
+        return False
 
 
 def fingerprint(source: Path | None) -> dict[str, Any]:

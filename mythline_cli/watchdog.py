@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
+from .clock import utcnow
 from .alerts import close_incident, open_incident, open_incidents, send
 
 
@@ -45,7 +46,7 @@ def watch(settings, *, now: datetime | None = None) -> dict[str, Any]:
     """One watchdog pass: a ``down`` alert per new incident, a ``recovered`` alert per closed one."""
     from .status import collect
 
-    now = now or datetime.now(timezone.utc)
+    now = now or utcnow()
     data = collect(settings, now=now)
     incidents = open_incidents()
     sent: list[dict[str, Any]] = []

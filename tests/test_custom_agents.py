@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from helpers import lore_responder, mythline
-from test_status_fast import status_modules
+from probe import status_modules
 from mythline_cli import alerts, paths, settings_cache
 from mythline_cli.agent import MAX_NAME, RESERVED, WINDOWS_RESERVED, valid_name
 from mythline_cli.cli import app

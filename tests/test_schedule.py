@@ -7,7 +7,6 @@ round trip uses the real one, and xmllint checks the task XML against the schema
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shlex
@@ -19,6 +18,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+
+from probe import run_app
 from typer.testing import CliRunner
 
 from mythline_cli import schedule
@@ -659,25 +660,12 @@ def test_gui_script_is_declared() -> None:
 
 # -- imports ----------------------------------------------------------------------------------
 
-PROBE = """
-import json, sys
-from typer.testing import CliRunner
-from mythline_cli.cli import app
-result = CliRunner().invoke(app, json.loads(sys.argv[1]))
-print(json.dumps({"exit": result.exit_code, "stderr": result.stderr,
-                  "loaded": [m for m in ("openai", "tokencost", "anthropic") if m in sys.modules]}))
-"""
-
-
 @pytest.mark.parametrize("args", [["schedule", "cron"], ["schedule", "cron", "--fleet"],
                                   ["schedule", "windows", "--out", "tasks"]], ids=" ".join)
 def test_schedule_does_not_import_the_llm_stack(args: list[str]) -> None:
-    proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps(args)], capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert report["exit"] == 0, report["stderr"]
-    assert report["loaded"] == []
+    report = run_app(args)
+    assert report.returncode == 0, report.stderr
+    assert report.llm_stack == set()
 
 
 @pytest.mark.parametrize("line,key", [

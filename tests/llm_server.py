@@ -309,6 +309,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             "headers": {k.lower(): v for k, v in self.headers.items()},
             "body": body,
             "time": time.monotonic(),
+            "client_port": self.client_address[1],  # one per connection: shows keep-alive
         }
         owner._record(request)
 

@@ -1,12 +1,7 @@
 """Alerts: an event line always, then an optional webhook and an optional command.
 
-``send`` is called from the cycle (budget warnings, quarantines, failure streaks) and from
-``mythline watchdog`` (down, recovered). It never raises: an alert must never break a run.
-
-Dedup lives in ``alerts.json`` under ``alerts.lock``. The lock is held only for the
-read-modify-write of that file, never across the webhook or the command, and a key is
-recorded *before* delivery: a crash mid-delivery loses that one alert instead of repeating
-it on every later cycle (at most once).
+``send`` never raises: an alert must never break a run. Delivery and dedup (at most once
+per key): docs/alerts.md.
 """
 
 from __future__ import annotations

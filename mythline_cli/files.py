@@ -1,13 +1,8 @@
-"""The one place that writes: atomic JSON replace, JSONL append, tolerant reads.
+"""The one place that writes: atomic JSON replace, JSONL append, tolerant reads, the locked
+read-modify-write of a shared JSON file.
 
-Invariant: after a crash every file is either its old or its new version. JSON files
-are written to a temp file in the same directory, fsynced, then ``os.replace``-d over
-the target (atomic on POSIX and on NTFS), and the directory is fsynced so that the rename
-itself survives a power cut. ``durable=False`` leaves the fsyncs out for files that lose
-nothing if a power cut takes them back or empties them (heartbeats, the settings cache,
-``ledger.json``, which its fsynced journal rebuilds). A JSONL append is one
-``write`` of whole lines; a torn tail loses at most the lines being written, and the next
-append starts on a fresh line.
+After a crash every file is its old or its new version; how, and which files skip the
+fsyncs: docs/how-it-works.md, "Crash safety".
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@ run predicts is what the real run then does (the call it sends first, or none, a
 
 from __future__ import annotations
 
+import copy
 import json
 from datetime import datetime, timezone
 from pathlib import Path
@@ -14,6 +15,7 @@ from typer.testing import CliRunner
 from factories import record_json
 from helpers import is_audit, lore_responder
 from llm_server import Reply, completion
+from mythline_cli import planner
 from mythline_cli.cli import app
 
 AGENT = "world-npcs"
@@ -97,6 +99,10 @@ def test_dry_run_predicts_what_the_real_run_does(name, home, config, llm_server)
     plan = json.loads(dry.stdout)
     assert plan["step"] == expected, plan
     assert (home / "agents" / AGENT / "checkpoint.json").read_text() == before  # a dry run writes nothing
+    shown = run("run", AGENT, "--dry-run")
+    assert shown.exit_code == dry.exit_code
+    if expected in ("store", "reject", "quarantine"):
+        assert f"· {expected} (attempt" in shown.output and "call nothing" in shown.output
 
     real = run("run", AGENT, "--json")
     outcome = json.loads(real.stdout)
@@ -110,3 +116,49 @@ def test_dry_run_predicts_what_the_real_run_does(name, home, config, llm_server)
         assert llm_server.count() == 0, (plan, outcome)
         assert outcome["result"] in RESULTS.get(plan["step"], {None}), (plan, outcome)
 
+
+
+# -- the planner alone: pure, and open to new stages --------------------------------------
+
+def _ctx_and_checkpoint(steps: dict[str, Any] | None):
+    from mythline_cli.checkpoint import Checkpoint
+    from mythline_cli.config import parse_config
+
+    settings = parse_config({})
+    data = {"version": 1, "agent": AGENT, "topics": {}, "current": None}
+    if steps is not None:
+        data["current"] = {"topic": FIRST, "attempt": 1, "run_id": "r", "started": "x", "steps": steps}
+    return planner.Context.of(settings, settings.agent(AGENT)), Checkpoint(AGENT, data)
+
+
+@pytest.mark.parametrize("steps", [None, {"research": step("no")}, {"research": step(GOOD), "audit": step(audit())}])
+def test_planning_changes_nothing(steps):
+    ctx, ck = _ctx_and_checkpoint(steps)
+    before = copy.deepcopy(ck.data)
+    first = planner.plan(ctx, ck)
+    assert ck.data == before
+    assert planner.plan(ctx, ck) == first  # the same state, the same plan
+
+
+def test_unreadable_answers_are_noted_once_per_step():
+    ctx, ck = _ctx_and_checkpoint({"research": step("no"), "repair": step("{")})
+    found = planner.plan(ctx, ck)
+    assert [(event, data["step"]) for event, data in found.notes] == [("invalid-output", "research"),
+                                                                        ("invalid-output", "repair")]
+    assert isinstance(found.action, planner.Reject) and found.action.keep == ()
+    assert found.action.issues[0].startswith("the answer was not a valid record: ")
+
+
+def test_a_new_stage_is_planned_in_its_place(monkeypatch):
+    """A step added to ``STAGES`` runs in its place: here one before research, until recorded."""
+    def fetch_stage(at: planner.Attempt) -> planner.Action | None:
+        if "fetch" not in at.steps:
+            return planner.Call("fetch", [{"role": "user", "content": f"sources for {at.topic}"}], {})
+        return None
+
+    monkeypatch.setattr(planner, "STAGES", (fetch_stage, *planner.STAGES))
+    ctx, ck = _ctx_and_checkpoint(None)
+    assert planner.plan(ctx, ck).action == planner.Call("fetch", [{"role": "user", "content": f"sources for {FIRST}"}],
+                                                        {})
+    ctx, ck = _ctx_and_checkpoint({"fetch": step("[]")})
+    assert planner.plan(ctx, ck).action.name == "research"

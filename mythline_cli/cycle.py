@@ -224,9 +224,8 @@ class Cycle:
         killswitch.check(agent.name)
         previous, hb_moved = hb_mod.read(agent.name)
         if not self.force:
+            # Before the heartbeat: a run skipped for a backoff or the provider's wait leaves no trace.
             backoff.check(agent.name, previous)
-        if not self.force:
-            # Before the heartbeat: a run skipped for the provider's wait leaves no trace, like backoff.
             self.breaker.check_wait(agent.name)
         ck = Checkpoint.load(agent.name)
         self.hb = Heartbeat(agent.name, self.run_id, previous=previous, pid=os.getpid(), secrets=self.events.secrets)
@@ -283,10 +282,10 @@ class Cycle:
             return self._end(t0, "failed", exc.exit_code, topic, str(exc), ck, warnings, failure=False)
         except LLMError as exc:
             self.emit("error", step=self.hb.data.get("step"), error=str(exc), status=exc.status)
-            message = f"{agent.name}: {exc}"
+            line = f"{agent.name}: {exc}"
             if self._wait_line:
-                message += f"; {self._wait_line}"
-            return self._end(t0, "failed", ExitCode.FAILED, topic, message, ck, warnings)
+                line += f"; {self._wait_line}"
+            return self._end(t0, "failed", ExitCode.FAILED, topic, line, ck, warnings)
         except LedgerCorrupt as exc:
             self.emit("error", step=self.hb.data.get("step"), error=str(exc))
             return self._end(t0, "failed", exc.exit_code, topic, str(exc), ck, warnings)
@@ -296,7 +295,7 @@ class Cycle:
             self.emit("error", step=self.hb.data.get("step"), error=f"{type(exc).__name__}: {exc}")
             self._end(t0, "failed", ExitCode.FAILED, topic, f"{agent.name}: {exc}", ck, warnings)
             raise
-        message = None
+        message: str | None = None
         if result == "quarantined":
             message = notify.quarantined(self.settings, agent, self.emit, topic, self._issues)
         out = self._end(t0, "ok", ExitCode.OK, topic, None, ck, warnings, result=result)
@@ -310,7 +309,7 @@ class Cycle:
             return {}
 
     def _end(self, t0: float, state: str, code: int, topic: str | None, message: str | None, ck: Checkpoint,
-             warnings: list[str], *, failure: bool = True, result: str | None = None) -> Outcome:
+             warnings: list[str], *, failure: bool = True, result: Result | None = None) -> Outcome:
         now = datetime.now(timezone.utc).isoformat()
         fields: dict[str, Any] = {"topics": ck.counts(self.agent.topics), **self._today_safe()}
         if state == "ok":

@@ -918,8 +918,8 @@ def test_a_failed_ledger_json_write_does_not_hide_a_journaled_change(home: Path,
     import errno
 
     from mythline_cli import files
-    from mythline_cli.ledger import storage as ledger_mod
     from mythline_cli.ledger import replay
+    from mythline_cli.ledger import storage as ledger_mod
 
     monkeypatch.setattr(ledger_mod, "SAVE_IN_LOCK", in_lock)
 

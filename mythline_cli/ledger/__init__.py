@@ -21,7 +21,6 @@ holder is gone; the rules decide everything else, the same for every backend.
 
 from .core import Ledger, Reservation, Usage, crossings
 from .journal import VERSION, Entry, State, apply, replay
-from .journal import empty as _empty
 from .report import AgentUsage, BudgetReport, Figures, FleetUsage, FleetWindow
 from .storage import LOCK_TIMEOUT
 from .windows import utcnow, window_keys, zone

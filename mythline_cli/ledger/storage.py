@@ -71,11 +71,11 @@ def _corrupt(path: Path, problem: str) -> LedgerCorrupt:
 class FileAccess:
     """One access under the file lock: the loaded ledger and the batch of entries it journals."""
 
-    __slots__ = ("state", "_batch", "_now", "_host", "_alive")
+    __slots__ = ("_alive", "_batch", "_host", "_now", "state")
 
     def __init__(self, state: State, now: Callable[[], datetime], host: str) -> None:
         self.state = state
-        self._batch: list[Entry] = []
+        self._batch: list[Any] = []  # Entry; files.append_jsonl_many takes plain dicts
         self._now = now
         self._host = host
         self._alive = {os.getpid(): True}  # one check per process per access, and none for this one

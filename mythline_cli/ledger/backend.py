@@ -1,4 +1,9 @@
-"""The storage seam: what a ledger backend provides. The file backend is ``storage.FileStore``."""
+"""The storage seam: what a ledger backend provides. The file backend is ``storage.FileStore``.
+
+An access may be a transaction: it sees every entry journaled before it, and the entries it
+logs become durable together when it ends; it is never held across a call to the provider.
+Liveness is the backend's: a PID on one host, a lease across hosts.
+"""
 
 from __future__ import annotations
 
@@ -16,8 +21,8 @@ class Access(Protocol):
     def log(self, entry: Entry) -> Entry:
         """Number and time ``entry``, apply it to ``state`` and journal it; returns it numbered.
 
-        Entries logged in an access are durable once the access ends, also when its block
-        raises (a crash at that point leaves the same)."""
+        Whether the entries of an access whose block raised are kept is the backend's choice:
+        either is a state a crash could leave (the file backend keeps them)."""
         ...
 
     def holder(self) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from . import __version__, files, schedule
+from . import __version__, files, paths, schedule
 from .config import Settings
 from .durations import format_duration
 from .errors import ConfigError, UsageError
@@ -253,6 +253,11 @@ def plan(settings: Settings, *, image: str = DEFAULT_IMAGE, namespace: str = DEF
     """The ConfigMap and one CronJob per agent (suspended when paused or disabled), plus the watchdog's."""
     if paused is None:
         from .killswitch import is_paused as paused
+
+        root = paths.home()
+        if root.exists() and not root.is_dir():  # every flag would look absent: say so instead
+            raise paths.StateHomeUnusable(root, "is not a directory, so it cannot be the state home",
+                                          "point MYTHLINE_HOME at a directory, or move the file away")
     check_image(image)
     check_namespace(namespace)
     _check_secrets(settings)

@@ -373,6 +373,44 @@ def test_out_naming_a_file_is_refused(starter: Path) -> None:
     assert Path("k8s").read_text(encoding="utf-8") == "not a folder\n"
 
 
+def test_a_state_home_that_is_a_file_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    state = tmp_path / "state-file"
+    state.write_text("", encoding="utf-8")
+    proc = mythline("schedule", "kubernetes", env={"MYTHLINE_HOME": str(state)})
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.splitlines() == [f"mythline: {state} is not a directory, so it cannot be the state home; "
+                                        "point MYTHLINE_HOME at a directory, or move the file away"]
+
+
+def test_the_model_and_base_url_of_this_shell_are_carried(starter: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MYTHLINE_MODEL", "some/model")
+    monkeypatch.setenv("MYTHLINE_BASE_URL", "https://llm.example/v1")
+    docs = generate()
+    check_all(docs)
+    for doc in docs:
+        if doc["kind"] == "CronJob":
+            env = env_of(doc)
+            assert env["MYTHLINE_MODEL"] == {"name": "MYTHLINE_MODEL", "value": "some/model"}
+            assert env["MYTHLINE_BASE_URL"] == {"name": "MYTHLINE_BASE_URL", "value": "https://llm.example/v1"}
+
+
+def test_the_image_runs_as_the_manifests_user_and_holds_no_secret() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    users = re.findall(r"^USER (\S+)$", dockerfile, re.M)
+    assert users == [f"{kubernetes.USER_ID}:{kubernetes.USER_ID}"]  # the last USER is the one that runs
+    assert f"--uid {kubernetes.USER_ID}" in dockerfile and f"--gid {kubernetes.USER_ID}" in dockerfile
+    assert f"MYTHLINE_HOME={kubernetes.HOME_DIR}" in dockerfile
+    assert re.search(r'^ENTRYPOINT \["mythline"\]$', dockerfile, re.M)
+    for name in ("OPENROUTER_API_KEY", kubernetes.STATE_ENV, "MYTHLINE_WEBHOOK_URL", "PGPASSWORD"):
+        assert name not in dockerfile
+    assert not re.search(r"^(ARG|ENV)\b.*(KEY|PASSWORD|SECRET)", dockerfile, re.M)
+    # Only what the image installs goes into the build: no venv, state home, key store or config.
+    ignore = (ROOT / ".dockerignore").read_text(encoding="utf-8").split()
+    assert ignore[ignore.index("*") + 1:][:3] == ["!pyproject.toml", "!README.md", "!mythline_cli/"]
+    copied = re.findall(r"^COPY (?!--from)(.+) \S+$", dockerfile, re.M)
+    assert copied == ["pyproject.toml README.md", "mythline_cli"]
+
+
 @pytest.mark.parametrize("dsn,has", [
     ("postgresql://mythline@db/mythline", False),
     ("postgresql://db.example:5432/mythline?sslmode=require", False),

@@ -12,8 +12,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -456,22 +459,25 @@ def _lay_out(docs: dict[str, dict[str, Any]], cronjob: dict[str, Any], root: Pat
     return mounts
 
 
-def test_the_pods_command_runs_with_its_environment_and_configmap(tmp_path: Path, llm_server,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    project = tmp_path / "project"
-    project.mkdir()
-    monkeypatch.chdir(project)
+MARK = "MARK-FROM-THE-CONFIGMAP"
+
+
+def _pod(root: Path, llm_server) -> tuple[dict[str, Any], dict[str, Path], dict[str, str]]:  # noqa: ANN001
+    """world-npcs's container, its volumes laid out under ``root`` and its environment, for a
+    config that talks to the scripted server with the starter's prompts (research edited)."""
+    project = root / "project"
+    project.mkdir(parents=True)
+    os.chdir(project)
     assert invoke("init").exit_code == 0
     config = write_config(project / "server.toml", base_url=llm_server.base_url,
                           sections={"budget": {"timezone": "UTC"}})
-    # The starter's prompts beside a config for the scripted server; the research prompt edited.
-    text = 'prompts_dir = "prompts"\n' + config.read_text(encoding="utf-8")
-    Path("mythline.toml").write_text(text, encoding="utf-8")
+    Path("mythline.toml").write_text('prompts_dir = "prompts"\n' + config.read_text(encoding="utf-8"),
+                                     encoding="utf-8")
     research = Path("prompts/research.md")
-    research.write_text(research.read_text(encoding="utf-8") + "\nMARK-FROM-THE-CONFIGMAP\n", encoding="utf-8")
+    research.write_text(research.read_text(encoding="utf-8") + f"\n{MARK}\n", encoding="utf-8")
     docs = by_kind(generate())
     cronjob = docs["CronJob/mythline-world-npcs"]
-    mounts = _lay_out(docs, cronjob, tmp_path / "pod")
+    mounts = _lay_out(docs, cronjob, root / "pod")
     container = pod_spec(cronjob)["containers"][0]
     secrets = {KEY_ENV: TEST_KEY}
     env = {k: v for k, v in os.environ.items() if not k.startswith("MYTHLINE_") and k != KEY_ENV}
@@ -485,17 +491,69 @@ def test_the_pods_command_runs_with_its_environment_and_configmap(tmp_path: Path
             env[var["name"]] = value
         elif var["name"] in secrets:
             env[var["name"]] = secrets[var["name"]]
-        # MYTHLINE_STATE is left out: this run keeps its state in the pod's emptyDir.
-    llm_server.responder = lore_responder("world-npcs")
+        # MYTHLINE_STATE is left out: these runs keep their state in the pod's emptyDir.
     assert container["command"] == ["mythline"]
-    proc = subprocess.run([sys.executable, "-m", "mythline_cli", *container["args"]], env=env,
-                          cwd=tmp_path / "pod", capture_output=True, text=True, timeout=120)
+    llm_server.responder = lore_responder("world-npcs")
+    return container, mounts, env
+
+
+def _ran_a_cycle(proc: subprocess.CompletedProcess[str], mounts: dict[str, Path], llm_server) -> None:  # noqa: ANN001
     assert proc.returncode == 0, proc.stderr
     assert TEST_KEY not in proc.stdout + proc.stderr
-    home = mounts[kubernetes.HOME_DIR]
-    assert list((home / "store").rglob("*.json")), "no record stored in the pod's home"
-    research_calls = [r for r in llm_server.requests if "MARK-FROM-THE-CONFIGMAP" in json.dumps(r["body"])]
-    assert research_calls, "the research prompt from the ConfigMap did not reach the model"
+    assert list((mounts[kubernetes.HOME_DIR] / "store").rglob("*.json")), "no record stored in the pod's home"
+    assert any(MARK in json.dumps(r["body"]) for r in llm_server.requests), \
+        "the research prompt from the ConfigMap did not reach the model"
+
+
+def test_the_pods_command_runs_with_its_environment_and_configmap(tmp_path: Path, llm_server) -> None:
+    container, mounts, env = _pod(tmp_path, llm_server)
+    proc = subprocess.run([sys.executable, "-m", "mythline_cli", *container["args"]], env=env,
+                          cwd=tmp_path / "pod", capture_output=True, text=True, timeout=120)
+    _ran_a_cycle(proc, mounts, llm_server)
+
+
+def _can_sandbox() -> bool:
+    if os.name != "posix" or os.geteuid() != 0 or not (shutil.which("unshare") and shutil.which("setpriv")):
+        return False
+    probe = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", "mount -o remount,bind,ro /"],
+                           capture_output=True, timeout=30)
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not _can_sandbox(), reason="needs root, unshare and setpriv for a private read-only mount")
+def test_the_pod_runs_as_its_user_on_a_read_only_root(llm_server) -> None:
+    """readOnlyRootFilesystem and runAsUser, as far as one machine can play them: a private
+    mount namespace where / is read-only, the ConfigMap's folder read-only, and only the
+    emptyDirs writable, with the run as uid 10001."""
+    uid = str(pod_spec(by_kind(generate())["CronJob/mythline-world-npcs"])["securityContext"]["runAsUser"])
+    # Not under tmp_path: pytest's base folder is root's alone, and uid 10001 must get through.
+    root = Path(tempfile.mkdtemp(prefix="mythline-pod-"))
+    here = Path.cwd()
+    try:
+        root.chmod(0o755)
+        container, mounts, env = _pod(root, llm_server)
+        for path in [root / "pod", *(root / "pod").rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        binds = []
+        for mount_path, folder in mounts.items():
+            if mount_path in (kubernetes.HOME_DIR, "/tmp"):
+                os.chown(folder, int(uid), int(uid))  # the emptyDir, given to fsGroup
+            binds.append(f"mount --bind {shlex.quote(str(folder))} {shlex.quote(str(folder))}")
+            if mount_path == kubernetes.CONFIG_DIR:
+                binds.append(f"mount -o remount,bind,ro {shlex.quote(str(folder))}")
+        env.update(HOME=str(mounts[kubernetes.HOME_DIR]), TMPDIR=str(mounts["/tmp"]), PYTHONDONTWRITEBYTECODE="1")
+        run = " ".join(shlex.quote(w) for w in
+                       ["setpriv", "--reuid", uid, "--regid", uid, "--clear-groups", "--",
+                        sys.executable, "-m", "mythline_cli", *container["args"]])
+        script = " && ".join([*binds, "mount -o remount,bind,ro /", f"exec {run}"])
+        proc = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script], env=env,
+                              cwd=root / "pod", capture_output=True, text=True, timeout=120)
+        _ran_a_cycle(proc, mounts, llm_server)
+        assert {p.stat().st_uid for p in mounts[kubernetes.HOME_DIR].rglob("*")} == {int(uid)}
+        assert not list(mounts[kubernetes.CONFIG_DIR].rglob("*.lock"))
+    finally:
+        os.chdir(here)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 # -- the checked-in copy --------------------------------------------------------------------------

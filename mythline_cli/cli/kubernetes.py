@@ -22,7 +22,7 @@ Examples:
 
 \b
   mythline schedule kubernetes | kubectl apply -f -
-  mythline schedule kubernetes --out deploy/kubernetes && kubectl apply -f deploy/kubernetes
+  mythline schedule kubernetes --image registry.example/mythline:0.1.0 --out k8s && kubectl apply -f k8s
 """
 
 

@@ -123,7 +123,12 @@ def cronjob_name(agent: str) -> str:
     return name
 
 
-def _secret_env(name: str) -> dict[str, Any]:
+def _secret_env(name: str, setting: str | None = None) -> dict[str, Any]:
+    from .keys import NAME
+
+    if not NAME.match(name):
+        raise UsageError(f"{setting} = {name!r} cannot name a variable the pods read from a Secret; use letters, "
+                         "digits and '_', like OPENROUTER_API_KEY")
     return {"name": name, "valueFrom": {"secretKeyRef": {"name": SECRET, "key": name}}}
 
 
@@ -269,9 +274,9 @@ def plan(settings: Settings, *, image: str = DEFAULT_IMAGE, namespace: str = DEF
     common += [{"name": k, "value": v} for k, v in sorted(schedule.carried_env().items())]
     common.append(_secret_env(STATE_ENV))
     webhook = settings.config.alerts.webhook_url_env
-    alerts_env = [_secret_env(webhook)] if webhook else []
+    alerts_env = [_secret_env(webhook, "alerts.webhook_url_env")] if webhook else []
     key = settings.provider.api_key_env
-    agent_env = ([_secret_env(key)] if key else []) + alerts_env
+    agent_env = ([_secret_env(key, "provider.api_key_env")] if key else []) + alerts_env
     # On SIGTERM a run stops at its next step boundary, after the call in flight: give that
     # call its timeout before the kubelet kills the pod.
     pod = _Pod(image=image, env=common, items=items, grace=int(settings.provider.timeout) + 30)

@@ -349,13 +349,16 @@ def test_the_stream_and_the_files_hold_the_same_objects(starter: Path) -> None:
     ('[agents.lore-]\nkind = "world-lore"\ntopics = ["x"]\n', [],
      "agent lore- cannot name a CronJob (mythline-lore-): a Kubernetes name ends with a letter or digit; rename "
      "the agent in the config"),
+    ('[provider]\napi_key_env = "MY KEY"\n', [],
+     "provider.api_key_env = 'MY KEY' cannot name a variable the pods read from a Secret; use letters, digits "
+     "and '_', like OPENROUTER_API_KEY"),
     ("", ["--namespace", "Lore_Team"],
      "'Lore_Team' is not a Kubernetes namespace name: lowercase letters, digits and '-', at most 63, starting "
      "and ending with a letter or digit"),
     ("", ["--image", "my image"], "'my image' is not an image reference; give one like"),
     ("", ["--json"], "--json lists the files written; use it with --out DIR"),
-], ids=["webhook-url", "prompts-absolute", "prompts-outside", "agent-watchdog", "agent-dash", "namespace",
-        "image", "json-without-out"])
+], ids=["webhook-url", "prompts-absolute", "prompts-outside", "agent-watchdog", "agent-dash", "key-variable",
+        "namespace", "image", "json-without-out"])
 def test_refusals(toml: str, args: list[str], message: str) -> None:
     Path("mythline.toml").write_text(toml, encoding="utf-8")
     proc = mythline("schedule", "kubernetes", "--out", "k8s", *args) if "--json" not in args else \

@@ -66,6 +66,7 @@ def _fast_read(argv: list[str]) -> int | None:
             if paths.home().exists():  # never create a state home just to cache
                 settings_cache.save(settings)
         # The cache has what these read: caps, intervals, queues.
+        data: Any
         if command == "status":
             from .status import collect
 

@@ -86,9 +86,9 @@ CRON_FIELD = re.compile(r"^(\*|\d+(-\d+)?)(/\d+)?$")
 def api_rules(doc: dict[str, Any]) -> None:
     meta = doc["metadata"]
     assert DNS_LABEL.match(meta["name"]) and DNS_LABEL.match(meta["namespace"])
-    for key, value in {**meta.get("labels", {}), **meta.get("annotations", {})}.items():
+    for key in {**meta.get("labels", {}), **meta.get("annotations", {})}:
         assert LABEL_KEY.match(key), key
-    for key, value in meta.get("labels", {}).items():
+    for value in meta.get("labels", {}).values():
         assert len(value) <= 63 and LABEL_VALUE.match(value), value
     if doc["kind"] == "ConfigMap":
         assert all(CONFIG_KEY.match(k) for k in doc["data"])

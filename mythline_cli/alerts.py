@@ -23,8 +23,8 @@ from .agent import valid_name
 from .clock import utcnow
 from .errors import WebhookFailed  # noqa: F401 - re-exported: alerts.WebhookFailed
 from .redact import redact
-from .retry_after import retry_after as parse_retry_after
 from .redact import safe_url as redact_url
+from .retry_after import retry_after as parse_retry_after
 
 KINDS = ("budget-warn", "quarantine", "failures", "down", "recovered")
 KEEP_KEYS = timedelta(days=60)
@@ -79,7 +79,7 @@ def post_json(url: str, body: dict[str, Any], *, timeout: float, retries: int,
             retryable = exc.code == 429 or 500 <= exc.code < 600
             asked = parse_retry_after(exc.headers)
             retry_after = None if asked is None else min(asked, MAX_RETRY_AFTER)
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             raise WebhookFailed(f"no answer within {timeout:g}s", attempts=attempt) from None
         except urllib.error.URLError as exc:
             if isinstance(exc.reason, (TimeoutError, socket.timeout)):

@@ -15,11 +15,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from . import paths
-from .paths import locate_config
-from .durations import in_range, parse_duration
 from .agent import Agent, name_problem
+from .durations import in_range, parse_duration
 from .errors import ConfigError, UsageError
 from .fleet.topics import DESCRIPTIONS, DOMAINS, TOPICS
+from .paths import locate_config
 
 OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
 DEFAULT_MODEL = "openai/gpt-4o-mini"

@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from . import heartbeat, killswitch
-from .heartbeat import parse_time
 from .config import Settings
 from .errors import ExitCode
+from .heartbeat import parse_time
 from .status import agent_state
-
 
 # `run --due` is started by cron every minute: half of that absorbs the start-up jitter.
 TOLERANCE = 30.0

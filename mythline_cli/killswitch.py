@@ -8,7 +8,6 @@ from pathlib import Path
 from . import files, paths
 from .errors import Paused  # noqa: F401 - re-exported: killswitch.Paused
 
-
 MAX_NOTE = 200
 
 

@@ -78,7 +78,7 @@ def acquire(path: Path | str, timeout: float, *, kind: str | None = None,
 # -- POSIX: flock, queued in the kernel -----------------------------------------------------
 
 class _Flock:
-    __slots__ = ("fd", "acquired_at", "released_at")
+    __slots__ = ("acquired_at", "fd", "released_at")
 
     def __init__(self, fd: int, acquired_at: float | None = None) -> None:
         self.fd = fd
@@ -232,7 +232,7 @@ def _wait_under_alarm(path: str, fd: int, deadline: float | None) -> Held:
 # -- everywhere else: filelock, polling ------------------------------------------------------
 
 class _FileLockHeld:
-    __slots__ = ("lock", "acquired_at", "released_at")
+    __slots__ = ("acquired_at", "lock", "released_at")
 
     def __init__(self, lock: Any) -> None:
         self.lock = lock

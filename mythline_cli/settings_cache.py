@@ -28,7 +28,7 @@ ENV_OVERRIDES = ("MYTHLINE_MODEL", "MYTHLINE_BASE_URL")
 FORMAT = 4
 
 
-def locate(explicit: Path | None) -> Path | None | bool:
+def locate(explicit: Path | None) -> Path | bool | None:
     """The config file the full path would use, None for built-in defaults, False when the
     full path would fail (a named file that is missing): then there is no fast answer."""
     from .errors import ConfigError

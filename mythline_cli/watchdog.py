@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from .clock import utcnow
 from .alerts import close_incident, open_incident, open_incidents, send
+from .clock import utcnow
 
 
 def _when(ts: str | None) -> str:

@@ -9,8 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from helpers import TEST_KEY, is_audit
 from mythline_cli.ledger import replay
+
+from helpers import TEST_KEY, is_audit
 
 AGENT = "world-npcs"
 LAUNCHER = Path(__file__).with_name("crash_launcher.py")
@@ -26,7 +27,7 @@ def recorded_steps(home: Path) -> set[str]:
         ck = json.loads((home / "agents" / AGENT / "checkpoint.json").read_text())
     except FileNotFoundError:
         return set()
-    return set(((ck.get("current") or {}).get("steps") or {}))
+    return set((ck.get("current") or {}).get("steps") or {})
 
 
 def open_reservations(home: Path) -> set[str]:

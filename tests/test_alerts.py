@@ -16,10 +16,11 @@ from typing import Any
 
 import pytest
 
-from helpers import KEY_ENV, TEST_KEY
 from mythline_cli import alerts, paths
 from mythline_cli.config import parse_config
 from mythline_cli.files import iter_jsonl
+
+from helpers import KEY_ENV, TEST_KEY
 from webhook_server import Answer, Hang, WebhookServer
 
 HOOK_ENV = "MYTHLINE_TEST_WEBHOOK"

@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from probe import run_app
 import typer.main
+from probe import run_app
 from typer.testing import CliRunner
 
 from mythline_cli.cli import app

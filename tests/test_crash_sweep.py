@@ -13,15 +13,14 @@ import os
 import signal
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from concurrent.futures import ThreadPoolExecutor
-
 import pytest
+from sweeps import AGENT, check_invariants, launch, open_reservations, recorded_steps, write_points
 
 from helpers import lore_responder
 from llm_server import ScriptedLLMServer
-from sweeps import AGENT, check_invariants, launch, open_reservations, recorded_steps, write_points
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
 

@@ -8,14 +8,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from probe import run_app
 from typer.testing import CliRunner
 
-from helpers import KEY_ENV, TEST_KEY
-from probe import run_app
 from mythline_cli import schedule
-from mythline_cli.cli import app
-from mythline_cli.cli import doctor
+from mythline_cli.cli import app, doctor
 from mythline_cli.config import load_settings
+
+from helpers import KEY_ENV, TEST_KEY
 
 runner = CliRunner()
 

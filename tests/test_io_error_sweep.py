@@ -16,10 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from sweeps import AGENT, check_invariants, launch, open_reservations, recorded_steps, write_points
 
 from helpers import lore_responder
 from llm_server import ScriptedLLMServer
-from sweeps import AGENT, check_invariants, launch, open_reservations, recorded_steps, write_points
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="the sweep's launcher counts POSIX opens")
 

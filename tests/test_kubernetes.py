@@ -24,13 +24,14 @@ from zoneinfo import ZoneInfo
 import kubernetes_validate
 import pytest
 import yaml
+from test_cli_help import PROBE
 from typer.testing import CliRunner
 
-from helpers import KEY_ENV, TEST_KEY, lore_responder, mythline, write_config
 from mythline_cli import kubernetes, schedule
 from mythline_cli.cli import app
 from mythline_cli.fleet.topics import TOPICS
-from test_cli_help import PROBE
+
+from helpers import KEY_ENV, TEST_KEY, lore_responder, mythline, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKED_IN = ROOT / "deploy" / "kubernetes"

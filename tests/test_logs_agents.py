@@ -16,16 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from probe import run_app
 from typer.testing import CliRunner
 
 from mythline_cli import paths
 from mythline_cli.cli import app
 from mythline_cli.cli.logs import follow, snapshot
+from mythline_cli.config import load_settings
 from mythline_cli.files import append_jsonl
 from mythline_cli.status import collect
-from mythline_cli.config import load_settings
 
 runner = CliRunner()
 AGENT = "world-npcs"

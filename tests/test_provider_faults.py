@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import is_audit, lore_responder, mythline, topic_of
 from factories import record_json
+from helpers import is_audit, lore_responder, mythline, topic_of
 from llm_server import Reply, completion, error
 
 AGENT = "world-npcs"

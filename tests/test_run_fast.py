@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from probe import Probe, run_main
 
 from helpers import lore_responder, mythline
-from probe import Probe, run_main
 
 AGENT = "world-npcs"
 

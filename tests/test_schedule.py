@@ -18,7 +18,6 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-
 from probe import run_app
 from typer.testing import CliRunner
 

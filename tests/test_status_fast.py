@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from helpers import lore_responder, mythline
 from probe import status_modules
+
+from helpers import lore_responder, mythline
+
 
 def without_now(text: str) -> dict:
     data = json.loads(text)

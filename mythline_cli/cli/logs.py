@@ -108,7 +108,7 @@ def style_of(event: dict[str, Any]) -> str:
 
 
 def line(event: dict[str, Any]) -> str:
-    return f"{local_time(event.get('ts'))}  {str(event.get('event', '?')):<14} {' '.join(facts(event))}".rstrip()
+    return f"{local_time(event.get('ts'))}  {event.get('event', '?')!s:<14} {' '.join(facts(event))}".rstrip()
 
 
 class Printer:
@@ -126,7 +126,7 @@ class Printer:
 
             head = Text()
             head.append(f"{local_time(event.get('ts'))}  ", style="dim")
-            head.append(f"{str(event.get('event', '?')):<14} ", style=style_of(event) or "bold")
+            head.append(f"{event.get('event', '?')!s:<14} ", style=style_of(event) or "bold")
             head.append(" ".join(facts(event)))
             self.console.print(head)
             return

@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 import kubernetes_validate
 import pytest
 import yaml
-from test_cli_help import PROBE
+from probe import run_app
 from typer.testing import CliRunner
 
 from mythline_cli import kubernetes, schedule
@@ -434,12 +434,9 @@ def test_dsn_has_password(dsn: str, has: bool) -> None:
 
 def test_does_not_import_the_llm_stack(starter: Path) -> None:
     for args in (["schedule", "kubernetes"], ["schedule", "kubernetes", "--out", "k8s", "--json"]):
-        proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps(args)], capture_output=True, text=True,
-                              timeout=120)
-        assert proc.returncode == 0, proc.stderr
-        report = json.loads(proc.stdout.strip().splitlines()[-1])
-        assert report["exit"] == 0, report["stderr"]
-        assert not any(report["loaded"][m] for m in ("openai", "tokencost", "anthropic")), report["loaded"]
+        report = run_app(args)
+        assert report.returncode == 0, report.stderr
+        assert report.llm_stack == set(), report.loaded
 
 
 # -- the pod's own command, with its environment and its ConfigMap ---------------------------------

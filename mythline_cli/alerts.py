@@ -20,12 +20,15 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__, files, paths
 from .agent import valid_name
 from .redact import redact
 from .redact import safe_url as redact_url
+
+if TYPE_CHECKING:
+    from .status import StatusRow
 
 KINDS = ("budget-warn", "quarantine", "failures", "down", "recovered")
 KEEP_KEYS = timedelta(days=60)
@@ -411,7 +414,7 @@ def _when(ts: str | None) -> str:
         return ts
 
 
-def _down_message(row: dict[str, Any], settings: Any) -> str:
+def _down_message(row: StatusRow, settings: Any) -> str:
     name = row["agent"]
     from .durations import format_duration
 

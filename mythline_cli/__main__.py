@@ -161,6 +161,7 @@ def main() -> None:
     if code is None:
         code = _fast_run(argv)
     if code is not None:
+        _skip_final_collection()
         sys.exit(code)
     from .cli import app
 
@@ -169,7 +170,18 @@ def main() -> None:
     except SystemExit as exc:
         if exc.code == 2:
             _record_usage_error(argv, started)
+        _skip_final_collection()
         raise
+
+
+def _skip_final_collection() -> None:
+    # What the command allocated lives until the process ends anyway. Without this, the garbage
+    # collections of the interpreter's shutdown walk all of it (a run holds the openai SDK's
+    # thousands of classes): a fifth of a short command's time. atexit handlers and stream
+    # flushes still run as usual.
+    import gc
+
+    gc.freeze()
 
 
 def _record_usage_error(argv: list[str], started: datetime) -> None:

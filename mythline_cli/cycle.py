@@ -530,7 +530,7 @@ class Cycle:
         def work() -> None:
             try:
                 box["est"] = pricing.estimate(messages, model=self.agent.model, max_output_tokens=p.max_output_tokens,
-                                              provider=p, response_format=fmt)
+                                              provider=p, response_format=fmt, remember=True)
             except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
                 box["exc"] = exc
 

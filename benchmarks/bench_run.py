@@ -7,13 +7,13 @@ default model priced from the bundled table, the prompt copies beside it); only 
 environment points it at the local server (``MYTHLINE_BASE_URL``) and holds the key
 (``OPENROUTER_API_KEY``). Second line: the same file with ``tokenizer = "chars"``. Each
 timed run is a fresh state home (so every run does the same work: research call, audit
-call, store, checkpoint, heartbeats, ledger journal) and a real subprocess, as cron starts
-it. Baseline, same rounds: ``python -c "import openai"`` (a cycle has to import the SDK it
+call, store, checkpoint, heartbeats, ledger journal) holding the ``cache/`` a previous run
+leaves (settings, prices), and a real subprocess, as cron starts it. Baseline, same rounds: ``python -c "import openai"`` (a cycle has to import the SDK it
 calls with). Target: the headline's median <= 1.3x the baseline.
 
 For information, same rounds: the ``init`` config with tiktoken's o200k_base file in its
 cache (``auto`` then counts with tiktoken; the file is rebuilt from bpe-openai's copy, as
-the tests do), the run with the interpreter's shutdown collection not skipped, the run's
+the tests do), the first run in a home (no caches yet), the run with the interpreter's shutdown collection not skipped, the run's
 imports alone, and ``python -c pass``. Also printed once: ``-X importtime`` top 10 self
 costs of ``run``, and which of ``tokencost`` / ``anthropic`` / ``tiktoken`` / ``requests``
 / ``openai`` the run left in ``sys.modules``.
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -98,8 +99,18 @@ def main() -> int:
             return base_env(MYTHLINE_HOME=str(home), MYTHLINE_CONFIG=str(cfg), MYTHLINE_BASE_URL=server.base_url,
                             OPENROUTER_API_KEY=TEST_KEY, TIKTOKEN_CACHE_DIR=str(tiktoken)), home
 
-        def one_run(cfg: Path = config, tiktoken: Path = empty_cache, cmd: list[str] | None = None) -> float:
+        # A scheduled run finds the caches the previous run left (settings, prices): every
+        # fresh home gets a copy of those a first run of each config left.
+        seed = work / "seed"
+        for cfg in (config, chars):
+            env, home = env_for_fresh_home(cfg)
+            run_timed([*cli, "run", AGENT], {**env, "MYTHLINE_HOME": str(seed)})
+
+        def one_run(cfg: Path = config, tiktoken: Path = empty_cache, cmd: list[str] | None = None,
+                    cached: bool = True) -> float:
             env, home = env_for_fresh_home(cfg, tiktoken)
+            if cached:
+                shutil.copytree(seed / "cache", home / "cache")
             elapsed = run_timed(cmd or [*cli, "run", AGENT], env)
             stored = list((home / "store").rglob("*.json"))
             if len(stored) != 1:
@@ -116,6 +127,7 @@ def main() -> int:
             HEADLINE: one_run,
             CHARS: lambda: one_run(chars),
             "init config, tiktoken's file cached": lambda: one_run(tiktoken=full_cache),
+            "init config, a new home (no settings or price cache)": lambda: one_run(cached=False),
             "init config, shutdown collection not skipped": lambda: one_run(cmd=unfrozen),
             "run's imports only (no work)": lambda: run_timed(imports, base),
             "python -c pass (interpreter floor)": lambda: run_timed([PY, "-c", "pass"], base),

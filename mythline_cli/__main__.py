@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -58,6 +58,7 @@ def _fast_read(argv: list[str]) -> int | None:
     settings = settings_cache.load(config)
     from .console import print_json
 
+    data: Any  # status.StatusReport or Ledger.report(), by command
     try:
         if settings is None:
             from . import paths

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from .console import out
 from .money import usd, usd_pair
@@ -70,14 +70,14 @@ def attention(rows: list[StatusRow]) -> list[StatusRow]:
 
 
 Cell = tuple[str, str]  # text, style
+Column = tuple[str, Literal["left", "right"]]  # name, justify
 
 
 def table_parts(data: StatusReport, rows: list[StatusRow], *, wide: bool,
-                now: datetime) -> tuple[list[tuple[str, str]], list[list[Cell]], str]:
+                now: datetime) -> tuple[list[Column], list[list[Cell]], str]:
     """The fleet table's columns (name, justify), cells and caption."""
-    columns = [("agent", "left"), ("state", "left"), ("last run", "right")]
-    columns += [("last ok", "right")] if wide else []
-    columns += [("next", "right")] + ([("fails", "right")] if wide else [])
+    columns: list[Column] = [("agent", "left"), ("state", "left"), ("last run", "right")]
+    columns += [("last ok", "right"), ("next", "right"), ("fails", "right")] if wide else [("next", "right")]
     columns += [("topics d/p/q" if wide else "topics", "right"), ("tokens today" if wide else "tokens", "right"),
                 ("USD today" if wide else "USD", "right")]
     body: list[list[Cell]] = []
@@ -102,7 +102,7 @@ def table_parts(data: StatusReport, rows: list[StatusRow], *, wide: bool,
     return columns, body, caption
 
 
-def _plain_table(title: str, columns: list[tuple[str, str]], body: list[list[Cell]], caption: str, *,
+def _plain_table(title: str, columns: list[Column], body: list[list[Cell]], caption: str, *,
                  padding: int, width: int) -> Any:
     """The table ``render`` draws with Rich, laid out here: the same characters, in a few
     milliseconds where Rich takes over a second for a thousand rows. None when it does not
@@ -148,7 +148,7 @@ def _plain_table(title: str, columns: list[tuple[str, str]], body: list[list[Cel
     return drawn
 
 
-def _rich_table(title: str, columns: list[tuple[str, str]], body: list[list[Cell]], caption: str, *,
+def _rich_table(title: str, columns: list[Column], body: list[list[Cell]], caption: str, *,
                 padding: int) -> Any:
     from rich import box
     from rich.table import Table

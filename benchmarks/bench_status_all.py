@@ -7,8 +7,8 @@ topics) plus the ten built in, a heartbeat for nine agents in ten in every state
 shows, pause flags, events, spend for every 4th agent and one open reservation. The settings
 cache is warm, as every run leaves it. Baseline, same rounds:
 ``python -c "import typer, rich.table"`` (the floor of any Typer + Rich command). Target:
-median <= 1 s. Also timed, same home: ``status --all`` 160 columns wide (``COLUMNS=160``:
-all nine columns; the headline is 80), the summary ``status`` and ``status --json``.
+median <= 1 s. Also timed, same home: the summary ``status`` and ``status --json``. Output
+goes to a pipe, so the table is 160 columns wide (all nine columns), as in a log.
 """
 
 from __future__ import annotations
@@ -41,8 +41,7 @@ def main() -> int:
         home.mkdir()
         config = write_fleet_config(work / "fleet.toml", write_bench_config(work / "base.toml"), args.agents)
         populate_fleet(home, config, spend_every=4)
-        env = base_env(MYTHLINE_HOME=str(home), MYTHLINE_CONFIG=str(config), COLUMNS="80")
-        wide = {**env, "COLUMNS": "160"}
+        env = base_env(MYTHLINE_HOME=str(home), MYTHLINE_CONFIG=str(config))
         cli = mythline_cmd()
         run_timed([*cli, "status"], env, expect=(0, 1))  # leaves the settings cache, as any run does
         n = args.agents + 10
@@ -50,8 +49,6 @@ def main() -> int:
         cases = {
             BASE: lambda: run_timed([PY, "-c", "import typer, rich.table"], env),
             f"status --all, {n:,} agents": lambda: run_timed([*cli, "status", "--all"], env, expect=(0, 1)),
-            f"status --all, {n:,} agents, 160 columns": lambda: run_timed([*cli, "status", "--all"], wide,
-                                                                         expect=(0, 1)),
             f"status (summary), {n:,} agents": lambda: run_timed([*cli, "status"], env, expect=(0, 1)),
             f"status --json, {n:,} agents": lambda: run_timed([*cli, "status", "--json"], env, expect=(0, 1)),
         }

@@ -229,7 +229,7 @@ def collect(settings: Settings, *, now: datetime | None = None) -> StatusReport:
         if start is not None:
             since = start["since"].astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
             last_error = f"cannot start ({start['count']} time(s) since {since}, exit {start['exit_code']}): {start['error']}"
-        log = paths.agent_log(agent.name)
+        log = paths.agent_log(agent.name) if failing else None
         rows.append(StatusRow({
             "agent": agent.name, "state": state, "note": note,
             "last_run": last_run.isoformat() if last_run else None,
@@ -243,7 +243,7 @@ def collect(settings: Settings, *, now: datetime | None = None) -> StatusReport:
                                            count=start["count"], exit_code=start["exit_code"], error=start["error"])
                               if start else None),
             # Where the scheduler's output of its runs goes (the crontab lines and windowless runs).
-            "log": str(log) if failing and log.exists() else None,
+            "log": str(log) if log is not None and log.exists() else None,
             "topics": TopicCounts(done=done, pending=max(0, len(agent.topics) - done - quarantined),
                                   quarantined=quarantined),
             "tokens_today": int(spent.get("tokens", 0)), "tokens_cap": agent.daily_tokens,

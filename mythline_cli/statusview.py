@@ -108,7 +108,7 @@ def _plain_table(title: str, columns: list[Column], body: list[list[Cell]], capt
     milliseconds where Rich takes over a second for a thousand rows. None when it does not
     fit ``width`` (Rich then shortens columns)."""
     from rich.cells import cell_len
-    from rich.text import Text
+    from rich.text import Span, Text
 
     widths = [cell_len(name) for name, _ in columns]
     for cells in body:
@@ -125,27 +125,37 @@ def _plain_table(title: str, columns: list[Column], body: list[list[Cell]], capt
         fill = " " * (size - cell_len(text))
         return fill + text if justify == "right" else text + fill
 
-    drawn = Text(no_wrap=True, end="")
-    drawn.append(title, style="bold")
-    drawn.append("\n" + " " * total + "\n ")
+    # One string and its style spans: a Text.append per cell costs more than the layout.
+    parts: list[str] = []
+    spans: list[Span] = []
+    at = 0
+
+    def put(text: str, style: str = "") -> None:
+        nonlocal at
+        parts.append(text)
+        if style:
+            spans.append(Span(at, at + len(text), style))
+        at += len(text)
+
+    put(title, "bold")
+    put("\n" + " " * total + "\n ")
     pad = " " * padding
     last = len(columns) - 1
     for i, ((name, justify), size) in enumerate(zip(columns, widths)):
         # Rich styles a header cell's padding with it, not the blank between columns.
-        drawn.append((pad if i else "") + fit(name, size, justify) + (pad if i < last else ""), style="table.header")
-        drawn.append(" " if i < last else "")
-    drawn.append(" \n " + "─" * (total - 2) + " \n")
+        put((pad if i else "") + fit(name, size, justify) + (pad if i < last else ""), "table.header")
+        put(" " if i < last else "")
+    put(" \n " + "─" * (total - 2) + " \n")
     justifies = [justify for _, justify in columns]
     for cells in body:
-        drawn.append(" ")
+        put(" ")
         for i, ((text, style), size) in enumerate(zip(cells, widths)):
             if i:
-                drawn.append(gap)
-            drawn.append(fit(text, size, justifies[i]), style=style or None)
-        drawn.append(" \n")
-    drawn.append(" " * total + "\n")
-    drawn.append(caption)
-    return drawn
+                put(gap)
+            put(fit(text, size, justifies[i]), style)
+        put(" \n")
+    put(" " * total + "\n" + caption)
+    return Text("".join(parts), spans=spans, no_wrap=True, end="")
 
 
 def _rich_table(title: str, columns: list[Column], body: list[list[Cell]], caption: str, *,

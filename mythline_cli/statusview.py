@@ -15,7 +15,7 @@ STYLES = {"ok": "green", "running": "cyan", "late": "yellow", "down": "bold red"
           "paused": "magenta", "over-budget": "yellow", "queue-empty": "blue", "never-run": "dim"}
 
 # A fleet bigger than this gets a summary instead of one row per agent (``--all`` lists every
-# one): a thousand rows help nobody at a glance, and Rich takes over a second to lay them out.
+# one, in a table laid out without Rich's table): a thousand rows help nobody at a glance.
 SUMMARY_ABOVE = 50
 # In the summary, the agents a person may need to act on, most urgent first, and how many.
 ATTENTION = ("down", "failed", "late", "over-budget")

@@ -14,6 +14,7 @@ from .procs import pid_alive
 
 if TYPE_CHECKING:
     from .config import Settings
+    from .ledger import FleetUsage
 
 FAILING = ("down", "failed")
 
@@ -62,7 +63,7 @@ class StatusReport(TypedDict):
     now: str
     home: str
     agents: list[StatusRow]
-    fleet: dict[str, Any]
+    fleet: FleetUsage
     open_reservations: int
     ledger_error: str | None
     breaker: dict[str, Any] | None

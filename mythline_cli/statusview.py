@@ -56,7 +56,7 @@ def _money(spent: float, cap: float | None) -> str:
     return usd_pair(spent, cap)
 
 
-def _tokens(spent: int, cap: int | None) -> str:
+def _tokens(spent: float, cap: float | None) -> str:
     def k(n: float) -> str:
         if n >= 1_000_000:
             return f"{n / 1_000_000:.1f}M".replace(".0M", "M")

@@ -275,13 +275,16 @@ def lore_server(delay: Callable[[], float] | None = None):  # noqa: ANN201 - Scr
     return server
 
 
+# Ends as mythline's __main__ does, with gc.freeze(): the shutdown then skips the collections
+# the command skips, and "imports" + "work" add up to the command.
 IMPORT_ONLY = """\
-import importlib, sys
+import gc, importlib, sys
 for name in open(sys.argv[1]).read().split():
     try:
         importlib.import_module(name)
     except Exception:
         pass
+gc.freeze()
 """
 
 MODULES_PROBE = """\

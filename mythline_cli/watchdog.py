@@ -4,10 +4,13 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .alerts import close_incident, open_incident, open_incidents, send
 from .clock import utcnow
+
+if TYPE_CHECKING:
+    from .status import StatusRow
 
 
 def _when(ts: str | None) -> str:
@@ -19,7 +22,7 @@ def _when(ts: str | None) -> str:
         return ts
 
 
-def _down_message(row: dict[str, Any], settings: Any) -> str:
+def _down_message(row: StatusRow, settings: Any) -> str:
     name = row["agent"]
     from .durations import format_duration
 

@@ -149,6 +149,22 @@ def _fast_run(argv: list[str]) -> int | None:
         return report_failure(exc)
 
 
+def _fast_store(argv: list[str]) -> int | None:
+    """``mythline store ls|search ...`` without Typer (see ``storeview.fast``); None: the full path."""
+    if argv[:1] != ["store"]:
+        return None
+    from .console import report_failure
+    from .storeview import fast
+
+    try:
+        return fast(argv[1:])
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the same boundary as the full path's
+        return report_failure(exc)
+
+
 def main() -> None:
     from datetime import datetime, timezone
 
@@ -160,6 +176,8 @@ def main() -> None:
     code = _fast_read(argv)
     if code is None:
         code = _fast_run(argv)
+    if code is None:
+        code = _fast_store(argv)
     if code is not None:
         sys.exit(code)
     from .cli import app

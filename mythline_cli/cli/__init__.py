@@ -9,6 +9,7 @@ import typer
 from .. import __version__
 from . import agents, budget, init, keys, logs, pause, run, status, watchdog
 from . import doctor, schedule
+from . import store, topics
 from ._util import STATE, OneLineErrors
 
 EXIT_CODES = """Exit codes: 0 stored or nothing due · 1 the cycle failed · 2 usage or config error ·
@@ -58,3 +59,5 @@ app.command("agents", help=agents.HELP)(agents.agents_cli)
 app.add_typer(schedule.app, name="schedule")
 app.command("doctor", help=doctor.HELP)(doctor.doctor_cli)
 app.add_typer(keys.app, name="keys")
+app.add_typer(store.app, name="store")
+app.add_typer(topics.app, name="topics")

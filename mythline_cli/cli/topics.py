@@ -1,0 +1,3 @@
+"""placeholder"""
+import typer
+app = typer.Typer(no_args_is_help=True)

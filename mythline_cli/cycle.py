@@ -28,6 +28,8 @@ from .config import Agent, Settings
 from .errors import (Aborted, AlreadyRunning, BackingOff, BudgetExceeded, ExitCode, Interrupted, LedgerCorrupt,
                      LLMError, MythlineError, UnknownPrice, UsageError)
 from .events import EventLog
+from .fleet import crosscheck
+from .fleet import topics as fleet_topics
 from .fleet.schemas import RECORD_MODELS
 from .heartbeat import Heartbeat
 from .ledger import Ledger, Reservation, crossings
@@ -287,7 +289,14 @@ class Cycle:
                             f"the store and the event log ({found['done']} topics done, {found['quarantined']} "
                             "quarantined); the attempt in progress starts again")
             self.emit("corrupt-state", file="checkpoint", moved_to=str(ck.moved_aside), recovered=found)
+        agent = self.agent = fleet_topics.fold(ck, agent, self.emit)
+        if agent.kind == "lore-crosscheck":
+            agent = self.agent = crosscheck.scan(self.settings, agent, ck, self.emit)
         topic = ck.next_topic(agent.topics)
+        if topic is None:
+            topic = fleet_topics.stale_topic(ck, agent)
+            if topic is not None:
+                self.emit("refresh", topic=topic, refresh_after_s=agent.refresh_after)
         counts = ck.counts(agent.topics)
         if topic is None:
             self.hb.finish("queue-empty", started_at=t0, ended_at=time.monotonic(), step=None, topics=counts,
@@ -451,6 +460,8 @@ class Cycle:
         stored = store_record(domain=agent.domain, topic=topic, record=record, provenance=provenance)
         self.emit("store", topic=topic, **stored)
         ck.finish_attempt(passed=True, feedback=[], max_attempts=agent.max_attempts, stored=stored)
+        if stored["action"] != "unchanged":
+            fleet_topics.after_store(self.settings, agent, topic, record, self.emit)
         return "stored" if stored["action"] != "unchanged" else "unchanged"
 
     # -- failing well ----------------------------------------------------------------------

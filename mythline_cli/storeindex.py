@@ -451,12 +451,12 @@ class StoreIndex:
                           "WHERE l.target = ? ORDER BY r.path", (key,))
 
     def shared_names(self) -> list[tuple[str, list[str]]]:
-        """Names (normal) that more than one record in more than one domain carries: candidates for
+        """Names (normal) that more than one record carries: candidates for
         a contradiction. Contradiction records themselves are left out."""
         rows = self.conn.execute(
             "SELECT n.norm, group_concat(DISTINCT n.path) FROM names n JOIN records r ON r.path = n.path "
             "WHERE r.kind = 'record' AND r.problem IS NULL GROUP BY n.norm "
-            "HAVING count(DISTINCT r.domain) > 1 ORDER BY n.norm").fetchall()
+            "HAVING count(DISTINCT r.path) > 1 ORDER BY n.norm").fetchall()
         return [(norm, sorted(paths_.split(","))) for norm, paths_ in rows]
 
     def count(self) -> int:

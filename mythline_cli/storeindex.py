@@ -185,35 +185,22 @@ class StoreIndex:
         target = index_path()
         if not paths.store_dir().is_dir():
             return cls._memory()
-        try:
-            index = cls._connect(str(target), timeout)
-        except sqlite3.DatabaseError:
-            _discard(target)
+        for attempt in (1, 2):
+            index = None
             try:
                 index = cls._connect(str(target), timeout)
+                index.refresh(full=full or attempt == 2)
+                return index
             except sqlite3.Error as exc:
-                if _readonly(exc):
-                    return cls._memory()
-                raise IndexUnavailable(f"{target}: {exc}") from None
-        except sqlite3.Error as exc:
-            if _readonly(exc):
-                return cls._memory()
-            raise IndexUnavailable(f"{target}: {exc}") from None
-        try:
-            index.refresh(full=full)
-        except sqlite3.DatabaseError as exc:
-            index.close()
-            if _readonly(exc):
-                return cls._memory()
-            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
-                raise IndexUnavailable(f"{target}: {exc}") from None
-            _discard(target)  # broken mid-way (a disk fault, a hand edit): derived, so rebuilt
-            try:
-                index = cls._connect(str(target), timeout)
-                index.refresh(full=True)
-            except sqlite3.Error as again:
-                raise IndexUnavailable(f"{target}: {again}") from None
-        return index
+                if index is not None:
+                    index.close()
+                if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                    raise IndexUnavailable(f"{target}: {exc}") from None
+                if _readonly(exc) or attempt == 2 or not _discard(target):
+                    break
+                # Unreadable (a disk fault, a hand edit, not a database at all): derived, so rebuilt.
+        # Nowhere to keep it (a read-only store, a directory in its place): built for this command.
+        return cls._memory()
 
     @classmethod
     def _memory(cls) -> StoreIndex:
@@ -364,8 +351,11 @@ class StoreIndex:
         if row.get("problem"):
             return
         rowid = cur.lastrowid
+        aliases = json.loads(row["aliases"])
+        # Each name also in its normal form: "Go'el" is found as "goel" as well as "go'el".
         self.conn.execute("INSERT INTO search (rowid, name, aliases, body) VALUES (?, ?, ?, ?)",
-                          (rowid, row["name"], " ".join(json.loads(row["aliases"])), row["body"]))
+                          (rowid, " ".join(dict.fromkeys([row["name"], normal(row["name"]), row["topic"] or ""])),
+                           " ".join([*aliases, *map(normal, aliases)]), row["body"]))
         self.conn.executemany("INSERT INTO names VALUES (?, ?)", [(n, key) for n in row["names"]])
         self.conn.executemany("INSERT INTO links VALUES (?, ?)", [(key, t) for t in row["links"]])
 
@@ -475,12 +465,16 @@ def _readonly(exc: Exception) -> bool:
     return "readonly" in text or "read-only" in text or "unable to open" in text
 
 
-def _discard(target: Path) -> None:
+def _discard(target: Path) -> bool:
+    """Remove a broken index (and its journal); False when it cannot be removed."""
     for path in (target, target.with_name(target.name + "-journal")):
         try:
             path.unlink()
         except FileNotFoundError:
             pass
+        except OSError:
+            return False
+    return True
 
 
 def opened(**kwargs: Any) -> closing[StoreIndex]:

@@ -10,13 +10,15 @@ from ..errors import UsageError
 from ._util import boundary, out, print_json
 
 app = typer.Typer(no_args_is_help=True, help="Browse, search and export the lore store: every validated record "
-                  "the fleet has stored, with its sources.\n\nExample: mythline store ls --agent world-npcs\n\n"
+                  "the fleet has stored, with its sources.\n\n\b\nExample:\n  mythline store ls --agent world-npcs\n\n"
                   "Exit codes: 0 done · 2 bad input (unknown agent, unknown record, a bad date) · "
                   "1 anything else.")
 
 LS_HELP = """List stored records, newest first: name, agent, confidence, sources by tier, when stored, age.
 
-Example: mythline store ls --agent world-npcs --since 7d --min-confidence 0.8
+\b
+Example:
+  mythline store ls --agent world-npcs --since 7d --min-confidence 0.8
 """
 
 
@@ -43,7 +45,9 @@ SHOW_HELP = """Show one record for a person: its fields, citations with their ti
 history of its versions and the contradictions that touch it. NAME is the record's name, its topic or an
 alias (case, accents and punctuation do not matter).
 
-Example: mythline store show "Thrall"
+\b
+Example:
+  mythline store show "Thrall"
 """
 
 
@@ -69,7 +73,9 @@ def show_cli(
 SEARCH_HELP = """Find records by name, alias and content: every word must appear (a word matches as a
 prefix); name matches come first.
 
-Example: mythline store search "frostmourne arthas"
+\b
+Example:
+  mythline store search "frostmourne arthas"
 """
 
 
@@ -89,7 +95,9 @@ EXPORT_HELP = """Write the whole store for other tools. jsonl: one record docume
 DIR/store.jsonl with --out). markdown: one page per record with its citations and evidence, under
 DIR/<domain>/, and DIR/index.md linking them all (needs --out).
 
-Example: mythline store export --format markdown --out lore/
+\b
+Example:
+  mythline store export --format markdown --out lore/
 """
 
 
@@ -122,7 +130,7 @@ def export_cli(
 
 @app.command("reindex", help="Rebuild the store's index from the JSON records (the index notices added, "
                              "replaced and removed records by itself; this also finds files edited in place).\n\n"
-                             "Example: mythline store reindex")
+                             "\b\nExample:\n  mythline store reindex")
 def reindex_cli(json_out: bool = typer.Option(False, "--json", help="Print the result as JSON.")) -> None:
     with boundary():
         from ..storeindex import IndexUnavailable, StoreIndex

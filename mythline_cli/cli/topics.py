@@ -11,7 +11,7 @@ from ._util import boundary, out, print_json, settings
 app = typer.Typer(no_args_is_help=True, help="Look at and change an agent's queue of topics.\n\n"
                   "A change is applied to the agent's checkpoint under its run lock; while the agent is "
                   "running it waits in the agent's inbox and applies when the next run starts.\n\n"
-                  "Example: mythline topics add world-npcs \"Cairne Bloodhoof\"\n\n"
+                  "\b\nExample:\n  mythline topics add world-npcs \"Cairne Bloodhoof\"\n\n"
                   "Exit codes: 0 done (or queued for the next run) · 2 bad input (unknown agent, a topic "
                   "that is not in the queue, a topic name that is a path) · 1 anything else.")
 
@@ -25,7 +25,9 @@ LS_HELP = """An agent's queue in order, each topic with its state: pending, in p
 last reason), and who proposed it when another agent did. Changes waiting for the agent's next
 run are listed after the queue.
 
-Example: mythline topics ls world-npcs
+\b
+Example:
+  mythline topics ls world-npcs
 """
 
 
@@ -73,7 +75,7 @@ def _report(results: list[dict[str, Any]], json_out: bool) -> None:
 
 
 @app.command("add", help="Add topics to the end of an agent's queue.\n\n"
-                         "Example: mythline topics add world-npcs \"Cairne Bloodhoof\" \"Rexxar\"")
+                         "\b\nExample:\n  mythline topics add world-npcs \"Cairne Bloodhoof\" \"Rexxar\"")
 def add_cli(agent: str = typer.Argument(..., help="The agent."),
             topics: list[str] = typer.Argument(..., help="One or more topics (subjects' names)."),
             json_out: bool = typer.Option(False, "--json", help="Print what happened as JSON.")) -> None:
@@ -91,7 +93,7 @@ def add_cli(agent: str = typer.Argument(..., help="The agent."),
 
 
 @app.command("rm", help="Take a topic out of an agent's queue (its stored record stays in the store; an "
-                        "attempt in progress on it is dropped).\n\nExample: mythline topics rm world-npcs Khadgar")
+                        "attempt in progress on it is dropped).\n\n\b\nExample:\n  mythline topics rm world-npcs Khadgar")
 def rm_cli(agent: str = typer.Argument(..., help="The agent."),
            topic: str = typer.Argument(..., help="The topic."),
            json_out: bool = typer.Option(False, "--json", help="Print what happened as JSON.")) -> None:
@@ -103,7 +105,7 @@ def rm_cli(agent: str = typer.Argument(..., help="The agent."),
 
 @app.command("requeue", help="Give a quarantined topic another chance: pending again, its attempts from zero "
                              "(its past feedback is kept for the next prompt), recorded as an event.\n\n"
-                             "Example: mythline topics requeue world-npcs \"Vol'jin\"")
+                             "\b\nExample:\n  mythline topics requeue world-npcs \"Vol'jin\"")
 def requeue_cli(agent: str = typer.Argument(..., help="The agent."),
                 topic: str = typer.Argument(..., help="The quarantined topic."),
                 json_out: bool = typer.Option(False, "--json", help="Print what happened as JSON.")) -> None:

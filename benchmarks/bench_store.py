@@ -26,6 +26,8 @@ from _common import PY, base_env, fresh_dir, interleave, mythline_cmd, remove, r
 
 TARGET = 1.5
 BASE = "baseline: import typer, rich.table"
+# Names are built from a few dozen words (so a name search hits thousands of records); the text
+# from a vocabulary of a few thousand, as lore prose has.
 WORDS = ("shadow light storm frost blood iron ember dawn dusk wolf raven moon sun stone thorn ash gold "
          "silver wind tide grave star void fel arcane spirit").split()
 
@@ -38,14 +40,17 @@ def generate(home: Path, count: int, *, seed: int = 7) -> None:
     from mythline_cli.slug import slug
 
     rng = random.Random(seed)
+    syllables = ["ka", "lo", "dar", "eth", "mor", "val", "zin", "tho", "rel", "gan", "ur", "shi", "nar", "bel",
+                 "tor", "quel", "ash", "ven", "dra", "mir"]
+    vocabulary = sorted({"".join(rng.choice(syllables) for _ in range(rng.randint(2, 4))) for _ in range(6000)})
     agents = list(DOMAINS)
     now = datetime.now(timezone.utc)
     templates = {a: record(a, "X") for a in agents}
     for i in range(count):
         agent = agents[i % len(agents)]
         name = f"{rng.choice(WORDS).title()} {rng.choice(WORDS).title()} {i}"
-        rec = json.loads(json.dumps(templates[agent]).replace('"X"', json.dumps(name)).replace(" of X", f" of {name}"))
-        rec["summary"] = " ".join(rng.choice(WORDS) for _ in range(40))
+        rec = json.loads(json.dumps(templates[agent]).replace("X", name))
+        rec["summary"] = " ".join(rng.choice(vocabulary) for _ in range(40))
         rec["confidence"] = round(rng.uniform(0.5, 1.0), 2)
         stored = (now - timedelta(seconds=rng.uniform(0, 90 * 86400))).isoformat()
         doc = {"domain": DOMAINS[agent], "topic": name, "content_hash": f"sha256:{i:064x}",

@@ -29,7 +29,7 @@ from typing import Any
 from . import files, paths
 
 # Bumped whenever the tables or what is extracted into them change: an older index is rebuilt.
-VERSION = 1
+VERSION = 2
 # A folder time this recent may hide a second write in the same tick (coarse clocks).
 UNSURE_NS = 2_000_000_000
 READ_TIMEOUT = 30.0
@@ -39,11 +39,12 @@ _SCHEMA = """
 CREATE TABLE records (
     path TEXT PRIMARY KEY, domain TEXT NOT NULL, topic TEXT, name TEXT, norm TEXT, agent TEXT,
     confidence REAL, stored_at TEXT, content_hash TEXT, tiers TEXT, n_sources INTEGER,
-    aliases TEXT, summary TEXT, kind TEXT, problem TEXT, mtime_ns INTEGER, size INTEGER
+    aliases TEXT, kind TEXT, mtime_ns INTEGER, size INTEGER
 );
 CREATE INDEX records_stored ON records(stored_at);
-CREATE INDEX records_agent ON records(agent);
-CREATE INDEX records_domain ON records(domain);
+CREATE INDEX records_agent ON records(agent, stored_at);
+CREATE INDEX records_domain ON records(domain, stored_at);
+CREATE TABLE problems (path TEXT PRIMARY KEY, domain TEXT NOT NULL, problem TEXT, mtime_ns INTEGER, size INTEGER);
 CREATE TABLE names (norm TEXT NOT NULL, path TEXT NOT NULL);
 CREATE INDEX names_norm ON names(norm);
 CREATE INDEX names_path ON names(path);
@@ -56,7 +57,7 @@ _FTS = "CREATE VIRTUAL TABLE search USING fts5(name, aliases, body, tokenize='un
 _PLAIN = "CREATE TABLE search (name TEXT, aliases TEXT, body TEXT)"
 
 COLUMNS = ("path", "domain", "topic", "name", "agent", "confidence", "stored_at", "content_hash", "tiers",
-           "n_sources", "aliases", "summary", "kind", "problem")
+           "n_sources", "aliases", "kind")
 
 
 class IndexUnavailable(Exception):
@@ -136,7 +137,6 @@ def extract(doc: Any) -> dict[str, Any]:
         "stored_at": prov.get("stored_at") if isinstance(prov.get("stored_at"), str) else None,
         "content_hash": doc.get("content_hash") if isinstance(doc.get("content_hash"), str) else None,
         "tiers": json.dumps(tiers), "n_sources": sum(tiers.values()), "aliases": json.dumps(aliases),
-        "summary": record.get("summary") if isinstance(record.get("summary"), str) else "",
         "kind": doc.get("kind") if isinstance(doc.get("kind"), str) else "record",
         "problem": None, "body": " ".join(text)[:TEXT_LIMIT], "links": links,
         "names": {normal(n) for n in [name or "", topic or "", *aliases] if normal(n)},
@@ -296,7 +296,8 @@ class StoreIndex:
 
     def _scan(self, domain: str, folder: Path) -> int:
         have = {row[0]: (row[1], row[2]) for row in self.conn.execute(
-            "SELECT path, mtime_ns, size FROM records WHERE domain = ?", (domain,))}
+            "SELECT path, mtime_ns, size FROM records WHERE domain = ? UNION ALL "
+            "SELECT path, mtime_ns, size FROM problems WHERE domain = ?", (domain, domain))}
         seen: set[str] = set()
         read = 0
         for entry in _record_files(folder):
@@ -318,6 +319,8 @@ class StoreIndex:
                 if doc is None:
                     continue  # removed meanwhile
                 row = extract(doc)
+            if key in have:
+                self._drop(key)
             self._put(key, domain, row, st.st_mtime_ns, st.st_size)
             read += 1
         for key in set(have) - seen:
@@ -325,11 +328,13 @@ class StoreIndex:
         return read
 
     def _drop_where(self, where: str, args: tuple[Any, ...]) -> None:
-        keys = [r[0] for r in self.conn.execute(f"SELECT path FROM records WHERE {where}", args)]
+        keys = [r[0] for r in self.conn.execute(f"SELECT path FROM records WHERE {where} UNION ALL "
+                                                f"SELECT path FROM problems WHERE {where}", args + args)]
         for key in keys:
             self._drop(key)
 
     def _drop(self, key: str) -> None:
+        self.conn.execute("DELETE FROM problems WHERE path = ?", (key,))
         row = self.conn.execute("SELECT rowid FROM records WHERE path = ?", (key,)).fetchone()
         if row is None:
             return
@@ -339,17 +344,16 @@ class StoreIndex:
         self.conn.execute("DELETE FROM links WHERE path = ?", (key,))
 
     def _put(self, key: str, domain: str, row: dict[str, Any], mtime_ns: int, size: int) -> None:
-        self._drop(key)
+        if row.get("problem"):
+            self.conn.execute("INSERT INTO problems VALUES (?, ?, ?, ?, ?)", (key, domain, row["problem"], mtime_ns, size))
+            return
         values = {c: row.get(c) for c in COLUMNS}
-        values.update(path=key, domain=domain, mtime_ns=mtime_ns, size=size)
+        values.update(path=key, domain=domain, mtime_ns=mtime_ns, size=size, norm=row.get("norm"))
         cur = self.conn.execute(
             "INSERT INTO records (path, domain, topic, name, norm, agent, confidence, stored_at, content_hash, "
-            "tiers, n_sources, aliases, summary, kind, problem, mtime_ns, size) "
+            "tiers, n_sources, aliases, kind, mtime_ns, size) "
             "VALUES (:path, :domain, :topic, :name, :norm, :agent, :confidence, :stored_at, :content_hash, "
-            ":tiers, :n_sources, :aliases, :summary, :kind, :problem, :mtime_ns, :size)",
-            {**values, "norm": row.get("norm")})
-        if row.get("problem"):
-            return
+            ":tiers, :n_sources, :aliases, :kind, :mtime_ns, :size)", values)
         rowid = cur.lastrowid
         aliases = json.loads(row["aliases"])
         # Each name also in its normal form: "Go'el" is found as "goel" as well as "go'el".
@@ -376,7 +380,8 @@ class StoreIndex:
              min_confidence: float | None = None, limit: int | None = None,
              kind: str | None = None) -> tuple[list[dict[str, Any]], int]:
         """(records newest first, at most ``limit``; how many match in all)."""
-        where, args = ["problem IS NULL"], []
+        where: list[str] = []
+        args: list[Any] = []
         for column, value in (("agent", agent), ("domain", domain), ("kind", kind)):
             if value is not None:
                 where.append(f"{column} = ?")
@@ -387,16 +392,16 @@ class StoreIndex:
         if min_confidence is not None:
             where.append("confidence >= ?")
             args.append(min_confidence)
-        clause = " AND ".join(where)
-        total = self.conn.execute(f"SELECT count(*) FROM records WHERE {clause}", args).fetchone()[0]
-        sql = f"SELECT {', '.join(COLUMNS)} FROM records WHERE {clause} ORDER BY stored_at DESC, path"
+        clause = ("WHERE " + " AND ".join(where)) if where else ""
+        total = self.conn.execute(f"SELECT count(*) FROM records {clause}", args).fetchone()[0]
+        sql = f"SELECT {', '.join(COLUMNS)} FROM records {clause} ORDER BY stored_at DESC"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         return self._rows(sql, args), total
 
     def problems(self) -> list[dict[str, Any]]:
         """Files in the store that could not be read as records."""
-        return self._rows("SELECT path, problem FROM records WHERE problem IS NOT NULL ORDER BY path")
+        return self._rows("SELECT path, problem FROM problems ORDER BY path")
 
     def search(self, text: str, *, limit: int = 20) -> tuple[list[dict[str, Any]], int]:
         """Records whose name, aliases or content hold every word of ``text`` (name matches first)."""
@@ -445,12 +450,12 @@ class StoreIndex:
         a contradiction. Contradiction records themselves are left out."""
         rows = self.conn.execute(
             "SELECT n.norm, group_concat(DISTINCT n.path) FROM names n JOIN records r ON r.path = n.path "
-            "WHERE r.kind = 'record' AND r.problem IS NULL GROUP BY n.norm "
+            "WHERE r.kind = 'record' GROUP BY n.norm "
             "HAVING count(DISTINCT r.path) > 1 ORDER BY n.norm").fetchall()
         return [(norm, sorted(paths_.split(","))) for norm, paths_ in rows]
 
     def count(self) -> int:
-        return self.conn.execute("SELECT count(*) FROM records WHERE problem IS NULL").fetchone()[0]
+        return self.conn.execute("SELECT count(*) FROM records").fetchone()[0]
 
 
 def _mtime(path: Path) -> int | None:

@@ -185,13 +185,14 @@ def ls(*, agent: str | None = None, domain: str | None = None, since: str | None
        min_confidence: float | None = None, limit: int = DEFAULT_LIMIT, all_rows: bool = False,
        json_out: bool = False, check_agent: Any = None) -> None:
     """``store ls``: ``check_agent(name)`` raises when the fleet has no such agent."""
-    if agent is not None:
-        (check_agent or known_agent)(agent)
     after = parse_since(since)
     with open_index() as index:
         rows, total = index.list(agent=agent, domain=domain, since=after, min_confidence=min_confidence,
                                  limit=None if all_rows else limit)
         problems = index.problems()
+        if agent is not None and not total and not index.list(agent=agent, limit=1)[1]:
+            # No record names it: a configured agent with nothing stored yet, or a typo.
+            (check_agent or known_agent)(agent)
     if json_out:
         print_json({"total": total, "shown": len(rows), "records": [public(r) for r in rows],
                     "unreadable": problems})

@@ -288,3 +288,16 @@ def test_crosscheck_records_contradictions_citing_both_records(home, config, llm
     assert len(list((home / "store" / "crosschecks").glob("contradiction-*.json"))) == 1
     assert len([e for e in events(home, "lore-crosscheck") if e["event"] == "contradiction"]) == 1
     assert topic_of([r for r in llm_server.requests if not is_audit(r)][-1]) == claim
+
+
+def test_a_corrupt_checkpoint_keeps_the_topics_added_and_what_they_stored(home, config, llm_server):
+    config(sections={"agents.world-npcs": {"topics": ["Thrall"]}})
+    llm_server.responder = lore_responder(AGENT)
+    assert mythline("topics", "add", AGENT, "Rexxar").returncode == 0
+    assert cli("run", AGENT).exit_code == 0 and cli("run", AGENT).exit_code == 0
+    calls = llm_server.count()
+    (home / "agents" / AGENT / "checkpoint.json").write_text("{torn")
+    result = cli("run", AGENT)
+    assert result.exit_code == 0, result.output
+    assert llm_server.count() == calls  # nothing researched again: both are done
+    assert states() == {"Thrall": "done", "Rexxar": "done"}

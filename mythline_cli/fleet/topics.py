@@ -337,6 +337,10 @@ def fold(ck, agent, emit):  # noqa: ANN001, ANN201 - Checkpoint, Agent, event ca
     try:
         for change in ck.fold_inbox(agent.topics, known=known):
             emit(f"topic-{change['op']}", **{k: v for k, v in change.items() if k != "op"})
+        if ck.moved_aside is not None and ck.data["added"]:
+            # A checkpoint rebuilt after corruption read its inbox again from the start (the
+            # inbox is the journal of queue changes): the added topics already stored are done.
+            ck.recover(tuple(ck.data["added"]), domain=agent.domain)
     except Exception as exc:  # noqa: BLE001 - the queue as it was is still a queue
         emit("queue-change-failed", error=f"{type(exc).__name__}: {exc}")
     return dataclasses.replace(agent, topics=ck.queue(agent.topics))

@@ -190,6 +190,12 @@ def ls(*, agent: str | None = None, domain: str | None = None, since: str | None
         rows, total = index.list(agent=agent, domain=domain, since=after, min_confidence=min_confidence,
                                  limit=None if all_rows else limit)
         problems = index.problems()
+        if domain is not None and not total and not index.list(domain=domain, limit=1)[1]:
+            from .fleet.topics import DOMAINS
+
+            known = sorted(set(DOMAINS.values()))
+            if domain not in known:
+                raise UsageError(f"unknown domain {domain!r}; the store's domains are: {', '.join(known)}")
         if agent is not None and not total and not index.list(agent=agent, limit=1)[1]:
             # No record names it: a configured agent with nothing stored yet, or a typo.
             (check_agent or known_agent)(agent)

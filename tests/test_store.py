@@ -97,6 +97,7 @@ def test_filters_by_agent_domain_date_and_confidence(home):
 
 @pytest.mark.parametrize("args,line", [
     (["store", "ls", "--agent", "world-npc"], "mythline: unknown agent 'world-npc'"),
+    (["store", "ls", "--domain", "npc"], "mythline: unknown domain 'npc'; the store's domains are: archetypes,"),
     (["store", "ls", "--since", "yesterday"], "mythline: --since 'yesterday' is neither a date"),
     (["store", "show", "Nobody"], "mythline: no stored record is named 'Nobody'"),
     (["store", "search", "!!"], "mythline: nothing to search for in '!!'"),

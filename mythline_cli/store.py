@@ -179,6 +179,14 @@ def markdown_page(data: dict[str, Any]) -> str:
     for key, value in record.items():
         if key not in skip:
             lines.append(f"- **{_md(key.replace('_', ' '))}**: {_field(value)}")
+    claims = [c for c in record.get("claims") or [] if isinstance(c, dict)]
+    if claims:
+        lines += ["", "## Claims", ""]
+        for c in claims:
+            lines.append(f"- {_md(repr(c.get('value')))}: {_md(c.get('topic'))} ({_md(c.get('domain'))}, by "
+                         f"{_md(c.get('agent') or '?')})")
+            lines += [f"  - [{_md(s.get('title') or s.get('url', ''))}]({s.get('url', '')}) ({_md(s.get('tier', '?'))})"
+                      for s in c.get("sources") or []]
     if data["sources"]:
         lines += ["", "## Citations", ""]
         for src in data["sources"]:

@@ -139,6 +139,15 @@ def render_record(data: dict[str, Any]) -> None:
     for key, value in record.items():
         if key not in skip:
             con.print(Text(f"{key.replace('_', ' ')}: ", style="bold") + Text(_value(value)))
+    claims = [c for c in record.get("claims") or [] if isinstance(c, dict)]
+    if claims:
+        con.print()
+        con.print(Text("Claims", style="bold"))
+        for c in claims:
+            con.print(f"  {c.get('value')!r}: {c.get('topic')} ({c.get('domain')}, by {c.get('agent') or '?'}) "
+                      f"{c.get('path')}", markup=False)
+            for src in c.get("sources") or []:
+                con.print(f"    {src.get('tier', '?')}: {src.get('url', '')}", markup=False)
     if data["sources"]:
         con.print()
         con.print(Text("Citations", style="bold"))

@@ -279,6 +279,9 @@ def test_crosscheck_records_contradictions_citing_both_records(home, config, llm
     assert shown.returncode == 2  # two npcs records answer to that name
     shown = mythline("store", "show", "Cairne")
     assert shown.returncode == 0 and "Contradictions" in shown.stdout and "'dead'" in shown.stdout
+    contradiction = mythline("store", "show", doc["record"]["name"], "--domain", "crosschecks")
+    assert contradiction.returncode == 0, contradiction.stderr
+    assert "Claims" in contradiction.stdout and "community: https://example.org/cairne" in contradiction.stdout
     # The claim is queued for lore-crosscheck's own research (an ordinary, budgeted attempt).
     rows = {r["topic"]: r for r in queue("lore-crosscheck")}
     claim = next(t for t in rows if t.startswith("Cairne"))

@@ -79,8 +79,6 @@ def main() -> int:
         cli = mythline_cmd()
         build = run_timed([*cli, "store", "ls"], env, timeout=3600)
         print(f"first store ls (builds the index from {args.records:,} JSON files): {build:.2f} s")
-        from mythline_cli.fleet.topics import DOMAINS  # noqa: F401 - the domains the generator used
-
         one = home / "store" / "npcs" / "added-by-a-run.json"
         sample = next((home / "store" / "npcs").glob("*.json"))
         one.write_bytes(sample.read_bytes())

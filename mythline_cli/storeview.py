@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from .console import out, print_json
@@ -24,18 +23,6 @@ def open_index():  # noqa: ANN201 - StoreIndex
     except IndexUnavailable as exc:
         raise UsageError(f"the store's index cannot be used ({exc}); remove that file and try again: it is "
                          "rebuilt from the JSON records") from None
-
-
-def known_agent(name: str) -> str:
-    """``name`` when the fleet has such an agent (from the settings cache when it is fresh)."""
-    from . import settings_cache
-    from .cli._util import STATE, settings
-
-    cached = settings_cache.load(STATE.config)
-    names = cached.agent_names if cached is not None else settings().agent_names
-    if name not in names:
-        settings().agent(name)  # the config's own line (exit 2), with its suggestions
-    return name
 
 
 def parse_since(text: str | None) -> str | None:
@@ -205,9 +192,9 @@ def ls(*, agent: str | None = None, domain: str | None = None, since: str | None
             known = sorted(set(DOMAINS.values()))
             if domain not in known:
                 raise UsageError(f"unknown domain {domain!r}; the store's domains are: {', '.join(known)}")
-        if agent is not None and not total and not index.list(agent=agent, limit=1)[1]:
+        if agent is not None and check_agent is not None and not total and not index.list(agent=agent, limit=1)[1]:
             # No record names it: a configured agent with nothing stored yet, or a typo.
-            (check_agent or known_agent)(agent)
+            check_agent(agent)
     if json_out:
         print_json({"total": total, "shown": len(rows), "records": [public(r) for r in rows],
                     "unreadable": problems})

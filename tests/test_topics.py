@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from factories import record, record_json
-from helpers import delayed, is_audit, lore_responder, mythline, research_recorded, topic_of, wait_for
+from helpers import delayed, is_audit, lore_responder, mythline, topic_of, wait_for
 from llm_server import completion
 from mythline_cli.cli import app
 

@@ -14,6 +14,18 @@ app = typer.Typer(no_args_is_help=True, help="Browse, search and export the lore
                   "Exit codes: 0 done · 2 bad input (unknown agent, unknown record, a bad date) · "
                   "1 anything else.")
 
+def known_agent(name: str) -> str:
+    """``name`` when the fleet has such an agent (from the settings cache when it is fresh)."""
+    from .. import settings_cache
+    from ._util import STATE, settings
+
+    cached = settings_cache.load(STATE.config)
+    names = cached.agent_names if cached is not None else settings().agent_names
+    if name not in names:
+        settings().agent(name)  # the config's own line (exit 2), with its suggestions
+    return name
+
+
 LS_HELP = """List stored records, newest first: name, agent, confidence, sources by tier, when stored, age.
 
 \b
@@ -38,7 +50,7 @@ def ls_cli(
         from ..storeview import ls
 
         ls(agent=agent, domain=domain, since=since, min_confidence=min_confidence, limit=limit, all_rows=all_rows,
-           json_out=json_out)
+           json_out=json_out, check_agent=known_agent)
 
 
 SHOW_HELP = """Show one record for a person: its fields, citations with their tiers, evidence quotes, the

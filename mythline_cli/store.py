@@ -48,6 +48,9 @@ def store_record(*, domain: str, topic: str, record: dict[str, Any], provenance:
         "record": record, "history": history,
     }
     files.write_json(path, doc)
+    from .storeindex import note
+
+    note(path, doc)
     return {"action": "replaced" if existing else "created", "path": str(path), "hash": digest}
 
 

@@ -203,6 +203,47 @@ class StoreIndex:
         return cls._memory()
 
     @classmethod
+    def existing(cls, *, timeout: float = 2.0) -> StoreIndex:
+        """The index as it is, not brought up to date and never built: for a run, which must not
+        spend a store's worth of reading on it. ``IndexUnavailable`` when there is none to use."""
+        target = index_path()
+        if not target.is_file():
+            raise IndexUnavailable(f"{target}: not built yet")
+        try:
+            conn = sqlite3.connect(f"file:{target}?mode=ro", uri=True, timeout=timeout, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise IndexUnavailable(f"{target}: {exc}") from None
+        try:
+            if conn.execute("PRAGMA user_version").fetchone()[0] != VERSION:
+                raise IndexUnavailable(f"{target}: of another format version")
+            sql = conn.execute("SELECT sql FROM sqlite_master WHERE name='search'").fetchone()
+        except sqlite3.Error as exc:
+            conn.close()
+            raise IndexUnavailable(f"{target}: {exc}") from None
+        except IndexUnavailable:
+            conn.close()
+            raise
+        return cls(conn, fts=bool(sql) and "fts5" in sql[0].lower(), location=str(target))
+
+    def put(self, path: Path, doc: Any) -> None:
+        """Index one record file just written (a run's own record): one transaction."""
+        st = path.stat()
+        key = rel(path)
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._drop(key)
+            self._put(key, path.parent.name, extract(doc), st.st_mtime_ns, st.st_size)
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+
+    def has_name(self, domain: str, name: str) -> bool:
+        """Whether a record in ``domain`` has ``name`` (normal) as its name, topic or an alias."""
+        return self.conn.execute("SELECT 1 FROM names n JOIN records r ON r.path = n.path "
+                                 "WHERE n.norm = ? AND r.domain = ? LIMIT 1", (normal(name), domain)).fetchone() is not None
+
+    @classmethod
     def _memory(cls) -> StoreIndex:
         index = cls._connect(":memory:", READ_TIMEOUT)
         index.refresh(full=True)
@@ -484,3 +525,44 @@ def _discard(target: Path) -> bool:
 
 def opened(**kwargs: Any) -> closing[StoreIndex]:
     return closing(StoreIndex.open(**kwargs))
+
+
+# A run builds a missing index only for a store this small; a bigger one (a store that
+# predates the index) is left to the first `mythline store` command, which may take a while.
+RUN_BUILD_LIMIT = 2000
+
+
+def _small_store() -> bool:
+    limit, seen = RUN_BUILD_LIMIT, 0
+    try:
+        folders = [e.path for e in os.scandir(paths.store_dir()) if e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return True
+    for folder in folders:
+        try:
+            with os.scandir(folder) as entries:
+                for _ in entries:
+                    seen += 1
+                    if seen > limit:
+                        return False
+        except OSError:
+            continue
+    return True
+
+
+def note(path: Path, doc: Any) -> None:
+    """After a run wrote the record at ``path``: the index learns it at once (so the run's own
+    look-ups, and the next command, find it). Never raises: the index is derived, and a run
+    never fails for it; whatever is missed here the next command's refresh finds."""
+    try:
+        if not index_path().is_file():
+            if _small_store():
+                StoreIndex.open(timeout=2.0).close()  # builds it, this record included
+            return
+        index = StoreIndex._connect(str(index_path()), 2.0)
+        try:
+            index.put(path, doc)
+        finally:
+            index.close()
+    except Exception:  # noqa: BLE001 - see above
+        return

@@ -287,6 +287,22 @@ def test_a_run_stores_its_record_whatever_state_the_index_is_in(home, config, ll
     assert count() == 1
 
 
+def test_a_run_indexes_its_record_but_never_builds_the_index_of_a_big_store(home, monkeypatch):
+    from mythline_cli import storeindex
+
+    put("world-npcs", "Thrall")  # a small store: the first record builds the index
+    with storeindex.StoreIndex.existing() as index:
+        assert index.count() == 1
+    put("world-npcs", "Jaina Proudmoore", aliases=["Lady Proudmoore"])
+    with storeindex.StoreIndex.existing() as index:  # learnt at once, without a refresh
+        assert index.count() == 2 and index.has_name("npcs", "lady proudmoore")
+    index_path().unlink()
+    monkeypatch.setattr(storeindex, "RUN_BUILD_LIMIT", 2)
+    put("world-npcs", "Khadgar")  # three files now: too many for a run to read them all
+    assert not index_path().exists()
+    assert count() == 3  # the first store command builds it
+
+
 # -- cheap to start ---------------------------------------------------------------------------
 
 FAST_PROBE = """

@@ -312,10 +312,8 @@ def propose(agents, source, topic: str, record: dict, *, index=None) -> list[dic
             ck = Checkpoint.load(target.name, repair=False)
             names = {normal(t) for t in ck.queue(target.topics)}
             names |= {normal(c["topic"]) for c in pending_changes(ck) if isinstance(c.get("topic"), str)}
-            if index is not None:
-                names |= index.names_in(target.domain)
             seen[target.name] = names
-        if normal(name) in seen[target.name]:
+        if normal(name) in seen[target.name] or in_store(target.domain, name, index):
             continue
         seen[target.name].add(normal(name))
         sent.append(send(target.name, {"op": "propose", "topic": name, "agent": source.name, "record": topic}))
@@ -330,12 +328,10 @@ def fold(ck, agent, emit):  # noqa: ANN001, ANN201 - Checkpoint, Agent, event ca
     return the agent with the queue it works on (configured, added, less removed)."""
     import dataclasses
 
-    def known(name: str) -> bool:
-        names = _store_names(agent.domain)
-        return normal_name(name) in names
-
+    index = None
     try:
-        for change in ck.fold_inbox(agent.topics, known=known):
+        index = run_index()
+        for change in ck.fold_inbox(agent.topics, known=lambda name: in_store(agent.domain, name, index)):
             emit(f"topic-{change['op']}", **{k: v for k, v in change.items() if k != "op"})
         if ck.moved_aside is not None and ck.data["added"]:
             # A checkpoint rebuilt after corruption read its inbox again from the start (the
@@ -343,6 +339,9 @@ def fold(ck, agent, emit):  # noqa: ANN001, ANN201 - Checkpoint, Agent, event ca
             ck.recover(tuple(ck.data["added"]), domain=agent.domain)
     except Exception as exc:  # noqa: BLE001 - the queue as it was is still a queue
         emit("queue-change-failed", error=f"{type(exc).__name__}: {exc}")
+    finally:
+        if index is not None:
+            index.close()
     return dataclasses.replace(agent, topics=ck.queue(agent.topics))
 
 
@@ -352,42 +351,41 @@ def normal_name(name: str) -> str:
     return normal(name)
 
 
-_NAMES: dict[str, set[str]] = {}
+def in_store(domain: str, name: str, index=None) -> bool:  # noqa: ANN001 - StoreIndex | None
+    """Whether ``domain`` has a record of ``name``: its file (the exact topic), or, through the
+    index as it stands (never rebuilt by a run), a record with that normal name or alias."""
+    from .. import paths
+    from ..slug import slug
+
+    if paths.record(domain, slug(name)).is_file():
+        return True
+    return index is not None and index.has_name(domain, name)
 
 
-def _store_names(domain: str) -> set[str]:
-    if domain not in _NAMES:
-        from ..storeindex import IndexUnavailable, StoreIndex
+def run_index():  # noqa: ANN201 - StoreIndex | None
+    """The store's index for a run's look-ups, if there is one to use as it stands."""
+    from ..storeindex import StoreIndex
 
-        try:
-            with StoreIndex.open(timeout=2.0) as index:
-                _NAMES[domain] = index.names_in(domain)
-        except (IndexUnavailable, Exception):  # noqa: BLE001 - without the index, the queue decides alone
-            _NAMES[domain] = set()
-    return _NAMES[domain]
+    try:
+        return StoreIndex.existing()
+    except Exception:  # noqa: BLE001 - without it, the queues and the record files decide
+        return None
 
 
 def after_store(settings, agent, topic: str, record: dict, emit) -> None:  # noqa: ANN001
     """After a record was stored: propose the subjects it names to the agents that research them."""
     if not agent.max_proposals or not MENTIONS.get(agent.kind):
         return
+    index = None
     try:
-        from ..storeindex import StoreIndex
-
-        try:
-            index = StoreIndex.open(timeout=2.0)
-        except Exception as exc:  # noqa: BLE001 - proposals are checked against queues alone then
-            emit("index-unavailable", error=f"{type(exc).__name__}: {exc}")
-            index = None
-        try:
-            sent = propose(settings.agents(), agent, topic, record, index=index)
-        finally:
-            if index is not None:
-                index.close()
-        for entry in sent:
+        index = run_index()
+        for entry in propose(settings.agents(), agent, topic, record, index=index):
             emit("proposed", topic=entry["topic"], to=entry["to"], record=topic)
     except Exception as exc:  # noqa: BLE001 - a proposal is never worth a failed run
         emit("proposal-failed", error=f"{type(exc).__name__}: {exc}")
+    finally:
+        if index is not None:
+            index.close()
 
 
 # -- `mythline topics`: the queue, read and changed ------------------------------------------
@@ -473,7 +471,17 @@ def change(agent, op: str, topic: str) -> dict:  # noqa: ANN001 - Agent
             # change waits in the inbox for that run.
             return {"agent": agent.name, "op": op, "topic": topic, "result": "next-run",
                     "checkpoint_problem": ck.problem}
-        applied = ck.fold_inbox(agent.topics, known=lambda name: normal_name(name) in _store_names(agent.domain))
+        from ..storeindex import IndexUnavailable, StoreIndex
+
+        try:  # a command, not a run: the index may be brought up to date
+            index = StoreIndex.open(timeout=5.0)
+        except IndexUnavailable:
+            index = None
+        try:
+            applied = ck.fold_inbox(agent.topics, known=lambda name: in_store(agent.domain, name, index))
+        finally:
+            if index is not None:
+                index.close()
         log = EventLog(agent.name, "topics")
         for done in applied:
             log.emit(f"topic-{done['op']}", **{k: v for k, v in done.items() if k != "op"}, by="mythline topics")

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from factories import record, record_json
-from helpers import delayed, is_audit, lore_responder, mythline, topic_of, wait_for
+from helpers import is_audit, lore_responder, mythline, topic_of, wait_for
 from llm_server import completion
 from mythline_cli.cli import app
 
@@ -114,7 +114,17 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(home, args, line):
 
 def test_a_change_made_while_the_agent_runs_applies_to_its_next_run(home, config, llm_server):
     config(sections={"agents.world-npcs": {"topics": ["Thrall"]}})
-    llm_server.responder = delayed(lore_responder(AGENT), 3, only=lambda r: not is_audit(r))
+    import threading
+
+    release = threading.Event()
+    answer = lore_responder(AGENT)
+
+    def held(request):
+        if not is_audit(request):
+            release.wait(60)  # the research answer waits until the change has been made
+        return answer(request)
+
+    llm_server.responder = held
     running = subprocess.Popen([sys.executable, "-m", "mythline_cli", "run", AGENT], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     try:
@@ -127,8 +137,10 @@ def test_a_change_made_while_the_agent_runs_applies_to_its_next_run(home, config
         assert (ck_file.read_bytes() if ck_file.exists() else None) == before  # the running agent's is not touched
         waiting = json.loads(mythline("topics", "ls", AGENT, "--json").stdout)["waiting"]
         assert [(w["op"], w["topic"]) for w in waiting] == [("add", "Rexxar")]
+        release.set()
         assert running.wait(timeout=60) == 0, running.stderr.read()
     finally:
+        release.set()
         if running.poll() is None:
             running.kill()
     assert checkpoint(home)["topics"]["Thrall"]["status"] == "done"

@@ -161,6 +161,22 @@ def _fast_run_args(args: list[str]) -> tuple[str, set[str], dict[str, str]] | No
     return None if agent is None else (agent, flags, values)
 
 
+def _fast_store(argv: list[str]) -> int | None:
+    """``mythline store ls|search ...`` without Typer (see ``storeview.fast``); None: the full path."""
+    if argv[:1] != ["store"]:
+        return None
+    from .console import report_failure
+    from .storeview import fast
+
+    try:
+        return fast(argv[1:])
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the same boundary as the full path's
+        return report_failure(exc)
+
+
 def main() -> None:
     from .clock import utcnow
 
@@ -172,6 +188,8 @@ def main() -> None:
     code = _fast_read(argv)
     if code is None:
         code = _fast_run(argv)
+    if code is None:
+        code = _fast_store(argv)
     if code is not None:
         _skip_final_collection()
         sys.exit(code)

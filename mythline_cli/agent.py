@@ -66,6 +66,10 @@ class Agent:
     daily_tokens: int | None
     model: str
     topics: tuple[str, ...]
+    # A stored record older than this is researched again once the queue is empty (None: never).
+    refresh_after: float | None = None
+    # At most this many subjects a run proposes to other agents' queues.
+    max_proposals: int = 5
 
     @property
     def custom(self) -> bool:

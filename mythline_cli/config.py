@@ -80,7 +80,15 @@ def _between(low: float, high: float, why: str = "") -> BeforeValidator:
     return BeforeValidator(lambda value: in_range(value, low, high, why))
 
 
+def _refresh(value: Any) -> float | None:
+    # TOML has no null: "none" switches refreshing off.
+    if isinstance(value, str) and value.strip().lower() == "none":
+        return None
+    return in_range(value, 3600, 366 * 86400, "how old a record gets before it is researched again")
+
+
 Duration = Annotated[float, BeforeValidator(_duration)]
+RefreshAfter = Annotated[float | None, BeforeValidator(_refresh)]
 Interval = Annotated[float, BeforeValidator(_interval)]
 UsdCap = Annotated[float | None, BeforeValidator(_cap)]
 TokenCap = Annotated[int | None, BeforeValidator(_cap)]
@@ -162,6 +170,8 @@ class AgentDefaults(_Model):
     model: str | None = None
     topics: list[str] | None = None
     extra_topics: list[str] | None = None
+    refresh_after: RefreshAfter = None
+    max_proposals: int | None = Field(default=None, ge=0, le=100)
 
 
 class AgentSettings(AgentDefaults):
@@ -182,7 +192,7 @@ class AgentSettings(AgentDefaults):
 
 DEFAULT_AGENT = AgentDefaults(
     enabled=True, interval=1800.0, grace=900.0, max_attempts=3, min_score=0.7,
-    min_sources=2, daily_usd=0.5, daily_tokens=500_000,
+    min_sources=2, daily_usd=0.5, daily_tokens=500_000, refresh_after=30 * 86400.0, max_proposals=5,
 )
 
 
@@ -350,7 +360,7 @@ class Settings:
             min_sources=merged["min_sources"], daily_usd=merged["daily_usd"],
             daily_tokens=merged["daily_tokens"],
             model=self.model_override or merged.get("model") or self.provider.model,
-            topics=topics,
+            topics=topics, refresh_after=merged.get("refresh_after"), max_proposals=merged["max_proposals"],
         )
 
     def prompts_dir(self) -> Path | None:

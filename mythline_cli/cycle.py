@@ -8,6 +8,7 @@ checkpoint before anything else happens.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
@@ -38,6 +39,8 @@ from .errors import (
     UsageError,
 )
 from .events import EventLog
+from .fleet import crosscheck
+from .fleet import topics as fleet_topics
 from .heartbeat import Heartbeat
 from .ledger import Ledger, Reservation
 from .planner import AUDIT_STEPS, RESEARCH_STEPS, Call, Reject, Store
@@ -264,7 +267,15 @@ class Cycle:
         for repair in repairs:
             warnings.append(repair.warning)
             self.emit("corrupt-state", **repair.event)
+        agent = self.agent = fleet_topics.fold(ck, agent, self.emit)
+        if agent.kind == "lore-crosscheck":
+            agent = self.agent = crosscheck.scan(self.settings, agent, ck, self.emit)
+        self.plan_ctx = planner.Context.of(self.settings, agent)  # the queue as changed above
         topic = ck.next_topic(agent.topics)
+        if topic is None:
+            topic = fleet_topics.stale_topic(ck, agent)
+            if topic is not None:
+                self.emit("refresh", topic=topic, refresh_after_s=agent.refresh_after)
         counts = ck.counts(agent.topics)
         if topic is None:
             self.hb.finish("queue-empty", started_at=t0, ended_at=time.monotonic(), step=None, topics=counts,
@@ -388,6 +399,8 @@ class Cycle:
         stored = store_record(domain=agent.domain, topic=topic, record=action.record, provenance=provenance)
         self.emit("store", topic=topic, **stored)
         ck.finish_attempt(passed=True, feedback=[], max_attempts=agent.max_attempts, stored=stored)
+        if stored["action"] != "unchanged":
+            fleet_topics.after_store(self.settings, agent, topic, action.record, self.emit)
         return "stored" if stored["action"] != "unchanged" else "unchanged"
 
     # -- failing well ----------------------------------------------------------------------
@@ -525,6 +538,7 @@ def dry_run(settings: Settings, name: str) -> dict[str, Any]:
     writes nothing."""
     agent = settings.agent(name)
     ck = Checkpoint.load(agent.name, repair=False)
+    agent = dataclasses.replace(agent, topics=ck.queue(agent.topics))  # with the topics added and removed
     step = planner.plan(planner.Context.of(settings, agent), ck)
     out: dict[str, Any] = {"agent": agent.name, "model": agent.model, "base_url": safe_url(settings.provider.base_url),
                            "topic": step.topic, "topics": ck.counts(agent.topics)}

@@ -63,6 +63,8 @@ def starter_text() -> str:
         f"# min_sources = {a.min_sources}",
         f"# daily_usd = {a.daily_usd:g}                    # per agent, per day",
         f"# daily_tokens = {a.daily_tokens}",
+        f'# refresh_after = "{format_duration(a.refresh_after)}"              # once the queue is empty, research older records again ("none": never)',
+        f"# max_proposals = {a.max_proposals}                  # subjects a run may propose to other agents' queues",
         "",
         "# How long an agent waits after a failed run: min(max, base * 2^(failures-1)), +/- jitter.",
         "[backoff]",

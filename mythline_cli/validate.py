@@ -31,7 +31,7 @@ class NonEmptyFields(Rule):
     """Every required text or list field holds something."""
 
     def __call__(self, record: dict[str, Any], agent: Agent) -> list[str]:
-        empty_ok = {"conflicts"}
+        empty_ok = {"conflicts", "aliases"}
         out = []
         for key, value in record.items():
             if key in empty_ok:

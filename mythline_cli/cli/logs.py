@@ -94,7 +94,9 @@ def facts(event: dict[str, Any]) -> list[str]:
         parts.append("ok=false")
     for key, value in event.items():
         if key not in HIDDEN and key not in ORDER and isinstance(value, (str, int, float, bool)):
-            parts.append(f"{key}={_value(value)}")
+            # An amount of money reads as one (reserved_usd=$0.0078), not as a float's digits.
+            money = key.endswith("_usd") and type(value) in (int, float)
+            parts.append(f"{key}={usd(value) if money else _value(value)}")
     return parts
 
 

@@ -34,6 +34,9 @@ class RecordBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(description="Canonical name of the subject (the research topic).")
+    aliases: list[str] = Field(
+        description="Other names the subject is known by, e.g. Go'el for Thrall; an empty list if none."
+    )
     summary: str = Field(description="A 2-5 sentence summary of the subject for a story writer.")
     sources: list[Source] = Field(
         description="Sources supporting the record; prefer official and wiki tiers."

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from probe import run_app, run_main
 from typer.testing import CliRunner
 
 from mythline_cli import paths
@@ -306,24 +307,13 @@ def test_a_run_indexes_its_record_but_never_builds_the_index_of_a_big_store(home
 
 # -- cheap to start ---------------------------------------------------------------------------
 
-FAST_PROBE = """
-import atexit, json, runpy, sys
-sys.argv = ["mythline", *json.loads(sys.argv[1])]
-atexit.register(lambda: sys.stderr.write("LOADED " + json.dumps(
-    sorted(m for m in ("openai", "tokencost", "anthropic", "tiktoken", "typer", "pydantic") if m in sys.modules)) + "\\n"))
-runpy.run_module("mythline_cli", run_name="__main__")
-"""
-
-
 @pytest.mark.parametrize("args", [["store", "ls"], ["store", "search", "thrall"], ["store", "ls", "--json"]],
                          ids=" ".join)
 def test_ls_and_search_start_without_typer_pydantic_or_the_llm_stack(home, args):
     put("world-npcs", "Thrall")
-    proc = subprocess.run([sys.executable, "-c", FAST_PROBE, json.dumps(args)], capture_output=True, text=True,
-                          timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    loaded = json.loads(proc.stderr.rsplit("LOADED ", 1)[1])
-    assert loaded == []
+    report = run_main(*args)
+    assert report.returncode == 0, report.stderr
+    assert report.loaded == set(), report.loaded
 
 
 @pytest.mark.parametrize("args", [
@@ -333,12 +323,7 @@ def test_ls_and_search_start_without_typer_pydantic_or_the_llm_stack(home, args)
     ["store", "--help"], ["topics", "--help"],
 ], ids=" ".join)
 def test_store_and_topics_do_not_import_the_llm_stack(home, args):
-    from test_cli_help import PROBE
-
     put("world-npcs", "Thrall")
-    proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps(args)], capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert report["exit"] == 0, report["stderr"]
-    assert not any(report["loaded"][m] for m in ("openai", "tokencost", "anthropic"))
+    report = run_app(args)
+    assert report.returncode == 0, report.stderr
+    assert report.llm_stack == set(), report.loaded

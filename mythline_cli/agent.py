@@ -65,6 +65,15 @@ class Agent:
     daily_tokens: int | None
     model: str
     topics: tuple[str, ...]
+    # Retrieval: URL templates and local globs; empty = ungrounded (the model's memory only).
+    sources: tuple[str, ...] = ()
+    key_fields: tuple[str, ...] = ("summary",)
+    min_tier: str = "secondary"
+    web_search: bool = False
+
+    @property
+    def grounded(self) -> bool:
+        return bool(self.sources) or self.web_search
 
     @property
     def custom(self) -> bool:

@@ -7,6 +7,7 @@ point resumes at the first step without a recorded result.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import threading
@@ -38,7 +39,13 @@ from .store import store_record
 Listener = Callable[[dict[str, Any]], None]
 # The audit's own steps: when only these fail, the paid research answer is kept.
 AUDIT_STEPS = ("audit", "audit-repair")
-RESEARCH_STEPS = ("research", "repair")
+# Kept with the research answer: the sources it was written from (its quotes are checked there).
+RESEARCH_STEPS = ("sources", "research", "repair")
+
+
+class SourcesUnavailable(MythlineError):
+    """Too few sources this run because hosts are resting or unreachable: a failed run (the
+    agent backs off), not a verdict on the topic."""
 
 
 class _Rejected(Exception):
@@ -319,7 +326,7 @@ class Cycle:
             if self._wait_line:
                 message += f"; {self._wait_line}"
             return self._end(t0, "failed", ExitCode.FAILED, topic, message, ck, warnings)
-        except LedgerCorrupt as exc:
+        except (LedgerCorrupt, SourcesUnavailable) as exc:
             self.emit("error", step=self.hb.data.get("step"), error=str(exc))
             return self._end(t0, "failed", exc.exit_code, topic, str(exc), ck, warnings)
         except Aborted:
@@ -405,8 +412,15 @@ class Cycle:
         agent = self.agent
         cur = ck.current(topic, self.run_id)
         steps = cur["steps"]
+        found = self._sources(ck, topic, steps)
+        if isinstance(found, str):
+            return found  # too few sources: rejected or quarantined, nothing was paid
+        cfg = self.settings.config.sources
+        ctx = validate.Context(found, threshold=cfg.evidence_threshold, min_quote_chars=cfg.min_quote_chars,
+                               weights=cfg.weights)
         feedback = ck.peek(topic).get("feedback") or []
-        msgs = research.messages(agent, topic, feedback, self.prompts_dir, self.schema, self.mode)
+        msgs = research.messages(agent, topic, feedback, self.prompts_dir, self.schema, self.mode, sources=found,
+                                 max_excerpt_chars=cfg.max_excerpt_chars)
         fmt = research.response_format(self.schema, self.mode)
 
         record, error = self._ask(ck, steps, ("research", "repair"), msgs, fmt, self.schema, cur["attempt"])
@@ -415,13 +429,14 @@ class Cycle:
         assert record is not None
 
         try:
-            problems = validate.check_rules(record, agent)
+            problems = validate.check_rules(record, agent, ctx)
         except Exception as exc:  # noqa: BLE001 - a record the rules cannot read is not a valid one
             problems = [f"the record could not be checked ({type(exc).__name__}: {str(exc)[:200]})"]
         if problems:
             return self._reject(ck, topic, problems, score=None)
 
-        amsgs = validate.audit_messages(agent, topic, record, self.prompts_dir, self.mode)
+        amsgs = validate.audit_messages(agent, topic, record, self.prompts_dir, self.mode, sources=found,
+                                        max_excerpt_chars=cfg.max_excerpt_chars)
         afmt = research.response_format(validate.Audit, self.mode, name="audit")
         # Repaired like research: one call that shows the model its unreadable answer.
         audit, error = self._ask(ck, steps, ("audit", "audit-repair"), amsgs, afmt, validate.Audit, cur["attempt"])
@@ -439,19 +454,71 @@ class Cycle:
                                 score=score, verdict_sent=True)
 
         self.hb.beat(step="store")
+        cap = validate.confidence_cap(record, ctx)
+        claimed = record.get("confidence")
+        if isinstance(claimed, (int, float)) and claimed > cap:
+            record = {**record, "confidence": cap}  # no more trust than the best supporting source earns
         calls = [s for s in steps.values() if "prompt_tokens" in s]
         provenance = {
             "agent": agent.name, "model": steps["research"].get("model", agent.model), "run_id": self.run_id,
             "attempt": cur["attempt"], "score": score, "audit_issues": issues,
             "tokens": sum(s["prompt_tokens"] + s["completion_tokens"] for s in calls),
             "cost_usd": round(sum(s.get("usd") or 0.0 for s in calls), 8),
-            "sources": record.get("sources", []),
+            "grounded": ctx.grounded, "sources": validate.provenance_sources(record, ctx),
+            "confidence_claimed": claimed, "confidence_cap": cap,
             "researched_at": steps["research"]["recorded"], "validated_at": validated_at,
         }
         stored = store_record(domain=agent.domain, topic=topic, record=record, provenance=provenance)
         self.emit("store", topic=topic, **stored)
         ck.finish_attempt(passed=True, feedback=[], max_attempts=agent.max_attempts, stored=stored)
         return "stored" if stored["action"] != "unchanged" else "unchanged"
+
+    # -- retrieval ---------------------------------------------------------------------------
+    def _sources(self, ck: Checkpoint, topic: str, steps: dict[str, Any]) -> list[Any] | str:
+        """The numbered sources of this attempt: recorded ones, else gathered now (no LLM money).
+        A verdict string when too few are usable: the topic is rejected (quarantined at
+        ``max_attempts``) when they are gone; ``SourcesUnavailable`` when a host is only resting."""
+        from . import sources as sources_mod
+
+        agent = self.agent
+        if not agent.grounded:
+            return []
+        recorded = steps.get("sources")
+        if recorded is not None:
+            try:
+                restored = sources_mod.restore(json.loads(recorded["content"])["sources"])
+            except (ValueError, KeyError, TypeError):
+                restored = None
+            if restored is not None:
+                return restored
+        self._boundary()
+        self.hb.beat(step="sources")
+        found, outcomes = self._gather(topic)
+        for out in outcomes:
+            self.emit("source", topic=topic, spec=out.spec, url=out.url, status=out.status,
+                      **({"reason": out.reason} if out.reason else {}), **({"cached": out.cached} if out.cached else {}))
+        need = max(1, agent.min_sources)
+        if len(found) < need:
+            dropped = "; ".join(f"{o.url}: {o.reason}" for o in outcomes if o.status != "ok") or "no source specs"
+            issue = (f"only {len(found)} of the {need} sources needed could be retrieved for {topic!r} ({dropped}); "
+                     "nothing was sent to the model")
+            if any(o.status in ("backoff", "failed", "blocked") for o in outcomes):
+                raise SourcesUnavailable(f"{agent.name}: {issue}; the next run tries again")
+            return self._reject(ck, topic, [issue], score=None)
+        ck.record_step("sources", {"content": json.dumps({"sources": [s.meta() for s in found]}),
+                                   "prompt_tokens": 0, "completion_tokens": 0, "usd": 0.0})
+        return found
+
+    def _gather(self, topic: str) -> tuple[list[Any], list[Any]]:
+        from . import fetch, sources as sources_mod
+
+        cfg = self.settings.config.sources
+        policy = fetch.Policy(timeout=cfg.timeout, max_bytes=cfg.max_bytes, max_redirects=cfg.max_redirects,
+                              host_delay=cfg.host_delay, cache_max_age=cfg.cache_max_age, contact=cfg.contact)
+        base = self.settings.source.parent if self.settings.source is not None else None
+        with fetch.Fetcher(policy, sleep=self._nap) as fetcher:
+            return sources_mod.gather(self.agent.sources, topic, fetcher=fetcher, base_dir=base, domains=cfg.tiers,
+                                      max_bytes=cfg.max_bytes)
 
     # -- failing well ----------------------------------------------------------------------
     def _check_backoff(self, previous: dict[str, Any] | None) -> None:

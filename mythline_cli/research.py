@@ -22,12 +22,41 @@ def response_format(model: type[BaseModel], mode: str, name: str | None = None) 
             "json_schema": {"name": name or model.__name__, "strict": True, "schema": model.model_json_schema()}}
 
 
+UNGROUNDED = ("No sources were retrieved for this agent (its config sets sources = []): leave `sources` "
+              "and `quotes` empty, and keep the confidence modest: the record rests on memory alone.")
+
+
+def excerpts(sources: list[Any] | None, max_chars: int) -> str:
+    """The numbered sources as the prompts show them: number, title, tier, URL, text."""
+    if not sources:
+        return UNGROUNDED
+    blocks = []
+    for src in sources:
+        text = src.text if len(src.text) <= max_chars else (
+            src.text[:max_chars] + f"\n[... {len(src.text) - max_chars:,} more characters not shown]")
+        blocks.append(f"[{src.n}] {src.title} ({src.tier} source)\nURL: {src.url}\n<<<\n{text}\n>>>")
+    return "\n\n".join(blocks)
+
+
+def with_sources(name: str, prompts_dir: Path | None, rendered: str, text: str) -> str:
+    """``rendered`` with the sources appended when the user's copy of the prompt has no $sources."""
+    template = prompts.load(name, prompts_dir)
+    if "${sources}" in template or "$sources" in template:
+        return rendered
+    return rendered + "\n\n## Sources\n\n" + text
+
+
 def messages(agent: Agent, topic: str, feedback: list[dict[str, Any]], prompts_dir: Path | None,
-             schema: type[BaseModel], mode: str) -> list[dict[str, str]]:
+             schema: type[BaseModel], mode: str, sources: list[Any] | None = None,
+             max_excerpt_chars: int = 6000) -> list[dict[str, str]]:
     text = "None — this is the first attempt."
     if feedback:
         text = "\n".join(f"- attempt {f['attempt']}: {issue}" for f in feedback for issue in f["issues"])
-    user = prompts.render("research", prompts_dir, agent_description=agent.description, topic=topic, feedback=text)
+    listed = excerpts(sources, max_excerpt_chars)
+    keys = ", ".join(f"`{k}`" for k in agent.key_fields) if sources else "none (no sources were given)"
+    user = prompts.render("research", prompts_dir, agent_description=agent.description, topic=topic, feedback=text,
+                          sources=listed, key_fields=keys)
+    user = with_sources("research", prompts_dir, user, listed)
     if mode == "json_object":
         # Without structured outputs the schema has to travel in the prompt.
         user += "\n\n## JSON Schema\n\n" + json.dumps(schema.model_json_schema(), indent=1)

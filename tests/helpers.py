@@ -31,7 +31,11 @@ def write_config(path: Path, *, base_url: str, sections: dict[str, dict[str, Any
     prov.update(provider or {})
     lines = ["[provider]"] + [f"{k} = {toml_value(v)}" for k, v in prov.items()]
     lines += ['[provider.prices."test/model"]', "input_per_million = 1.0", "output_per_million = 2.0"]
-    for name, values in (sections or {}).items():
+    sections = {name: dict(values) for name, values in (sections or {}).items()}
+    # No test reaches the internet: agents research ungrounded unless a test gives them sources
+    # (on tests/source_server.py, or local files).
+    sections.setdefault("defaults", {}).setdefault("sources", [])
+    for name, values in sections.items():
         lines.append(f"[{name}]")
         lines += [f"{k} = {toml_value(v)}" for k, v in values.items()]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -37,7 +37,9 @@ def write_config(path: Path, *, base_url: str, sections: dict[str, dict[str, Any
     sections.setdefault("defaults", {}).setdefault("sources", [])
     for name, values in sections.items():
         lines.append(f"[{name}]")
-        lines += [f"{k} = {toml_value(v)}" for k, v in values.items()]
+        # A key that is not a bare TOML key (a domain such as "127.0.0.1") is quoted.
+        lines += [f"{k if k.replace('_', '').replace('-', '').isalnum() else toml_value(k)} = {toml_value(v)}"
+                  for k, v in values.items()]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 

@@ -5,6 +5,7 @@ the pytest process (like ``llm_server.py``), so the fetcher in-process and a ``m
 subprocess both reach it. Built-in routes::
 
     /robots.txt                  Disallow: /private/ (or ``server.robots`` when set)
+    /chronicle/<Page>            a second, different page about <Page>
     /wiki/<Page>                 a wiki-like HTML article about <Page> (navigation, sidebar,
                                  footer around the main text); ETag and Last-Modified, 304 on
                                  a matching If-None-Match / If-Modified-Since
@@ -34,7 +35,7 @@ import time
 import urllib.parse
 from typing import Any
 
-__all__ = ["SourceServer", "article"]
+__all__ = ["SourceServer", "article", "chronicle"]
 
 ROBOTS = "User-agent: *\nDisallow: /private/\n"
 LAST_MODIFIED = "Tue, 01 Dec 2026 10:00:00 GMT"
@@ -61,6 +62,20 @@ accounts and the newer chronicles disagree on this point.</p>
 <footer><p>Content is available under a free licence unless otherwise noted.</p>
 <p>Privacy policy - About the wiki - Disclaimers</p></footer>
 </body></html>
+"""
+
+
+def chronicle(page: str) -> str:
+    """A second, different page about ``page`` (another site's account)."""
+    name = page.replace("_", " ")
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>The Chronicle of {name}</title></head>
+<body><header><p>Chronicle archive - Home - Search</p></header>
+<article><h1>The Chronicle of {name}</h1>
+<p>According to the chronicle, {name} first came to prominence after the fall of the old keep,
+when the survivors gathered under a new banner in the hills.</p>
+<p>The chronicle also records that {name} swore an oath at the river ford and kept it until the end.</p>
+</article><footer><p>Archive footer and copyright notice</p></footer></body></html>
 """
 
 
@@ -125,6 +140,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return self._send(200, owner.robots.encode(), "text/plain")
         if head == "wiki":
             return self._article(owner, rest)
+        if head == "chronicle":
+            return self._send(200, chronicle(rest).encode(), headers={"Last-Modified": LAST_MODIFIED})
         if head == "private":
             return self._article(owner, rest)
         if head == "redirect":

@@ -99,7 +99,8 @@ from typer.testing import CliRunner
 from mythline_cli.cli import app
 result = CliRunner().invoke(app, json.loads(sys.argv[1]))
 print(json.dumps({"exit": result.exit_code, "stderr": result.stderr,
-                  "loaded": {m: m in sys.modules for m in ("openai", "tokencost", "anthropic", "tiktoken")}}))
+                  "loaded": {m: m in sys.modules for m in ("openai", "tokencost", "anthropic", "tiktoken", "trafilatura",
+                                                          "rapidfuzz")}}))
 """
 
 
@@ -116,6 +117,7 @@ def test_read_only_commands_do_not_import_the_llm_stack(args: list[str]) -> None
     assert report["loaded"]["openai"] is False
     assert report["loaded"]["tokencost"] is False
     assert report["loaded"]["anthropic"] is False
+    assert report["loaded"]["trafilatura"] is False and report["loaded"]["rapidfuzz"] is False
 
 
 def test_status_with_heartbeats_and_a_config_does_not_import_the_llm_stack() -> None:

@@ -1,0 +1,251 @@
+"""Grounded research end to end: real pages from tests/source_server.py, the real CLI and the
+real openai SDK against the scripted chat server, whose answers depend on the prompt."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from factories import record
+from helpers import MODEL, is_audit, topic_of
+from llm_server import Reply, completion
+from mythline_cli.cli import app
+from source_server import SourceServer
+
+AGENT = "world-npcs"
+FIRST = "Thrall"
+runner = CliRunner()
+EXCERPT = re.compile(r"\[(\d+)\] (.*?) \((\w+) source\)\nURL: (\S+)\n<<<\n(.*?)\n>>>", re.S)
+
+
+def run(*args: str):
+    return runner.invoke(app, list(args))
+
+
+@pytest.fixture
+def pages():
+    with SourceServer() as server:
+        yield server
+
+
+@pytest.fixture
+def grounded(config, pages):
+    """A config whose agents read two different pages per topic from the local server."""
+    def make(**defaults: Any) -> None:
+        config(sections={
+            "defaults": {"sources": [pages.base_url + "/wiki/{title}", pages.base_url + "/chronicle/{title}"],
+                         "max_attempts": 2, **defaults},
+            "agents.world-npcs": {"topics": [FIRST, "Jaina Proudmoore"]},
+            "sources": {"host_delay": "0s"},
+            "sources.tiers": {"127.0.0.1": "primary"},
+        })
+    make()
+    return make
+
+
+def given(request: dict[str, Any]) -> list[dict[str, Any]]:
+    """The numbered sources the prompt shows: number, title, tier, URL, text."""
+    text = request["body"]["messages"][-1]["content"]
+    return [{"n": int(n), "title": t, "tier": tier, "url": u, "text": body}
+            for n, t, tier, u, body in EXCERPT.findall(text)]
+
+
+def faithful(request: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    """A record that cites every given source and quotes each one word for word."""
+    srcs = given(request)
+    quotes = []
+    for field, src in zip(("summary", "notable_deeds"), srcs * 2):
+        body = [line for line in src["text"].splitlines() if len(line) > 60][0]
+        quotes.append({"field": field, "source": src["n"], "quote": body.split(". ")[0]})
+    rec = record(AGENT, topic_of(request), confidence=0.95,
+                 sources=[{"source": s["n"], "url": s["url"]} for s in srcs], quotes=quotes)
+    rec.update(changes)
+    return rec
+
+
+def answer(rec: dict[str, Any]) -> Reply:
+    return completion(json.dumps(rec), prompt_tokens=900, completion_tokens=300, model=MODEL)
+
+
+def audit(score: float = 0.9) -> Reply:
+    return completion(json.dumps({"score": score, "issues": []}), prompt_tokens=500, completion_tokens=20, model=MODEL)
+
+
+def stored(home: Path, topic: str = FIRST) -> dict[str, Any]:
+    from mythline_cli.slug import slug
+
+    return json.loads((home / "store" / "npcs" / f"{slug(topic)}.json").read_text())
+
+
+def checkpoint(home: Path) -> dict[str, Any]:
+    return json.loads((home / "agents" / AGENT / "checkpoint.json").read_text())
+
+
+def events(home: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (home / "agents" / AGENT / "events.jsonl").read_text().splitlines()]
+
+
+def test_a_record_that_quotes_its_sources_faithfully_is_stored_with_its_provenance(home, grounded, pages, llm_server):
+    audits: list[dict[str, Any]] = []
+
+    def respond(request):
+        if is_audit(request):
+            audits.append(request)
+            return audit()
+        return answer(faithful(request))
+
+    llm_server.responder = respond
+    result = run("run", AGENT)
+    assert result.exit_code == 0, result.stderr
+    doc = stored(home)
+    prov = doc["provenance"]
+    assert prov["grounded"] is True and len(prov["sources"]) == 2
+    wiki, chron = prov["sources"]
+    assert wiki["url"] == pages.base_url + "/wiki/Thrall" and wiki["final_url"] == wiki["url"]
+    assert wiki["title"] == "Thrall" and chron["title"] == "The Chronicle of Thrall"
+    assert wiki["tier"] == "primary"  # from [sources.tiers], not from the model
+    assert re.fullmatch(r"[0-9a-f]{64}", wiki["sha256"]) and wiki["fetched_at"].startswith("20")
+    assert wiki["quotes"][0]["field"] == "summary" and "of great renown in the lore" in wiki["quotes"][0]["quote"]
+    # The model said 0.95; a record is trusted no more than its best supporting tier (primary = 0.9).
+    assert doc["record"]["confidence"] == 0.9 and prov["confidence_claimed"] == 0.95
+    # The audit judged against the same excerpts.
+    assert "born in the old country during the long winter" in audits[0]["body"]["messages"][-1]["content"]
+    outcomes = [e for e in events(home) if e["event"] == "source"]
+    assert [e["status"] for e in outcomes] == ["ok", "ok"]
+
+
+def test_an_invented_quote_is_rejected_by_name_and_fixed_on_the_retry(home, grounded, llm_server):
+    prompts: list[str] = []
+    invented = "Thrall was born on Draenor as the son of Durotan and Draka"
+
+    def respond(request):
+        if is_audit(request):
+            return audit()
+        prompts.append(request["body"]["messages"][-1]["content"])
+        rec = faithful(request)
+        if len(prompts) == 1:
+            rec["quotes"][0]["quote"] = invented
+        return answer(rec)
+
+    llm_server.responder = respond
+    assert run("run", AGENT).exit_code == 0
+    issues = checkpoint(home)["topics"][FIRST]["feedback"][0]["issues"]
+    assert invented in issues[0] and "is not in that source (best match" in issues[0]
+    assert issues[1] == "quotes: no quote found in the sources backs `summary`; add one copied from a cited source"
+    assert llm_server.count() == 1  # the rules rejected it: no audit paid for
+    assert run("run", AGENT).exit_code == 0
+    assert invented in prompts[1] and "is not in that source" in prompts[1]  # the retry says which quote
+    assert stored(home)["provenance"]["attempt"] == 2
+
+
+def test_a_url_the_model_was_not_given_is_a_rule_failure(home, grounded, llm_server):
+    def respond(request):
+        rec = faithful(request)
+        rec["sources"].append({"source": 3, "url": "https://example.org/made-up"})
+        return answer(rec)
+
+    llm_server.responder = respond
+    assert run("run", AGENT).exit_code == 0
+    issues = checkpoint(home)["topics"][FIRST]["feedback"][0]["issues"]
+    assert any("https://example.org/made-up was not retrieved in this run; cite only [1], [2]" in i for i in issues)
+    assert not list((home / "store").rglob("*.json"))
+
+
+def test_a_known_url_under_the_wrong_number_is_a_rule_failure(home, grounded, llm_server):
+    def respond(request):
+        rec = faithful(request)
+        rec["sources"][0]["url"] = rec["sources"][1]["url"]
+        return answer(rec)
+
+    llm_server.responder = respond
+    assert run("run", AGENT).exit_code == 0
+    issues = checkpoint(home)["topics"][FIRST]["feedback"][0]["issues"]
+    assert any("is not the URL of [1]" in i for i in issues)
+
+
+def test_a_key_field_without_a_quote_is_rejected(home, grounded, llm_server):
+    llm_server.responder = lambda request: answer(faithful(request, quotes=faithful(request)["quotes"][:1]))
+    assert run("run", AGENT).exit_code == 0
+    issues = checkpoint(home)["topics"][FIRST]["feedback"][0]["issues"]
+    assert issues == ["quotes: no quote found in the sources backs `notable_deeds`; add one copied from a cited source"]
+
+
+def test_min_tier_needs_one_good_enough_source(home, grounded, llm_server):
+    grounded(min_tier="official")
+    llm_server.responder = lambda request: answer(faithful(request))
+    assert run("run", AGENT).exit_code == 0
+    issues = checkpoint(home)["topics"][FIRST]["feedback"][0]["issues"]
+    assert issues == ["sources: none of the cited sources is official or better"]
+
+
+def test_too_few_sources_spends_nothing_and_quarantines_with_the_reason(home, config, pages, llm_server):
+    config(sections={"defaults": {"sources": [pages.base_url + "/gone/{title}", pages.base_url + "/binary"],
+                                  "max_attempts": 2},
+                     "agents.world-npcs": {"topics": [FIRST]}, "sources": {"host_delay": "0s"}})
+    assert run("run", AGENT).exit_code == 0
+    assert run("run", AGENT).exit_code == 0
+    assert llm_server.count() == 0
+    state = checkpoint(home)["topics"][FIRST]
+    assert state["status"] == "quarantined"
+    issue = state["feedback"][-1]["issues"][0]
+    assert issue.startswith("only 0 of the 2 sources needed could be retrieved for 'Thrall'")
+    assert "/gone/Thrall: HTTP 404 (not found)" in issue and "/binary: not text (image/png)" in issue
+    dropped = [e for e in events(home) if e["event"] == "source"]
+    assert {e["reason"] for e in dropped} == {"HTTP 404 (not found)", "not text (image/png)"}
+    assert json.loads((home / "ledger.json").read_text())["reservations"] == {}
+
+
+def test_a_resting_host_fails_the_run_without_counting_an_attempt(home, config, pages, llm_server):
+    config(sections={"defaults": {"sources": [pages.base_url + "/flaky/{title}", pages.base_url + "/busy/{title}"]},
+                     "agents.world-npcs": {"topics": [FIRST]}, "sources": {"host_delay": "0s"}})
+    result = run("run", AGENT)
+    assert result.exit_code == 1
+    assert "nothing was sent to the model; the next run tries again" in result.stderr
+    assert llm_server.count() == 0
+    ck = home / "agents" / AGENT / "checkpoint.json"
+    assert not ck.exists() or checkpoint(home)["topics"].get(FIRST, {}).get("attempts", 0) == 0
+
+
+def test_local_notes_are_sources_with_the_local_tier(home, config, tmp_path, llm_server):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "thrall-early-life.md").write_text(
+        "# Early life\n\nThrall was raised in Durnholde Keep by Aedelas Blackmoore, who trained him as a gladiator.\n")
+    (notes / "thrall-later.txt").write_text(
+        "Later, Thrall freed the orcs from the internment camps and founded the new Horde in Kalimdor.\n")
+    config(sections={"defaults": {"sources": ["notes/thrall-*"]}, "agents.world-npcs": {"topics": [FIRST]}})
+
+    def respond(request):
+        if is_audit(request):
+            return audit()
+        srcs = given(request)
+        assert [s["tier"] for s in srcs] == ["primary", "primary"]
+        rec = record(AGENT, FIRST, sources=[{"source": s["n"], "url": s["url"]} for s in srcs], quotes=[
+            {"field": "summary", "source": 1, "quote": "Thrall was raised in Durnholde Keep by Aedelas Blackmoore"},
+            {"field": "notable_deeds", "source": 2, "quote": "founded the new Horde in Kalimdor"}])
+        return answer(rec)
+
+    llm_server.responder = respond
+    assert run("run", AGENT).exit_code == 0, checkpoint(home)
+    prov = stored(home)["provenance"]
+    assert [s["url"] for s in prov["sources"]] == [(notes / "thrall-early-life.md").as_uri(),
+                                                   (notes / "thrall-later.txt").as_uri()]
+
+
+def test_a_crash_after_gathering_resumes_with_the_same_sources(home, grounded, pages, llm_server):
+    # A research answer the model cannot give (500s) leaves the sources recorded in the checkpoint.
+    llm_server.responder = None
+    assert run("run", AGENT).exit_code == 1
+    steps = checkpoint(home)["current"]["steps"]
+    assert set(steps) == {"sources"} and steps["sources"]["usd"] == 0.0
+    hits = pages.hits("/wiki/Thrall")
+    pages.pages["Thrall"] = "<html><body><article><p>" + "Changed text about somebody else entirely. " * 9 + "</p></article></body></html>"
+    llm_server.responder = lambda request: audit() if is_audit(request) else answer(faithful(request))
+    assert run("run", AGENT, "--force").exit_code == 0
+    assert pages.hits("/wiki/Thrall") == hits  # not fetched again: the attempt keeps its sources
+    assert "of great renown in the lore" in stored(home)["provenance"]["sources"][0]["quotes"][0]["quote"]

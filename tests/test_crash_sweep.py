@@ -20,9 +20,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from helpers import TEST_KEY, is_audit, lore_responder
+from helpers import TEST_KEY, grounded_responder, is_audit, lore_responder
 from llm_server import ScriptedLLMServer
+from mythline_cli import evidence
 from mythline_cli.ledger import replay
+from source_server import SourceServer
 
 AGENT = "world-npcs"
 LAUNCHER = Path(__file__).with_name("crash_launcher.py")
@@ -48,6 +50,27 @@ def open_reservations(home: Path) -> set[str]:
     """Reservations the journal says are open (what the ledger will hold after roll-forward)."""
     journal = home / "ledger-history.jsonl"
     return set(replay(journal)["reservations"]) if journal.exists() else set()
+
+
+def check_sources(home: Path) -> list[str]:
+    """A grounded record's quotes are found in the texts kept by their hashes, and every kept
+    text is whole (its name is its sha256)."""
+    import hashlib
+
+    problems = []
+    for path in (home / "sources" / "text").glob("*.txt"):
+        if hashlib.sha256(path.read_bytes()).hexdigest() != path.stem:
+            problems.append(f"source text {path.name} is not whole")
+    for path in (home / "store").rglob("*.json"):
+        prov = json.loads(path.read_text())["provenance"]
+        if not prov.get("sources"):
+            problems.append("a grounded record was stored without sources")
+        for src in prov.get("sources", []):
+            text = (home / "sources" / "text" / f"{src['sha256']}.txt").read_text()
+            for q in src["quotes"]:
+                if not evidence.check(q["quote"], text, threshold=95, min_chars=20).found:
+                    problems.append(f"stored quote not in its source: {q['quote'][:40]}")
+    return problems
 
 
 def check_invariants(home: Path, dead: set[str], steps_before: set[str], requests: list[dict]) -> list[str]:
@@ -95,7 +118,8 @@ def _points(log: Path, request_times: list[float]) -> list[tuple[int, str, int]]
     out = []
     for line in log.read_text().splitlines():
         index, op, path, stamp = line.split(" ")
-        name = "store record" if path.startswith("store/") else path.split("/")[-1]
+        name = ("store record" if path.startswith("store/") else "page cache" if path.startswith("sources/cache/")
+                else "source text" if path.startswith("sources/text/") else path.split("/")[-1])
         if name.endswith(".tmp"):  # ".heartbeat.json.x1y2z3.tmp" -> "heartbeat.json (temp)"
             name = name.lstrip(".").split(".")[0] + ".json (temp)"
         phase = sum(1 for t in request_times if t < float(stamp))
@@ -103,8 +127,9 @@ def _points(log: Path, request_times: list[float]) -> list[tuple[int, str, int]]
     return out
 
 
-def sweep(tmp_path: Path, llm_server, *, every: bool) -> None:
-    llm_server.responder = lore_responder(AGENT)
+def sweep(tmp_path: Path, llm_server, *, every: bool, grounded: bool = False) -> int:
+    responder = grounded_responder if grounded else lore_responder
+    llm_server.responder = responder(AGENT)
     clean = launch(0, tmp_path / "clean.log", tmp_path / "clean")
     assert clean.returncode == 0, clean.stderr
     points = _points(tmp_path / "clean.log", [r["time"] for r in llm_server.requests])
@@ -113,6 +138,9 @@ def sweep(tmp_path: Path, llm_server, *, every: bool) -> None:
     for target in ("checkpoint.json", "heartbeat.json", "events.jsonl", "ledger.json", "ledger-history.jsonl",
                    "run.lock", "store record", "(temp)", "os.rename"):
         assert target in written, target
+    if grounded:
+        for target in ("page cache", "source text", "hosts.json", "hosts.lock"):
+            assert target in written, target
     if not every:
         # One kill per distinct write: what is written, in which phase of the cycle.
         seen: set[tuple[str, int]] = set()
@@ -123,7 +151,7 @@ def sweep(tmp_path: Path, llm_server, *, every: bool) -> None:
         home = tmp_path / f"k{k}"
         # Each crash point gets its own server, so the requests it counts are its own.
         with ScriptedLLMServer() as server:
-            server.responder = lore_responder(AGENT)
+            server.responder = responder(AGENT)
             env = {"MYTHLINE_BASE_URL": server.base_url}
             killed = launch(k, tmp_path / f"k{k}.log", home, env)
             if killed.returncode != -signal.SIGKILL:
@@ -135,16 +163,38 @@ def sweep(tmp_path: Path, llm_server, *, every: bool) -> None:
                                      text=True, env={**os.environ, **env, "MYTHLINE_HOME": str(home)}, timeout=120)
             problems = [] if resumed.returncode == 0 else [f"resume exited {resumed.returncode}: {resumed.stderr}"]
             problems += check_invariants(home, dead, steps, server.requests[start:])
+            if grounded:
+                problems += check_sources(home)
         return [f"{desc} (after {phase} LLM requests): {p}" for p in problems]
 
     with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
         violations = [v for found in pool.map(one, points) for v in found]
     print(f"\n{len(points)} crash points, {len(violations)} violations")
     assert not violations, "\n".join(violations)
+    return len(points)
 
 
 def test_sigkill_at_every_distinct_write_point(tmp_path, config, llm_server):
     sweep(tmp_path, llm_server, every=False)
+
+
+def grounded_config(config, pages: SourceServer) -> None:
+    config(sections={"defaults": {"sources": [pages.base_url + "/wiki/{title}", pages.base_url + "/chronicle/{title}"]},
+                     "sources": {"host_delay": "0s"}, "sources.tiers": {"127.0.0.1": "primary"}})
+
+
+def test_sigkill_at_every_distinct_write_point_of_a_grounded_cycle(tmp_path, config, llm_server):
+    """The fetch cache, the kept source texts, the host table and the recorded sources step too."""
+    with SourceServer() as pages:
+        grounded_config(config, pages)
+        sweep(tmp_path, llm_server, every=False, grounded=True)
+
+
+@pytest.mark.slow
+def test_sigkill_at_every_single_write_of_a_grounded_cycle(tmp_path, config, llm_server):
+    with SourceServer() as pages:
+        grounded_config(config, pages)
+        sweep(tmp_path, llm_server, every=True, grounded=True)
 
 
 @pytest.mark.slow

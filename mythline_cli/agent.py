@@ -70,6 +70,12 @@ class Agent:
     key_fields: tuple[str, ...] = ("summary",)
     min_tier: str = "secondary"
     web_search: bool = False
+    audit_model: str = ""  # "" = the research model
+
+    @property
+    def auditor(self) -> str:
+        """The model that audits this agent's records."""
+        return self.audit_model or self.model
 
     @property
     def grounded(self) -> bool:

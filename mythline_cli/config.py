@@ -214,6 +214,9 @@ class AgentDefaults(_Model):
     key_fields: list[str] | None = None
     min_tier: Tier | None = None
     web_search: bool | None = None
+    # The model that audits the record; unset = the research model (doctor warns: a model
+    # prefers its own answers).
+    audit_model: str | None = Field(default=None, min_length=1)
 
 
 class AgentSettings(AgentDefaults):
@@ -407,6 +410,7 @@ class Settings:
             sources=tuple(SOURCES.get(kind, ()) if merged.get("sources") is None else merged["sources"]),
             key_fields=tuple(dict.fromkeys(("summary", *KEY_FIELDS.get(kind, ()), *(merged.get("key_fields") or ())))),
             min_tier=merged.get("min_tier") or "secondary", web_search=bool(merged.get("web_search")),
+            audit_model=merged.get("audit_model") or "",
         )
 
     def prompts_dir(self) -> Path | None:

@@ -389,20 +389,20 @@ class Cycle:
         return interpret((steps.get(step) or {}).get("content"), model)
 
     def _ask(self, ck: Checkpoint, steps: dict[str, Any], names: tuple[str, str], messages: list[dict[str, str]],
-             fmt: dict[str, Any], model: type[Any], attempt: int) -> Interpretation:
+             fmt: dict[str, Any], model: type[Any], attempt: int, llm: str | None = None) -> Interpretation:
         """A step's answer as a valid ``model`` dict, calling for it unless it is recorded, with
         one repair call (``names``: the step, its repair) when it is unreadable; else the last
         error."""
         step, fix = names
         if step not in steps:
-            self._call(ck, step, messages, fmt, attempt)
+            self._call(ck, step, messages, fmt, attempt, llm)
         record, error = self._interpret(step, steps, model)
         if error is None:
             return record, None
         self.emit("invalid-output", step=step, error=error)
         if fix not in steps:
             repair = research.repair_messages(messages, str(steps[step].get("content")), error, self.prompts_dir)
-            self._call(ck, fix, repair, fmt, attempt)
+            self._call(ck, fix, repair, fmt, attempt, llm)
         record, error = self._interpret(fix, steps, model)
         if error is not None:
             self.emit("invalid-output", step=fix, error=error)
@@ -439,7 +439,8 @@ class Cycle:
                                         max_excerpt_chars=cfg.max_excerpt_chars)
         afmt = research.response_format(validate.Audit, self.mode, name="audit")
         # Repaired like research: one call that shows the model its unreadable answer.
-        audit, error = self._ask(ck, steps, ("audit", "audit-repair"), amsgs, afmt, validate.Audit, cur["attempt"])
+        audit, error = self._ask(ck, steps, ("audit", "audit-repair"), amsgs, afmt, validate.Audit, cur["attempt"],
+                                 agent.auditor)
         if error is not None:
             return self._reject(ck, topic, [f"the audit answer was unreadable: {error}"], score=None,
                                 keep=RESEARCH_STEPS)
@@ -586,7 +587,7 @@ class Cycle:
         self.stop.check()
         killswitch.check(self.agent.name, mid_run=True)
 
-    def _estimate(self, messages: list[dict[str, str]], fmt: dict[str, Any]) -> pricing.Estimate:
+    def _estimate(self, messages: list[dict[str, str]], fmt: dict[str, Any], llm: str | None = None) -> pricing.Estimate:
         """The call's estimate, computed where a stop signal can still end the run: loading
         the tokenizer may block in C code (a download that never answers) for ever, and a
         Python signal handler cannot run there, so the work is done in a helper thread while
@@ -596,7 +597,7 @@ class Cycle:
 
         def work() -> None:
             try:
-                box["est"] = pricing.estimate(messages, model=self.agent.model, max_output_tokens=p.max_output_tokens,
+                box["est"] = pricing.estimate(messages, model=llm or self.agent.model, max_output_tokens=p.max_output_tokens,
                                               provider=p, response_format=fmt)
             except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
                 box["exc"] = exc
@@ -611,14 +612,15 @@ class Cycle:
         return box["est"]
 
     def _call(self, ck: Checkpoint, step: str, messages: list[dict[str, str]], fmt: dict[str, Any],
-              attempt: int) -> None:
+              attempt: int, llm: str | None = None) -> None:
         """Estimate, reserve, call; record the answer in the checkpoint at once; then settle."""
         p = self.settings.provider
+        llm = llm or self.agent.model
         self._boundary()
         self.hb.beat(step=step)
         self.breaker.before_call(self.agent.name, force=self.force)
         messages = research.clean(messages)
-        est = self._estimate(messages, fmt)
+        est = self._estimate(messages, fmt, llm)
         estimate = {"prompt_tokens": est.prompt_tokens, "max_output_tokens": est.max_output_tokens,
                     "usd": est.usd, "counted_by": est.counted_by,
                     "price": est.price.source if est.price else None}
@@ -633,7 +635,7 @@ class Cycle:
             budget.charge_failure((0, 0, 0.0))  # never sent: release the hold
             raise
         try:
-            result = client.chat(messages, model=self.agent.model, max_tokens=p.max_output_tokens,
+            result = client.chat(messages, model=llm, max_tokens=p.max_output_tokens,
                                  response_format=fmt, guard=budget)
         except LLMError as exc:
             usd = budget.charge_failure(getattr(exc, "billed", None))

@@ -65,6 +65,7 @@ def starter_text() -> str:
         f"# daily_tokens = {a.daily_tokens}",
         f'# min_tier = "{a.min_tier}"              # at least one cited source this good (official/primary/secondary/tertiary)',
         f"# web_search = {str(a.web_search).lower()}               # OpenRouter's web plugin as a source (paid per result)",
+        '# audit_model = "openai/gpt-4o"   # audits the records; default: the research model (a model prefers its own answers)',
         '# key_fields = []                 # fields, besides summary, each record must back with a quote',
         '# sources = ["https://warcraft.wiki.gg/wiki/{title}", "notes/*.md"]   # default: the wiki pages of each agent\'s kind; [] = none',
         "",

@@ -249,3 +249,25 @@ def test_a_crash_after_gathering_resumes_with_the_same_sources(home, grounded, p
     assert run("run", AGENT, "--force").exit_code == 0
     assert pages.hits("/wiki/Thrall") == hits  # not fetched again: the attempt keeps its sources
     assert "of great renown in the lore" in stored(home)["provenance"]["sources"][0]["quotes"][0]["quote"]
+
+
+def test_the_audit_goes_to_audit_model_when_one_is_set(home, grounded, llm_server, config):
+    grounded(audit_model="test/auditor")
+    config_text = Path(__import__("os").environ["MYTHLINE_CONFIG"]).read_text()
+    Path(__import__("os").environ["MYTHLINE_CONFIG"]).write_text(
+        config_text + '[provider.prices."test/auditor"]\ninput_per_million = 3.0\noutput_per_million = 6.0\n')
+    models = []
+
+    def respond(request):
+        models.append(request["body"]["model"])
+        return audit() if is_audit(request) else answer(faithful(request))
+
+    llm_server.responder = respond
+    assert run("run", AGENT).exit_code == 0
+    assert models == [MODEL, "test/auditor"]
+
+
+def test_doctor_says_when_the_audit_uses_the_research_model(home, grounded):
+    result = run("doctor", "--json")
+    audit_check = [c for c in json.loads(result.stdout)["checks"] if c["name"] == "audit"][0]
+    assert "audit with their research model, and a model prefers its own answers" in audit_check["message"]

@@ -150,7 +150,7 @@ def test_the_uncommented_starter_round_trips_to_the_defaults() -> None:
                                                                                                    "defaults"})
     # The example sources and key fields are an illustration: the defaults are each kind's own.
     assert {k: v for k, v in written.defaults.model_dump().items()
-            if v is not None and k not in ("sources", "key_fields")} == {
+            if v is not None and k not in ("sources", "key_fields", "audit_model")} == {
         k: v for k, v in DEFAULT_AGENT.model_dump().items() if v is not None}
 
 

@@ -111,6 +111,10 @@ class Sources(_Model):
     cache_max_age: Duration = 86400.0
     contact: str = Field(default="", max_length=200)
     max_excerpt_chars: int = Field(default=6000, ge=200, le=200_000)
+    # A longer source is summarised map-reduce style, one paid, checkpointed call per chunk.
+    summarise: bool = True
+    chunk_chars: int = Field(default=12000, ge=1000, le=500_000)
+    max_chunks: int = Field(default=8, ge=1, le=100)
     evidence_threshold: float = Field(default=95.0, ge=50, le=100)
     min_quote_chars: int = Field(default=20, ge=1, le=1000)
     tiers: dict[str, Tier] = dict(DEFAULT_DOMAINS)

@@ -415,6 +415,7 @@ class Cycle:
         found = self._sources(ck, topic, steps)
         if isinstance(found, str):
             return found  # too few sources: rejected or quarantined, nothing was paid
+        found = self._condense(ck, topic, steps, found, cur["attempt"])
         cfg = self.settings.config.sources
         ctx = validate.Context(found, threshold=cfg.evidence_threshold, min_quote_chars=cfg.min_quote_chars,
                                weights=cfg.weights)
@@ -510,6 +511,46 @@ class Cycle:
                                    "prompt_tokens": 0, "completion_tokens": 0, "usd": 0.0})
         return found
 
+    def _condense(self, ck: Checkpoint, topic: str, steps: dict[str, Any], found: list[Any],
+                  attempt: int) -> list[Any]:
+        """Each source too long for its excerpt, summarised chunk by chunk (map), the partial
+        summaries joined (reduce). Every chunk is a reserved, recorded call: a resumed run pays
+        only for the chunks not recorded yet. Quotes stay checked against the original text."""
+        from dataclasses import replace
+
+        from . import evidence, sources as sources_mod
+
+        cfg = self.settings.config.sources
+        if not cfg.summarise:
+            return found
+        fmt = research.response_format(research.Summary, self.mode, name="summary")
+        out = []
+        for src in found:
+            if len(src.text) <= cfg.max_excerpt_chars:
+                out.append(src)
+                continue
+            parts = sources_mod.chunks(src.text, cfg.chunk_chars)[:cfg.max_chunks]
+            # Each partial gets its share of the excerpt (about six characters a word).
+            words = max(30, cfg.max_excerpt_chars // (6 * len(parts)) // 2)
+            partials: list[tuple[str, list[str]]] = []
+            for i, part in enumerate(parts, 1):
+                step = f"summary-{src.n}-{i}"
+                if step not in steps:
+                    msgs = research.summary_messages(topic, src, i, len(parts), part, self.prompts_dir, words=words,
+                                                     passages=3, mode=self.mode)
+                    self._call(ck, step, msgs, fmt, attempt)
+                got, error = self._interpret(step, steps, research.Summary)
+                if error is not None or got is None:
+                    self.emit("invalid-output", step=step, error=error)
+                    partials.append(("", []))
+                    continue
+                # Only passages really in the text are offered for quoting.
+                kept = [p for p in got["passages"] if evidence.check(p, part, threshold=cfg.evidence_threshold,
+                                                                      min_chars=cfg.min_quote_chars).found]
+                partials.append((got["summary"], kept))
+            out.append(replace(src, digest=research.digest(partials)))
+        return out
+
     def _gather(self, topic: str) -> tuple[list[Any], list[Any]]:
         from . import fetch, sources as sources_mod
 
@@ -567,6 +608,8 @@ class Cycle:
                 verdict_sent: bool = False, keep: tuple[str, ...] = ()) -> str:
         attempt = ck.data["current"]["attempt"]
         self._issues = issues
+        # Retrieval and summaries cost no tokens to keep and are as good for the next attempt.
+        keep = keep + tuple(k for k in ck.data["current"]["steps"] if k == "sources" or k.startswith("summary-"))
         if not verdict_sent:
             self.emit("verdict", topic=topic, attempt=attempt, score=score, passed=False, issues=issues)
         status = ck.finish_attempt(passed=False, feedback=issues, max_attempts=self.agent.max_attempts,

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import prompts
 from .config import Agent
@@ -32,8 +32,12 @@ def excerpts(sources: list[Any] | None, max_chars: int) -> str:
         return UNGROUNDED
     blocks = []
     for src in sources:
-        text = src.text if len(src.text) <= max_chars else (
-            src.text[:max_chars] + f"\n[... {len(src.text) - max_chars:,} more characters not shown]")
+        if getattr(src, "digest", None):
+            text = src.digest
+        elif len(src.text) <= max_chars:
+            text = src.text
+        else:
+            text = src.text[:max_chars] + f"\n[... {len(src.text) - max_chars:,} more characters not shown]"
         blocks.append(f"[{src.n}] {src.title} ({src.tier} source)\nURL: {src.url}\n<<<\n{text}\n>>>")
     return "\n\n".join(blocks)
 
@@ -61,6 +65,33 @@ def messages(agent: Agent, topic: str, feedback: list[dict[str, Any]], prompts_d
         # Without structured outputs the schema has to travel in the prompt.
         user += "\n\n## JSON Schema\n\n" + json.dumps(schema.model_json_schema(), indent=1)
     return [{"role": "system", "content": prompts.render("system", prompts_dir)}, {"role": "user", "content": user}]
+
+
+class Summary(BaseModel):
+    """What a summarising call returns for one part of a long source."""
+
+    model_config = ConfigDict(extra="forbid")
+    summary: str = Field(description="What this part says about the topic, briefly; empty if nothing.")
+    passages: list[str] = Field(description="Sentences about the topic copied word for word from the text.")
+
+
+def summary_messages(topic: str, src: Any, part: int, parts: int, text: str, prompts_dir: Path | None, *,
+                     words: int, passages: int, mode: str) -> list[dict[str, str]]:
+    user = prompts.render("summarise", prompts_dir, topic=topic, title=src.title, url=src.url, part=str(part),
+                          parts=str(parts), text=text, words=str(words), passages=str(passages))
+    if mode == "json_object":
+        user += "\n\n## JSON Schema\n\n" + json.dumps(Summary.model_json_schema(), indent=1)
+    return [{"role": "system", "content": prompts.render("system", prompts_dir)}, {"role": "user", "content": user}]
+
+
+def digest(partials: list[tuple[str, list[str]]]) -> str:
+    """The prompts' view of a summarised source: its summaries, then the passages that can be quoted."""
+    summary = "\n".join(f"- {s.strip()}" for s, _ in partials if s.strip()) or "- (nothing about the topic)"
+    kept = [p.strip() for _, ps in partials for p in ps if p.strip()]
+    out = "Summary of a long source (not quotable):\n" + summary
+    if kept:
+        out += "\n\nPassages copied from the source (quote only these):\n" + "\n".join(f"\"{p}\"" for p in kept)
+    return out
 
 
 def repair_messages(original: list[dict[str, str]], output: str, error: str,

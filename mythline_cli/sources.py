@@ -54,11 +54,15 @@ class Source:
     sha256: str
     chars: int
     text: str = field(default="", repr=False)
+    # What the prompts show instead of the text when it was too long: its map-reduced summary
+    # and the verbatim passages kept from it. Quotes are still checked against ``text``.
+    digest: str | None = field(default=None, repr=False)
 
     def meta(self) -> dict[str, Any]:
         """Everything but the text (the checkpoint keeps the text by its hash)."""
         out = asdict(self)
         out.pop("text")
+        out.pop("digest")
         return out
 
 
@@ -131,6 +135,21 @@ def gather(specs: tuple[str, ...], topic: str, *, fetcher: fetch.Fetcher | None,
             stamp = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat()
             add(path.as_uri(), path.as_uri(), got[0], got[1], stamp, spec, None)
     return found, outcomes
+
+
+def chunks(text: str, size: int) -> list[str]:
+    """``text`` in pieces of at most ``size`` characters, cut at a paragraph or line end when
+    one is near (so a sentence is rarely split between two summaries)."""
+    out = []
+    rest = text
+    while len(rest) > size:
+        cut = max(rest.rfind("\n\n", size // 2, size), rest.rfind("\n", size // 2, size))
+        cut = cut if cut > 0 else size
+        out.append(rest[:cut])
+        rest = rest[cut:].lstrip("\n")
+    if rest.strip():
+        out.append(rest)
+    return out
 
 
 def restore(metas: list[dict[str, Any]]) -> list[Source] | None:

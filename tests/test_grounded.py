@@ -271,3 +271,54 @@ def test_doctor_says_when_the_audit_uses_the_research_model(home, grounded):
     result = run("doctor", "--json")
     audit_check = [c for c in json.loads(result.stdout)["checks"] if c["name"] == "audit"][0]
     assert "audit with their research model, and a model prefers its own answers" in audit_check["message"]
+
+
+def test_a_long_source_is_summarised_chunk_by_chunk_and_a_crash_repays_no_chunk(home, config, pages, llm_server):
+    paragraphs = [f"Paragraph {i} of the long chronicle tells how Thrall crossed river number {i} in the year {100 + i}."
+                  for i in range(400)]
+    pages.pages["Thrall"] = ("<html><head><title>Thrall</title></head><body><article>"
+                             + "".join(f"<p>{p}</p>" for p in paragraphs) + "</article></body></html>")
+    config(sections={"defaults": {"sources": [pages.base_url + "/wiki/{title}", pages.base_url + "/chronicle/{title}"]},
+                     "agents.world-npcs": {"topics": [FIRST]},
+                     "sources": {"host_delay": "0s", "max_excerpt_chars": 2000, "chunk_chars": 10000},
+                     "sources.tiers": {"127.0.0.1": "primary"}})
+    summaries: list[str] = []
+    fail_after = {"n": 2}
+
+    def respond(request):
+        fmt = request["body"]["response_format"]["json_schema"]["name"]
+        if fmt == "summary":
+            summaries.append(request["body"]["messages"][-1]["content"])
+            if len(summaries) > fail_after["n"]:
+                return Reply(status=400, json={"error": {"message": "stop here", "type": "invalid_request_error"}})
+            text = request["body"]["messages"][-1]["content"].split("<<<\n", 1)[1]
+            line = [ln for ln in text.splitlines() if ln.startswith("Paragraph")][0]
+            return completion(json.dumps({"summary": "Thrall crosses many rivers.",
+                                          "passages": [line, "A sentence the text never had at all, invented."]}),
+                              model=MODEL)
+        if is_audit(request):
+            return audit()
+        srcs = given(request)
+        long_src = [s for s in srcs if "Summary of a long source" in s["text"]][0]
+        passage = long_src["text"].split('"')[1]
+        rec = record(AGENT, FIRST, sources=[{"source": s["n"], "url": s["url"]} for s in srcs], quotes=[
+            {"field": "summary", "source": long_src["n"], "quote": passage},
+            {"field": "notable_deeds", "source": long_src["n"], "quote": passage}])
+        return answer(rec)
+
+    llm_server.responder = respond
+    assert run("run", AGENT).exit_code == 1  # the third chunk's call fails
+    steps = checkpoint(home)["current"]["steps"]
+    assert {"summary-1-1", "summary-1-2"} <= set(steps) and "summary-1-3" not in steps
+    paid = len(summaries)
+    fail_after["n"] = 10_000
+    assert run("run", AGENT, "--force").exit_code == 0
+    parts = int(re.search(r"part 1 of (\d+)", summaries[0]).group(1))
+    again = [int(re.search(r"part (\d+) of", text).group(1)) for text in summaries[paid:]]
+    assert again == list(range(3, parts + 1))  # the failed chunk again, the recorded ones never
+    doc = stored(home)
+    quote = doc["provenance"]["sources"][0]["quotes"][0]["quote"]
+    assert quote.startswith("Paragraph 0 of the long chronicle")  # checked against the original text
+    research_prompt = [r for r in llm_server.requests if r["body"]["response_format"]["json_schema"]["name"]
+                       not in ("summary", "audit")][-1]["body"]["messages"][-1]["content"]
+    assert "invented" not in research_prompt  # a passage not in the text is never offered

@@ -19,7 +19,7 @@ from mythline_cli.starter import starter_text
 
 runner = CliRunner()
 WRITTEN = ["mythline.toml", "prompts/system.md", "prompts/research.md", "prompts/validate.md",
-           "prompts/repair.md"]
+           "prompts/repair.md", "prompts/summarise.md"]
 
 
 def snapshot(root: Path) -> dict[str, bytes]:

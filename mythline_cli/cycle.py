@@ -110,16 +110,19 @@ class _CallBudget:
     """The ledger side of one logical call: reserve, pay for lost attempts, settle."""
 
     def __init__(self, ledger: Ledger, agent: Agent, estimate: pricing.Estimate, *, run_id: str, step: str,
-                 events: EventLog, before_send: Callable[[], None] = lambda: None) -> None:
+                 events: EventLog, before_send: Callable[[], None] = lambda: None, extra_usd: float = 0.0) -> None:
         self.ledger, self.agent, self.estimate = ledger, agent, estimate
         self.before_send = before_send
         self.run_id, self.step, self.events = run_id, step, events
+        self.extra_usd = extra_usd
         self.open: Reservation | None = ledger.reserve(agent, estimate, run_id=run_id, step=step)
 
     def _cost(self, prompt: int, completion: int, provider_cost: float | None) -> tuple[float | None, str]:
         if provider_cost is not None:
             return provider_cost, "provider"
         usd = pricing.cost_of(prompt, completion, self.estimate.price)
+        if usd is not None and self.extra_usd:
+            usd += self.extra_usd  # web search results, billed per result
         return usd, "tokens x prices" if usd is not None else "unpriced"
 
     def _overrun(self, res: Reservation, usd: float | None) -> None:
@@ -493,9 +496,12 @@ class Cycle:
                 restored = None
             if restored is not None:
                 return restored
+        extra: tuple[str, ...] = ()
+        if agent.web_search:
+            extra = self._search(ck, topic, steps)
         self._boundary()
         self.hb.beat(step="sources")
-        found, outcomes = self._gather(topic)
+        found, outcomes = self._gather(topic, extra)
         for out in outcomes:
             self.emit("source", topic=topic, spec=out.spec, url=out.url, status=out.status,
                       **({"reason": out.reason} if out.reason else {}), **({"cached": out.cached} if out.cached else {}))
@@ -551,7 +557,21 @@ class Cycle:
             out.append(replace(src, digest=research.digest(partials)))
         return out
 
-    def _gather(self, topic: str) -> tuple[list[Any], list[Any]]:
+    def _search(self, ck: Checkpoint, topic: str, steps: dict[str, Any]) -> tuple[str, ...]:
+        """URLs from one web search (OpenRouter's web plugin), reserved with its per-result price.
+        The pages are then fetched like any source: quotes are checked against what we fetched."""
+        ws = self.settings.config.sources.web_search
+        if "search" not in steps:
+            msgs = research.search_messages(self.agent, topic)
+            self._call(ck, "search", msgs, None, ck.data["current"]["attempt"],
+                       extra_body={"plugins": [{"id": "web", "max_results": ws.max_results}]},
+                       extra_usd=ws.max_results * ws.usd_per_result)
+        cites = steps["search"].get("citations") or []
+        urls = [c["url"] for c in cites if isinstance(c, dict) and str(c.get("url", "")).startswith(("http://", "https://"))]
+        self.emit("search", topic=topic, results=len(urls))
+        return tuple(dict.fromkeys(urls))[:ws.max_results]
+
+    def _gather(self, topic: str, extra: tuple[str, ...] = ()) -> tuple[list[Any], list[Any]]:
         from . import fetch, sources as sources_mod
 
         cfg = self.settings.config.sources
@@ -559,7 +579,7 @@ class Cycle:
                               host_delay=cfg.host_delay, cache_max_age=cfg.cache_max_age, contact=cfg.contact)
         base = self.settings.source.parent if self.settings.source is not None else None
         with fetch.Fetcher(policy, sleep=self._nap) as fetcher:
-            return sources_mod.gather(self.agent.sources, topic, fetcher=fetcher, base_dir=base, domains=cfg.tiers,
+            return sources_mod.gather(self.agent.sources + extra, topic, fetcher=fetcher, base_dir=base, domains=cfg.tiers,
                                       max_bytes=cfg.max_bytes)
 
     # -- failing well ----------------------------------------------------------------------
@@ -609,7 +629,7 @@ class Cycle:
         attempt = ck.data["current"]["attempt"]
         self._issues = issues
         # Retrieval and summaries cost no tokens to keep and are as good for the next attempt.
-        keep = keep + tuple(k for k in ck.data["current"]["steps"] if k == "sources" or k.startswith("summary-"))
+        keep = keep + tuple(k for k in ck.data["current"]["steps"] if k in ("search", "sources") or k.startswith("summary-"))
         if not verdict_sent:
             self.emit("verdict", topic=topic, attempt=attempt, score=score, passed=False, issues=issues)
         status = ck.finish_attempt(passed=False, feedback=issues, max_attempts=self.agent.max_attempts,
@@ -654,9 +674,11 @@ class Cycle:
             raise box["exc"]
         return box["est"]
 
-    def _call(self, ck: Checkpoint, step: str, messages: list[dict[str, str]], fmt: dict[str, Any],
-              attempt: int, llm: str | None = None) -> None:
-        """Estimate, reserve, call; record the answer in the checkpoint at once; then settle."""
+    def _call(self, ck: Checkpoint, step: str, messages: list[dict[str, str]], fmt: dict[str, Any] | None,
+              attempt: int, llm: str | None = None, *, extra_body: dict[str, Any] | None = None,
+              extra_usd: float = 0.0) -> None:
+        """Estimate, reserve, call; record the answer in the checkpoint at once; then settle.
+        ``extra_usd``: a price beyond tokens (web search results), reserved with them."""
         p = self.settings.provider
         llm = llm or self.agent.model
         self._boundary()
@@ -664,12 +686,18 @@ class Cycle:
         self.breaker.before_call(self.agent.name, force=self.force)
         messages = research.clean(messages)
         est = self._estimate(messages, fmt, llm)
+        if extra_usd and est.usd is not None:
+            from dataclasses import replace
+
+            est = replace(est, usd=est.usd + extra_usd)
         estimate = {"prompt_tokens": est.prompt_tokens, "max_output_tokens": est.max_output_tokens,
                     "usd": est.usd, "counted_by": est.counted_by,
                     "price": est.price.source if est.price else None}
         client = self.client()  # built before reserving: a client that cannot be built costs nothing
+        if extra_usd:
+            estimate["search_usd"] = extra_usd
         budget = _CallBudget(self.ledger, self.agent, est, run_id=self.run_id, step=step, events=self.events,
-                             before_send=self._boundary)
+                             before_send=self._boundary, extra_usd=extra_usd)
         try:
             self.stop.check()
             self.emit("llm-request", step=step, attempt=attempt, topic=ck.data["current"]["topic"],
@@ -679,7 +707,7 @@ class Cycle:
             raise
         try:
             result = client.chat(messages, model=llm, max_tokens=p.max_output_tokens,
-                                 response_format=fmt, guard=budget)
+                                 response_format=fmt, guard=budget, **({"extra_body": extra_body} if extra_body else {}))
         except LLMError as exc:
             usd = budget.charge_failure(getattr(exc, "billed", None))
             kind, issue = getattr(exc, "kind", None), getattr(exc, "content_issue", None)
@@ -705,7 +733,8 @@ class Cycle:
         # is never bought again.
         ck.record_step(step, {"content": result.content, "prompt_tokens": result.prompt_tokens,
                               "completion_tokens": result.completion_tokens, "usd": usd, "cost_source": source,
-                              "model": result.model, "response_id": result.response_id})
+                              "model": result.model, "response_id": result.response_id,
+                              **({"citations": result.citations} if extra_body else {})})
         budget.settle(usd, result.prompt_tokens + result.completion_tokens, unsettled=unsettled)
         self.emit("llm-call", step=step, attempt=attempt, ok=True, estimate=estimate,
                   prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens, usd=usd,

@@ -94,6 +94,12 @@ def digest(partials: list[tuple[str, list[str]]]) -> str:
     return out
 
 
+def search_messages(agent: Agent, topic: str) -> list[dict[str, str]]:
+    """The web search call: the plugin searches; the answer itself is not used, only its citations."""
+    return [{"role": "user", "content": f"Find reference pages about this World of Warcraft topic: {topic}\n"
+             f"(knowledge area: {agent.description}). Reply with one short line per page."}]
+
+
 def repair_messages(original: list[dict[str, str]], output: str, error: str,
                     prompts_dir: Path | None) -> list[dict[str, str]]:
     echo = clean_text(output[:MAX_ECHO]) if isinstance(output, str) else repr(output)[:MAX_ECHO]

@@ -322,3 +322,49 @@ def test_a_long_source_is_summarised_chunk_by_chunk_and_a_crash_repays_no_chunk(
     research_prompt = [r for r in llm_server.requests if r["body"]["response_format"]["json_schema"]["name"]
                        not in ("summary", "audit")][-1]["body"]["messages"][-1]["content"]
     assert "invented" not in research_prompt  # a passage not in the text is never offered
+
+
+def search_reply(urls: list[str]) -> Reply:
+    reply = completion("Pages found.", prompt_tokens=50, completion_tokens=10, model=MODEL)
+    reply.json["choices"][0]["message"]["annotations"] = [
+        {"type": "url_citation", "url_citation": {"url": u, "title": "found", "content": "...", "start_index": 0,
+                                                  "end_index": 1}} for u in urls]
+    return reply
+
+
+def test_web_search_results_become_sources_and_the_search_is_reserved(home, config, pages, llm_server):
+    config(sections={"defaults": {"sources": [], "web_search": True},
+                     "agents.world-npcs": {"topics": [FIRST]},
+                     "sources": {"host_delay": "0s"}, "sources.tiers": {"127.0.0.1": "primary"},
+                     "sources.web_search": {"max_results": 2, "usd_per_result": 0.01}})
+    found = [pages.base_url + "/wiki/Thrall", pages.base_url + "/chronicle/Thrall"]
+
+    def respond(request):
+        if request["body"].get("plugins"):
+            return search_reply(found + ["https://example.org/third"])
+        return audit() if is_audit(request) else answer(faithful(request))
+
+    llm_server.responder = respond
+    assert run("run", AGENT).exit_code == 0
+    search = llm_server.requests[0]["body"]
+    assert search["plugins"] == [{"id": "web", "max_results": 2}]
+    request_event = [e for e in events(home) if e["event"] == "llm-request"][0]
+    assert request_event["step"] == "search" and request_event["estimate"]["search_usd"] == 0.02
+    assert request_event["estimate"]["usd"] > 0.02
+    journal = [json.loads(line) for line in (home / "ledger-history.jsonl").read_text().splitlines()]
+    reserved = [op for op in journal if op["event"] == "reserve" and op["step"] == "search"][0]
+    settled = [op for op in journal if op["event"] == "settle" and op["reservation"] == reserved["reservation"]][0]
+    assert reserved["usd"] > 0.02  # tokens and the two results, before the search was sent
+    # No provider cost in the answer: 50 x $1/M + 10 x $2/M for the tokens, plus 2 x $0.01 for the results.
+    assert settled["usd"] == pytest.approx(0.00007 + 0.02)
+    prov = stored(home)["provenance"]
+    assert [s["url"] for s in prov["sources"]] == found  # max_results: the third is not fetched
+
+
+def test_a_search_that_would_pass_a_cap_is_refused_before_it_is_sent(home, config, pages, llm_server):
+    config(sections={"defaults": {"sources": [], "web_search": True, "daily_usd": 0.05},
+                     "agents.world-npcs": {"topics": [FIRST]},
+                     "sources.web_search": {"max_results": 10, "usd_per_result": 0.01}})
+    result = run("run", AGENT)
+    assert result.exit_code == 3, result.stderr
+    assert llm_server.count() == 0

@@ -774,9 +774,26 @@ def dry_run(settings: Settings, name: str) -> dict[str, Any]:
     schema = RECORD_MODELS[agent.kind]
     mode = settings.provider.structured_outputs
     feedback = ck.peek(topic).get("feedback") or []
-    msgs = research.messages(agent, topic, feedback, settings.prompts_dir(), schema, mode)
     cur = ck.data.get("current") or {}
     steps = cur.get("steps", {}) if cur.get("topic") == topic else {}
+    # Retrieval is not run here (it writes the page cache): the sources already recorded for
+    # this attempt are shown, else the specs the run will fetch.
+    from . import sources as sources_mod
+
+    found: list[Any] | None = None
+    if "sources" in steps:
+        try:
+            found = sources_mod.restore(json.loads(steps["sources"]["content"])["sources"])
+        except (ValueError, KeyError, TypeError):
+            found = None
+    out["sources"] = ([s.url for s in found] if found else
+                      [sources_mod.expand(spec, topic) for spec in agent.sources])
+    msgs = research.messages(agent, topic, feedback, settings.prompts_dir(), schema, mode, sources=found,
+                             max_excerpt_chars=settings.config.sources.max_excerpt_chars)
+    if agent.grounded and not found:
+        pending = ("[the run retrieves these sources first and lists them here, numbered: "
+                   + ", ".join(out["sources"] or ["web search results"]) + "]")
+        msgs = [{**m, "content": m["content"].replace(research.UNGROUNDED, pending)} for m in msgs]
     step = "research"
     fmt = research.response_format(schema, mode)
     if "research" in steps:

@@ -368,3 +368,12 @@ def test_a_search_that_would_pass_a_cap_is_refused_before_it_is_sent(home, confi
     result = run("run", AGENT)
     assert result.exit_code == 3, result.stderr
     assert llm_server.count() == 0
+
+
+def test_dry_run_shows_the_sources_the_run_will_fetch_and_fetches_nothing(home, grounded, pages):
+    result = run("run", AGENT, "--dry-run", "--json")
+    assert result.exit_code == 0, result.stderr
+    plan = json.loads(result.stdout)
+    assert plan["sources"] == [pages.base_url + "/wiki/Thrall", pages.base_url + "/chronicle/Thrall"]
+    assert "the run retrieves these sources first" in plan["messages"][-1]["content"]
+    assert pages.requests == []

@@ -88,9 +88,8 @@ def text_sha(text: str) -> str:
 def save_text(text: str) -> str:
     """Keep ``text`` under the state home by its sha256 (written once); returns the hash."""
     digest = text_sha(text)
-    path = paths.source_text(digest)
-    if not path.is_file():
-        files.write_bytes_atomic(path, text.encode("utf-8", "surrogatepass"))
+    if load_text(digest) is None:  # missing, or not whole: its name is its hash
+        files.write_bytes_atomic(paths.source_text(digest), text.encode("utf-8", "surrogatepass"))
     return digest
 
 
@@ -302,8 +301,8 @@ class Fetcher:
         except files.CorruptFile:
             files.quarantine_corrupt(cache_path)
             cached = None
-        if not isinstance(cached, dict) or cached.get("url") != url:
-            cached = None
+        if not isinstance(cached, dict) or cached.get("url") != url or load_text(str(cached.get("sha256"))) is None:
+            cached = None  # an entry whose text is gone or torn cannot answer a 304: download afresh
         if cached and self.clock() - float(cached.get("validated", 0)) < self.policy.cache_max_age:
             page = self._from_cache(cached, "fresh")
             if page is not None:

@@ -153,3 +153,12 @@ def test_trafilatura_is_imported_only_when_a_page_is_extracted():
             "mythline_cli.fetch.extract('<html><body><p>x</p></body></html>'); assert 'trafilatura' in sys.modules")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
+
+
+def test_a_kept_text_that_is_not_whole_is_written_again(home, pages):
+    url = pages.base_url + "/wiki/Thrall"
+    page = fetcher()[0].fetch(url)
+    kept = paths.source_text(page.sha256)
+    kept.write_text("torn")
+    again = fetcher()[0].fetch(url)  # the cache points at a text that fails its hash: fetched again
+    assert again.ok and again.cached is None and kept.read_text(encoding="utf-8") == page.text

@@ -319,6 +319,14 @@ class Config(_Model):
 
     def agent_problem(self) -> tuple[str, str] | None:
         """(key, problem) of the first custom-agent rule a valid file still breaks, or None."""
+        from .fleet.schemas import RECORD_MODELS
+
+        for where, table in (("defaults", self.defaults), *((f"agents.{n}", t) for n, t in self.agents.items())):
+            kinds = [getattr(table, "kind", None) or where.removeprefix("agents.")] if where != "defaults" else list(TOPICS)
+            for key in table.key_fields or ():
+                if not any(key in RECORD_MODELS[k].model_fields for k in kinds if k in RECORD_MODELS):
+                    return (f"{where}.key_fields", f"{key!r} is not a field of the record; name a text or list field "
+                            f"of the {kinds[0] if len(kinds) == 1 else 'agents'}' schema")
         for name, table in self.agents.items():
             if name in TOPICS:
                 if table.kind not in (None, name):

@@ -222,6 +222,22 @@ class AgentDefaults(_Model):
     # prefers its own answers).
     audit_model: str | None = Field(default=None, min_length=1)
 
+    @field_validator("sources")
+    @classmethod
+    def _sources(cls, value: list[str] | None) -> list[str] | None:
+        return _no_userinfo(value)
+
+
+def _no_userinfo(specs: list[str] | None) -> list[str] | None:
+    """``specs``, unless a URL among them carries credentials."""
+    for spec in specs or ():
+        if spec.startswith(("http://", "https://")) and "@" in spec.split("://", 1)[1].split("/", 1)[0]:
+            # It would reach the page cache, the events and the store with every source.
+            raise ValueError("a source URL carries a user name or password (user:password@host); "
+                             "use a URL without one")
+    return specs
+
+
 
 class AgentSettings(AgentDefaults):
     """One ``[agents.NAME]`` table: the settings, plus what only one agent can say about itself."""

@@ -100,3 +100,9 @@ def test_local_globs_are_relative_to_the_config_and_sorted(tmp_path, home):
     missing, why = sources.gather(("nope/{slug}.md",), "Thrall", fetcher=None, base_dir=tmp_path,
                                   domains=tiers.DEFAULT_DOMAINS, max_bytes=10_000)
     assert missing == [] and why[0].reason == "no such file"
+
+
+def test_a_source_url_with_a_password_is_refused():
+    with pytest.raises(ConfigError) as bad:
+        parse_config({"defaults": {"sources": ["https://me:hunter2@wiki.example/wiki/{title}"]}})
+    assert "a source URL carries a user name or password" in str(bad.value) and "hunter2" not in str(bad.value)

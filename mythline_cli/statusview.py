@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .console import out
 from .money import usd, usd_pair
+
+if TYPE_CHECKING:
+    from .ledger import AgentUsage, BudgetReport, FleetWindow
 
 STYLES = {"ok": "green", "running": "cyan", "late": "yellow", "down": "bold red", "failed": "red",
           "paused": "magenta", "over-budget": "yellow", "queue-empty": "blue", "never-run": "dim"}
@@ -149,7 +152,7 @@ def render(data: dict[str, Any], *, all_rows: bool = False) -> None:
         con.print(f"[red]ledger:[/] {escape(str(data['ledger_error']))}", markup=True)
 
 
-def render_budget(report: dict[str, Any]) -> None:
+def render_budget(report: BudgetReport) -> None:
     """``mythline budget show``: spent, reserved and caps per agent and for the fleet (``Ledger.report``)."""
     from rich.table import Table
 
@@ -163,7 +166,7 @@ def render_budget(report: dict[str, Any]) -> None:
             return "none"
         return usd(value) if is_usd else f"{value:,}"
 
-    def add(scope: str, row: dict[str, Any]) -> None:
+    def add(scope: str, row: AgentUsage | FleetWindow) -> None:
         table.add_row(scope, usd(row['usd']['spent']), usd(row['usd']['reserved']),
                       cap(row["usd"]["cap"], True), f"{int(row['tokens']['spent']):,}",
                       f"{int(row['tokens']['reserved']):,}", cap(row["tokens"]["cap"], False))

@@ -583,15 +583,25 @@ def dry_run(settings: Settings, name: str) -> dict[str, Any]:
         return out
     out["attempt"] = step.attempt
     if isinstance(action, Gather):
-        # Retrieval is not run here (it writes the page cache): the run fetches these first.
-        from . import sources as sources_mod
+        # Retrieval is not run here (it writes the page cache): the run fetches these first,
+        # then sends the research call shown (and estimated) with a note where they will be.
+        from . import research, sources as sources_mod
 
         out["sources"] = [sources_mod.expand(spec, step.topic or "") for spec in action.specs]
-    elif isinstance(action, Reject):
+        ctx = planner.Context.of(settings, agent)
+        ck_topic = ck.peek(step.topic or "")
+        msgs = research.messages(agent, step.topic or "", ck_topic.get("feedback") or [], ctx.prompts_dir,
+                                 ctx.schema, ctx.mode)
+        pending = ("[the run retrieves these sources first and lists them here, numbered: "
+                   + ", ".join(out["sources"] or ["web search results"]) + "]")
+        msgs = [{**m, "content": m["content"].replace(research.UNGROUNDED, pending)} for m in msgs]
+        action = Call("research", research.clean(msgs), research.response_format(ctx.schema, ctx.mode))
+    if isinstance(action, Reject):
         out["issues"] = action.issues
     elif isinstance(action, Store):
         out["score"] = action.score
     else:
+        assert isinstance(action, Call)
         est = estimate(settings, agent, action)
         refusal = Ledger(settings).check(agent, est)
         out.update(messages=action.messages, response_format=action.response_format,

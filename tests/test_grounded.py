@@ -376,4 +376,6 @@ def test_dry_run_shows_the_sources_the_run_will_fetch_and_fetches_nothing(home, 
     plan = json.loads(result.stdout)
     assert plan["step"] == "sources"
     assert plan["sources"] == [pages.base_url + "/wiki/Thrall", pages.base_url + "/chronicle/Thrall"]
+    assert "the run retrieves these sources first" in plan["messages"][-1]["content"]
+    assert plan["estimate"]["prompt_tokens"] > 0
     assert pages.requests == []

@@ -70,6 +70,21 @@ class Agent:
     refresh_after: float | None = None
     # At most this many subjects a run proposes to other agents' queues.
     max_proposals: int = 5
+    # Retrieval: URL templates and local globs; empty = ungrounded (the model's memory only).
+    sources: tuple[str, ...] = ()
+    key_fields: tuple[str, ...] = ("summary",)
+    min_tier: str = "secondary"
+    web_search: bool = False
+    audit_model: str = ""  # "" = the research model
+
+    @property
+    def auditor(self) -> str:
+        """The model that audits this agent's records."""
+        return self.audit_model or self.model
+
+    @property
+    def grounded(self) -> bool:
+        return bool(self.sources) or self.web_search
 
     @property
     def custom(self) -> bool:

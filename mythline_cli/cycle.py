@@ -9,6 +9,7 @@ checkpoint before anything else happens.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import threading
 import time
@@ -43,13 +44,18 @@ from .fleet import crosscheck
 from .fleet import topics as fleet_topics
 from .heartbeat import Heartbeat
 from .ledger import Ledger, Reservation
-from .planner import AUDIT_STEPS, RESEARCH_STEPS, Call, Reject, Store
+from .planner import AUDIT_STEPS, RESEARCH_STEPS, Call, Gather, Reject, Store
 from .redact import redact, safe_url
 from .stopping import StopFlag
 from .store import store_record
 
 Listener = Callable[[dict[str, Any]], None]
 Result = Literal["stored", "unchanged", "rejected", "quarantined", "queue-empty"]
+
+
+class SourcesUnavailable(MythlineError):
+    """Too few sources this run because hosts are resting or unreachable: a failed run (the
+    agent backs off), not a verdict on the topic."""
 
 
 class _Rejected(Exception):
@@ -96,16 +102,19 @@ class _CallBudget:
     """The ledger side of one logical call: reserve, pay for lost attempts, settle."""
 
     def __init__(self, ledger: Ledger, agent: Agent, estimate: pricing.Estimate, *, run_id: str, step: str,
-                 events: EventLog, before_send: Callable[[], None] = lambda: None) -> None:
+                 events: EventLog, before_send: Callable[[], None] = lambda: None, extra_usd: float = 0.0) -> None:
         self.ledger, self.agent, self.estimate = ledger, agent, estimate
         self.before_send = before_send
         self.run_id, self.step, self.events = run_id, step, events
+        self.extra_usd = extra_usd
         self.open: Reservation | None = ledger.reserve(agent, estimate, run_id=run_id, step=step)
 
     def _cost(self, prompt: int, completion: int, provider_cost: float | None) -> tuple[float | None, str]:
         if provider_cost is not None:
             return provider_cost, "provider"
         usd = pricing.cost_of(prompt, completion, self.estimate.price)
+        if usd is not None and self.extra_usd:
+            usd += self.extra_usd  # web search results, billed per result
         return usd, "tokens x prices" if usd is not None else "unpriced"
 
     def _overrun(self, res: Reservation, usd: float | None) -> None:
@@ -307,7 +316,7 @@ class Cycle:
             if self._wait_line:
                 line += f"; {self._wait_line}"
             return self._end(t0, "failed", ExitCode.FAILED, topic, line, ck, warnings)
-        except LedgerCorrupt as exc:
+        except (LedgerCorrupt, SourcesUnavailable) as exc:
             self.emit("error", step=self.hb.data.get("step"), error=str(exc))
             return self._end(t0, "failed", exc.exit_code, topic, str(exc), ck, warnings)
         except Aborted:
@@ -370,6 +379,13 @@ class Cycle:
                         raise RuntimeError(f"the planner asked for step {action.step!r} twice")
                     called.add(action.step)
                     self._call(ck, action, step.attempt)
+                elif isinstance(action, Gather):
+                    if "sources" in called:
+                        raise RuntimeError("the planner asked for the sources twice")
+                    called.add("sources")
+                    verdict = self._gather(ck, topic, action, step.attempt)
+                    if verdict is not None:
+                        return verdict
                 elif isinstance(action, Reject):
                     return self._reject(ck, topic, action.issues, verdict=action.verdict, keep=action.keep)
                 elif isinstance(action, Store):
@@ -393,7 +409,7 @@ class Cycle:
             "attempt": attempt, "score": action.score, "audit_issues": action.issues,
             "tokens": sum(s["prompt_tokens"] + s["completion_tokens"] for s in calls),
             "cost_usd": round(sum(s.get("usd") or 0.0 for s in calls), 8),
-            "sources": action.record.get("sources", []),
+            **action.provenance,
             "researched_at": steps["research"]["recorded"], "validated_at": action.validated_at,
         }
         stored = store_record(domain=agent.domain, topic=topic, record=action.record, provenance=provenance)
@@ -403,11 +419,47 @@ class Cycle:
             fleet_topics.after_store(self.settings, agent, topic, action.record, self.emit)
         return "stored" if stored["action"] != "unchanged" else "unchanged"
 
+    # -- retrieval ---------------------------------------------------------------------------
+    def _gather(self, ck: Checkpoint, topic: str, action: Gather, attempt: int) -> Result | None:
+        """Retrieve the attempt's sources and record them (no LLM money); a verdict instead when
+        too few are usable: the topic is rejected (quarantined at ``max_attempts``) when they are
+        gone, ``SourcesUnavailable`` when a host is only resting or unreachable."""
+        from . import fetch
+        from . import sources as sources_mod
+
+        agent, cfg = self.agent, self.settings.config.sources
+        self._boundary()
+        self.hb.beat(step="sources")
+        policy = fetch.Policy(timeout=cfg.timeout, max_bytes=cfg.max_bytes, max_redirects=cfg.max_redirects,
+                              host_delay=cfg.host_delay, cache_max_age=cfg.cache_max_age, contact=cfg.contact)
+        base = self.settings.source.parent if self.settings.source is not None else None
+        with fetch.Fetcher(policy, sleep=self._nap) as fetcher:
+            found, outcomes = sources_mod.gather(action.specs, topic, fetcher=fetcher, base_dir=base,
+                                                 domains=cfg.tiers, max_bytes=cfg.max_bytes)
+        for out in outcomes:
+            self.emit("source", topic=topic, spec=out.spec, url=out.url, status=out.status,
+                      **({"reason": out.reason} if out.reason else {}), **({"cached": out.cached} if out.cached else {}))
+        need = max(1, agent.min_sources)
+        if len(found) < need:
+            dropped = "; ".join(f"{o.url}: {o.reason}" for o in outcomes if o.status != "ok") or "no source specs"
+            issue = (f"only {len(found)} of the {need} sources needed could be retrieved for {topic!r} ({dropped}); "
+                     "nothing was sent to the model")
+            if any(o.status in ("backoff", "failed", "blocked") for o in outcomes):
+                raise SourcesUnavailable(f"{agent.name}: {issue}; the next run tries again")
+            keep = tuple(k for k in ck.data["current"]["steps"] if planner.retrieval_step(k))
+            return self._reject(ck, topic, [issue], verdict={"score": None, "passed": False, "issues": [issue]},
+                                keep=keep)
+        ck.record_step("sources", {"content": json.dumps({"sources": [s.meta() for s in found]}),
+                                   "prompt_tokens": 0, "completion_tokens": 0, "usd": 0.0})
+        return None
+
     # -- failing well ----------------------------------------------------------------------
     def _reject(self, ck: Checkpoint, topic: str, issues: list[str], *, verdict: dict[str, Any],
                 keep: tuple[str, ...] = ()) -> Result:
         attempt = ck.data["current"]["attempt"]
         self._issues = issues
+        # Retrieval (search, sources, summaries) is as good for the next attempt.
+        keep = keep + tuple(k for k in ck.data["current"]["steps"] if planner.retrieval_step(k) and k not in keep)
         self.emit("verdict", topic=topic, attempt=attempt, **verdict)
         status = ck.finish_attempt(passed=False, feedback=issues, max_attempts=self.agent.max_attempts,
                                    keep_steps=keep)
@@ -460,9 +512,11 @@ class Cycle:
         estimate = {"prompt_tokens": est.prompt_tokens, "max_output_tokens": est.max_output_tokens,
                     "usd": est.usd, "counted_by": est.counted_by,
                     "price": est.price.source if est.price else None}
+        if call.extra_usd:
+            estimate["search_usd"] = call.extra_usd
         client = self.client()  # built before reserving: a client that cannot be built costs nothing
         budget = _CallBudget(self.ledger, self.agent, est, run_id=self.run_id, step=step, events=self.events,
-                             before_send=self._boundary)
+                             before_send=self._boundary, extra_usd=call.extra_usd)
         try:
             self.stop.check()
             self.emit("llm-request", step=step, attempt=attempt, topic=ck.data["current"]["topic"],
@@ -471,8 +525,9 @@ class Cycle:
             budget.charge_failure((0, 0, 0.0))  # never sent: release the hold
             raise
         try:
-            result = client.chat(messages, model=self.agent.model, max_tokens=p.max_output_tokens,
-                                 response_format=fmt, guard=budget)
+            result = client.chat(messages, model=call.model or self.agent.model, max_tokens=p.max_output_tokens,
+                                 response_format=fmt, guard=budget,
+                                 **({"extra_body": call.extra_body} if call.extra_body else {}))
         except LLMError as exc:
             usd = budget.charge_failure(getattr(exc, "billed", None))
             kind, issue = getattr(exc, "kind", None), getattr(exc, "content_issue", None)
@@ -498,7 +553,8 @@ class Cycle:
         # is never bought again.
         ck.record_step(step, {"content": result.content, "prompt_tokens": result.prompt_tokens,
                               "completion_tokens": result.completion_tokens, "usd": usd, "cost_source": source,
-                              "model": result.model, "response_id": result.response_id})
+                              "model": result.model, "response_id": result.response_id,
+                              **({"citations": result.citations} if call.extra_body else {})})
         budget.settle(usd, result.prompt_tokens + result.completion_tokens, unsettled=unsettled)
         self.emit("llm-call", step=step, attempt=attempt, ok=True, estimate=estimate,
                   prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens, usd=usd,
@@ -529,8 +585,11 @@ def estimate(settings: Settings, agent: Agent, call: Call, *, remember: bool = F
     """What ``call`` may cost at most: the figure reserved before it is sent (``remember``: the
     real run keeps a table price in the cache; a dry run writes nothing)."""
     p = settings.provider
-    return pricing.estimate(call.messages, model=agent.model, max_output_tokens=p.max_output_tokens, provider=p,
-                            response_format=call.response_format, remember=remember)
+    est = pricing.estimate(call.messages, model=call.model or agent.model, max_output_tokens=p.max_output_tokens,
+                           provider=p, response_format=call.response_format, remember=remember)
+    if call.extra_usd and est.usd is not None:
+        est = dataclasses.replace(est, usd=est.usd + call.extra_usd)  # search results are paid per result
+    return est
 
 
 def dry_run(settings: Settings, name: str) -> dict[str, Any]:
@@ -547,11 +606,27 @@ def dry_run(settings: Settings, name: str) -> dict[str, Any]:
     if action is None:
         return out
     out["attempt"] = step.attempt
+    if isinstance(action, Gather):
+        # Retrieval is not run here (it writes the page cache): the run fetches these first,
+        # then sends the research call shown (and estimated) with a note where they will be.
+        from . import research
+        from . import sources as sources_mod
+
+        out["sources"] = [sources_mod.expand(spec, step.topic or "") for spec in action.specs]
+        ctx = planner.Context.of(settings, agent)
+        ck_topic = ck.peek(step.topic or "")
+        msgs = research.messages(agent, step.topic or "", ck_topic.get("feedback") or [], ctx.prompts_dir,
+                                 ctx.schema, ctx.mode)
+        pending = ("[the run retrieves these sources first and lists them here, numbered: "
+                   + ", ".join(out["sources"] or ["web search results"]) + "]")
+        msgs = [{**m, "content": m["content"].replace(research.UNGROUNDED, pending)} for m in msgs]
+        action = Call("research", research.clean(msgs), research.response_format(ctx.schema, ctx.mode))
     if isinstance(action, Reject):
         out["issues"] = action.issues
     elif isinstance(action, Store):
         out["score"] = action.score
     else:
+        assert isinstance(action, Call)
         est = estimate(settings, agent, action)
         refusal = Ledger(settings).check(agent, est)
         out.update(messages=action.messages, response_format=action.response_format,

@@ -42,6 +42,8 @@ class CallResult:
     latency: float
     attempts: int
     finish_reason: str
+    # Web search results (OpenRouter's url_citation annotations): [{"url", "title"}].
+    citations: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def tokens(self) -> int:
@@ -257,6 +259,28 @@ def _usage(resp: Any, *, answered: bool = False) -> tuple[int, int, float | None
     return prompt, completion, cost
 
 
+MAX_CITATIONS = 50
+
+
+def _citations(resp: Any) -> list[dict[str, str]]:
+    """The url_citation annotations of an answer (web search results); [] when there are none
+    or they are not what OpenRouter documents."""
+    out: list[dict[str, str]] = []
+    try:
+        message = resp.choices[0].message
+        notes = getattr(message, "annotations", None)
+        if notes is None:
+            notes = (getattr(message, "model_extra", None) or {}).get("annotations")
+        for note in notes or []:
+            data = note if isinstance(note, dict) else note.model_dump()
+            cite = data.get("url_citation") if data.get("type") == "url_citation" else None
+            if isinstance(cite, dict) and isinstance(cite.get("url"), str):
+                out.append({"url": cite["url"][:2000], "title": str(cite.get("title") or "")[:300]})
+    except Exception:  # noqa: BLE001 - search results are optional: a strange shape is none
+        return []
+    return out[:MAX_CITATIONS]
+
+
 def _check(resp: Any, max_tokens: int) -> tuple[str, str]:
     """The content and finish reason of a usable completion, else a ``CallFailure``."""
     if isinstance(resp, (str, bytes)) or not hasattr(resp, "choices"):
@@ -353,7 +377,8 @@ class LLMClient:
         return wait
 
     def chat(self, messages: list[dict[str, str]], *, model: str, max_tokens: int,
-             response_format: dict[str, Any] | None, guard: Guard | None = None) -> CallResult:
+             response_format: dict[str, Any] | None, guard: Guard | None = None,
+             extra_body: dict[str, Any] | None = None) -> CallResult:
         """One completion; retried on transient failures; raises ``CallFailure`` for good."""
         p = self.provider
         started = self.clock()
@@ -369,6 +394,8 @@ class LLMClient:
                                       "temperature": p.temperature}
             if response_format is not None:
                 kwargs["response_format"] = response_format
+            if extra_body:
+                kwargs["extra_body"] = extra_body
             try:
                 resp = self._create(kwargs)
                 content, reason = _check(resp, max_tokens)
@@ -383,7 +410,7 @@ class LLMClient:
             return CallResult(content=redact(content, self._secrets), prompt_tokens=prompt, completion_tokens=completion,
                               provider_cost=cost, model=getattr(resp, "model", model) or model,
                               response_id=getattr(resp, "id", "") or "", latency=self.clock() - t0,
-                              attempts=attempts, finish_reason=reason)
+                              attempts=attempts, finish_reason=reason, citations=_citations(resp))
 
         def give_up(state: RetryCallState) -> bool:
             if state.attempt_number >= p.max_attempts:

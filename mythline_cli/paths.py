@@ -182,3 +182,22 @@ def locate_config(explicit: Path | None) -> tuple[Path | None, str | None]:
         if candidate.is_file():
             return candidate, step
     return None, None
+def sources_dir() -> Path:
+    """Retrieval's shared state: the page cache, extracted texts, per-host politeness."""
+    return home() / "sources"
+
+
+def page_cache(key: str) -> Path:
+    return sources_dir() / "cache" / f"{key}.json"
+
+
+def source_text(sha256: str) -> Path:
+    return sources_dir() / "text" / f"{sha256}.txt"
+
+
+def hosts_state() -> Path:
+    return sources_dir() / "hosts.json"
+
+
+def hosts_lock() -> Path:
+    return sources_dir() / "hosts.lock"

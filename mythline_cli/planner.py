@@ -32,6 +32,12 @@ RESEARCH_STEPS = ("research", "repair")
 CALL_STEPS = RESEARCH_STEPS + AUDIT_STEPS
 
 
+def retrieval_step(name: str) -> bool:
+    """Whether a recorded step is retrieval (search, sources, summaries): as good for the next
+    attempt as for this one, so a rejected attempt hands it on."""
+    return name in ("search", "sources") or name.startswith("summary-")
+
+
 def interpret(content: Any, model: type[Any]) -> Interpretation:
     """A recorded answer as a valid ``model`` dict, or (None, what is wrong). Never raises:
     an answer nested too deep, not text, or anything else a parser trips on is an answer
@@ -55,11 +61,25 @@ class Call:
 
     step: str
     messages: Messages
-    response_format: dict[str, Any]
+    response_format: dict[str, Any] | None
+    model: str | None = None  # None: the agent's research model
+    extra_body: dict[str, Any] | None = None  # the web plugin, for the search step
+    extra_usd: float = 0.0  # a price beyond tokens (search results), reserved with them
 
     @property
     def name(self) -> str:
         return self.step
+
+
+@dataclass(frozen=True)
+class Gather:
+    """Retrieve the attempt's sources (no LLM, no money) and record them as the ``sources`` step."""
+
+    specs: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return "sources"
 
 
 @dataclass(frozen=True)
@@ -86,13 +106,14 @@ class Store:
     issues: list[str]
     validated_at: str
     verdict: dict[str, Any]
+    provenance: dict[str, Any] = field(default_factory=dict)  # grounding: sources, confidence cap
 
     @property
     def name(self) -> str:
         return "store"
 
 
-Action = Call | Reject | Store
+Action = Call | Gather | Reject | Store
 
 
 @dataclass(frozen=True)
@@ -102,10 +123,19 @@ class Context:
     agent: Agent
     prompts_dir: Path | None
     mode: str  # structured outputs: json_schema or json_object
+    sources: Any = None  # config.Sources; None: the defaults
 
     @classmethod
     def of(cls, settings: Settings, agent: Agent) -> Context:
-        return cls(agent, settings.prompts_dir(), settings.provider.structured_outputs)
+        return cls(agent, settings.prompts_dir(), settings.provider.structured_outputs, settings.config.sources)
+
+    @property
+    def cfg(self) -> Any:
+        if self.sources is None:
+            from .config import Sources
+
+            return Sources()
+        return self.sources
 
     @property
     def schema(self) -> type[Any]:
@@ -126,11 +156,19 @@ class Attempt:
     audit: dict[str, Any] | None = None
     audit_step: str | None = None
     notes: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # events seen on the way
+    found: list[Any] = field(default_factory=list)  # the numbered sources (sources.Source)
 
     def reject(self, issues: list[str], *, keep: tuple[str, ...] = (), score: float | None = None,
                **verdict: Any) -> Reject:
+        keep = keep + tuple(k for k in self.steps if retrieval_step(k) and k not in keep)
         return Reject(issues, {"score": score, **verdict, "passed": False, "issues": issues},
                       quarantines=self.prior_attempts + 1 >= self.ctx.agent.max_attempts, keep=keep)
+
+    @property
+    def evidence(self) -> validate.Context:
+        cfg = self.ctx.cfg
+        return validate.Context(self.found, threshold=cfg.evidence_threshold, min_quote_chars=cfg.min_quote_chars,
+                                weights=cfg.weights)
 
 
 @dataclass(frozen=True)
@@ -146,12 +184,12 @@ class Plan:
 # -- the stages ---------------------------------------------------------------------------
 
 def _answer(at: Attempt, names: tuple[str, str], messages: Messages, fmt: dict[str, Any],
-            model: type[Any]) -> Call | Interpretation:
+            model: type[Any], *, llm: str | None = None) -> Call | Interpretation:
     """A step's answer, calling for it unless it is recorded, with one repair call (``names``:
     the step, its repair) when it is unreadable: a call to make, or (answer, last error)."""
     step, fix = names
     if step not in at.steps:
-        return Call(step, research.clean(messages), fmt)
+        return Call(step, research.clean(messages), fmt, model=llm)
     content = at.steps[step].get("content")
     record, error = interpret(content, model)
     if error is None:
@@ -159,16 +197,95 @@ def _answer(at: Attempt, names: tuple[str, str], messages: Messages, fmt: dict[s
     at.notes.append(("invalid-output", {"step": step, "error": error}))
     if fix not in at.steps:
         repair = research.repair_messages(messages, str(content), error, at.ctx.prompts_dir)
-        return Call(fix, research.clean(repair), fmt)
+        return Call(fix, research.clean(repair), fmt, model=llm)
     record, error = interpret(at.steps[fix].get("content"), model)
     if error is not None:
         at.notes.append(("invalid-output", {"step": fix, "error": error}))
     return record, error
 
 
+def search_stage(at: Attempt) -> Action | None:
+    """Web search (OpenRouter's web plugin) before retrieval, when the agent has it on."""
+    if not at.ctx.agent.web_search or "search" in at.steps or "sources" in at.steps:
+        return None
+    ws = at.ctx.cfg.web_search
+    return Call("search", research.search_messages(at.ctx.agent, at.topic), None,
+                extra_body={"plugins": [{"id": "web", "max_results": ws.max_results}]},
+                extra_usd=ws.max_results * ws.usd_per_result)
+
+
+def search_urls(at: Attempt) -> tuple[str, ...]:
+    cites = (at.steps.get("search") or {}).get("citations") or []
+    urls = [c["url"] for c in cites if isinstance(c, dict) and str(c.get("url", "")).startswith(("http://", "https://"))]
+    return tuple(dict.fromkeys(urls))[:at.ctx.cfg.web_search.max_results]
+
+
+def sources_stage(at: Attempt) -> Action | None:
+    """The attempt's sources: recorded ones (their texts read back by hash), else a Gather."""
+    import json
+
+    from . import sources as sources_mod
+
+    agent = at.ctx.agent
+    if not agent.grounded:
+        return None
+    recorded = at.steps.get("sources")
+    if recorded is not None:
+        try:
+            restored = sources_mod.restore(json.loads(recorded["content"])["sources"])
+        except (ValueError, KeyError, TypeError):
+            restored = None
+        if restored is not None:
+            at.found = restored
+            return None
+    return Gather(agent.sources + search_urls(at))
+
+
+def summary_stage(at: Attempt) -> Action | None:
+    """Each source too long for its excerpt, summarised chunk by chunk (map), the partial
+    summaries joined in order (reduce); every chunk is its own recorded, reserved call.
+    Only passages found in the chunk are offered for quoting."""
+    from dataclasses import replace
+
+    from . import evidence
+    from . import sources as sources_mod
+
+    cfg = at.ctx.cfg
+    if not cfg.summarise:
+        return None
+    fmt = research.response_format(research.Summary, at.ctx.mode, name="summary")
+    out = []
+    for src in at.found:
+        if len(src.text) <= cfg.max_excerpt_chars:
+            out.append(src)
+            continue
+        parts = sources_mod.chunks(src.text, cfg.chunk_chars)[:cfg.max_chunks]
+        # Each partial gets its share of the excerpt (about six characters a word).
+        words = max(30, cfg.max_excerpt_chars // (6 * len(parts)) // 2)
+        partials: list[tuple[str, list[str]]] = []
+        for i, part in enumerate(parts, 1):
+            step = f"summary-{src.n}-{i}"
+            if step not in at.steps:
+                return Call(step, research.clean(research.summary_messages(
+                    at.topic, src, i, len(parts), part, at.ctx.prompts_dir, words=words, passages=3,
+                    mode=at.ctx.mode)), fmt)
+            got, error = interpret(at.steps[step].get("content"), research.Summary)
+            if error is not None or got is None:
+                at.notes.append(("invalid-output", {"step": step, "error": error}))
+                partials.append(("", []))
+                continue
+            kept = [p for p in got["passages"] if evidence.check(p, part, threshold=cfg.evidence_threshold,
+                                                                  min_chars=cfg.min_quote_chars).found]
+            partials.append((got["summary"], kept))
+        out.append(replace(src, digest=research.digest(partials)))
+    at.found = out
+    return None
+
+
 def research_stage(at: Attempt) -> Action | None:
     ctx = at.ctx
-    msgs = research.messages(ctx.agent, at.topic, at.feedback, ctx.prompts_dir, ctx.schema, ctx.mode)
+    msgs = research.messages(ctx.agent, at.topic, at.feedback, ctx.prompts_dir, ctx.schema, ctx.mode,
+                             sources=at.found, max_excerpt_chars=ctx.cfg.max_excerpt_chars)
     found = _answer(at, RESEARCH_STEPS, msgs, research.response_format(ctx.schema, ctx.mode), ctx.schema)
     if isinstance(found, Call):
         return found
@@ -183,7 +300,7 @@ def rules_stage(at: Attempt) -> Action | None:
     """Before the audit, so that a record that cannot pass costs no audit call."""
     assert at.record is not None
     try:
-        problems = validate.check_rules(at.record, at.ctx.agent)
+        problems = validate.check_rules(at.record, at.ctx.agent, at.evidence)
     except Exception as exc:  # noqa: BLE001 - a record the rules cannot read is not a valid one
         problems = [f"the record could not be checked ({type(exc).__name__}: {str(exc)[:200]})"]
     return at.reject(problems) if problems else None
@@ -192,10 +309,11 @@ def rules_stage(at: Attempt) -> Action | None:
 def audit_stage(at: Attempt) -> Action | None:
     ctx = at.ctx
     assert at.record is not None
-    msgs = validate.audit_messages(ctx.agent, at.topic, at.record, ctx.prompts_dir, ctx.mode)
+    msgs = validate.audit_messages(ctx.agent, at.topic, at.record, ctx.prompts_dir, ctx.mode, sources=at.found,
+                                   max_excerpt_chars=ctx.cfg.max_excerpt_chars)
     fmt = research.response_format(validate.Audit, ctx.mode, name="audit")
     # Repaired like research: one call that shows the model its unreadable answer.
-    found = _answer(at, AUDIT_STEPS, msgs, fmt, validate.Audit)
+    found = _answer(at, AUDIT_STEPS, msgs, fmt, validate.Audit, llm=ctx.agent.auditor)
     if isinstance(found, Call):
         return found
     audit, error = found
@@ -214,12 +332,22 @@ def score_stage(at: Attempt) -> Action | None:
         return at.reject(issues or [f"audit score {score:.2f} is below {agent.min_score:.2f}"], score=score,
                          min_score=agent.min_score)
     verdict = {"score": score, "min_score": agent.min_score, "passed": True, "issues": issues}
-    return Store(at.record, score, issues, at.steps[at.audit_step]["recorded"], verdict)
+    ev = at.evidence
+    cap = validate.confidence_cap(at.record, ev)
+    record, claimed = at.record, at.record.get("confidence")
+    if isinstance(claimed, (int, float)) and claimed > cap:
+        record = {**record, "confidence": cap}  # no more trust than the best supporting source earns
+    provenance = {"grounded": ev.grounded, "sources": validate.provenance_sources(at.record, ev),
+                  "confidence_claimed": claimed, "confidence_cap": cap,
+                  "audit_model": at.steps[at.audit_step].get("model", agent.auditor)}
+    return Store(record, score, issues, at.steps[at.audit_step]["recorded"], verdict, provenance)
 
 
 Stage = Callable[[Attempt], "Action | None"]
-# In order. Retrieval would go before research_stage, evidence checks after rules_stage.
-STAGES: tuple[Stage, ...] = (research_stage, rules_stage, audit_stage, score_stage)
+# In order: retrieval (search, sources, summaries) before research; the rules (citations,
+# evidence quotes, tiers) before the audit, which judges against the same excerpts.
+STAGES: tuple[Stage, ...] = (search_stage, sources_stage, summary_stage, research_stage, rules_stage, audit_stage,
+                             score_stage)
 
 
 def plan(ctx: Context, ck: Checkpoint) -> Plan:

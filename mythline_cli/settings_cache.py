@@ -137,7 +137,9 @@ class CachedSettings:
         self.source = source
         self.budget = SimpleNamespace(**doc["budget"])
         self.breaker = dict(doc["breaker"])
-        self._agents = [Agent(**{**a, "topics": tuple(a["topics"])}) for a in doc["agents"]]
+        # JSON gives lists back where an Agent holds tuples (topics, sources, key fields).
+        self._agents = [Agent(**{k: tuple(v) if isinstance(v, list) else v for k, v in a.items()})
+                        for a in doc["agents"]]
 
     @property
     def agent_names(self) -> list[str]:

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 from helpers import TEST_KEY
 
-# What a read-only command must never pay for.
-LLM_STACK = frozenset({"openai", "tokencost", "anthropic", "tiktoken"})
+# What a read-only command must never pay for: the LLM stack, and the page extraction and
+# quote matching that only a grounded run needs.
+LLM_STACK = frozenset({"openai", "tokencost", "anthropic", "tiktoken", "trafilatura", "rapidfuzz"})
 WATCHED = (*sorted(LLM_STACK), "pydantic", "typer", "mythline_cli.cli")
 MARK = "PROBE-MODULES "
 

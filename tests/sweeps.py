@@ -81,9 +81,33 @@ def write_points(log: Path, request_times: list[float]) -> list[tuple[int, str, 
     out = []
     for line in log.read_text().splitlines():
         index, op, path, stamp = line.split(" ")
-        name = "store record" if path.startswith("store/") else path.split("/")[-1]
+        name = ("store record" if path.startswith("store/") else "page cache" if path.startswith("sources/cache/")
+                else "source text" if path.startswith("sources/text/") else path.split("/")[-1])
         if name.endswith(".tmp"):  # ".heartbeat.json.x1y2z3.tmp" -> "heartbeat.json (temp)"
             name = name.lstrip(".").split(".")[0] + ".json (temp)"
         phase = sum(1 for t in request_times if t < float(stamp))
         out.append((int(index), f"{op} {name}", phase))
     return out
+
+
+def check_sources(home: Path) -> list[str]:
+    """A grounded record's quotes are found in the texts kept by their hashes, and every kept
+    text is whole (its name is its sha256)."""
+    import hashlib
+
+    from mythline_cli import evidence
+
+    problems = []
+    for path in (home / "sources" / "text").glob("*.txt"):
+        if hashlib.sha256(path.read_bytes()).hexdigest() != path.stem:
+            problems.append(f"source text {path.name} is not whole")
+    for path in (home / "store").rglob("*.json"):
+        prov = json.loads(path.read_text())["provenance"]
+        if not prov.get("sources"):
+            problems.append("a grounded record was stored without sources")
+        for src in prov.get("sources", []):
+            text = (home / "sources" / "text" / f"{src['sha256']}.txt").read_text()
+            for q in src["quotes"]:
+                if not evidence.check(q["quote"], text, threshold=95, min_chars=20).found:
+                    problems.append(f"stored quote not in its source: {q['quote'][:40]}")
+    return problems

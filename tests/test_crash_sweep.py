@@ -17,16 +17,18 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from sweeps import AGENT, check_invariants, launch, open_reservations, recorded_steps, write_points
+from source_server import SourceServer
+from sweeps import AGENT, check_invariants, check_sources, launch, open_reservations, recorded_steps, write_points
 
-from helpers import lore_responder
+from helpers import grounded_responder, lore_responder
 from llm_server import ScriptedLLMServer
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
 
 
-def sweep(tmp_path: Path, llm_server, *, every: bool) -> None:
-    llm_server.responder = lore_responder(AGENT)
+def sweep(tmp_path: Path, llm_server, *, every: bool, grounded: bool = False) -> int:
+    responder = grounded_responder if grounded else lore_responder
+    llm_server.responder = responder(AGENT)
     clean = launch(0, tmp_path / "clean.log", tmp_path / "clean")
     assert clean.returncode == 0, clean.stderr
     points = write_points(tmp_path / "clean.log", [r["time"] for r in llm_server.requests])
@@ -35,6 +37,9 @@ def sweep(tmp_path: Path, llm_server, *, every: bool) -> None:
     for target in ("checkpoint.json", "heartbeat.json", "events.jsonl", "ledger.json", "ledger-history.jsonl",
                    "run.lock", "store record", "(temp)", "os.rename"):
         assert target in written, target
+    if grounded:
+        for target in ("page cache", "source text", "hosts.json", "hosts.lock"):
+            assert target in written, target
     if not every:
         # One kill per distinct write: what is written, in which phase of the cycle.
         seen: set[tuple[str, int]] = set()
@@ -45,7 +50,7 @@ def sweep(tmp_path: Path, llm_server, *, every: bool) -> None:
         home = tmp_path / f"k{k}"
         # Each crash point gets its own server, so the requests it counts are its own.
         with ScriptedLLMServer() as server:
-            server.responder = lore_responder(AGENT)
+            server.responder = responder(AGENT)
             env = {"MYTHLINE_BASE_URL": server.base_url}
             killed = launch(k, tmp_path / f"k{k}.log", home, env)
             if killed.returncode != -signal.SIGKILL:
@@ -57,16 +62,38 @@ def sweep(tmp_path: Path, llm_server, *, every: bool) -> None:
                                      text=True, env={**os.environ, **env, "MYTHLINE_HOME": str(home)}, timeout=120)
             problems = [] if resumed.returncode == 0 else [f"resume exited {resumed.returncode}: {resumed.stderr}"]
             problems += check_invariants(home, dead, steps, server.requests[start:])
+            if grounded:
+                problems += check_sources(home)
         return [f"{desc} (after {phase} LLM requests): {p}" for p in problems]
 
     with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
         violations = [v for found in pool.map(one, points) for v in found]
     print(f"\n{len(points)} crash points, {len(violations)} violations")
     assert not violations, "\n".join(violations)
+    return len(points)
 
 
 def test_sigkill_at_every_distinct_write_point(tmp_path, config, llm_server):
     sweep(tmp_path, llm_server, every=False)
+
+
+def grounded_config(config, pages: SourceServer) -> None:
+    config(sections={"defaults": {"sources": [pages.base_url + "/wiki/{title}", pages.base_url + "/chronicle/{title}"]},
+                     "sources": {"host_delay": "0s"}, "sources.tiers": {"127.0.0.1": "primary"}})
+
+
+def test_sigkill_at_every_distinct_write_point_of_a_grounded_cycle(tmp_path, config, llm_server):
+    """The fetch cache, the kept source texts, the host table and the recorded sources step too."""
+    with SourceServer() as pages:
+        grounded_config(config, pages)
+        sweep(tmp_path, llm_server, every=False, grounded=True)
+
+
+@pytest.mark.slow
+def test_sigkill_at_every_single_write_of_a_grounded_cycle(tmp_path, config, llm_server):
+    with SourceServer() as pages:
+        grounded_config(config, pages)
+        sweep(tmp_path, llm_server, every=True, grounded=True)
 
 
 @pytest.mark.slow

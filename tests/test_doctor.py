@@ -65,7 +65,7 @@ def test_all_good_exits_0(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
     result = doctor_run()
     assert result.exit_code == 0, result.stdout
     lines = lines_of(result)
-    assert list(lines) == ["config", "api key", "state home", "timezone", "scheduler", "tokenizer", "prices"]
+    assert list(lines) == ["config", "api key", "state home", "timezone", "scheduler", "tokenizer", "prices", "audit"]
     assert lines["config"].startswith(f"ok valid · {path} (./mythline.toml in the working directory; a run "
                                       "started elsewhere, as cron starts it, would not find it")
     assert lines["api key"] == (f"ok {KEY_ENV} is set in the environment (scheduled runs do not see it: store it "
@@ -237,7 +237,7 @@ def test_json(monkeypatch: pytest.MonkeyPatch) -> None:
     data = json.loads(result.stdout)
     assert data["ok"] is False
     assert [c["name"] for c in data["checks"]] == ["config", "api key", "state home", "timezone", "scheduler",
-                                                   "tokenizer", "prices"]
+                                                   "tokenizer", "prices", "audit"]
     assert {c["status"] for c in data["checks"]} <= {"ok", "fail", "warn", "info"}
     assert next(c for c in data["checks"] if c["name"] == "api key")["status"] == "fail"
 

@@ -61,7 +61,8 @@ def write_checkpoint(home: Path, *, steps: dict[str, Any] | None = None, attempt
 
 
 GOOD = record_json(AGENT, FIRST)
-NO_SOURCES = record_json(AGENT, FIRST, sources=[])  # valid JSON, fails min_sources
+# Valid JSON that fails a rule: it cites a source, and the (ungrounded) test config retrieved none.
+NO_SOURCES = record_json(AGENT, FIRST, sources=[{"source": 1, "url": "https://warcraft.wiki.gg/wiki/Thrall"}])
 DONE = {"status": "done", "attempts": 1, "feedback": []}
 QUARANTINED = {"status": "quarantined", "attempts": 3, "feedback": []}
 
@@ -125,7 +126,7 @@ def _ctx_and_checkpoint(steps: dict[str, Any] | None):
     from mythline_cli.checkpoint import Checkpoint
     from mythline_cli.config import parse_config
 
-    settings = parse_config({})
+    settings = parse_config({"defaults": {"sources": []}})  # ungrounded, like the test configs
     data = {"version": 1, "agent": AGENT, "topics": {}, "current": None}
     if steps is not None:
         data["current"] = {"topic": FIRST, "attempt": 1, "run_id": "r", "started": "x", "steps": steps}
@@ -148,6 +149,17 @@ def test_unreadable_answers_are_noted_once_per_step():
                                                                         ("invalid-output", "repair")]
     assert isinstance(found.action, planner.Reject) and found.action.keep == ()
     assert found.action.issues[0].startswith("the answer was not a valid record: ")
+
+
+def test_a_grounded_attempt_gathers_its_sources_first():
+    from mythline_cli.checkpoint import Checkpoint
+    from mythline_cli.config import parse_config
+
+    settings = parse_config({})
+    ck = Checkpoint(AGENT, {"version": 1, "agent": AGENT, "topics": {}, "current": None})
+    found = planner.plan(planner.Context.of(settings, settings.agent(AGENT)), ck)
+    assert isinstance(found.action, planner.Gather)
+    assert found.action.specs == ("https://warcraft.wiki.gg/wiki/{title}", "https://wowpedia.fandom.com/wiki/{title}")
 
 
 def test_a_new_stage_is_planned_in_its_place(monkeypatch):

@@ -488,3 +488,29 @@ def change(agent, op: str, topic: str) -> dict:  # noqa: ANN001 - Agent
     finally:
         lock.release()
     return {"agent": agent.name, "op": op, "topic": topic, "result": "applied"}
+# Where each agent looks first: the two big Warcraft wikis, one page per topic. A topic that
+# is a claim rather than a page name (lore-crosscheck) goes through the wiki's search, which
+# lands on the page when one matches closely enough.
+WIKI_PAGES: tuple[str, ...] = (
+    "https://warcraft.wiki.gg/wiki/{title}",
+    "https://wowpedia.fandom.com/wiki/{title}",
+)
+WIKI_SEARCH: tuple[str, ...] = (
+    "https://warcraft.wiki.gg/index.php?search={query}&go=Go",
+    "https://wowpedia.fandom.com/index.php?search={query}&go=Go",
+)
+SOURCES: dict[str, tuple[str, ...]] = dict.fromkeys(TOPICS, WIKI_PAGES) | {"lore-crosscheck": WIKI_SEARCH}
+
+# The fields, beyond summary, whose claims each record must back with a quote.
+KEY_FIELDS: dict[str, tuple[str, ...]] = {
+    "world-zones": (),
+    "world-npcs": ("notable_deeds",),
+    "world-factions": ("leader",),
+    "world-lore": ("key_events",),
+    "world-items": ("origin",),
+    "quest-chains": ("story_outcome",),
+    "character-archetypes": (),
+    "faction-dynamics": ("current_state",),
+    "narrative-history": ("turning_points",),
+    "lore-crosscheck": ("correct_version",),
+}

@@ -18,6 +18,9 @@ from . import paths
 from .agent import Agent, name_problem
 from .durations import in_range, parse_duration
 from .errors import ConfigError, UsageError
+from .fleet.topics import DESCRIPTIONS, DOMAINS, KEY_FIELDS, SOURCES, TOPICS
+from .paths import locate_config
+from .tiers import DEFAULT_DOMAINS, DEFAULT_WEIGHTS, TIERS
 
 OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
 DEFAULT_MODEL = "openai/gpt-4o-mini"

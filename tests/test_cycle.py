@@ -256,7 +256,9 @@ def test_dry_run_needs_no_key_and_writes_nothing(home, monkeypatch):
     assert "Topic: **Thrall**" in result.output and "budget: allowed" in result.output
     assert not home.exists()
     data = json.loads(run("run", AGENT, "--dry-run", "--json").output)
-    assert data["step"] == "research" and data["estimate"]["max_output_tokens"] == 4096
+    # The built-in fleet is grounded: the run fetches its sources first, then sends the research
+    # call shown and priced here.
+    assert data["step"] == "sources" and data["sources"] and data["estimate"]["max_output_tokens"] == 4096
     assert data["budget"]["allowed"] is True and data["estimate"]["usd"] > 0
     assert not home.exists()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from probe import run_app, run_main
+from source_server import SourceServer
 from typer.testing import CliRunner
 
 from mythline_cli import paths
@@ -22,7 +24,7 @@ from mythline_cli.store import store_record
 from mythline_cli.storeindex import VERSION, index_path
 
 from factories import record
-from helpers import lore_responder, mythline, wait_for
+from helpers import grounded_responder, lore_responder, mythline, wait_for
 
 AGENT = "world-npcs"
 
@@ -38,8 +40,11 @@ def put(agent: str, topic: str, *, stored_at: str | None = None, sources: list |
 
     rec = record(agent, topic, **changes)
     prov = {"agent": agent, "model": "test/model", "run_id": "r1"}
-    if sources is not None:
-        prov["sources"] = sources
+    if sources is None:  # as a grounded run keeps them
+        sources = [{"n": n, "url": f"https://{host}/wiki/{topic.replace(' ', '_')}", "title": topic, "tier": "primary",
+                    "sha256": "0" * 64, "quotes": []}
+                   for n, host in ((1, "warcraft.wiki.gg"), (2, "wowpedia.fandom.com"))]
+    prov["sources"] = sources
     if evidence is not None:
         prov["evidence"] = evidence
     result = store_record(domain=DOMAINS[agent], topic=topic, record=rec, provenance=prov)
@@ -52,23 +57,29 @@ def put(agent: str, topic: str, *, stored_at: str | None = None, sources: list |
 
 
 def test_a_real_run_is_listed_shown_and_found(home, config, llm_server):
-    llm_server.responder = lore_responder(AGENT)
-    assert cli("run", AGENT).exit_code == 0
+    # A grounded run, as a new user's first one: two pages per topic from a local wiki.
+    with SourceServer() as pages:
+        config(sections={"defaults": {"sources": [pages.base_url + "/wiki/{title}",
+                                                  pages.base_url + "/chronicle/{title}"]},
+                         "sources": {"host_delay": "0s"}, "sources.tiers": {"127.0.0.1": "primary"}})
+        llm_server.responder = grounded_responder(AGENT)
+        assert cli("run", AGENT).exit_code == 0
     result = mythline("store", "ls")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == "Stored records (1)"
     header = lines[2].split()
     assert header[:3] == ["name", "agent", "conf"] and "tier" in lines[2] and "age" in lines[2]
-    assert lines[4].split()[:4] == ["Thrall", AGENT, "0.90", "wiki"]
+    assert lines[4].split()[:5] == ["Thrall", AGENT, "0.90", "primary", "2"]
     listed = json.loads(mythline("store", "ls", "--json").stdout)
     (row,) = listed["records"]
-    assert row["name"] == "Thrall" and row["agent"] == AGENT and row["tiers"] == {"wiki": 2}
+    assert row["name"] == "Thrall" and row["agent"] == AGENT and row["tiers"] == {"primary": 2}
     assert Path(row["path"]).is_file()
     shown = mythline("store", "show", "thrall")  # case does not matter
     assert shown.returncode == 0, shown.stderr
     assert "Thrall" in shown.stdout and "Citations" in shown.stdout
-    assert "[1] wiki: Thrall https://warcraft.wiki.gg/wiki/Thrall" in shown.stdout
+    assert re.search(r"\[1\] primary: .*http://127\.0\.0\.1:\d+/wiki/Thrall", shown.stdout), shown.stdout
+    assert "\u201c" in shown.stdout  # the evidence quotes checked against the page
     assert "History (1 version)" in shown.stdout
     found = mythline("store", "search", "thrall")
     assert found.returncode == 0 and "Records matching 'thrall' (1)" in found.stdout
@@ -183,7 +194,7 @@ def test_export_jsonl_and_markdown(home, tmp_path):
     page_link = next(line for line in index.splitlines() if "[Thrall]" in line)
     page = md / page_link.split("(")[1].rstrip(")")
     text = page.read_text()
-    assert text.startswith("# Thrall") and "## Citations" in text and "(wiki)" in text
+    assert text.startswith("# Thrall") and "## Citations" in text and "(primary)" in text
     assert "## Evidence" in text and "internment camps" in text and "## History" in text
 
 

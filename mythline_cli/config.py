@@ -20,7 +20,7 @@ from .durations import in_range, parse_duration
 from .errors import ConfigError, UsageError
 from .fleet.topics import DESCRIPTIONS, DOMAINS, KEY_FIELDS, SOURCES, TOPICS
 from .paths import locate_config
-from .tiers import DEFAULT_DOMAINS, DEFAULT_WEIGHTS, TIERS
+from .tiers import DEFAULT_DOMAINS, DEFAULT_WEIGHTS, TIERS, Tier
 
 OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
 DEFAULT_MODEL = "openai/gpt-4o-mini"
@@ -99,7 +99,6 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
 
-Tier = Literal["official", "primary", "secondary", "tertiary"]
 
 
 class WebSearch(_Model):
@@ -138,8 +137,8 @@ class Sources(_Model):
 
     @field_validator("weights")
     @classmethod
-    def _weights(cls, value: dict[str, float]) -> dict[str, float]:
-        merged = {**DEFAULT_WEIGHTS, **value}
+    def _weights(cls, value: dict[Tier, float]) -> dict[Tier, float]:
+        merged: dict[Tier, float] = {**DEFAULT_WEIGHTS, **value}
         for tier, weight in merged.items():
             if not 0 <= weight <= 1:
                 raise ValueError(f"{tier}: a weight is between 0 and 1")

@@ -138,8 +138,9 @@ class CachedSettings:
         self.budget = SimpleNamespace(**doc["budget"])
         self.breaker = dict(doc["breaker"])
         # JSON gives lists back where an Agent holds tuples (topics, sources, key fields).
-        self._agents = [Agent(**{k: tuple(v) if isinstance(v, list) else v for k, v in a.items()})
-                        for a in doc["agents"]]
+        fields: list[dict[str, Any]] = [{k: tuple(v) if isinstance(v, list) else v for k, v in a.items()}
+                                        for a in doc["agents"]]
+        self._agents = [Agent(**f) for f in fields]
 
     @property
     def agent_names(self) -> list[str]:

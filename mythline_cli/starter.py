@@ -63,7 +63,7 @@ def starter_text() -> str:
         f"# min_sources = {a.min_sources}",
         f"# daily_usd = {a.daily_usd:g}                    # per agent, per day",
         f"# daily_tokens = {a.daily_tokens}",
-        f'# refresh_after = "{format_duration(a.refresh_after)}"              # once the queue is empty, research older records again ("none": never)',
+        f'# refresh_after = "{format_duration(a.refresh_after) if a.refresh_after is not None else "none"}"              # once the queue is empty, research older records again ("none": never)',
         f"# max_proposals = {a.max_proposals}                  # subjects a run may propose to other agents' queues",
         f'# min_tier = "{a.min_tier}"              # at least one cited source this good (official/primary/secondary/tertiary)',
         f"# web_search = {str(a.web_search).lower()}               # OpenRouter's web plugin as a source (paid per result)",

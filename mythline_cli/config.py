@@ -112,6 +112,10 @@ class Provider(_Model):
     tokenizer: Literal["auto", "chars"] = "auto"
     estimate_margin: float = Field(default=1.25, ge=1, le=10)
     prices: dict[str, Prices] = {}
+    # Shared by every process of the fleet (see ratelimit.py); the provider's own headers
+    # can only lower them.
+    requests_per_minute: int | None = Field(default=None, ge=1, le=1_000_000)
+    tokens_per_minute: int | None = Field(default=None, ge=100, le=1_000_000_000)
 
     @field_validator("base_url")
     @classmethod

@@ -31,6 +31,7 @@ from .events import EventLog
 from .heartbeat import Heartbeat
 from .ledger import Ledger, Reservation
 from .planner import AUDIT_STEPS, RESEARCH_STEPS, Call, Reject, Store
+from .ratelimit import Limiter, RateLimited
 from .redact import redact, safe_url
 from .stopping import StopFlag
 from .store import store_record
@@ -163,6 +164,8 @@ class Cycle:
         self._wait_line: str | None = None
         self._issues: list[str] = []
         self.breaker = Breaker(settings, on_repair=self._breaker_repaired)
+        self.limiter = Limiter(settings, self.breaker, agent=agent.name, sleep=self._nap, check=self._boundary,
+                               force=force)
         self.agent = agent
         self.key = key
         self.run_id = new_run_id()
@@ -214,6 +217,7 @@ class Cycle:
             return self._run_locked()
         finally:
             lock.release()
+            self.limiter.close()
             if self._client is not None:
                 self._client.close()
 
@@ -226,7 +230,8 @@ class Cycle:
         if not self.force:
             # Before the heartbeat: a run skipped for a backoff or the provider's wait leaves no trace.
             backoff.check(agent.name, previous)
-            self.breaker.check_wait(agent.name)
+            # A short wait is waited out; a long one ends the run with no request (exit 5).
+            self.breaker.check_wait(agent.name, max_wait=self.settings.provider.max_retry_wait, sleep=self._nap)
         ck = Checkpoint.load(agent.name)
         self.hb = Heartbeat(agent.name, self.run_id, previous=previous, pid=os.getpid(), secrets=self.events.secrets)
         self.hb.beat()
@@ -279,6 +284,9 @@ class Cycle:
                              failure=False)
         except ProviderWait as exc:
             self.emit("provider-wait", step=self.hb.data.get("step"), until=exc.until.isoformat())
+            return self._end(t0, "failed", exc.exit_code, topic, str(exc), ck, warnings, failure=False)
+        except RateLimited as exc:
+            self.emit("rate-limited", step=self.hb.data.get("step"), wait_s=round(exc.wait, 3), error=str(exc))
             return self._end(t0, "failed", exc.exit_code, topic, str(exc), ck, warnings, failure=False)
         except LLMError as exc:
             self.emit("error", step=self.hb.data.get("step"), error=str(exc), status=exc.status)
@@ -447,9 +455,13 @@ class Cycle:
         except BaseException:
             budget.charge_failure((0, 0, 0.0))  # never sent: release the hold
             raise
+        sent = datetime.now(timezone.utc)
         try:
             result = client.chat(messages, model=self.agent.model, max_tokens=p.max_output_tokens,
-                                 response_format=fmt, guard=budget)
+                                 response_format=fmt, guard=budget, limiter=self.limiter.call(est.tokens))
+        except (ProviderWait, RateLimited):
+            budget.charge_failure((0, 0, 0.0))  # refused before it was sent: release the hold
+            raise
         except LLMError as exc:
             usd = budget.charge_failure(getattr(exc, "billed", None))
             kind, issue = getattr(exc, "kind", None), getattr(exc, "content_issue", None)
@@ -481,7 +493,7 @@ class Cycle:
                   prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens, usd=usd,
                   cost_source=source, latency_s=round(result.latency, 3), attempts=result.attempts,
                   response_id=result.response_id, model=result.model)
-        self.breaker.record(ok=True)
+        self.breaker.record(ok=True, started=sent)
         notify.budget_crossings(self.settings, self.ledger, self.agent, self.emit)
         self.hb.beat(**self.today())
 

@@ -90,6 +90,16 @@ def breaker_lock() -> Path:
     return home() / "breaker.lock"
 
 
+def ratelimit_db() -> Path:
+    """The fleet's shared request and token buckets (SQLite, with ``.lock`` beside it)."""
+    return home() / "ratelimit.sqlite"
+
+
+def ratelimit_learned() -> Path:
+    """Provider limits learned from ``x-ratelimit-*`` headers."""
+    return home() / "ratelimits.json"
+
+
 def alerts_state() -> Path:
     return home() / "alerts.json"
 

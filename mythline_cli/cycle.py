@@ -139,12 +139,12 @@ class _CallBudget:
         usd, source = self._cost(prompt, completion, provider_cost)
         return usd, source, False
 
-    def settle(self, usd: float | None, tokens: int, *, unsettled: bool) -> None:
+    def settle(self, usd: float | None, tokens: int, *, unsettled: bool, generation: str | None = None) -> None:
         assert self.open is not None
         res, self.open = self.open, None
         if unsettled:
             tokens = max(tokens, res.tokens)
-        self.ledger.settle(res, usd=usd, tokens=tokens, unsettled=unsettled)
+        self.ledger.settle(res, usd=usd, tokens=tokens, unsettled=unsettled, generation=generation)
         self._overrun(res, usd)
 
 
@@ -488,7 +488,8 @@ class Cycle:
         ck.record_step(step, {"content": result.content, "prompt_tokens": result.prompt_tokens,
                               "completion_tokens": result.completion_tokens, "usd": usd, "cost_source": source,
                               "model": result.model, "response_id": result.response_id})
-        budget.settle(usd, result.prompt_tokens + result.completion_tokens, unsettled=unsettled)
+        budget.settle(usd, result.prompt_tokens + result.completion_tokens, unsettled=unsettled,
+                      generation=result.response_id or None)
         self.emit("llm-call", step=step, attempt=attempt, ok=True, estimate=estimate,
                   prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens, usd=usd,
                   cost_source=source, latency_s=round(result.latency, 3), attempts=result.attempts,

@@ -100,6 +100,11 @@ def ratelimit_learned() -> Path:
     return home() / "ratelimits.json"
 
 
+def provider_key() -> Path:
+    """The provider key's limit and usage as ``budget reconcile`` last read them."""
+    return home() / "provider-key.json"
+
+
 def alerts_state() -> Path:
     return home() / "alerts.json"
 

@@ -68,3 +68,54 @@ def repair_cli(json_out: bool = typer.Option(False, "--json", help="Print what w
             out().print(f"Moved the unreadable ledger to {result['moved_aside']}.", markup=False)
         out().print(f"Rebuilt the ledger from {result['seq']} journal entries: "
                     f"{len(result['windows'])} window(s), {result['reservations']} open reservation(s).", markup=False)
+
+
+@app.command("reconcile", help="Compare the ledger with the provider's bill (OpenRouter's GET /generation and "
+                               "GET /key): each call's figure is replaced by what was billed, the drift is "
+                               "shown per day, and the key's remaining limit becomes one more fleet cap. A "
+                               "provider without these endpoints: one line, nothing changed (exit 0).\n\n"
+                               "Examples:\n\n  mythline budget reconcile\n\n"
+                               "  mythline budget reconcile --since 2026-12-01 --json")
+def reconcile_cli(
+    since: str = typer.Option(None, "--since", metavar="DATE", help="Only calls from this day on (YYYY-MM-DD)."),
+    json_out: bool = typer.Option(False, "--json", help="Print what was done as JSON."),
+) -> None:
+    with boundary():
+        from datetime import date
+
+        from .. import keys
+        from ..ledger import Ledger
+        from ..ledger.reconcile import Billing, NoBilling, reconcile
+
+        start = None
+        if since is not None:
+            try:
+                start = date.fromisoformat(since)
+            except ValueError:
+                raise UsageError(f"--since {since!r} is not a date; write it as YYYY-MM-DD, e.g. 2026-12-01") from None
+        cfg = settings()
+        env = cfg.provider.api_key_env
+        key = keys.lookup(env)[0] if env else None
+        if env and not key:
+            raise UsageError(keys.missing(env))
+        try:
+            result = reconcile(Ledger(cfg), Billing(cfg.provider.base_url, key), since=start)
+        except NoBilling as exc:
+            if json_out:
+                print_json({"supported": False, "reason": str(exc)})
+            else:
+                out().print(str(exc), markup=False)
+            return
+        if json_out:
+            print_json({"supported": True, **result})
+            return
+        console = out()
+        console.print(f"Reconciled {result['reconciled']} call(s) with the bill; {result['pending']} not billed yet "
+                      f"(the next reconcile asks again). Ledger changed by ${result['extra_usd']:+.6f}.", markup=False)
+        for day, fig in result["days"].items():
+            console.print(f"  {day}: ledger ${fig['ledger_usd']:.6f}, billed ${fig['billed_usd']:.6f}, "
+                          f"drift ${fig['drift_usd']:+.6f} ({fig['calls']} call(s))", markup=False)
+        k = result["key"]
+        limit = "no limit" if k["limit"] is None else f"limit ${k['limit']:.2f}, ${k['limit_remaining'] or 0:.2f} left"
+        usage = f"${k['usage_daily']:.6f} used today (UTC)" if k["usage_daily"] is not None else "usage today unknown"
+        console.print(f"Key: {limit}; {usage}.", markup=False)

@@ -15,7 +15,7 @@ from . import rules
 from .backend import Access, Store
 from .journal import State
 from .storage import LOCK_TIMEOUT, FileStore
-from .windows import current, utcnow, zone
+from .windows import current, utcnow, window_keys, zone
 
 if TYPE_CHECKING:  # the read-only commands use the ledger without pydantic
     from ..config import Agent, Settings
@@ -81,7 +81,9 @@ class Ledger:
 
     # -- the money rules, applied to this ledger's settings and clock -------------
     def _caps(self, agent: Agent) -> list[rules.Cap]:
-        return rules.caps(self.settings.budget, agent)
+        from .reconcile import key_cap
+
+        return rules.caps(self.settings.budget, agent, key_cap(window_keys(self.now(), self.tz)["day"]))
 
     usage = staticmethod(rules.usage)
 
@@ -127,8 +129,9 @@ class Ledger:
         return int(bucket.get("tokens", 0)), float(bucket.get("usd", 0.0))
 
     def settle(self, reservation: Reservation, *, usd: float | None, tokens: int,
-               unsettled: bool = False) -> bool:
-        """Replace the hold with what the call cost. ``unsettled``: an estimate, not a bill.
+               unsettled: bool = False, generation: str | None = None) -> bool:
+        """Replace the hold with what the call cost. ``unsettled``: an estimate, not a bill;
+        ``generation``: the provider's id of the call, to match it with the bill later.
 
         Returns False when the reservation had already been reclaimed (and so charged).
         """
@@ -139,10 +142,11 @@ class Ledger:
                          "agent": reservation.agent, "usd": usd, "tokens": tokens,
                          "extra_usd": max(0.0, (usd or 0.0) - (reservation.usd or 0.0)),
                          "extra_tokens": max(0, int(tokens) - int(reservation.tokens)),
-                         "windows": list(reservation.windows)})
+                         "windows": list(reservation.windows), **({"generation": generation} if generation else {})})
                 return False
             acc.log({"event": "settle", "reservation": reservation.id, "agent": reservation.agent,
-                     "usd": usd, "tokens": int(tokens), "unsettled": unsettled})
+                     "usd": usd, "tokens": int(tokens), "unsettled": unsettled,
+                     **({"generation": generation} if generation else {}), "windows": list(reservation.windows)})
         return True
 
     def release(self, reservation: Reservation) -> None:

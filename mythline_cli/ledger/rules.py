@@ -28,8 +28,9 @@ class Cap(NamedTuple):
     setting: str
 
 
-def caps(budget: Budget, agent: Agent) -> list[Cap]:
-    """Every cap that applies to ``agent``'s calls."""
+def caps(budget: Budget, agent: Agent, key_cap: float | None = None) -> list[Cap]:
+    """Every cap that applies to ``agent``'s calls; ``key_cap``: the provider key's remaining
+    limit as a fleet day cap (``budget reconcile`` reads it)."""
     found = [
         Cap("day", agent.name, "usd", agent.daily_usd, f"agents.{agent.name}.daily_usd"),  # type: ignore[arg-type]
         Cap("day", agent.name, "tokens", agent.daily_tokens, f"agents.{agent.name}.daily_tokens"),  # type: ignore[arg-type]
@@ -38,6 +39,8 @@ def caps(budget: Budget, agent: Agent) -> list[Cap]:
         Cap("month", "*", "usd", budget.monthly_usd, "budget.monthly_usd"),  # type: ignore[arg-type]
         Cap("month", "*", "tokens", budget.monthly_tokens, "budget.monthly_tokens"),  # type: ignore[arg-type]
     ]
+    if key_cap is not None and (budget.daily_usd is None or key_cap < budget.daily_usd):
+        found.append(Cap("day", "*", "usd", key_cap, "the provider key's limit (see: mythline budget reconcile)"))
     return [c for c in found if c.cap is not None]
 
 

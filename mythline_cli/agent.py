@@ -65,6 +65,8 @@ class Agent:
     daily_tokens: int | None
     model: str
     topics: tuple[str, ...]
+    priority: int = 0
+    reserve: float = 0.0
 
     @property
     def custom(self) -> bool:

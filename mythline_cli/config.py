@@ -139,6 +139,11 @@ class Budget(_Model):
     monthly_usd: UsdCap = None
     monthly_tokens: TokenCap = None
     run_timeout: Annotated[float, _between(60, 31 * 86400, "a run older than this is treated as hung")] = 1800.0
+    # "even": a day cap is spent no faster than the day passes, plus `burst` of it at any time.
+    pace: Literal["none", "even"] = "none"
+    burst: float = Field(default=0.1, ge=0, le=1)
+    # The last share of a fleet cap that only the highest-priority agents may spend.
+    priority_headroom: float = Field(default=0.2, ge=0, le=1)
 
     @field_validator("timezone")
     @classmethod
@@ -165,6 +170,9 @@ class AgentDefaults(_Model):
     model: str | None = None
     topics: list[str] | None = None
     extra_topics: list[str] | None = None
+    priority: int | None = Field(default=None, ge=-1000, le=1000)
+    # A share of every fleet cap that only this agent may spend.
+    reserve: float | None = Field(default=None, ge=0, le=1)
 
 
 class AgentSettings(AgentDefaults):
@@ -185,7 +193,7 @@ class AgentSettings(AgentDefaults):
 
 DEFAULT_AGENT = AgentDefaults(
     enabled=True, interval=1800.0, grace=900.0, max_attempts=3, min_score=0.7,
-    min_sources=2, daily_usd=0.5, daily_tokens=500_000,
+    min_sources=2, daily_usd=0.5, daily_tokens=500_000, priority=0, reserve=0.0,
 )
 
 
@@ -207,7 +215,9 @@ class Breaker(_Model):
 class Alerts(_Model):
     """Who hears about trouble, and when."""
 
-    warn_at: float = Field(default=0.8, gt=0, le=1)
+    # One share of a cap or several ([0.5, 0.8, 0.95]); each crossing alerts once per window.
+    warn_at: Annotated[float, Field(gt=0, le=1)] | Annotated[list[Annotated[float, Field(gt=0, le=1)]],
+                                                             Field(min_length=1, max_length=20)] = 0.8
     consecutive_failures: int = Field(default=3, ge=1, le=1000)
     # A Slack or Discord webhook URL carries a token: prefer naming a variable that holds it.
     webhook_url_env: str = ""
@@ -262,6 +272,14 @@ class Config(_Model):
 
     def agent_problem(self) -> tuple[str, str] | None:
         """(key, problem) of the first custom-agent rule a valid file still breaks, or None."""
+        names = list(TOPICS) + [n for n in self.agents if n not in TOPICS]
+        default = self.defaults.reserve or 0.0
+        shares = {n: (self.agents[n].reserve if n in self.agents and self.agents[n].reserve is not None
+                      else default) for n in names}
+        if sum(shares.values()) > 1 + 1e-9:
+            # Shares of one fleet cap: more than all of it would leave some reserve unspendable.
+            return ("agents.*.reserve", f"the agents' reserves add up to {sum(shares.values()):.0%} of the fleet "
+                                        "cap; keep their sum at most 1 (100%)")
         for name, table in self.agents.items():
             if name in TOPICS:
                 if table.kind not in (None, name):
@@ -353,7 +371,7 @@ class Settings:
             min_sources=merged["min_sources"], daily_usd=merged["daily_usd"],
             daily_tokens=merged["daily_tokens"],
             model=self.model_override or merged.get("model") or self.provider.model,
-            topics=topics,
+            topics=topics, priority=merged.get("priority") or 0, reserve=merged.get("reserve") or 0.0,
         )
 
     def prompts_dir(self) -> Path | None:

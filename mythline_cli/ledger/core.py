@@ -91,8 +91,22 @@ class Ledger:
         """The current windows (see ``windows.current``: they only move forward)."""
         return current(self.now(), self.tz, data.get("latest"))
 
+    def policy(self) -> rules.Policy:
+        """The settings' pacing, priorities and reserves, at this ledger's clock."""
+        budget = self.settings.budget
+        elapsed = None
+        if getattr(budget, "pace", "none") == "even":
+            local = self.now().astimezone(self.tz)
+            midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
+            elapsed = (local - midnight).total_seconds() / 86400
+        agents = self.settings.agents()
+        return rules.Policy(elapsed=elapsed, burst=getattr(budget, "burst", 0.0),
+                            priorities={a.name: a.priority for a in agents if a.priority},
+                            reserves={a.name: a.reserve for a in agents if a.reserve},
+                            headroom=getattr(budget, "priority_headroom", 0.0))
+
     def _refusal(self, data: State, agent: Agent, estimate: Estimate) -> BudgetExceeded | None:
-        return rules.refusal(data, self.current(data), agent, estimate, self._caps(agent))
+        return rules.refusal(data, self.current(data), agent, estimate, self._caps(agent), self.policy())
 
     def check(self, agent: Agent, estimate: Estimate) -> BudgetExceeded | UnknownPrice | None:
         """The decision ``reserve`` would make now, without writing anything (for --dry-run)."""
@@ -196,7 +210,7 @@ class Ledger:
         return reports.fleet(data, self.current(data), self.settings)
 
 
-def crossings(ledger: Ledger, agent: Agent, warn_at: float) -> list[dict[str, Any]]:
+def crossings(ledger: Ledger, agent: Agent, warn_at: float | list[float]) -> list[dict[str, Any]]:
     """Every cap that ``agent``'s spend (or the fleet's) has reached ``warn_at`` of."""
     data = ledger.snapshot()
     return rules.crossings(data, ledger.current(data), ledger._caps(agent), warn_at)

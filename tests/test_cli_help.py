@@ -106,6 +106,7 @@ print(json.dumps({"exit": result.exit_code, "stderr": result.stderr,
 @pytest.mark.parametrize("args", [
     ["status"], ["status", "--json"], ["budget", "show"], ["budget", "show", "--json"], ["--help"],
     ["status", "--help"], ["run", "--help"], ["budget", "--help"], ["home"], ["init"],
+    ["budget", "report"], ["budget", "report", "--json"], ["budget", "reconcile", "--help"],
 ], ids=lambda a: " ".join(a))
 def test_read_only_commands_do_not_import_the_llm_stack(args: list[str]) -> None:
     proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps(args)], capture_output=True, text=True,

@@ -114,8 +114,8 @@ class Provider(_Model):
     prices: dict[str, Prices] = {}
     # Shared by every process of the fleet (see ratelimit.py); the provider's own headers
     # can only lower them.
-    requests_per_minute: int | None = Field(default=None, ge=1, le=1_000_000)
-    tokens_per_minute: int | None = Field(default=None, ge=100, le=1_000_000_000)
+    requests_per_minute: TokenCap = None
+    tokens_per_minute: TokenCap = None
 
     @field_validator("base_url")
     @classmethod

@@ -165,7 +165,7 @@ class Cycle:
         self._issues: list[str] = []
         self.breaker = Breaker(settings, on_repair=self._breaker_repaired)
         self.limiter = Limiter(settings, self.breaker, agent=agent.name, sleep=self._nap, check=self._boundary,
-                               force=force)
+                               force=force, on_repair=self._ratelimit_repaired)
         self.agent = agent
         self.key = key
         self.run_id = new_run_id()
@@ -182,6 +182,10 @@ class Cycle:
         entry = self.events.emit(event, **data)
         if self.listener:
             self.listener(entry)
+
+    def _ratelimit_repaired(self, moved: Any) -> None:
+        self.warnings.append(f"ratelimit.sqlite was unreadable; moved aside to {moved} and started afresh")
+        self.emit("corrupt-state", file="ratelimit", moved_to=str(moved), problem="not an SQLite database")
 
     def _breaker_repaired(self, moved: Any, problem: str) -> None:
         self.warnings.append(f"breaker.json was unreadable ({problem}); moved aside to {moved} and started afresh")

@@ -18,6 +18,7 @@ import hashlib
 import math
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import files, paths
@@ -116,8 +117,9 @@ class Limiter:
 
     def __init__(self, settings: Settings, breaker: Breaker, *, agent: str,
                  sleep: Callable[[float], None] = time.sleep, check: Callable[[], None] = lambda: None,
-                 force: bool = False) -> None:
+                 force: bool = False, on_repair: Callable[[Path], None] = lambda moved: None) -> None:
         self.settings = settings
+        self.on_repair = on_repair
         self.force = force  # `run --force` calls inside the provider's wait (the buckets still count)
         self.breaker = breaker
         self.agent = agent
@@ -132,10 +134,18 @@ class Limiter:
         bucket = self._buckets.get(name)
         rates = [Rate(limit, WINDOW_MS)]
         if bucket is None:
+            import sqlite3
+
             table = f"{name.split('_')[0]}_{hashlib.sha1(self.key.encode()).hexdigest()[:12]}"
             paths.home().mkdir(parents=True, exist_ok=True)
-            bucket = SQLiteBucket.init_from_file(rates, table=table, db_path=str(paths.ratelimit_db()),
-                                                 use_file_lock=True)
+            db = paths.ratelimit_db()
+            try:
+                bucket = SQLiteBucket.init_from_file(rates, table=table, db_path=str(db), use_file_lock=True)
+            except sqlite3.DatabaseError:
+                # Only the last minute's places are lost: moved aside, the buckets start empty.
+                moved = files.quarantine_corrupt(db)
+                self.on_repair(moved)
+                bucket = SQLiteBucket.init_from_file(rates, table=table, db_path=str(db), use_file_lock=True)
             self._buckets[name] = bucket
         bucket.rates = rates  # a limit learned meanwhile applies at once
         return bucket

@@ -163,3 +163,16 @@ def test_a_spent_limit_in_a_200_holds_the_fleet_until_it_resets(home, config, ll
     entry = next(iter(json.loads((home / "breaker.json").read_text()).values()))
     assert datetime.fromisoformat(entry["wait_until"]) > datetime.now(timezone.utc) + timedelta(seconds=30)
     assert Path(home / "ratelimit.sqlite").exists() is False  # no bucket without a limit
+
+
+def test_an_unreadable_bucket_file_is_moved_aside_and_the_run_goes_on(home, config, llm_server):
+    config(provider={"requests_per_minute": 100})
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "ratelimit.sqlite").write_bytes(b"this is no database, just bytes " * 64)
+    llm_server.responder = fleet_responder()
+    result = subprocess.run([sys.executable, "-m", "mythline_cli", "run", "world-npcs"], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "ratelimit.sqlite was unreadable; moved aside to" in result.stderr
+    assert list(home.glob("ratelimit.sqlite.corrupt-*"))
+    assert llm_server.count() == 2

@@ -139,3 +139,16 @@ def test_a_bad_since_is_one_line_and_exit_2(home, config):
     assert result.returncode == 2
     assert result.stderr == ("mythline: --since 'yesterday' is not a date; write it as YYYY-MM-DD, "
                              "e.g. 2026-12-01\n")
+
+
+def test_an_unreachable_provider_is_one_line_and_changes_nothing(home, config, llm_server):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config(provider={"base_url": f"http://127.0.0.1:{port}/v1"})
+    result = mythline("budget", "reconcile")
+    assert result.returncode == 1
+    assert result.stderr == (f"mythline: could not reach http://127.0.0.1:{port}/v1 (ConnectionRefusedError); "
+                             "nothing was changed, run mythline budget reconcile again later\n")

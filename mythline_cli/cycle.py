@@ -25,8 +25,18 @@ from . import heartbeat as hb_mod
 from .breaker import Breaker, BreakerOpen, ProviderWait, wait_line
 from .checkpoint import Checkpoint
 from .config import Agent, Settings
-from .errors import (Aborted, AlreadyRunning, BudgetExceeded, ExitCode, Interrupted, LedgerCorrupt, LLMError,
-                     MythlineError, UnknownPrice, UsageError)
+from .errors import (
+    Aborted,
+    AlreadyRunning,
+    BudgetExceeded,
+    ExitCode,
+    Interrupted,
+    LedgerCorrupt,
+    LLMError,
+    MythlineError,
+    UnknownPrice,
+    UsageError,
+)
 from .events import EventLog
 from .heartbeat import Heartbeat
 from .ledger import Ledger, Reservation
@@ -425,7 +435,7 @@ class Cycle:
 
         def work() -> None:
             try:
-                box["est"] = estimate(self.settings, self.agent, call)
+                box["est"] = estimate(self.settings, self.agent, call, remember=True)
             except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
                 box["exc"] = exc
 
@@ -519,11 +529,12 @@ def run_agent(settings: Settings, name: str, *, listener: Listener | None = None
                      stop=stop).run()
 
 
-def estimate(settings: Settings, agent: Agent, call: Call) -> pricing.Estimate:
-    """What ``call`` may cost at most: the figure reserved before it is sent."""
+def estimate(settings: Settings, agent: Agent, call: Call, *, remember: bool = False) -> pricing.Estimate:
+    """What ``call`` may cost at most: the figure reserved before it is sent (``remember``: the
+    real run keeps a table price in the cache; a dry run writes nothing)."""
     p = settings.provider
     return pricing.estimate(call.messages, model=agent.model, max_output_tokens=p.max_output_tokens, provider=p,
-                            response_format=call.response_format)
+                            response_format=call.response_format, remember=remember)
 
 
 def dry_run(settings: Settings, name: str) -> dict[str, Any]:

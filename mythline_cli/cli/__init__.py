@@ -7,8 +7,7 @@ from pathlib import Path
 import typer
 
 from .. import __version__
-from . import agents, budget, init, keys, logs, pause, run, status, watchdog
-from . import doctor, schedule
+from . import agents, budget, doctor, init, keys, logs, pause, run, schedule, status, watchdog
 from ._util import STATE, OneLineErrors
 
 EXIT_CODES = """Exit codes: 0 stored or nothing due · 1 the cycle failed · 2 usage or config error ·

@@ -275,11 +275,13 @@ class Config(_Model):
         """(key, problem) of the first custom-agent rule a valid file still breaks, or None."""
         names = list(TOPICS) + [n for n in self.agents if n not in TOPICS]
         default = self.defaults.reserve or 0.0
-        shares = {n: (self.agents[n].reserve if n in self.agents and self.agents[n].reserve is not None
-                      else default) for n in names}
-        if sum(shares.values()) > 1 + 1e-9:
+        total = 0.0
+        for n in names:
+            own = self.agents[n].reserve if n in self.agents else None
+            total += own if own is not None else default
+        if total > 1 + 1e-9:
             # Shares of one fleet cap: more than all of it would leave some reserve unspendable.
-            return ("agents.*.reserve", f"the agents' reserves add up to {sum(shares.values()):.0%} of the fleet "
+            return ("agents.*.reserve", f"the agents' reserves add up to {total:.0%} of the fleet "
                                         "cap; keep their sum at most 1 (100%)")
         for name, table in self.agents.items():
             if name in TOPICS:

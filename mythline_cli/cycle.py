@@ -34,6 +34,7 @@ from .errors import (
     LedgerCorrupt,
     LLMError,
     MythlineError,
+    RateLimited,
     UnknownPrice,
     UsageError,
 )
@@ -41,7 +42,7 @@ from .events import EventLog
 from .heartbeat import Heartbeat
 from .ledger import Ledger, Reservation
 from .planner import AUDIT_STEPS, RESEARCH_STEPS, Call, Reject, Store
-from .ratelimit import Limiter, RateLimited
+from .ratelimit import Limiter
 from .redact import redact, safe_url
 from .stopping import StopFlag
 from .store import store_record

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import files, paths
-from .errors import ExitCode, MythlineError
+from .errors import RateLimited
 from .redact import safe_url
 
 if TYPE_CHECKING:
@@ -36,20 +36,6 @@ WINDOW_MS = 61_000
 # Tokens are counted in hundreds: the bucket stores one row per unit of weight.
 TOKEN_UNIT = 100
 LIMITS = ("requests_per_minute", "tokens_per_minute")
-
-
-class RateLimited(MythlineError):
-    """The fleet's share of a provider limit is used up for longer than a run may wait."""
-
-    exit_code = ExitCode.PAUSED
-
-    def __init__(self, agent: str, provider: str, what: str, limit: int, wait: float, setting: str) -> None:
-        self.agent = agent
-        self.wait = wait
-        super().__init__(
-            f"{agent}: {provider} allows {limit:,} {what} per minute for the whole fleet ({setting}) and the "
-            f"next free place is {math.ceil(wait)}s away, longer than provider.max_retry_wait; nothing was "
-            "called, the next scheduled run tries again")
 
 
 def _int(value: Any) -> int | None:
@@ -127,6 +113,7 @@ class Limiter:
         self.check = check
         self.key = safe_url(settings.provider.base_url)
         self._buckets: dict[str, Any] = {}
+        self._uncounted: dict[str, int] = {}
 
     def _bucket(self, name: str, limit: int) -> Any:
         from pyrate_limiter import Rate, SQLiteBucket  # only a run that calls pays for it
@@ -167,7 +154,10 @@ class Limiter:
 
         bound = self.settings.provider.max_retry_wait
         waited = self._provider_wait(bound)
-        for name, (limit, source) in limits(self.settings).items():
+        found = limits(self.settings)
+        # A request sent while a limit is unknown is counted once its answer announces one.
+        self._uncounted = {name: tokens for name in LIMITS if name not in found}
+        for name, (limit, source) in found.items():
             unit = 1 if name == "requests_per_minute" else TOKEN_UNIT
             capacity = max(1, limit // unit)
             weight = 1 if unit == 1 else min(capacity, max(1, math.ceil(tokens / unit)))
@@ -211,8 +201,23 @@ class Limiter:
                 data = _learned_all()
                 data[self.key] = {**heard, "learned_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
                 files.write_json(paths.ratelimit_learned(), data)
+            self._count_late(heard)
         if wait is not None and wait > 0 and (status == 429 or exhausted(headers)):
             self.breaker.hold(wait, agent=self.agent)
+
+
+    def _count_late(self, heard: dict[str, int]) -> None:
+        """Put the request just answered into the buckets of the limits its answer announced."""
+        from pyrate_limiter import RateItem
+
+        for name, (limit, _) in limits(self.settings).items():
+            if name not in heard or name not in self._uncounted:
+                continue
+            unit = 1 if name == "requests_per_minute" else TOKEN_UNIT
+            capacity = max(1, limit // unit)
+            weight = 1 if unit == 1 else min(capacity, max(1, math.ceil(self._uncounted.pop(name) / unit)))
+            bucket = self._bucket(name, capacity)
+            bucket.put(RateItem(self.key, bucket.now(), weight))  # a full bucket already counts enough
 
 
 class Gate:

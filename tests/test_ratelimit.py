@@ -11,13 +11,15 @@ from pathlib import Path
 
 import pytest
 
+from mythline_cli import ratelimit
+from mythline_cli.breaker import Breaker
+from mythline_cli.config import load_settings
+from mythline_cli.errors import ProviderWait, RateLimited
+from mythline_cli.fleet.topics import TOPICS
+
+from factories import record_json
 from helpers import MODEL, is_audit, topic_of
 from llm_server import completion, error
-from factories import record_json
-from mythline_cli import ratelimit
-from mythline_cli.breaker import Breaker, ProviderWait
-from mythline_cli.config import load_settings
-from mythline_cli.fleet.topics import TOPICS
 
 AGENT_OF = {topic: agent for agent, topics in TOPICS.items() for topic in topics}
 
@@ -135,7 +137,7 @@ def test_a_full_token_bucket_waits_when_short_and_refuses_when_long(home, config
     settings = load_settings()
     limiter = ratelimit.Limiter(settings, Breaker(settings), agent="world-npcs", sleep=lambda s: None)
     assert limiter.admit(900) == 0
-    with pytest.raises(ratelimit.RateLimited) as caught:
+    with pytest.raises(RateLimited) as caught:
         limiter.admit(900)
     assert "allows 1,000 tokens per minute for the whole fleet (provider.tokens_per_minute)" in str(caught.value)
     limiter.close()

@@ -84,8 +84,9 @@ def reconcile_cli(
         from datetime import date
 
         from .. import keys
+        from ..errors import NoBilling
         from ..ledger import Ledger
-        from ..ledger.reconcile import Billing, NoBilling, reconcile
+        from ..ledger.reconcile import Billing, reconcile
 
         start = None
         if since is not None:

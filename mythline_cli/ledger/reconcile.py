@@ -22,7 +22,7 @@ from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 from .. import files, paths
-from ..errors import MythlineError
+from ..errors import MythlineError, NoBilling
 from ..redact import safe_url
 
 if TYPE_CHECKING:
@@ -30,12 +30,6 @@ if TYPE_CHECKING:
 
 TRIES = 3  # per generation not ready yet, in one run
 PAUSE = 1.0  # seconds between them: the record usually appears within a few seconds
-
-
-class NoBilling(MythlineError):
-    """The provider has no billing endpoints: nothing to reconcile against."""
-
-    exit_code = 0
 
 
 class Billing:

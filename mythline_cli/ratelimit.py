@@ -150,14 +150,14 @@ class Limiter:
         """Wait for the provider's wait and for a place in every bucket; returns the seconds
         waited. Raises ``ProviderWait`` / ``RateLimited`` instead of waiting longer than
         ``provider.max_retry_wait``."""
-        from pyrate_limiter import RateItem
-
         bound = self.settings.provider.max_retry_wait
         waited = self._provider_wait(bound)
         found = limits(self.settings)
         # A request sent while a limit is unknown is counted once its answer announces one.
         self._uncounted = {name: tokens for name in LIMITS if name not in found}
         for name, (limit, source) in found.items():
+            from pyrate_limiter import RateItem  # only a fleet with a limit pays for it
+
             unit = 1 if name == "requests_per_minute" else TOKEN_UNIT
             capacity = max(1, limit // unit)
             weight = 1 if unit == 1 else min(capacity, max(1, math.ceil(tokens / unit)))

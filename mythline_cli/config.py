@@ -171,6 +171,10 @@ class Provider(_Model):
     tokenizer: Literal["auto", "chars"] = "auto"
     estimate_margin: float = Field(default=1.25, ge=1, le=10)
     prices: dict[str, Prices] = {}
+    # Shared by every process of the fleet (see ratelimit.py); the provider's own headers
+    # can only lower them.
+    requests_per_minute: TokenCap = None
+    tokens_per_minute: TokenCap = None
 
     @field_validator("base_url")
     @classmethod
@@ -194,6 +198,11 @@ class Budget(_Model):
     monthly_usd: UsdCap = None
     monthly_tokens: TokenCap = None
     run_timeout: Annotated[float, _between(60, 31 * 86400, "a run older than this is treated as hung")] = 1800.0
+    # "even": a day cap is spent no faster than the day passes, plus `burst` of it at any time.
+    pace: Literal["none", "even"] = "none"
+    burst: float = Field(default=0.1, ge=0, le=1)
+    # The last share of a fleet cap that only the highest-priority agents may spend.
+    priority_headroom: float = Field(default=0.2, ge=0, le=1)
 
     @field_validator("timezone")
     @classmethod
@@ -220,6 +229,9 @@ class AgentDefaults(_Model):
     model: str | None = None
     topics: list[str] | None = None
     extra_topics: list[str] | None = None
+    priority: int | None = Field(default=None, ge=-1000, le=1000)
+    # A share of every fleet cap that only this agent may spend.
+    reserve: float | None = Field(default=None, ge=0, le=1)
     refresh_after: RefreshAfter = None
     max_proposals: int | None = Field(default=None, ge=0, le=100)
     # Retrieval: URL templates and local paths or globs; unset = the built-in templates of the
@@ -268,7 +280,7 @@ class AgentSettings(AgentDefaults):
 DEFAULT_AGENT = AgentDefaults(
     enabled=True, interval=1800.0, grace=900.0, max_attempts=3, min_score=0.7,
     min_sources=2, daily_usd=0.5, daily_tokens=500_000, refresh_after=30 * 86400.0, max_proposals=5,
-    min_tier="secondary", web_search=False,
+    min_tier="secondary", web_search=False, priority=0, reserve=0.0,
 )
 
 
@@ -290,7 +302,9 @@ class Breaker(_Model):
 class Alerts(_Model):
     """Who hears about trouble, and when."""
 
-    warn_at: float = Field(default=0.8, gt=0, le=1)
+    # One share of a cap or several ([0.5, 0.8, 0.95]); each crossing alerts once per window.
+    warn_at: Annotated[float, Field(gt=0, le=1)] | Annotated[list[Annotated[float, Field(gt=0, le=1)]],
+                                                             Field(min_length=1, max_length=20)] = 0.8
     consecutive_failures: int = Field(default=3, ge=1, le=1000)
     # A Slack or Discord webhook URL carries a token: prefer naming a variable that holds it.
     webhook_url_env: str = ""
@@ -354,6 +368,16 @@ class Config(_Model):
                 if not any(key in RECORD_MODELS[k].model_fields for k in kinds if k in RECORD_MODELS):
                     return (f"{where}.key_fields", f"{key!r} is not a field of the record; name a text or list field "
                             f"of the {kinds[0] if len(kinds) == 1 else 'agents'}' schema")
+        names = list(TOPICS) + [n for n in self.agents if n not in TOPICS]
+        default = self.defaults.reserve or 0.0
+        total = 0.0
+        for n in names:
+            own = self.agents[n].reserve if n in self.agents else None
+            total += own if own is not None else default
+        if total > 1 + 1e-9:
+            # Shares of one fleet cap: more than all of it would leave some reserve unspendable.
+            return ("agents.*.reserve", f"the agents' reserves add up to {total:.0%} of the fleet "
+                                        "cap; keep their sum at most 1 (100%)")
         for name, table in self.agents.items():
             if name in TOPICS:
                 if table.kind not in (None, name):
@@ -445,6 +469,7 @@ class Settings:
             min_sources=merged["min_sources"], daily_usd=merged["daily_usd"],
             daily_tokens=merged["daily_tokens"],
             model=self.model_override or merged.get("model") or self.provider.model,
+            priority=merged.get("priority") or 0, reserve=merged.get("reserve") or 0.0,
             topics=topics, refresh_after=merged.get("refresh_after"), max_proposals=merged["max_proposals"],
             sources=tuple(SOURCES.get(kind, ()) if merged.get("sources") is None else merged["sources"]),
             key_fields=tuple(dict.fromkeys(("summary", *KEY_FIELDS.get(kind, ()), *(merged.get("key_fields") or ())))),

@@ -36,6 +36,7 @@ from .errors import (
     LedgerCorrupt,
     LLMError,
     MythlineError,
+    RateLimited,
     UnknownPrice,
     UsageError,
 )
@@ -45,6 +46,7 @@ from .fleet import topics as fleet_topics
 from .heartbeat import Heartbeat
 from .ledger import Ledger, Reservation
 from .planner import AUDIT_STEPS, RESEARCH_STEPS, Call, Gather, Reject, Store
+from .ratelimit import Limiter
 from .redact import redact, safe_url
 from .stopping import StopFlag
 from .store import store_record
@@ -160,12 +162,12 @@ class _CallBudget:
         usd, source = self._cost(prompt, completion, provider_cost)
         return usd, source, False
 
-    def settle(self, usd: float | None, tokens: int, *, unsettled: bool) -> None:
+    def settle(self, usd: float | None, tokens: int, *, unsettled: bool, generation: str | None = None) -> None:
         assert self.open is not None
         res, self.open = self.open, None
         if unsettled:
             tokens = max(tokens, res.tokens)
-        self.ledger.settle(res, usd=usd, tokens=tokens, unsettled=unsettled)
+        self.ledger.settle(res, usd=usd, tokens=tokens, unsettled=unsettled, generation=generation)
         self._overrun(res, usd)
 
 
@@ -185,6 +187,8 @@ class Cycle:
         self._wait_line: str | None = None
         self._issues: list[str] = []
         self.breaker = Breaker(settings, on_repair=self._breaker_repaired)
+        self.limiter = Limiter(settings, self.breaker, agent=agent.name, sleep=self._nap, check=self._boundary,
+                               force=force, on_repair=self._ratelimit_repaired)
         self.agent = agent
         self.key = key
         self.run_id = new_run_id()
@@ -201,6 +205,10 @@ class Cycle:
         entry = self.events.emit(event, **data)
         if self.listener:
             self.listener(entry)
+
+    def _ratelimit_repaired(self, moved: Any) -> None:
+        self.warnings.append(f"ratelimit.sqlite was unreadable; moved aside to {moved} and started afresh")
+        self.emit("corrupt-state", file="ratelimit", moved_to=str(moved), problem="not an SQLite database")
 
     def _breaker_repaired(self, moved: Any, problem: str) -> None:
         self.warnings.append(f"breaker.json was unreadable ({problem}); moved aside to {moved} and started afresh")
@@ -236,6 +244,7 @@ class Cycle:
             return self._run_locked()
         finally:
             lock.release()
+            self.limiter.close()
             if self._client is not None:
                 self._client.close()
 
@@ -248,7 +257,8 @@ class Cycle:
         if not self.force:
             # Before the heartbeat: a run skipped for a backoff or the provider's wait leaves no trace.
             backoff.check(agent.name, previous)
-            self.breaker.check_wait(agent.name)
+            # A short wait is waited out; a long one ends the run with no request (exit 5).
+            self.breaker.check_wait(agent.name, max_wait=self.settings.provider.max_retry_wait, sleep=self._nap)
         ck = Checkpoint.load(agent.name)
         self.hb = Heartbeat(agent.name, self.run_id, previous=previous, pid=os.getpid(), secrets=self.events.secrets)
         self.hb.beat()
@@ -309,6 +319,9 @@ class Cycle:
                              failure=False)
         except ProviderWait as exc:
             self.emit("provider-wait", step=self.hb.data.get("step"), until=exc.until.isoformat())
+            return self._end(t0, "failed", exc.exit_code, topic, str(exc), ck, warnings, failure=False)
+        except RateLimited as exc:
+            self.emit("rate-limited", step=self.hb.data.get("step"), wait_s=round(exc.wait, 3), error=str(exc))
             return self._end(t0, "failed", exc.exit_code, topic, str(exc), ck, warnings, failure=False)
         except LLMError as exc:
             self.emit("error", step=self.hb.data.get("step"), error=str(exc), status=exc.status)
@@ -524,10 +537,14 @@ class Cycle:
         except BaseException:
             budget.charge_failure((0, 0, 0.0))  # never sent: release the hold
             raise
+        sent = datetime.now(timezone.utc)
         try:
             result = client.chat(messages, model=call.model or self.agent.model, max_tokens=p.max_output_tokens,
-                                 response_format=fmt, guard=budget,
+                                 response_format=fmt, guard=budget, limiter=self.limiter.call(est.tokens),
                                  **({"extra_body": call.extra_body} if call.extra_body else {}))
+        except (ProviderWait, RateLimited):
+            budget.charge_failure((0, 0, 0.0))  # refused before it was sent: release the hold
+            raise
         except LLMError as exc:
             usd = budget.charge_failure(getattr(exc, "billed", None))
             kind, issue = getattr(exc, "kind", None), getattr(exc, "content_issue", None)
@@ -555,12 +572,13 @@ class Cycle:
                               "completion_tokens": result.completion_tokens, "usd": usd, "cost_source": source,
                               "model": result.model, "response_id": result.response_id,
                               **({"citations": result.citations} if call.extra_body else {})})
-        budget.settle(usd, result.prompt_tokens + result.completion_tokens, unsettled=unsettled)
+        budget.settle(usd, result.prompt_tokens + result.completion_tokens, unsettled=unsettled,
+                      generation=result.response_id or None)
         self.emit("llm-call", step=step, attempt=attempt, ok=True, estimate=estimate,
                   prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens, usd=usd,
                   cost_source=source, latency_s=round(result.latency, 3), attempts=result.attempts,
                   response_id=result.response_id, model=result.model)
-        self.breaker.record(ok=True)
+        self.breaker.record(ok=True, started=sent)
         notify.budget_crossings(self.settings, self.ledger, self.agent, self.emit)
         self.hb.beat(**self.today())
 

@@ -216,6 +216,28 @@ class ProviderWait(MythlineError):
         super().__init__(f"{agent}: {wait_line(entry)}; nothing was called")
 
 
+class RateLimited(MythlineError):
+    """The fleet's share of a provider limit is used up for longer than a run may wait."""
+
+    exit_code = ExitCode.PAUSED
+
+    def __init__(self, agent: str, provider: str, what: str, limit: int, wait: float, setting: str) -> None:
+        import math
+
+        self.agent = agent
+        self.wait = wait
+        super().__init__(
+            f"{agent}: {provider} allows {limit:,} {what} per minute for the whole fleet ({setting}) and the "
+            f"next free place is {math.ceil(wait)}s away, longer than provider.max_retry_wait; nothing was "
+            "called, the next scheduled run tries again")
+
+
+class NoBilling(MythlineError):
+    """The provider has no billing endpoints: nothing to reconcile against (not a failure)."""
+
+    exit_code = ExitCode.OK
+
+
 class StateHomeUnusable(UsageError):
     """A path in the state home is not what mythline writes there (exit 2, nothing written)."""
 

@@ -50,6 +50,14 @@ class CallResult:
         return self.prompt_tokens + self.completion_tokens
 
 
+class Limiter(Protocol):
+    """Admits each request (waiting for its place, or raising) and learns from each answer."""
+
+    def before_request(self) -> None: ...
+
+    def learn(self, status: int | None, headers: Any, wait: float | None) -> None: ...
+
+
 class Guard(Protocol):
     """Pays for a lost attempt after it fails; reserves the next before it is sent, or raises."""
 
@@ -332,6 +340,7 @@ class LLMClient:
         self.clock = clock
         self.jitter = jitter
         self.on_attempt = on_attempt
+        self.last_headers: Any = None
         # An answer can echo the key (a hostile or broken server): it is masked before the
         # answer is checkpointed, stored or parsed.
         self._secrets = (api_key,) if api_key else ()
@@ -353,7 +362,10 @@ class LLMClient:
 
         def call() -> None:
             try:
-                box["resp"] = self._client.chat.completions.create(**kwargs)
+                # The raw response too: its x-ratelimit headers feed the fleet's limiter.
+                raw = self._client.chat.completions.with_raw_response.create(**kwargs)
+                box["headers"] = raw.headers
+                box["resp"] = raw.parse()
             except Exception as exc:  # noqa: BLE001 - handed to the caller's thread
                 box["exc"] = exc
 
@@ -363,6 +375,7 @@ class LLMClient:
         if worker.is_alive():
             raise CallFailure(f"no complete answer from {safe_url(self.provider.base_url)} within "
                               f"{self.provider.timeout:g}s", retryable=True, billed=None, kind="timeout")
+        self.last_headers = box.get("headers")
         if "exc" in box:
             raise box["exc"]
         return box["resp"]
@@ -378,8 +391,10 @@ class LLMClient:
 
     def chat(self, messages: list[dict[str, str]], *, model: str, max_tokens: int,
              response_format: dict[str, Any] | None, guard: Guard | None = None,
-             extra_body: dict[str, Any] | None = None) -> CallResult:
-        """One completion; retried on transient failures; raises ``CallFailure`` for good."""
+             extra_body: dict[str, Any] | None = None,
+             limiter: Limiter | None = None) -> CallResult:
+        """One completion; retried on transient failures; raises ``CallFailure`` for good.
+        ``limiter`` admits every request (it may wait, or raise) and reads every answer's headers."""
         p = self.provider
         started = self.clock()
         attempts = 0
@@ -396,10 +411,19 @@ class LLMClient:
                 kwargs["response_format"] = response_format
             if extra_body:
                 kwargs["extra_body"] = extra_body
+            if limiter is not None:
+                limiter.before_request()
+            self.last_headers = None
             try:
                 resp = self._create(kwargs)
+                if limiter is not None:
+                    limiter.learn(200, self.last_headers, _retry_after(self.last_headers, rate_limited=True))
                 content, reason = _check(resp, max_tokens)
             except Exception as exc:  # noqa: BLE001 - classified below, re-raised otherwise
+                if limiter is not None and isinstance(exc, openai.APIStatusError) and exc.response is not None:
+                    headers = exc.response.headers
+                    limiter.learn(exc.status_code, headers,
+                                  _retry_after(headers, rate_limited=exc.status_code == 429))
                 failure = _classify(exc, p)
                 failure.attempts = attempts
                 if self.on_attempt:

@@ -315,7 +315,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         owner._record(request)
 
         path = self.path.split("?", 1)[0]
-        if not path.endswith("/chat/completions"):
+        route = next((fn for suffix, fn in list(owner.routes.items()) if path.endswith(suffix)), None)
+        if route is not None:
+            reply = _resolve(route, request)
+        elif not path.endswith("/chat/completions"):
             reply = error(404, f"no route for {self.command} {path}", code="not_found")
         elif self.command != "POST":
             reply = error(405, f"method {self.command} not allowed", code="method_not_allowed")
@@ -383,6 +386,8 @@ class ScriptedLLMServer:
         self._thread: threading.Thread | None = None
         self.default: ReplySource | None = None
         self.responder: Callable[[dict], Any] | None = None
+        # Other endpoints of the same server, by path suffix: "/key" -> (request) -> Reply.
+        self.routes: dict[str, ReplySource] = {}
 
     # -- lifecycle ------------------------------------------------------
     def start(self) -> ScriptedLLMServer:

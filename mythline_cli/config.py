@@ -239,6 +239,8 @@ class Config(_Model):
     breaker: Breaker = Breaker()
     alerts: Alerts = Alerts()
     schedule: Schedule = Schedule()
+    # The shared state's PostgreSQL URL (MYTHLINE_STATE wins); unset: the state home's files.
+    state: str | None = None
 
     @field_validator("agents", mode="before")
     @classmethod

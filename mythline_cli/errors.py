@@ -16,6 +16,7 @@ class ExitCode:
     OVER_BUDGET = 3
     ALREADY_RUNNING = 4
     PAUSED = 5
+    STATE_UNAVAILABLE = 6
     INTERRUPTED = 130
     TERMINATED = 143
 

@@ -93,7 +93,9 @@ def describe(dsn: str) -> str:
 def _clean(dsn: str, text: str) -> str:
     """A driver's message as one line, without the DSN's password."""
     password = password_of(dsn)
-    line = " ".join(str(text).split())
+    # The driver's first line says what failed; the rest is libpq's advice on how to look.
+    lines = [part for part in str(text).splitlines() if part.strip()]
+    line = " ".join(lines[0].split()) if lines else ""
     if password:
         line = line.replace(password, "[redacted]")
     return str(redact(line, (password,) if password else ()))

@@ -49,7 +49,8 @@ def dsn_of(settings: Settings | None) -> str | None:
     """The PostgreSQL DSN in use, or None for the state home's files."""
     value = os.environ.get(ENV)
     if value is None and settings is not None:
-        value = getattr(settings.config, "state", None)
+        # The settings cache has no ``config``: it is never written for a config with a state.
+        value = getattr(getattr(settings, "config", None), "state", None)
     value = (value or "").strip()
     if not value or value == "file":
         return None

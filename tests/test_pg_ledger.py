@@ -118,3 +118,20 @@ def test_a_reservation_lives_as_long_as_its_session(home: Path, pg_dsn: str, mon
     assert "lost the shared state" in str(lost.value) and "postgresql://mythline@127.0.0.1" in str(lost.value)
     assert "DO-NOT-LEAK" not in str(lost.value)
     assert other.report()["agents"][AGENT]["usd"]["spent"] == pytest.approx(0.2)  # charged at its estimate
+
+
+def test_windows_only_move_forward_whatever_each_hosts_clock(home: Path, pg_dsn: str,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import timedelta
+
+    ahead, behind = Clock(), Clock()
+    ahead.t += timedelta(days=1)  # a host whose clock is a day ahead opens tomorrow's window
+    fast = pg_ledger(pg_dsn, monkeypatch, now=ahead)
+    slow = Ledger(settings(), now=behind)
+    fast.reserve(fast.settings.agent(AGENT), est(0.1), run_id="r", step="s")
+    late = slow.reserve(slow.settings.agent(AGENT), est(0.1), run_id="r", step="s")
+    # The host behind joins the newest window instead of reopening yesterday's, whose cap
+    # would start from zero again.
+    assert late.windows == ("day:2026-05-06", "month:2026-05")
+    assert "day:2026-05-05" not in slow.snapshot()["windows"]
+    assert slow.report()["agents"][AGENT]["usd"]["reserved"] == pytest.approx(0.2)

@@ -9,10 +9,12 @@ import typer
 from .. import __version__
 from . import agents, budget, init, keys, logs, pause, run, status, watchdog
 from . import doctor, schedule
+from . import state as state_cli
 from ._util import STATE, OneLineErrors
 
 EXIT_CODES = """Exit codes: 0 stored or nothing due · 1 the cycle failed · 2 usage or config error ·
-3 over budget · 4 already running · 5 paused or backing off · 130/143 interrupted."""
+3 over budget · 4 already running · 5 paused or backing off · 6 shared state unreachable ·
+130/143 interrupted."""
 
 app = typer.Typer(
     name="mythline",
@@ -58,3 +60,4 @@ app.command("agents", help=agents.HELP)(agents.agents_cli)
 app.add_typer(schedule.app, name="schedule")
 app.command("doctor", help=doctor.HELP)(doctor.doctor_cli)
 app.add_typer(keys.app, name="keys")
+app.add_typer(state_cli.app, name="state")

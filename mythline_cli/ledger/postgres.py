@@ -126,3 +126,22 @@ class PgStore:
                          (data.get("seq", 0), json.dumps(data, separators=(",", ":"))))
         return {"moved_aside": None, "seq": data.get("seq", 0), "reservations": len(data["reservations"]),
                 "windows": sorted(data["windows"])}
+
+    def load(self, entries: list[Entry]) -> State:
+        """Fill an empty ledger with ``entries`` (a file home's journal), replayed as they are."""
+        from ..state import StateUnavailable
+
+        data = empty()
+        for entry in entries:
+            apply(data, entry)
+        with self._transaction("while importing the budget ledger") as conn:
+            seq = conn.execute("SELECT seq FROM mythline_ledger WHERE id = 1 FOR UPDATE").fetchone()[0]
+            if seq:
+                raise StateUnavailable(f"the shared state at {self.session.where} already holds a ledger "
+                                       f"({seq} journal entries); import only into a new database")
+            with conn.cursor() as cur:
+                cur.executemany("INSERT INTO mythline_journal (seq, entry) VALUES (%s, %s)",
+                                [(e["seq"], json.dumps(e)) for e in entries])
+            conn.execute("UPDATE mythline_ledger SET seq = %s, state = %s WHERE id = 1",
+                         (data.get("seq", 0), json.dumps(data, separators=(",", ":"))))
+        return data

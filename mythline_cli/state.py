@@ -88,7 +88,9 @@ def describe(dsn: str) -> str:
     if "://" not in dsn:
         return "[not a URL]"
     user = f"{parts.username}@" if parts.username else ""
-    return f"{parts.scheme}://{user}{host}{parts.path}"
+    # A libpq service's name is no secret, and without it "postgresql:///" names nothing.
+    service = [p for p in parts.query.split("&") if p.startswith("service=")]
+    return f"{parts.scheme}://{user}{host}{parts.path}" + (f"?{service[0]}" if service else "")
 
 
 def _clean(dsn: str, text: str) -> str:

@@ -73,8 +73,10 @@ def pg_server() -> Iterator[str]:
                                "--no-sync"], **run)
         if done.returncode != 0:
             _absent(f"initdb failed: {done.stderr.strip()[-300:]}")
-        # fsync off: a throwaway cluster; the crash tests kill clients, never the server.
-        opts = f"-k {tmp} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300"
+        # fsync off: a throwaway cluster; the crash tests kill clients, never the server. The
+        # benchmark turns it on (MYTHLINE_TEST_PG_FSYNC=on), as a real server has it.
+        fsync = os.environ.get("MYTHLINE_TEST_PG_FSYNC", "off")
+        opts = f"-k {tmp} -p {port} -c listen_addresses=127.0.0.1 -c fsync={fsync} -c max_connections=300"
         done = subprocess.run([*as_user, f"{bindir}/pg_ctl", "-D", data, "-o", opts, "-l",
                                os.path.join(tmp, "log"), "-w", "start"], **run)
         if done.returncode != 0:

@@ -92,9 +92,8 @@ def check(env: dict[str, str], expected_pairs: int) -> None:
 
 
 def cluster() -> tuple[str, Any]:
-    import pytest  # the tests' fixture starts and stops it
-
     import pg
+    import pytest  # the tests' fixture starts and stops it
 
     os.environ.setdefault("MYTHLINE_TEST_PG_FSYNC", "on")  # commits reach the disk, as the journal's lines do
     gen = pg.pg_server.__wrapped__()  # type: ignore[attr-defined]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TypeGuard
 
 # An agent's name becomes file and folder names (agents/NAME/, logs/NAME.log, ledger
 # buckets), a crontab word and a Task Scheduler task name: lowercase ASCII letters, digits
@@ -37,7 +38,7 @@ def name_problem(name: object) -> str | None:
     return None
 
 
-def valid_name(name: object) -> bool:
+def valid_name(name: object) -> TypeGuard[str]:
     """Whether ``name`` may name an agent: safe as a file name, a crontab word and a task name.
 
     Says nothing about whether such an agent is configured; every built-in name is valid.

@@ -6,11 +6,11 @@ the first step without a recorded result and never pays for a recorded one again
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from . import files, paths
+from .clock import stamp as _now
 from .slug import slug
 
 VERSION = 1
@@ -152,9 +152,9 @@ class Checkpoint:
                 done += 1
         wanted = set(queue)
         for event in files.iter_jsonl(paths.events(self.agent)):
-            topic = event.get("topic")
-            if event.get("event") == "quarantine" and topic in wanted and self.peek(topic)["status"] != DONE:
-                state = self.topic_state(topic)
+            named = event.get("topic")
+            if event.get("event") == "quarantine" and named in wanted and self.peek(named)["status"] != DONE:
+                state = self.topic_state(named)
                 if state["status"] != QUARANTINED:
                     quarantined += 1
                 attempts = event.get("attempts")
@@ -225,7 +225,3 @@ class Checkpoint:
                                     "run_id": cur.get("run_id"), "started": _now(), "steps": kept}
         self.save()
         return state["status"]
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat()

@@ -15,14 +15,15 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from . import paths
-from .durations import in_range, parse_duration
 from .agent import Agent, name_problem
+from .durations import in_range, parse_duration
 from .errors import ConfigError, UsageError
 from .fleet.topics import DESCRIPTIONS, DOMAINS, TOPICS
+from .paths import locate_config
 
 OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
 DEFAULT_MODEL = "openai/gpt-4o-mini"
-CONFIG_NAME = "mythline.toml"
+CONFIG_NAME = paths.CONFIG_NAME
 
 MIN_INTERVAL = 60.0
 MAX_INTERVAL = 31 * 86400.0
@@ -362,26 +363,6 @@ class Settings:
         if not path.is_absolute() and self.source is not None:
             path = self.source.parent / path
         return path
-
-
-def locate_config(explicit: Path | None) -> tuple[Path | None, str | None]:
-    """The config file to use and the lookup step that found it (``FOUND_BY``): ``--config``,
-    ``$MYTHLINE_CONFIG``, ./, the user config dir; (None, None) for the built-in defaults."""
-    if explicit is not None:
-        if not explicit.is_file():
-            raise ConfigError("no such file (given with --config)", path=explicit)
-        return explicit, "--config"
-    env = os.environ.get("MYTHLINE_CONFIG")
-    if env:
-        path = Path(env).expanduser()
-        if not path.is_file():
-            raise ConfigError("no such file (given in MYTHLINE_CONFIG)", path=path)
-        return path, "MYTHLINE_CONFIG"
-    for candidate, step in ((Path.cwd() / CONFIG_NAME, "working directory"),
-                            (paths.user_config_dir() / CONFIG_NAME, "user config dir")):
-        if candidate.is_file():
-            return candidate, step
-    return None, None
 
 
 def find_config(explicit: Path | None) -> Path | None:

@@ -25,8 +25,17 @@ from . import heartbeat as hb_mod
 from .breaker import Breaker, BreakerOpen, ProviderWait, wait_line
 from .checkpoint import Checkpoint
 from .config import Agent, Settings
-from .errors import (Aborted, BudgetExceeded, ExitCode, Interrupted, LedgerCorrupt, LLMError,
-                     MythlineError, UnknownPrice, UsageError)
+from .errors import (
+    Aborted,
+    BudgetExceeded,
+    ExitCode,
+    Interrupted,
+    LedgerCorrupt,
+    LLMError,
+    MythlineError,
+    UnknownPrice,
+    UsageError,
+)
 from .events import EventLog
 from .heartbeat import Heartbeat
 from .ledger import Ledger, Reservation

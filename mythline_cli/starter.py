@@ -17,6 +17,7 @@ def _setting(assignment: str, comment: str) -> str:
 
 def starter_text() -> str:
     p, b, a = Provider(), Budget(), DEFAULT_AGENT
+    assert a.interval is not None and a.grace is not None  # the defaults set every field
     bo, br, al, sc = Backoff(), Breaker(), Alerts(), Schedule()
     lines = [
         "# Mythline configuration. Every setting is shown with its default; uncomment to change.",

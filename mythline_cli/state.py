@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-from .errors import AlreadyRunning, ExitCode, MythlineError
+from .errors import AlreadyRunning, StateUnavailable
 from .redact import redact
 
 if TYPE_CHECKING:
@@ -37,12 +37,6 @@ CONNECT_TIMEOUT = 10  # seconds: an unreachable server fails the run before anyt
 # Server-side keepalives for this session: a host that loses its network has its session
 # (and so its run lock and its reservations' liveness) ended within about 30 seconds.
 KEEPALIVES = "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3"
-
-
-class StateUnavailable(MythlineError):
-    """The shared state cannot be used: unreachable, refusing, or of another schema version."""
-
-    exit_code = ExitCode.STATE_UNAVAILABLE
 
 
 def dsn_of(settings: Settings | None) -> str | None:

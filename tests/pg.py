@@ -21,6 +21,7 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import pytest
@@ -67,7 +68,7 @@ def pg_server() -> Iterator[str]:
     if root:
         shutil.chown(tmp, "postgres")
     data, port = os.path.join(tmp, "data"), _free_port()
-    run = dict(capture_output=True, text=True, timeout=120)
+    run: dict[str, Any] = {"capture_output": True, "text": True, "timeout": 120}
     try:
         done = subprocess.run([*as_user, f"{bindir}/initdb", "-D", data, "-A", "trust", "-U", "mythline",
                                "--no-sync"], **run)

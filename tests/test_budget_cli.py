@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 from freezegun import freeze_time
-from helpers import mythline
 from typer.testing import CliRunner
 
 from mythline_cli import paths
@@ -18,6 +17,8 @@ from mythline_cli.config import load_settings
 from mythline_cli.files import iter_jsonl
 from mythline_cli.ledger import Ledger
 from mythline_cli.pricing import Estimate
+
+from helpers import mythline
 
 AGENT = "world-npcs"
 NOW = "2026-05-05 10:00:00"  # 12:00 in Berlin

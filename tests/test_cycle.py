@@ -7,10 +7,11 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from helpers import MODEL, TEST_KEY, is_audit, lore_responder, topic_of
-from factories import record_json
-from llm_server import completion, error
 from mythline_cli.cli import app
+
+from factories import record_json
+from helpers import MODEL, TEST_KEY, is_audit, lore_responder, topic_of
+from llm_server import completion, error
 
 AGENT = "world-npcs"
 FIRST = "Thrall"

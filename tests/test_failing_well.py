@@ -15,15 +15,15 @@ import pytest
 from freezegun import freeze_time
 from typer.testing import CliRunner
 
-from helpers import (delayed, is_audit, lore_responder, mythline, research_recorded, wait_for,
-                     write_tiktoken_cache)
-from llm_server import error
 from mythline_cli import backoff
 from mythline_cli.breaker import Breaker, BreakerOpen
 from mythline_cli.cli import app
 from mythline_cli.config import parse_config
 from mythline_cli.due import due_agents
 from mythline_cli.errors import BackingOff, ExitCode
+
+from helpers import delayed, is_audit, lore_responder, mythline, research_recorded, wait_for, write_tiktoken_cache
+from llm_server import error
 
 AGENT = "world-npcs"
 

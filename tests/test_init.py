@@ -6,16 +6,16 @@ import json
 import tomllib
 from pathlib import Path
 
+from pydantic import BaseModel
 from typer.testing import CliRunner
 
-from helpers import mythline
 from mythline_cli import prompts
 from mythline_cli.cli import app
-from pydantic import BaseModel
-
 from mythline_cli.config import DEFAULT_AGENT, Budget, Config, Provider, load_settings
 from mythline_cli.fleet.topics import TOPICS
 from mythline_cli.starter import starter_text
+
+from helpers import mythline
 
 runner = CliRunner()
 WRITTEN = ["mythline.toml", "prompts/system.md", "prompts/research.md", "prompts/validate.md",

@@ -24,13 +24,14 @@ from zoneinfo import ZoneInfo
 import kubernetes_validate
 import pytest
 import yaml
+from probe import run_app
 from typer.testing import CliRunner
 
-from helpers import KEY_ENV, TEST_KEY, lore_responder, mythline, write_config
 from mythline_cli import kubernetes, schedule
 from mythline_cli.cli import app
 from mythline_cli.fleet.topics import TOPICS
-from test_cli_help import PROBE
+
+from helpers import KEY_ENV, TEST_KEY, lore_responder, mythline, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKED_IN = ROOT / "deploy" / "kubernetes"
@@ -86,9 +87,9 @@ CRON_FIELD = re.compile(r"^(\*|\d+(-\d+)?)(/\d+)?$")
 def api_rules(doc: dict[str, Any]) -> None:
     meta = doc["metadata"]
     assert DNS_LABEL.match(meta["name"]) and DNS_LABEL.match(meta["namespace"])
-    for key, value in {**meta.get("labels", {}), **meta.get("annotations", {})}.items():
+    for key in {**meta.get("labels", {}), **meta.get("annotations", {})}:
         assert LABEL_KEY.match(key), key
-    for key, value in meta.get("labels", {}).items():
+    for value in meta.get("labels", {}).values():
         assert len(value) <= 63 and LABEL_VALUE.match(value), value
     if doc["kind"] == "ConfigMap":
         assert all(CONFIG_KEY.match(k) for k in doc["data"])
@@ -433,12 +434,9 @@ def test_dsn_has_password(dsn: str, has: bool) -> None:
 
 def test_does_not_import_the_llm_stack(starter: Path) -> None:
     for args in (["schedule", "kubernetes"], ["schedule", "kubernetes", "--out", "k8s", "--json"]):
-        proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps(args)], capture_output=True, text=True,
-                              timeout=120)
-        assert proc.returncode == 0, proc.stderr
-        report = json.loads(proc.stdout.strip().splitlines()[-1])
-        assert report["exit"] == 0, report["stderr"]
-        assert not any(report["loaded"][m] for m in ("openai", "tokencost", "anthropic")), report["loaded"]
+        report = run_app(args)
+        assert report.returncode == 0, report.stderr
+        assert report.llm_stack == set(), report.loaded
 
 
 # -- the pod's own command, with its environment and its ConfigMap ---------------------------------

@@ -12,12 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
+from test_ledger import CTX, _run_workers, _storm_worker, config_data
 
 from mythline_cli import state
 from mythline_cli.config import parse_config
 from mythline_cli.ledger import Ledger
-from pg import pg_dsn, pg_server  # noqa: F401 - fixtures
-from test_ledger import CTX, _run_workers, _storm_worker, config_data
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX processes")
 

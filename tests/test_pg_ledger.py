@@ -11,12 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_ledger_backends import AGENT, Clock, est, script, settings
 
 from mythline_cli import state
 from mythline_cli.ledger import Ledger
 from mythline_cli.ledger.postgres import PgStore
-from pg import pg_dsn, pg_server  # noqa: F401 - fixtures
-from test_ledger_backends import AGENT, Clock, est, script, settings
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="the PostgreSQL tests use POSIX signals")
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from helpers import TEST_KEY, delayed, is_audit, lore_responder, mythline, wait_for
 from mythline_cli import state
-from pg import pg_dsn, pg_server  # noqa: F401 - fixtures
+
+from helpers import TEST_KEY, delayed, is_audit, lore_responder, mythline, wait_for
 
 AGENT = "world-npcs"
 

@@ -4,15 +4,11 @@ commands on PostgreSQL."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from probe import run_main
 
 from helpers import lore_responder, mythline
-from pg import pg_dsn, pg_server  # noqa: F401 - fixtures
-from test_status_fast import PROBE
 
 AGENT = "world-npcs"
 
@@ -77,9 +73,8 @@ def test_status_and_budget_show_read_postgresql_without_openai_or_tokencost(home
     assert mythline("run", AGENT).returncode == 0
     assert not (home / "ledger.json").exists()  # the spend is in PostgreSQL only
     for args in (["status", "--json"], ["budget", "show", "--json"]):
-        result = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=60)
+        result = run_main(*args)
         assert result.returncode == 0, result.stderr
-        modules = [ln for ln in result.stderr.splitlines() if ln.startswith("MODULES")][-1]
-        assert "openai" not in modules and "tokencost" not in modules
+        assert not result.llm_stack
     report = json.loads(mythline("budget", "show", "--json").stdout)
     assert report["agents"][AGENT]["usd"]["spent"] > 0

@@ -12,11 +12,12 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from mythline_cli import planner
+from mythline_cli.cli import app
+
 from factories import record_json
 from helpers import is_audit, lore_responder
 from llm_server import Reply, completion
-from mythline_cli import planner
-from mythline_cli.cli import app
 
 AGENT = "world-npcs"
 FIRST, SECOND = "Thrall", "Jaina Proudmoore"

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers import KEY_ENV, TEST_KEY, lore_responder, mythline, write_tiktoken_cache
 from mythline_cli import pricing
 from mythline_cli.config import parse_config
+
+from helpers import KEY_ENV, TEST_KEY, lore_responder, mythline, write_tiktoken_cache
 
 AGENT = "world-npcs"
 

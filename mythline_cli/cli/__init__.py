@@ -7,8 +7,7 @@ from pathlib import Path
 import typer
 
 from .. import __version__
-from . import agents, budget, init, keys, logs, pause, run, status, watchdog
-from . import doctor, schedule
+from . import agents, budget, doctor, init, keys, logs, pause, run, schedule, status, watchdog
 from . import state as state_cli
 from ._util import STATE, OneLineErrors
 

@@ -123,6 +123,7 @@ def check_scheduler(cfg: Any, *, windows: bool | None = None,
     windows = (os.name == "nt") if windows is None else windows
     fix = "mythline schedule windows --out DIR, then DIR\\install.cmd" if windows else \
         "mythline schedule cron --install"
+    drift: schedule.Drift | None
     try:
         if windows:
             drift = schedule.windows_drift(cfg, query=query or schedule.query_task)

@@ -82,7 +82,8 @@ def facts(event: dict[str, Any]) -> list[str]:
     if isinstance(event.get("usd"), (int, float)):
         parts.append(f"cost={usd(event['usd'])}")
     if isinstance(event.get("score"), (int, float)):
-        verdict = {True: " (pass)", False: " (fail)"}.get(event.get("passed"), "")
+        passed = event.get("passed")
+        verdict = {True: " (pass)", False: " (fail)"}.get(passed, "") if isinstance(passed, bool) else ""
         parts.append(f"score={event['score']:.2f}{verdict}")
     if isinstance(event.get("issues"), list) and event["issues"]:
         parts.append(f"issues={len(event['issues'])}")
@@ -107,7 +108,7 @@ def style_of(event: dict[str, Any]) -> str:
 
 
 def line(event: dict[str, Any]) -> str:
-    return f"{local_time(event.get('ts'))}  {str(event.get('event', '?')):<14} {' '.join(facts(event))}".rstrip()
+    return f"{local_time(event.get('ts'))}  {event.get('event', '?')!s:<14} {' '.join(facts(event))}".rstrip()
 
 
 class Printer:
@@ -125,7 +126,7 @@ class Printer:
 
             head = Text()
             head.append(f"{local_time(event.get('ts'))}  ", style="dim")
-            head.append(f"{str(event.get('event', '?')):<14} ", style=style_of(event) or "bold")
+            head.append(f"{event.get('event', '?')!s:<14} ", style=style_of(event) or "bold")
             head.append(" ".join(facts(event)))
             self.console.print(head)
             return

@@ -149,6 +149,7 @@ def windows_cli(
 app.command("cron", help=CRON_HELP)(cron_cli)
 app.command("windows", help=WINDOWS_HELP)(windows_cli)
 
-from .kubernetes import HELP as KUBERNETES_HELP, kubernetes_cli  # noqa: E402 - its own module, registered here
+from .kubernetes import HELP as KUBERNETES_HELP  # noqa: E402 - its own module, registered here
+from .kubernetes import kubernetes_cli  # noqa: E402
 
 app.command("kubernetes", help=KUBERNETES_HELP)(kubernetes_cli)

@@ -36,10 +36,9 @@ def init_cli() -> None:
 @app.command("import", help="Copy the state home's budget ledger and its journal into an empty shared state.")
 def import_cli() -> None:
     with boundary():
-        from .. import paths
+        from .. import files, paths
         from ..ledger.postgres import PgStore
         from ..state import session
-        from .. import files
 
         journal = paths.ledger_history()
         entries = [e for e in files.iter_jsonl(journal) if isinstance(e.get("seq"), int)]

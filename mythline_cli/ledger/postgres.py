@@ -129,7 +129,7 @@ class PgStore:
 
     def load(self, entries: list[Entry]) -> State:
         """Fill an empty ledger with ``entries`` (a file home's journal), replayed as they are."""
-        from ..state import StateUnavailable
+        from ..errors import StateUnavailable
 
         data = empty()
         for entry in entries:

@@ -39,7 +39,7 @@ def version(conn: Any) -> int:
 
 def ensure(session: Session) -> dict[str, Any]:
     """Create or migrate the schema to ``VERSION``; refuse a newer one. Returns what was done."""
-    from ..state import StateUnavailable
+    from ..errors import StateUnavailable
 
     conn = session.conn
     try:

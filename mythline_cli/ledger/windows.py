@@ -6,15 +6,13 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, tzinfo
 from zoneinfo import ZoneInfo
 
+from ..clock import utcnow  # noqa: F401 - re-exported: ledger.utcnow
+
 
 def zone(name: str) -> tzinfo:
     if name == "local":
         return datetime.now().astimezone().tzinfo or UTC
     return ZoneInfo(name)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def window_keys(now: datetime, tz: tzinfo) -> dict[str, str]:

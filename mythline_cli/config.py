@@ -341,6 +341,8 @@ class Config(_Model):
     alerts: Alerts = Alerts()
     schedule: Schedule = Schedule()
     sources: Sources = Sources()
+    # The shared state's PostgreSQL URL (MYTHLINE_STATE wins); unset: the state home's files.
+    state: str | None = None
 
     @field_validator("agents", mode="before")
     @classmethod

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from filelock import FileLock, Timeout
+from filelock import FileLock
 
-from . import backoff, killswitch, notify, paths, planner, pricing, recovery
+from . import backoff, killswitch, notify, paths, planner, pricing, recovery, state
 from . import checkpoint as ckpt_mod
 from . import heartbeat as hb_mod
 from .breaker import Breaker, BreakerOpen, ProviderWait, wait_line
@@ -29,7 +29,6 @@ from .checkpoint import Checkpoint
 from .config import Agent, Settings
 from .errors import (
     Aborted,
-    AlreadyRunning,
     BudgetExceeded,
     ExitCode,
     Interrupted,
@@ -235,15 +234,13 @@ class Cycle:
     # -- the run -----------------------------------------------------------------------
     def run(self) -> Outcome:
         paths.prepare_agent(self.agent.name, domain=self.agent.domain)
-        lock = FileLock(str(paths.run_lock(self.agent.name)), timeout=0)
+        name = self.agent.name
         try:
-            lock.acquire()
-        except Timeout:
-            raise AlreadyRunning(self.agent.name) from None
-        try:
-            return self._run_locked()
+            # First, before any call: on PostgreSQL this connects, and an unreachable database
+            # ends the run here.
+            with state.run_lock(self.settings, name, lambda: FileLock(str(paths.run_lock(name)), timeout=0)):
+                return self._run_locked()
         finally:
-            lock.release()
             self.limiter.close()
             if self._client is not None:
                 self._client.close()

@@ -19,6 +19,7 @@ class ExitCode(IntEnum):
     OVER_BUDGET = 3
     ALREADY_RUNNING = 4
     PAUSED = 5
+    STATE_UNAVAILABLE = 6
     INTERRUPTED = 130
     TERMINATED = 143
 
@@ -98,6 +99,13 @@ class LedgerCorrupt(MythlineError):
             f"{path}: the budget ledger is unreadable ({problem}); nothing was called. "
             "Rebuild it from its journal with: mythline budget repair"
         )
+
+
+class StateUnavailable(MythlineError):
+    """The shared state (PostgreSQL) cannot be used: unreachable, refusing, lost mid-run, or of a
+    newer schema version."""
+
+    exit_code = ExitCode.STATE_UNAVAILABLE
 
 
 class AlreadyRunning(MythlineError):

@@ -64,6 +64,8 @@ def _path(source: Path | None) -> Path:
 def save(settings: Any) -> None:
     """Leave a copy of the settings ``status`` needs; never fails a command."""
     try:
+        if getattr(settings.config, "state", None):
+            return  # the copy has no room for the DSN: status then reads the config itself
         names = [f.name for f in fields(Agent)]
         doc = {
             "fingerprint": fingerprint(settings.source),

@@ -14,7 +14,7 @@ from . import report as reports
 from . import rules
 from .backend import Access, Store
 from .journal import State
-from .storage import LOCK_TIMEOUT, FileStore
+from .storage import LOCK_TIMEOUT
 from .windows import current, utcnow, window_keys, zone
 
 if TYPE_CHECKING:  # the read-only commands use the ledger without pydantic
@@ -49,9 +49,15 @@ class Ledger:
     def __init__(self, settings: Settings, *, now: Callable[[], datetime] = utcnow,
                  lock_timeout: float = LOCK_TIMEOUT, store: Store | None = None) -> None:
         self.settings = settings
-        self.now = now
         self.tz = zone(settings.budget.timezone)
-        self.store: Store = store if store is not None else FileStore(now=now, lock_timeout=lock_timeout)
+        if store is None:
+            from ..state import store_for
+
+            store = store_for(settings, now=now, lock_timeout=lock_timeout)
+        self.store: Store = store
+        # A shared backend's clock (the database's) unless the caller brings its own: hosts
+        # then age reservations alike, whatever their clocks say.
+        self.now = getattr(store, "now", now) if now is utcnow else now
 
     @property
     def last_lock_wait(self) -> float:

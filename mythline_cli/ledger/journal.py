@@ -31,6 +31,7 @@ class Entry(TypedDict, total=False):
     step: str
     pid: int | None
     host: str
+    holder: int  # the PostgreSQL backend's liveness key (a session advisory lock)
     created: str
     created_ts: float
     usd: float | None
@@ -144,8 +145,8 @@ def apply(data: State, op: Entry | dict[str, Any]) -> None:
         figure(op.get("usd"))
         figure(op.get("tokens", 0))
         data["reservations"][op["reservation"]] = {
-            k: op[k] for k in ("agent", "run_id", "step", "pid", "host", "created", "created_ts", "usd", "tokens",  # type: ignore[literal-required]
-                               "windows") if k in op}
+            k: op[k] for k in ("agent", "run_id", "step", "pid", "host", "holder", "created", "created_ts", "usd",  # type: ignore[literal-required]
+                               "tokens", "windows") if k in op}
     elif kind == "settle":
         usd, tokens = figure(op.get("usd")), figure(op.get("tokens", 0))
         res = data["reservations"].pop(op["reservation"], None)

@@ -36,6 +36,7 @@ from .errors import (
     LLMError,
     MythlineError,
     RateLimited,
+    SourcesUnavailable,
     UnknownPrice,
     UsageError,
 )
@@ -52,11 +53,6 @@ from .store import store_record
 
 Listener = Callable[[dict[str, Any]], None]
 Result = Literal["stored", "unchanged", "rejected", "quarantined", "queue-empty"]
-
-
-class SourcesUnavailable(MythlineError):
-    """Too few sources this run because hosts are resting or unreachable: a failed run (the
-    agent backs off), not a verdict on the topic."""
 
 
 class _Rejected(Exception):

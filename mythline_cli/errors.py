@@ -274,6 +274,23 @@ class LockTimeout(Exception):
     """The lock stayed held by someone else for the whole timeout."""
 
 
+class UnknownRecord(UsageError):
+    """No stored record has that name (exit 2)."""
+
+
+class Ambiguous(UsageError):
+    """More than one stored record has that name (exit 2)."""
+
+
+class IndexUnavailable(Exception):
+    """The store's index could not be opened or built (a run carries on without it)."""
+
+
+class SourcesUnavailable(MythlineError):
+    """Too few sources this run because hosts are resting or unreachable: a failed run (the
+    agent backs off), not a verdict on the topic."""
+
+
 class WebhookFailed(Exception):
     """The webhook did not accept the alert (after any retries)."""
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from . import files, paths
-from .errors import UsageError
+from .errors import Ambiguous, UnknownRecord, UsageError  # noqa: F401 - store.UnknownRecord, store.Ambiguous
 from .slug import slug
 
 
@@ -55,14 +55,6 @@ def store_record(*, domain: str, topic: str, record: dict[str, Any], provenance:
 
 
 # -- reading the store (files only: no LLM stack, no config) ----------------------------------
-
-class UnknownRecord(UsageError):
-    """No stored record has that name (exit 2)."""
-
-
-class Ambiguous(UsageError):
-    """More than one stored record has that name (exit 2)."""
-
 
 def read(key: str) -> dict[str, Any]:
     """The record document at ``key`` (``domain/slug.json``, relative to the store)."""

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from . import files, paths
+from .errors import IndexUnavailable  # noqa: F401 - storeindex.IndexUnavailable
 
 # Bumped whenever the tables or what is extracted into them change: an older index is rebuilt.
 VERSION = 2
@@ -59,10 +60,6 @@ _PLAIN = "CREATE TABLE search (name TEXT, aliases TEXT, body TEXT)"
 
 COLUMNS = ("path", "domain", "topic", "name", "agent", "confidence", "stored_at", "content_hash", "tiers",
            "n_sources", "aliases", "kind")
-
-
-class IndexUnavailable(Exception):
-    """The index could not be opened or built (a run carries on without it)."""
 
 
 def index_path() -> Path:

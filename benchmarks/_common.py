@@ -249,15 +249,17 @@ def populate_fleet(home: Path, config: Path, *, events_per_agent: int = 40, seed
     ledger.reserve(agent, est, run_id="run-inflight", step="audit")
 
 
-def lore_server(delay: Callable[[], float] | None = None):  # noqa: ANN201 - ScriptedLLMServer
-    """A started scripted server that answers every agent's research and audit prompts."""
+def lore_server(delay: Callable[[], float] | None = None, *, grounded: bool = False):  # noqa: ANN201
+    """A started scripted server that answers every agent's research and audit prompts
+    (``grounded``: quoting the sources each prompt gives, for agents that retrieve)."""
     from mythline_cli.fleet.topics import TOPICS
 
-    from helpers import lore_responder
+    from helpers import grounded_responder, lore_responder
     from llm_server import ScriptedLLMServer
 
     server = ScriptedLLMServer().start()
-    responders = {name: lore_responder(name) for name in TOPICS}
+    responder = grounded_responder if grounded else lore_responder
+    responders = {name: responder(name) for name in TOPICS}
     # Which agent asked is not in the request; the topic is, and topics are unique per agent.
     owner = {topic: name for name, topics in TOPICS.items() for topic in topics}
 

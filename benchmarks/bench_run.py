@@ -2,10 +2,14 @@
 
     python benchmarks/bench_run.py [--runs 12] [--json results.json]
 
-The headline is the config ``mythline init`` writes, unchanged (``tokenizer = "auto"``, the
-default model priced from the bundled table, the prompt copies beside it); only the
-environment points it at the local server (``MYTHLINE_BASE_URL``) and holds the key
-(``OPENROUTER_API_KEY``). Second line: the same file with ``tokenizer = "chars"``. Each
+The headline is the config ``mythline init`` writes (``tokenizer = "auto"``, the default
+model priced from the bundled table, the prompt copies beside it, the built-in fleet grounded
+in two wiki pages per topic); the environment points it at the local LLM server
+(``MYTHLINE_BASE_URL``) and holds the key (``OPENROUTER_API_KEY``). The one edit to the file:
+its two wiki templates point at ``tests/source_server.py`` under two host names (127.0.0.1
+and localhost, as the real wikis are two hosts, so the per-host delay does not apply between
+them), and those names get the real wikis' tier. So every timed run fetches, extracts and
+quotes two real HTML pages, as a new user's first run does. Second line: the same file with ``tokenizer = "chars"``. Each
 timed run is a fresh state home (so every run does the same work: research call, audit
 call, store, checkpoint, heartbeats, ledger journal) holding the ``cache/`` a previous run
 leaves (settings, prices), and a real subprocess, as cron starts it. Baseline, same rounds: ``python -c "import openai"`` (a cycle has to import the SDK it
@@ -26,6 +30,7 @@ import json
 import shutil
 import subprocess
 import sys
+import urllib.parse
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -71,7 +76,7 @@ runpy.run_module('mythline_cli', run_name='__main__')
 """
 
 
-def init_configs(work: Path) -> tuple[Path, Path]:
+def init_configs(work: Path, pages: str) -> tuple[Path, Path]:
     """What ``mythline init`` writes (and the same with the chars tokenizer), written by it."""
     folder = work / "init"
     proc = subprocess.run([*mythline_cmd(), "init", "--path", str(folder / "mythline.toml")],
@@ -83,6 +88,13 @@ def init_configs(work: Path) -> tuple[Path, Path]:
     text = config.read_text(encoding="utf-8")
     if '# tokenizer = "auto"' not in text:
         raise SystemExit("the init config no longer says tokenizer = \"auto\": update this benchmark")
+    if "\n[defaults]\n" not in text or "\n[sources.tiers]\n" not in text:
+        raise SystemExit("the init config has no [defaults] or [sources.tiers] table: update this benchmark")
+    host = urllib.parse.urlsplit(pages).port
+    text = text.replace("\n[defaults]\n", "\n[defaults]\nsources = "
+                        f'["http://127.0.0.1:{host}/wiki/{{title}}", "http://localhost:{host}/chronicle/{{title}}"]\n', 1)
+    text = text.replace("\n[sources.tiers]\n", '\n[sources.tiers]\n"127.0.0.1" = "primary"\n"localhost" = "primary"\n', 1)
+    config.write_text(text, encoding="utf-8")
     chars = folder / "chars.toml"  # beside it, so prompts_dir = "prompts" finds the same copies
     chars.write_text(text.replace('# tokenizer = "auto"', 'tokenizer = "chars"  '), encoding="utf-8")
     return config, chars
@@ -95,11 +107,14 @@ def main() -> int:
     args = ap.parse_args()
 
     work = fresh_dir("run")
-    server = lore_server()
+    server = lore_server(grounded=True)
+    from source_server import SourceServer
+
+    pages = SourceServer().start()
     try:
         from helpers import TEST_KEY, write_tiktoken_cache
 
-        config, chars = init_configs(work)
+        config, chars = init_configs(work, pages.base_url)
         empty_cache = work / "tiktoken-empty"  # where tiktoken finds nothing: the usual machine
         empty_cache.mkdir()
         full_cache = write_tiktoken_cache(work / "tiktoken")
@@ -181,6 +196,7 @@ def main() -> int:
         return 0
     finally:
         server.stop()
+        pages.stop()
         remove(work)
 
 

@@ -21,7 +21,7 @@ from filelock import FileLock, Timeout
 
 from . import checkpoint as ckpt_mod
 from . import heartbeat as hb_mod
-from . import killswitch, paths, pricing, research, validate
+from . import killswitch, negotiate, paths, pricing, research, validate
 from .breaker import Breaker, BreakerOpen, ProviderWait, wait_line
 from .checkpoint import Checkpoint
 from .config import Agent, Settings
@@ -39,6 +39,16 @@ Listener = Callable[[dict[str, Any]], None]
 # The audit's own steps: when only these fail, the paid research answer is kept.
 AUDIT_STEPS = ("audit", "audit-repair")
 RESEARCH_STEPS = ("research", "repair")
+
+
+class _SteppedDown(Exception):
+    """The server rejected the structured-output mode; ``auto`` recorded the next one."""
+
+
+# A repair is sent warmer and with a new seed: at temperature 0 the same request brings back
+# the same answer byte for byte.
+REPAIR_NUDGE = 0.3
+REPEAT = "the repair returned the same answer byte for byte"
 
 
 class _Rejected(Exception):
@@ -193,7 +203,9 @@ class Cycle:
         self._client_factory = client_factory
         self._client: Any = None
         self.schema = RECORD_MODELS[agent.kind]
-        self.mode = settings.provider.structured_outputs
+        # What response_format sends (``auto`` resolved), and what the prompts are written for.
+        self.wire = negotiate.mode(settings.provider, agent.model)
+        self.mode = negotiate.prompt_mode(self.wire)
 
     # -- plumbing ------------------------------------------------------------------------
     def emit(self, event: str, **data: Any) -> None:
@@ -216,7 +228,7 @@ class Cycle:
             else:
                 from .llm import LLMClient  # the openai import costs a second: only when calling
 
-                self._client = LLMClient(self.settings.provider, self.key, sleep=self._nap)
+                self._client = LLMClient(self.settings.provider, self.key, sleep=self._nap, check=self.stop.check)
         return self._client
 
     def today(self) -> dict[str, Any]:
@@ -372,7 +384,11 @@ class Cycle:
     # -- one attempt at one topic --------------------------------------------------------
     def _attempt(self, ck: Checkpoint, topic: str) -> str:
         try:
-            return self._steps(ck, topic)
+            while True:
+                try:
+                    return self._steps(ck, topic)
+                except _SteppedDown:
+                    continue  # the same steps, asked in the structured-output mode the server takes
         except _Rejected as exc:
             # Only the audit failed: the paid research answer waits for the next attempt.
             keep = RESEARCH_STEPS if exc.step in AUDIT_STEPS else ()
@@ -388,16 +404,22 @@ class Cycle:
         error."""
         step, fix = names
         if step not in steps:
-            self._call(ck, step, messages, fmt, attempt)
+            self._call(ck, step, messages, fmt, attempt, nudge=step == "research" and self._nudge_first)
         record, error = self._interpret(step, steps, model)
         if error is None:
             return record, None
         self.emit("invalid-output", step=step, error=error)
         if fix not in steps:
             repair = research.repair_messages(messages, str(steps[step].get("content")), error, self.prompts_dir)
-            self._call(ck, fix, repair, fmt, attempt)
+            self._call(ck, fix, repair, fmt, attempt, nudge=True)
+        first = error
         record, error = self._interpret(fix, steps, model)
         if error is not None:
+            if steps[fix].get("content") == steps[step].get("content"):
+                # Paid once for the same text is enough: the attempt ends here, and the next
+                # one starts nudged too.
+                self.emit("repeat-answer", step=fix, of=step)
+                error = f"{REPEAT}: {first}"
             self.emit("invalid-output", step=fix, error=error)
         return record, error
 
@@ -407,7 +429,9 @@ class Cycle:
         steps = cur["steps"]
         feedback = ck.peek(topic).get("feedback") or []
         msgs = research.messages(agent, topic, feedback, self.prompts_dir, self.schema, self.mode)
-        fmt = research.response_format(self.schema, self.mode)
+        fmt = negotiate.response_format(self.schema, self.wire)
+        # After an attempt whose repair came back unchanged, even the first call is varied.
+        self._nudge_first = any(REPEAT in str(i) for f in feedback[-1:] for i in f.get("issues", []))
 
         record, error = self._ask(ck, steps, ("research", "repair"), msgs, fmt, self.schema, cur["attempt"])
         if error is not None:
@@ -422,7 +446,7 @@ class Cycle:
             return self._reject(ck, topic, problems, score=None)
 
         amsgs = validate.audit_messages(agent, topic, record, self.prompts_dir, self.mode)
-        afmt = research.response_format(validate.Audit, self.mode, name="audit")
+        afmt = negotiate.response_format(validate.Audit, self.wire, name="audit")
         # Repaired like research: one call that shows the model its unreadable answer.
         audit, error = self._ask(ck, steps, ("audit", "audit-repair"), amsgs, afmt, validate.Audit, cur["attempt"])
         if error is not None:
@@ -544,7 +568,7 @@ class Cycle:
         return box["est"]
 
     def _call(self, ck: Checkpoint, step: str, messages: list[dict[str, str]], fmt: dict[str, Any],
-              attempt: int) -> None:
+              attempt: int, *, nudge: bool = False) -> None:
         """Estimate, reserve, call; record the answer in the checkpoint at once; then settle."""
         p = self.settings.provider
         self._boundary()
@@ -552,6 +576,10 @@ class Cycle:
         self.breaker.before_call(self.agent.name, force=self.force)
         messages = research.clean(messages)
         est = self._estimate(messages, fmt)
+        negotiate.check_fits(p, self.agent.model, est, key=self.key, step=step)
+        vary: dict[str, Any] = {}
+        if nudge:
+            vary = {"temperature": min(2.0, p.temperature + REPAIR_NUDGE), "seed": random.randrange(1, 2**31)}
         estimate = {"prompt_tokens": est.prompt_tokens, "max_output_tokens": est.max_output_tokens,
                     "usd": est.usd, "counted_by": est.counted_by,
                     "price": est.price.source if est.price else None}
@@ -567,16 +595,22 @@ class Cycle:
             raise
         try:
             result = client.chat(messages, model=self.agent.model, max_tokens=p.max_output_tokens,
-                                 response_format=fmt, guard=budget)
+                                 response_format=fmt, guard=budget, **vary)
         except LLMError as exc:
-            usd = budget.charge_failure(getattr(exc, "billed", None))
-            kind, issue = getattr(exc, "kind", None), getattr(exc, "content_issue", None)
+            usd = budget.charge_failure(exc.billed)
+            kind, issue = exc.kind, exc.content_issue
             # A failure tied to the topic's content says nothing about the provider's health:
             # it neither counts toward the breaker nor clears it.
             self.breaker.record(ok=False, kind=None if issue else kind, status=None if issue else exc.status)
             self.emit("llm-call", step=step, attempt=attempt, ok=False, estimate=estimate, error=str(exc),
-                      kind=kind, status=exc.status, attempts=getattr(exc, "attempts", 1), usd=usd)
-            after = getattr(exc, "retry_after", None)
+                      kind=kind, status=exc.status, attempts=exc.attempts, usd=usd)
+            if kind == "response-format":
+                nxt = negotiate.step_down(p, self.agent.model, self.wire, str(exc))
+                if nxt is not None:
+                    self.emit("structured-outputs", rejected=self.wire, chosen=nxt)
+                    self.wire, self.mode = nxt, negotiate.prompt_mode(nxt)
+                    raise _SteppedDown() from None
+            after = exc.retry_after
             if after is not None and after > p.max_retry_wait:
                 # The provider asked for longer than a run may wait: the whole fleet waits.
                 entry = self.breaker.hold(after, agent=self.agent.name)
@@ -600,6 +634,7 @@ class Cycle:
                   cost_source=source, latency_s=round(result.latency, 3), attempts=result.attempts,
                   response_id=result.response_id, model=result.model)
         self.breaker.record(ok=True)
+        negotiate.accepted(p, self.agent.model, self.wire)
         self._warn_budget()
         self.hb.beat(**self.today())
 
@@ -631,19 +666,20 @@ def dry_run(settings: Settings, name: str) -> dict[str, Any]:
         out["step"] = None
         return out
     schema = RECORD_MODELS[agent.kind]
-    mode = settings.provider.structured_outputs
+    wire = negotiate.mode(settings.provider, agent.model)
+    mode = negotiate.prompt_mode(wire)
     feedback = ck.peek(topic).get("feedback") or []
     msgs = research.messages(agent, topic, feedback, settings.prompts_dir(), schema, mode)
     cur = ck.data.get("current") or {}
     steps = cur.get("steps", {}) if cur.get("topic") == topic else {}
     step = "research"
-    fmt = research.response_format(schema, mode)
+    fmt = negotiate.response_format(schema, wire)
     if "research" in steps:
         record, _ = interpret((steps.get("repair") or steps["research"]).get("content"), schema)
         step = "audit" if record is not None else "repair"
         if record is not None:
             msgs = validate.audit_messages(agent, topic, record, settings.prompts_dir(), mode)
-            fmt = research.response_format(validate.Audit, mode, name="audit")
+            fmt = negotiate.response_format(validate.Audit, wire, name="audit")
     p = settings.provider
     msgs = research.clean(msgs)
     est = pricing.estimate(msgs, model=agent.model, max_output_tokens=p.max_output_tokens, provider=p,

@@ -108,7 +108,21 @@ class AlreadyRunning(MythlineError):
 
 
 class LLMError(MythlineError):
-    """A chat-completion call failed for good (after any retries)."""
+    """A chat-completion call failed for good (after any retries).
+
+    The class attributes are the defaults of what a failure says about itself (``llm.CallFailure``
+    sets them per failure), so every reader can use them without knowing the subclass."""
+
+    status: int | None = None
+    retryable: bool = False
+    kind: str = "error"
+    retry_after: float | None = None
+    # None: unknown (charge the estimate); else (prompt, completion, provider cost or None).
+    billed: tuple[int, int, float | None] | None = (0, 0, 0.0)
+    attempts: int = 1
+    # Set when the failure is tied to this topic's prompt or answer: the topic's failed
+    # attempt (this text is its feedback), not an outage.
+    content_issue: str | None = None
 
     def __init__(self, message: str, *, status: int | None = None, retryable: bool = False) -> None:
         self.status = status

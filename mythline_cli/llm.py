@@ -21,9 +21,11 @@ from typing import Any, Protocol
 import openai
 from tenacity import RetryCallState, Retrying, retry_if_exception
 
+from . import negotiate
 from .config import Provider
 from .errors import LLMError
 from .redact import redact, safe_url
+from .slot import SlotBusy, hold
 
 RETRY_STATUSES = {408, 409, 429}
 MAX_ANSWER_CHARS = 1_000_000
@@ -73,6 +75,8 @@ class CallFailure(LLMError):
     # max_tokens, a content filter, a prompt too long or refused): the same call would fail
     # the same way, so it is the topic's failed attempt (this text is its feedback), not an outage.
     content_issue: str | None = None
+    # The context length the error answer named, when it named one.
+    n_ctx: int | None = None
 
     def __post_init__(self) -> None:
         LLMError.__init__(self, self.message, status=self.status, retryable=self.retryable)
@@ -166,6 +170,12 @@ def _content_refusal(status: int, detail: str, body: Any) -> str | None:
     return None
 
 
+# Generation that ran past the context: llama-cpp-python answers 500 with numpy's words,
+# llama.cpp a 400 "exceeds the available context size".
+_OVERFLOW_WORDS = re.compile(r"could not broadcast input array|exceeds? the available context size"
+                             r"|context size has been exceeded|n_ctx", re.IGNORECASE)
+
+
 _HINTS = {
     401: "the API key was refused; check the key in ${env} (create one at your provider's dashboard)",
     402: "the provider says the account is out of credits or over its key limit; add credits or raise the key's limit",
@@ -183,6 +193,19 @@ def _classify(exc: BaseException, provider: Provider) -> CallFailure:
         after = _retry_after(exc.response.headers if exc.response is not None else None, rate_limited=status == 429)
         retryable = status in RETRY_STATUSES or status >= 500 or (status == 402 and after is not None)
         detail = _error_detail(exc)
+        if negotiate.rejects_format(status, detail) and not _OVERFLOW_WORDS.search(detail):
+            # The request's shape, not an outage: the same request fails the same way.
+            return CallFailure(f"HTTP {status} from {where}: the server rejected the structured-output request "
+                               f"({detail}); set provider.structured_outputs = \"auto\" (or \"json_object\") "
+                               "in mythline.toml", status=status, kind="response-format")
+        if _OVERFLOW_WORDS.search(detail) or (status == 400 and "exceed_context" in str(exc.body)):
+            n_ctx = negotiate.context_from_error(exc.body, detail)
+            limit = f" of {n_ctx:,} tokens" if n_ctx else ""
+            return CallFailure(f"HTTP {status} from {where}: the prompt and its answer overflowed the model's "
+                               f"context{limit} ({detail})", status=status, kind="context-overflow", n_ctx=n_ctx,
+                               content_issue=f"the prompt and its answer overflowed the model's context{limit}: "
+                                             "lower provider.max_output_tokens or give the server a larger "
+                                             "context (llama.cpp: --ctx-size)")
         refused = _content_refusal(status, detail, exc.body)
         hint = _HINTS.get(status)
         if refused is not None:
@@ -194,8 +217,15 @@ def _classify(exc: BaseException, provider: Provider) -> CallFailure:
             msg = f"HTTP {status} from {where}: {detail}"
         return CallFailure(msg, status=status, retryable=retryable, retry_after=after, kind=f"http-{status}")
     if isinstance(exc, openai.APITimeoutError):
-        return CallFailure(f"no answer from {where} within {provider.timeout:g}s",
-                           retryable=True, billed=None, kind="timeout")
+        return _timeout(provider, f"no answer from {where} within {provider.timeout:g}s")
+    if isinstance(exc, SlotBusy):
+        if exc.until is not None:
+            when = time.strftime("%H:%M:%S", time.localtime(exc.until))
+            why = f"may still be working on a request that timed out, until about {when}"
+        else:
+            why = f"was busy with another agent's request for {exc.waited:.0f}s (provider.timeout)"
+        return CallFailure(f"the local server at {where} {why}; nothing was sent, the next scheduled run tries "
+                           "again (raise provider.timeout for slow models)", kind="busy")
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__
         # A refused or unresolvable connection never reached the provider: nothing billed.
@@ -210,6 +240,14 @@ def _classify(exc: BaseException, provider: Provider) -> CallFailure:
         return CallFailure(f"unreadable response from {where} ({type(exc).__name__})",
                            retryable=True, billed=None, kind="bad-response")
     raise exc
+
+
+def _timeout(provider: Provider, message: str) -> CallFailure:
+    if provider.is_local:
+        # The server keeps working on an abandoned request: a retry would only queue behind it.
+        return CallFailure(message + "; a local server is not sent the request again while it may still be working "
+                           "on it: raise provider.timeout (see docs/local-models.md)", billed=None, kind="timeout")
+    return CallFailure(message, retryable=True, billed=None, kind="timeout")
 
 
 def _error_detail(exc: openai.APIStatusError) -> str:
@@ -302,8 +340,10 @@ class LLMClient:
 
     def __init__(self, provider: Provider, api_key: str | None, *, sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.monotonic, jitter: Callable[[], float] = random.random,
-                 on_attempt: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 on_attempt: Callable[[dict[str, Any]], None] | None = None,
+                 check: Callable[[], None] = lambda: None) -> None:
         self.provider = provider
+        self.check = check  # called while waiting for a local server's slot: a stop ends the wait
         self.sleep = sleep
         self.clock = clock
         self.jitter = jitter
@@ -337,8 +377,8 @@ class LLMClient:
         worker.start()
         worker.join(self.provider.timeout + 1.0)
         if worker.is_alive():
-            raise CallFailure(f"no complete answer from {safe_url(self.provider.base_url)} within "
-                              f"{self.provider.timeout:g}s", retryable=True, billed=None, kind="timeout")
+            raise _timeout(self.provider, f"no complete answer from {safe_url(self.provider.base_url)} within "
+                                          f"{self.provider.timeout:g}s")
         if "exc" in box:
             raise box["exc"]
         return box["resp"]
@@ -347,14 +387,29 @@ class LLMClient:
         failure = state.outcome.exception() if state.outcome else None
         base = min(self.provider.max_retry_wait, 1.0 * 2 ** (state.attempt_number - 1))
         wait = base * (0.5 + self.jitter() / 2)
-        after = getattr(failure, "retry_after", None)
+        after = failure.retry_after if isinstance(failure, LLMError) else None
         if after is not None:
             wait = max(wait, after)  # never sooner than the provider asked
         return wait
 
+    def _send(self, kwargs: dict[str, Any]) -> Any:
+        """``_create``, holding a local server's slot (one request at a time across the fleet)."""
+        p = self.provider
+        if not p.is_local:
+            return self._create(kwargs)
+        with hold(p.base_url, wait=p.timeout, check=self.check) as abandoned:
+            try:
+                return self._create(kwargs)
+            except (CallFailure, openai.APITimeoutError) as exc:
+                if isinstance(exc, openai.APITimeoutError) or exc.kind == "timeout":
+                    abandoned(p.timeout)
+                raise
+
     def chat(self, messages: list[dict[str, str]], *, model: str, max_tokens: int,
-             response_format: dict[str, Any] | None, guard: Guard | None = None) -> CallResult:
-        """One completion; retried on transient failures; raises ``CallFailure`` for good."""
+             response_format: dict[str, Any] | None, guard: Guard | None = None,
+             temperature: float | None = None, seed: int | None = None) -> CallResult:
+        """One completion; retried on transient failures; raises ``CallFailure`` for good.
+        ``temperature`` and ``seed`` vary a call from the one before (a repair)."""
         p = self.provider
         started = self.clock()
         attempts = 0
@@ -366,15 +421,22 @@ class LLMClient:
             attempts += 1
             t0 = self.clock()
             kwargs: dict[str, Any] = {"model": model, "messages": messages, "max_tokens": max_tokens,
-                                      "temperature": p.temperature}
+                                      "temperature": p.temperature if temperature is None else temperature}
+            if seed is not None:
+                kwargs["seed"] = seed
             if response_format is not None:
                 kwargs["response_format"] = response_format
+                extra = negotiate.extra_body(response_format)
+                if extra:
+                    kwargs["extra_body"] = extra
             try:
-                resp = self._create(kwargs)
+                resp = self._send(kwargs)
                 content, reason = _check(resp, max_tokens)
             except Exception as exc:  # noqa: BLE001 - classified below, re-raised otherwise
                 failure = _classify(exc, p)
                 failure.attempts = attempts
+                if failure.n_ctx:
+                    negotiate.learned_context(p, model, failure.n_ctx, "an error answer of the server")
                 if self.on_attempt:
                     self.on_attempt({"attempt": attempts, "ok": False, "kind": failure.kind, "status": failure.status,
                                      "latency_s": round(self.clock() - t0, 3), "error": failure.message})
@@ -391,7 +453,8 @@ class LLMClient:
             elapsed = self.clock() - started
             failure = state.outcome.exception() if state.outcome else None
             nxt = self._wait(state)
-            if getattr(failure, "retry_after", None) is not None and failure.retry_after > p.max_retry_wait:
+            after = failure.retry_after if isinstance(failure, LLMError) else None
+            if after is not None and after > p.max_retry_wait:
                 return True  # the provider asks for a longer pause than a run should take
             return elapsed + nxt > p.max_retry_time
 

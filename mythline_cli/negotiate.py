@@ -165,39 +165,31 @@ def ask_context(provider: Provider, model: str, *, key: str | None, timeout: flo
     """(context length, where it came from) from the server: llama.cpp's ``/props``
     (``default_generation_settings.n_ctx``), else ``/models`` (``meta.n_ctx``,
     ``meta.n_ctx_train``, OpenRouter's ``context_length``); None when it says nothing."""
-    import httpx
+    def get(url: str) -> Any:
+        import urllib.request
 
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    root = _server_root(provider.base_url)
-    try:
-        with httpx.Client(timeout=timeout, headers=headers, follow_redirects=False) as http:
-            found = _from_props(http, root)
-            if found is None:
-                found = _from_models(http, provider.base_url.rstrip("/"), model)
-    except (httpx.HTTPError, ValueError, OSError):
-        return None
-    return found
+        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"} if key else {})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310 - the configured URL
+                return json.loads(resp.read(2_000_000))
+        except (OSError, ValueError):
+            return None  # no such endpoint, not JSON, not up: the server says nothing
+
+    return _from_props(get(_server_root(provider.base_url) + "/props")) or \
+        _from_models(get(provider.base_url.rstrip("/") + "/models"), model)
 
 
 def _number(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
-def _from_props(http: Any, root: str) -> tuple[int, str] | None:
-    resp = http.get(root + "/props")
-    if resp.status_code != 200:
-        return None
-    data = resp.json()
+def _from_props(data: Any) -> tuple[int, str] | None:
     settings = data.get("default_generation_settings") if isinstance(data, dict) else None
     n_ctx = _number(settings.get("n_ctx")) if isinstance(settings, dict) else None
     return (n_ctx, "the server's /props (n_ctx)") if n_ctx else None
 
 
-def _from_models(http: Any, base: str, model: str) -> tuple[int, str] | None:
-    resp = http.get(base + "/models")
-    if resp.status_code != 200:
-        return None
-    data = resp.json()
+def _from_models(data: Any, model: str) -> tuple[int, str] | None:
     rows = data.get("data") if isinstance(data, dict) else None
     if not isinstance(rows, list):
         return None

@@ -217,3 +217,35 @@ def test_init_with_a_localhost_base_url_writes_a_config_for_local_inference(home
     result = mythline("--config", str(path), "run", AGENT)
     assert result.returncode == 0, result.stderr
     assert [b["response_format"]["type"] for b in chats(llm_server)] == ["json_schema", "json_object", "json_object"]
+
+
+def test_doctor_probe_reports_key_model_mode_and_context_and_pays_through_the_ledger(home, config,
+                                                                                     llm_server) -> None:
+    def answer(body, enforced):
+        return '{"ok": true}'
+
+    LocalFake(llm_server, answer, n_ctx=8192)
+    config(provider={"local": True})
+    result = mythline("doctor", "--probe", "--json")
+    checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+    assert checks["probe"]["status"] == "ok", checks["probe"]
+    assert "auto chose json_object_schema" in checks["structured outputs"]["message"]
+    assert "rejected json_schema" in checks["structured outputs"]["message"]
+    assert checks["context"]["message"].startswith("8,192 tokens (from the server's /props")
+    assert llm_server.count() == 2  # json_schema rejected, then the probe itself
+    ledger = json.loads((home / "ledger.json").read_text())
+    assert not ledger["reservations"]
+    assert sum(b["tokens"] for w in ledger["windows"].values() for b in w["agents"].values()) > 0
+
+
+def test_doctor_without_probe_sends_nothing(home, config, llm_server) -> None:
+    mythline("doctor", "--json")
+    assert llm_server.requests == []
+
+
+def test_doctor_probe_fails_with_the_servers_line(home, config, llm_server) -> None:
+    llm_server.default = error(401, "bad key")
+    result = mythline("doctor", "--probe", "--json")
+    assert result.returncode == 1
+    checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+    assert checks["probe"]["status"] == "fail" and "API key was refused" in checks["probe"]["message"]

@@ -50,6 +50,11 @@ def _cap(value: Any) -> Any:
     return value
 
 
+def _auto(value: Any) -> Any:
+    # TOML has no null: "auto" is the unset value of a setting mythline works out itself.
+    return None if isinstance(value, str) and value.strip().lower() == "auto" else value
+
+
 def _shorten(name: str, limit: int = 60) -> str:
     """``repr`` of a user-supplied name, cut short so an error stays one readable line."""
     text = repr(name)
@@ -113,10 +118,10 @@ class Provider(_Model):
     estimate_margin: float = Field(default=1.25, ge=1, le=10)
     prices: dict[str, Prices] = {}
     # Local inference (docs/local-models.md). context_length: the model's context in tokens;
-    # unset, a local server is asked for it. local: one request at a time across the fleet and
-    # no retry of a timed-out request; unset, true for a loopback base_url.
-    context_length: int | None = Field(default=None, gt=0, le=100_000_000)
-    local: bool | None = None
+    # "auto", a local server is asked for it. local: one request at a time across the fleet and
+    # no retry of a timed-out request; "auto", true for a loopback base_url.
+    context_length: Annotated[int | None, BeforeValidator(_auto)] = Field(default=None, gt=0, le=100_000_000)
+    local: Annotated[bool | None, BeforeValidator(_auto)] = None
 
     @property
     def is_local(self) -> bool:

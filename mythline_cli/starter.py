@@ -37,8 +37,8 @@ def _local_block(base_url: str, model: str) -> list[str]:
         f'max_retry_time = "{format_duration(lp["max_retry_time"])}"            # a server that is not started fails fast',
         f"max_output_tokens = {lp['max_output_tokens']}          # must fit the server's context with the prompt",
         '# structured_outputs = "auto"     # JSON Schema where taken, else the schema in the server field',
-        "# context_length = 8192           # unset: asked from the server (/props, /v1/models)",
-        "# local = true                    # one request at a time across the fleet (unset: true for localhost)",
+        '# context_length = "auto"         # the context in tokens; auto: asked from the server (/props, /v1/models)',
+        '# local = "auto"                  # one request at a time across the fleet; auto: true for localhost',
         "# temperature = 0",
         '# tokenizer = "auto"',
         "# estimate_margin = 1.25",
@@ -65,8 +65,9 @@ def starter_text(*, base_url: str | None = None, model: str | None = None) -> st
     ]
     provider = _local_block(base_url, model or p.model) if local and base_url else [
         "[provider]",
-        f'# base_url = "{base_url or OPENROUTER_BASE_URL}"   # any OpenAI-compatible API, e.g. "http://localhost:11434/v1"',
-        f'# model = "{p.model}"',
+        (f'base_url = "{base_url}"' if base_url else
+         f'# base_url = "{OPENROUTER_BASE_URL}"   # any OpenAI-compatible API, e.g. "http://localhost:11434/v1"'),
+        f'model = "{model}"' if model else f'# model = "{p.model}"',
         f'# api_key_env = "{p.api_key_env}"        # name of the variable holding the key; "" for no key',
         f'# timeout = "{format_duration(p.timeout)}"                 # per request',
         f"# temperature = {p.temperature:g}",
@@ -78,8 +79,8 @@ def starter_text(*, base_url: str | None = None, model: str | None = None) -> st
         f'# max_retry_time = "{format_duration(p.max_retry_time)}"            # longest total time spent retrying one call',
         f'# tokenizer = "{p.tokenizer}"               # "chars" skips tiktoken (a conservative byte count)',
         f"# estimate_margin = {p.estimate_margin:g}          # prompt-token estimate multiplier (other vendors' tokenizers)",
-        "# context_length = 8192           # the model's context in tokens; unset: asked from a local server",
-        "# local = false                   # one request at a time across the fleet (unset: true for localhost)",
+        '# context_length = "auto"         # the model\'s context in tokens; auto: asked from a local server',
+        '# local = "auto"                  # one request at a time across the fleet; auto: true for localhost',
         "",
         "# Prices for models the bundled price table does not know (USD per million tokens):",
         '# [provider.prices."my-local-model"]',

@@ -249,3 +249,18 @@ def test_doctor_probe_fails_with_the_servers_line(home, config, llm_server) -> N
     assert result.returncode == 1
     checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
     assert checks["probe"]["status"] == "fail" and "API key was refused" in checks["probe"]["message"]
+
+
+def test_init_with_a_remote_base_url_sets_it_and_keeps_the_remote_policy(tmp_path) -> None:
+    path = tmp_path / "mythline.toml"
+    made = mythline("init", "--path", str(path), "--base-url", "https://api.example.com/v1/", "--model", "m")
+    assert made.returncode == 0, made.stderr
+    data = tomllib.loads(path.read_text())
+    assert data["provider"] == {"base_url": "https://api.example.com/v1", "model": "m"}
+
+
+def test_init_refuses_a_bad_base_url_with_one_line(tmp_path) -> None:
+    made = mythline("init", "--path", str(tmp_path / "x.toml"), "--base-url", "localhost:8080")
+    assert made.returncode == 2
+    assert made.stderr.strip() == "mythline: configuration: --base-url: must start with http:// or https://"
+    assert not (tmp_path / "x.toml").exists()

@@ -150,10 +150,10 @@ class _CallBudget:
         self._overrun(res, usd)
         return usd
 
-    def before_retry(self, failure: Any) -> None:
-        usd = self.charge_failure(getattr(failure, "billed", None))
-        self.events.emit("llm-retry", step=self.step, error=str(failure), kind=getattr(failure, "kind", None),
-                         retry_after=getattr(failure, "retry_after", None), usd=usd)
+    def before_retry(self, failure: LLMError) -> None:
+        usd = self.charge_failure(failure.billed)
+        self.events.emit("llm-retry", step=self.step, error=str(failure), kind=failure.kind,
+                         retry_after=failure.retry_after, usd=usd)
 
     def before_attempt(self) -> None:
         """A retry is a new call: stop here if asked to, else reserve it like the first."""

@@ -164,19 +164,31 @@ def _server_root(base_url: str) -> str:
 def ask_context(provider: Provider, model: str, *, key: str | None, timeout: float = 5.0) -> tuple[int, str] | None:
     """(context length, where it came from) from the server: llama.cpp's ``/props``
     (``default_generation_settings.n_ctx``), else ``/models`` (``meta.n_ctx``,
-    ``meta.n_ctx_train``, OpenRouter's ``context_length``); None when it says nothing."""
+    ``meta.n_ctx_train``, OpenRouter's ``context_length``); None when it says nothing;
+    ``ConnectionError`` when it does not answer at all."""
+    reached = False
+
     def get(url: str) -> Any:
+        import urllib.error
         import urllib.request
 
+        nonlocal reached
         request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"} if key else {})
         try:
             with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310 - the configured URL
+                reached = True
                 return json.loads(resp.read(2_000_000))
+        except urllib.error.HTTPError:
+            reached = True  # it answered: it has no such endpoint
         except (OSError, ValueError):
-            return None  # no such endpoint, not JSON, not up: the server says nothing
+            pass  # not up, or not JSON: the server says nothing
+        return None
 
-    return _from_props(get(_server_root(provider.base_url) + "/props")) or \
+    found = _from_props(get(_server_root(provider.base_url) + "/props")) or \
         _from_models(get(provider.base_url.rstrip("/") + "/models"), model)
+    if found is None and not reached:
+        raise ConnectionError("the server did not answer")
+    return found
 
 
 def _number(value: Any) -> int | None:
@@ -215,7 +227,10 @@ def context_length(provider: Provider, model: str, *, key: str | None, ask: bool
         return int(known["context_length"]), str(known.get("context_source") or "recorded")
     if not ask or not provider.is_local or known.get("context_asked"):
         return None, "unknown"
-    found = ask_context(provider, model, key=key)
+    try:
+        found = ask_context(provider, model, key=key)
+    except ConnectionError:
+        return None, "unknown"  # asked again by the next run: the server may not be up yet
     if found is None:
         record(provider, model, context_asked=True)  # asked once per settings, not every run
         return None, "unknown"

@@ -264,3 +264,19 @@ def test_init_refuses_a_bad_base_url_with_one_line(tmp_path) -> None:
     assert made.returncode == 2
     assert made.stderr.strip() == "mythline: configuration: --base-url: must start with http:// or https://"
     assert not (tmp_path / "x.toml").exists()
+
+
+def test_a_server_that_is_not_up_is_asked_for_its_context_again_later(home, llm_server) -> None:
+    from mythline_cli import negotiate
+    from mythline_cli.config import Provider
+
+    provider = Provider(base_url=llm_server.base_url, model="m", api_key_env="")
+    llm_server.stop()  # nothing listens on the port now
+    assert negotiate.context_length(provider, "m", key=None) == (None, "unknown")
+    assert not (home / "providers.json").exists()
+    llm_server.start()
+    provider = Provider(base_url=llm_server.base_url, model="m", api_key_env="")
+    LocalFake(llm_server, small_model(AGENT), n_ctx=4096)
+    assert negotiate.context_length(provider, "m", key=None) == (4096, "the server's /props (n_ctx)")
+    assert negotiate.context_length(provider, "m", key=None)[0] == 4096  # now from the record
+    assert [r["path"] for r in llm_server.requests] == ["/props"]

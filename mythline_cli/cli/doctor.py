@@ -457,7 +457,10 @@ def check_provider(cfg: Any) -> list[Check]:
     checks.append(Check("structured outputs", "ok", text))
     limit, source = negotiate.context_length(p, agent.model, key=key)
     if limit is None:
-        found = negotiate.ask_context(p, agent.model, key=key)
+        try:
+            found = negotiate.ask_context(p, agent.model, key=key)
+        except ConnectionError:
+            found = None
         limit, source = found if found else (None, "")
     if limit is None:
         checks.append(Check("context", "info", "the server does not say its context length; set "

@@ -251,9 +251,10 @@ def populate_fleet(home: Path, config: Path, *, events_per_agent: int = 40, seed
 
 def lore_server(delay: Callable[[], float] | None = None):  # noqa: ANN201 - ScriptedLLMServer
     """A started scripted server that answers every agent's research and audit prompts."""
+    from mythline_cli.fleet.topics import TOPICS
+
     from helpers import lore_responder
     from llm_server import ScriptedLLMServer
-    from mythline_cli.fleet.topics import TOPICS
 
     server = ScriptedLLMServer().start()
     responders = {name: lore_responder(name) for name in TOPICS}
@@ -274,13 +275,16 @@ def lore_server(delay: Callable[[], float] | None = None):  # noqa: ANN201 - Scr
     return server
 
 
+# Ends as mythline's __main__ does, with gc.freeze(): the shutdown then skips the collections
+# the command skips, and "imports" + "work" add up to the command.
 IMPORT_ONLY = """\
-import importlib, sys
+import gc, importlib, sys
 for name in open(sys.argv[1]).read().split():
     try:
         importlib.import_module(name)
     except Exception:
         pass
+gc.freeze()
 """
 
 MODULES_PROBE = """\

@@ -110,8 +110,9 @@ def _experiment(lock: str | None, poll_interval: float | None, ledger_sync: str 
 
 def _instrument() -> dict[str, list[float]]:
     """Time the parts of a ledger access: load, journal tail, journal append, ledger.json write."""
-    import mythline_cli.ledger as ledger_mod
     from mythline_cli import files
+    from mythline_cli.ledger import Ledger
+    from mythline_cli.ledger.storage import FileStore
 
     spent: dict[str, list[float]] = {}
 
@@ -124,16 +125,16 @@ def _instrument() -> dict[str, list[float]]:
                 spent.setdefault(name, []).append(time.perf_counter() - t0)
         return wrapper
 
-    ledger_mod.Ledger._load = timed("read + parse + check ledger.json", ledger_mod.Ledger._load)
+    FileStore._load = timed("read + parse + check ledger.json", FileStore._load)  # type: ignore[method-assign]
     files.tail_jsonl = timed("read journal tail (roll-forward check)", files.tail_jsonl)
-    ledger_mod.Ledger._reclaim = timed("reclaim check (pid_alive per reservation)", ledger_mod.Ledger._reclaim)
+    Ledger._reclaim = timed("reclaim check (pid_alive per reservation)", Ledger._reclaim)  # type: ignore[method-assign]
     for name in ("append_jsonl_many", "append_jsonl"):  # the latter: code from before batching
         if hasattr(files, name):
             setattr(files, name, timed("append journal lines (one write, fsync)", getattr(files, name)))
             break
     files.write_json = timed("write ledger.json (encode, temp file, replace; fsyncs: see what-if)", files.write_json)
-    ledger_mod.Ledger._save = staticmethod(timed("after the release: save ledger.json (the above, and a look at "
-                                                 "whether a later access overtook it)", ledger_mod.Ledger._save))
+    FileStore._save = staticmethod(timed("after the release: save ledger.json (the above, and a look at "  # type: ignore[method-assign]
+                                         "whether a later access overtook it)", FileStore._save))
     return spent
 
 
@@ -200,7 +201,8 @@ def pct(values: list[float], p: float) -> float:
 def verify(home: Path, cap: float, refusals: list[dict[str, Any]]) -> dict[str, Any]:
     """Replay the journal op by op and judge every decision against the state it was made in."""
     from mythline_cli import files
-    from mythline_cli.ledger import Ledger, _empty, apply, replay
+    from mythline_cli.ledger import Ledger, apply, replay
+    from mythline_cli.ledger.journal import empty as _empty
 
     journal = home / "ledger-history.jsonl"
     ops = [op for op in files.iter_jsonl(journal) if isinstance(op.get("seq"), int)]

@@ -36,8 +36,19 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (PY, base_env, fresh_dir, interleave, lore_server, mythline_cmd, populate_fleet, remove,
-                     run_timed, summarize, write_bench_config)
+from _common import (
+    PY,
+    base_env,
+    fresh_dir,
+    interleave,
+    lore_server,
+    mythline_cmd,
+    populate_fleet,
+    remove,
+    run_timed,
+    summarize,
+    write_bench_config,
+)
 
 AGENT = "world-npcs"
 TARGET = 1.10
@@ -271,9 +282,8 @@ def main() -> int:
             big.mkdir()
             took = fill_store(big, args.records)
             print(f"    wrote {args.records:,} records in {took:.1f} s")
-            from mythline_cli.slug import slug
-
             from mythline_cli.fleet.topics import DOMAINS, TOPICS
+            from mythline_cli.slug import slug
             first = TOPICS[AGENT][0]
             record_of = {h: h / "store" / DOMAINS[AGENT] / f"{slug(first)}.json" for h in (empty, big)}
 
@@ -418,7 +428,7 @@ def main() -> int:
             judged = [f"status, {n:,} agents", f"status --json, {n:,} agents",
                       f"status after a config change, {n:,} agents"]
             for name, base_name in zip(judged, ("status, 10 agents", "status --json, 10 agents",
-                                                "status after a config change, 10 agents")):
+                                                "status after a config change, 10 agents"), strict=True):
                 med = s[name]["median_s"]
                 print(f"    {name}: median {med * 1000:.0f} ms = {med / s[base_name]['median_s']:.2f}x the "
                       f"ten-agent fleet; target < 1 s: {'meets' if med < 1.0 else 'MISSES'} it")

@@ -21,8 +21,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (PY, base_env, fresh_dir, import_only_case, importtime_top, interleave, mythline_cmd, populate_fleet, remove,
-                     run_timed, summarize, top_level_cumulative, write_bench_config)
+from _common import (
+    PY,
+    base_env,
+    fresh_dir,
+    import_only_case,
+    importtime_top,
+    interleave,
+    mythline_cmd,
+    populate_fleet,
+    remove,
+    run_timed,
+    summarize,
+    top_level_cumulative,
+    write_bench_config,
+)
 
 TARGET = 1.5
 BASE = "baseline: import typer, rich.table"

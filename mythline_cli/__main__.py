@@ -5,32 +5,31 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+from . import grammar
 
 if TYPE_CHECKING:
     from datetime import datetime
 
-# Options that take a value, so that value is not mistaken for the agent's name.
-_VALUED = {"--config", "-c", "--model", "--base-url", "--jobs", "-j"}
-
 
 def _global_options(argv: list[str]) -> tuple[Path | None, bool, list[str]] | None:
-    """The options before the command the fast paths understand (``--config PATH``,
-    ``-c PATH``, ``--config=PATH``, ``--debug``): (config, debug, the rest from the command
-    on). None for anything else before the command: the full path reads those."""
+    """(config, debug, the rest from the command on), when the fast paths read every option
+    before the command (``grammar.GLOBAL``, ``fast=True``); else None."""
     args = list(argv)
     config: Path | None = None
     debug = False
-    while args and args[0] not in ("run", "status", "budget"):
-        word = args.pop(0)
-        if word in ("--config", "-c") and args:
-            config = Path(args.pop(0))
-        elif word.startswith("--config="):
-            config = Path(word.split("=", 1)[1])
-        elif word == "--debug":
-            debug = True
-        else:
+    while args and args[0] not in grammar.COMMANDS_WITH_FAST_PATHS:
+        name, eq, value = args.pop(0).partition("=")
+        option = grammar.find(grammar.GLOBAL, name)
+        # Click reads "-c=x" as the value "=x": only a long option takes "=value".
+        if (option is None or not option.fast or (option.valued and not (eq or args))
+                or (eq and not (option.valued and name.startswith("--")))):
             return None
+        if option.names[0] == "--config":
+            config = Path(value if eq else args.pop(0))
+        elif option.names[0] == "--debug":
+            debug = True
     return config, debug, args
 
 
@@ -55,9 +54,10 @@ def _fast_read(argv: list[str]) -> int | None:
         return None
     from . import settings_cache
 
-    settings = settings_cache.load(config)
+    settings: Any = settings_cache.load(config)
     from .console import print_json
 
+    data: Any  # status.StatusReport or Ledger.report(), by command
     try:
         if settings is None:
             from . import paths
@@ -70,11 +70,11 @@ def _fast_read(argv: list[str]) -> int | None:
         if command == "status":
             from .status import collect
 
-            data = collect(settings)  # type: ignore[arg-type]
+            data = collect(settings)
         else:
             from .ledger import Ledger
 
-            data = Ledger(settings).report()  # type: ignore[arg-type]
+            data = Ledger(settings).report()
     except Exception:  # noqa: BLE001 - the full path reports whatever this was, properly
         return None
     # Output has started: from here on, failures end like the full path's, never twice.
@@ -101,36 +101,19 @@ def _fast_read(argv: list[str]) -> int | None:
 
 
 def _fast_run(argv: list[str]) -> int | None:
-    """``mythline [--config PATH] [--debug] run AGENT [--json] [--force] [--model M] [--base-url U]``
-    (what cron and Task Scheduler start, every few minutes, for every agent) without Typer:
-    the same code as the ``run`` command, minus the cost of building the whole command line
-    interface. None: anything else (``--help``, ``--dry-run``, ``--due``, a typo...) takes the
-    full path, which also reports the mistake."""
+    """``mythline run AGENT`` as the scheduler starts it, without Typer: the same code as the
+    ``run`` command, minus the cost of building the whole command line interface. None:
+    anything the fast path does not read takes the full path, which also reports mistakes."""
     parsed = _global_options(argv)
     if parsed is None:
         return None
     config, debug, args = parsed
     if args[:1] != ["run"] or (config is not None and not config.is_file()):
         return None
-    agent: str | None = None
-    flags: set[str] = set()
-    values: dict[str, str] = {}
-    rest = args[1:]
-    while rest:
-        word = rest.pop(0)
-        name, eq, value = word.partition("=")
-        if word in ("--json", "--force"):
-            flags.add(word)
-        elif name in ("--model", "--base-url") and eq:
-            values[name] = value
-        elif word in ("--model", "--base-url") and rest:
-            values[word] = rest.pop(0)
-        elif agent is None and word and not word.startswith("-"):
-            agent = word
-        else:
-            return None
-    if agent is None:
+    parsed_run = _fast_run_args(args)
+    if parsed_run is None:
         return None
+    agent, flags, values = parsed_run
     from .console import report_failure
     from .launch import StartGuard
 
@@ -149,10 +132,55 @@ def _fast_run(argv: list[str]) -> int | None:
         return report_failure(exc)
 
 
-def main() -> None:
-    from datetime import datetime, timezone
+def _fast_run_args(args: list[str]) -> tuple[str, set[str], dict[str, str]] | None:
+    """``run AGENT [options]`` as (agent, flags, option values), when the fast path reads every
+    option in it (``grammar.RUN``, ``fast=True``); else None."""
+    if args[:1] != ["run"]:
+        return None
+    agent: str | None = None
+    flags: set[str] = set()
+    values: dict[str, str] = {}
+    rest = args[1:]
+    while rest:
+        word = rest.pop(0)
+        name, eq, value = word.partition("=")
+        option = grammar.find(grammar.RUN, name) if name.startswith("-") else None
+        if option is not None and option.fast:
+            if not option.valued and not eq:
+                flags.add(option.names[0])
+            elif option.valued and eq and name.startswith("--"):
+                values[option.names[0]] = value
+            elif option.valued and rest:
+                values[option.names[0]] = rest.pop(0)
+            else:
+                return None
+        elif agent is None and word and not word.startswith("-"):
+            agent = word
+        else:
+            return None
+    return None if agent is None else (agent, flags, values)
 
-    started = datetime.now(timezone.utc)
+
+def _fast_store(argv: list[str]) -> int | None:
+    """``mythline store ls|search ...`` without Typer (see ``storeview.fast``); None: the full path."""
+    if argv[:1] != ["store"]:
+        return None
+    from .console import report_failure
+    from .storeview import fast
+
+    try:
+        return fast(argv[1:])
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the same boundary as the full path's
+        return report_failure(exc)
+
+
+def main() -> None:
+    from .clock import utcnow
+
+    started = utcnow()
     # Pydantic scans every installed package for plugins on first use; Mythline uses none,
     # and the scan costs tens of milliseconds on every command that validates the config.
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
@@ -160,7 +188,10 @@ def main() -> None:
     code = _fast_read(argv)
     if code is None:
         code = _fast_run(argv)
+    if code is None:
+        code = _fast_store(argv)
     if code is not None:
+        _skip_final_collection()
         sys.exit(code)
     from .cli import app
 
@@ -169,7 +200,18 @@ def main() -> None:
     except SystemExit as exc:
         if exc.code == 2:
             _record_usage_error(argv, started)
+        _skip_final_collection()
         raise
+
+
+def _skip_final_collection() -> None:
+    # What the command allocated lives until the process ends anyway. Without this, the garbage
+    # collections of the interpreter's shutdown walk all of it (a run holds the openai SDK's
+    # thousands of classes): a fifth of a short command's time. atexit handlers and stream
+    # flushes still run as usual.
+    import gc
+
+    gc.freeze()
 
 
 def _record_usage_error(argv: list[str], started: datetime) -> None:
@@ -208,30 +250,17 @@ def _record_usage_error(argv: list[str], started: datetime) -> None:
 
 def run_target(argv: list[str]) -> tuple[bool, str | None]:
     """(whether ``argv`` is a ``run`` command, the agent it names or None)."""
-    words = _words(argv)
+    words = grammar.words(argv)
     if not words or words[0] != "run":
         return False, None
     return True, (words[1] if len(words) > 1 else None)
-
-
-def _words(argv: list[str]) -> list[str]:
-    words: list[str] = []
-    skip = False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg in _VALUED:
-            skip = True
-        elif not arg.startswith("-"):
-            words.append(arg)
-    return words
 
 
 def log_name(argv: list[str]) -> str:
     """The log a windowless run writes to: the agent's for ``run AGENT``, else the fleet's."""
     from .agent import valid_name
 
-    words = _words(argv)
+    words = grammar.words(argv)
     # Any safe agent name, configured or not: the config is not read to choose a log.
     if len(words) >= 2 and words[0] == "run" and valid_name(words[1]):
         return words[1]
@@ -247,7 +276,7 @@ def _open_log(argv: list[str]) -> TextIO:
         return open(log, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - lives as long as the process
     except OSError:
         # Nowhere to write: the run still records its heartbeat and events.
-        return open(Path(__import__("os").devnull), "w", encoding="utf-8")  # noqa: SIM115
+        return open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115
 
 
 def main_windowless() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TypeGuard
 
 # An agent's name becomes file and folder names (agents/NAME/, logs/NAME.log, ledger
 # buckets), a crontab word and a Task Scheduler task name: lowercase ASCII letters, digits
@@ -37,7 +38,7 @@ def name_problem(name: object) -> str | None:
     return None
 
 
-def valid_name(name: object) -> bool:
+def valid_name(name: object) -> TypeGuard[str]:
     """Whether ``name`` may name an agent: safe as a file name, a crontab word and a task name.
 
     Says nothing about whether such an agent is configured; every built-in name is valid.
@@ -65,6 +66,25 @@ class Agent:
     daily_tokens: int | None
     model: str
     topics: tuple[str, ...]
+    # A stored record older than this is researched again once the queue is empty (None: never).
+    refresh_after: float | None = None
+    # At most this many subjects a run proposes to other agents' queues.
+    max_proposals: int = 5
+    # Retrieval: URL templates and local globs; empty = ungrounded (the model's memory only).
+    sources: tuple[str, ...] = ()
+    key_fields: tuple[str, ...] = ("summary",)
+    min_tier: str = "secondary"
+    web_search: bool = False
+    audit_model: str = ""  # "" = the research model
+
+    @property
+    def auditor(self) -> str:
+        """The model that audits this agent's records."""
+        return self.audit_model or self.model
+
+    @property
+    def grounded(self) -> bool:
+        return bool(self.sources) or self.web_search
 
     @property
     def custom(self) -> bool:

@@ -1,12 +1,7 @@
 """Alerts: an event line always, then an optional webhook and an optional command.
 
-``send`` is called from the cycle (budget warnings, quarantines, failure streaks) and from
-``mythline watchdog`` (down, recovered). It never raises: an alert must never break a run.
-
-Dedup lives in ``alerts.json`` under ``alerts.lock``. The lock is held only for the
-read-modify-write of that file, never across the webhook or the command, and a key is
-recorded *before* delivery: a crash mid-delivery loses that one alert instead of repeating
-it on every later cycle (at most once).
+``send`` never raises: an alert must never break a run. Delivery and dedup (at most once
+per key): docs/alerts.md.
 """
 
 from __future__ import annotations
@@ -16,6 +11,7 @@ import os
 import re
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
@@ -24,8 +20,11 @@ from typing import Any
 
 from . import __version__, files, paths
 from .agent import valid_name
+from .clock import utcnow
+from .errors import WebhookFailed  # noqa: F401 - re-exported: alerts.WebhookFailed
 from .redact import redact
 from .redact import safe_url as redact_url
+from .retry_after import retry_after as parse_retry_after
 
 KINDS = ("budget-warn", "quarantine", "failures", "down", "recovered")
 KEEP_KEYS = timedelta(days=60)
@@ -54,16 +53,6 @@ def safe_url(url: str) -> str:
     return redact_url(url, keep_path=False)
 
 
-class WebhookFailed(Exception):
-    """The webhook did not accept the alert (after any retries)."""
-
-    def __init__(self, reason: str, *, attempts: int, status: int | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.attempts = attempts
-        self.status = status
-
-
 def post_json(url: str, body: dict[str, Any], *, timeout: float, retries: int,
               sleep: Callable[[float], None] = time.sleep) -> int:
     """POST ``body`` as JSON; retry connection errors, 5xx and 429. Returns the attempts made.
@@ -88,8 +77,9 @@ def post_json(url: str, body: dict[str, Any], *, timeout: float, retries: int,
             status = exc.code
             reason = f"HTTP {exc.code}"
             retryable = exc.code == 429 or 500 <= exc.code < 600
-            retry_after = _retry_after(exc.headers.get("Retry-After") if exc.headers else None)
-        except (TimeoutError, socket.timeout):
+            asked = parse_retry_after(exc.headers)
+            retry_after = None if asked is None else min(asked, MAX_RETRY_AFTER)
+        except TimeoutError:
             raise WebhookFailed(f"no answer within {timeout:g}s", attempts=attempt) from None
         except urllib.error.URLError as exc:
             if isinstance(exc.reason, (TimeoutError, socket.timeout)):
@@ -105,20 +95,9 @@ def post_json(url: str, body: dict[str, Any], *, timeout: float, retries: int,
     raise AssertionError("unreachable")
 
 
-def _retry_after(value: str | None) -> float | None:
-    try:
-        seconds = float(value) if value is not None else None
-    except ValueError:
-        return None
-    if seconds is None or seconds != seconds or seconds < 0:
-        return None
-    return min(seconds, MAX_RETRY_AFTER)
-
-
 # -- alerts.json -----------------------------------------------------------------------------
 
-def _load_state() -> dict[str, Any]:
-    path = paths.alerts_state()
+def _load_state(path: Path) -> dict[str, Any]:
     try:
         data = files.read_json(path)
     except files.CorruptFile:
@@ -136,17 +115,8 @@ def _load_state() -> dict[str, Any]:
 
 def _update(change: Callable[[dict[str, Any]], Any]) -> Any:
     """Apply ``change`` to alerts.json under its lock, write it back, and return its result."""
-    from filelock import FileLock
-
-    paths.home().mkdir(parents=True, exist_ok=True)
-    with FileLock(str(paths.alerts_lock()), timeout=LOCK_TIMEOUT):
-        state = _load_state()
-        before = json.dumps(state, sort_keys=True)
-        result = change(state)
-        # A watchdog every five minutes mostly finds nothing new: leave the file alone then.
-        if json.dumps(state, sort_keys=True) != before or not paths.alerts_state().exists():
-            files.write_json(paths.alerts_state(), state)
-    return result
+    return files.update_json(paths.alerts_state(), paths.alerts_lock(), change, load=_load_state,
+                             timeout=LOCK_TIMEOUT)
 
 
 def _prune(sent: dict[str, Any], now: datetime) -> None:
@@ -278,7 +248,7 @@ def send(settings, *, kind: str, message: str, agent: str | None = None, once_ke
 
 def _send(settings: Any, *, kind: str, message: str, agent: str | None, once_key: str | None,
           data: dict | None, now: datetime | None) -> dict | None:
-    now = now or datetime.now(timezone.utc)
+    now = now or utcnow()
     if now.tzinfo is None:
         now = now.replace(tzinfo=timezone.utc)
     if isinstance(data, dict) and data.get("scope") == "fleet" and agent is not None:
@@ -360,8 +330,11 @@ def _run_command(command: str, payload: dict[str, Any], *, timeout: float) -> di
     env = {**os.environ, **{k: v.replace("\x00", "") for k, v in alert.items()}}
     # Its own process group, so a timeout stops the shell's children too; stderr to a file,
     # not a pipe, so a child that outlives the shell cannot keep us waiting for EOF.
-    group = ({"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if os.name == "nt"
-             else {"start_new_session": True})
+    group: dict[str, Any]
+    if sys.platform == "win32":
+        group = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
+    else:
+        group = {"start_new_session": True}
     with tempfile.TemporaryFile() as stderr:
         try:
             proc = subprocess.Popen(command, shell=True, env=env, stdin=subprocess.DEVNULL,  # noqa: S602
@@ -398,88 +371,3 @@ def _kill_tree(proc: subprocess.Popen) -> None:
         proc.wait(timeout=10)
     except (OSError, subprocess.SubprocessError):
         pass
-
-
-# -- the watchdog -----------------------------------------------------------------------------
-
-def _when(ts: str | None) -> str:
-    if not ts:
-        return "an unknown time"
-    try:
-        return datetime.fromisoformat(ts).astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    except ValueError:
-        return ts
-
-
-def _down_message(row: dict[str, Any], settings: Any) -> str:
-    name = row["agent"]
-    from .durations import format_duration
-
-    if row.get("note") == "hung":
-        return (f"{name} is down (hung): its run started {_when(row['last_run'])} and is still running past "
-                f"budget.run_timeout ({format_duration(settings.budget.run_timeout)}); see: mythline status")
-    grace = format_duration(settings.agent(name).grace)
-    log = f"; its scheduled output: {row['log']}" if row.get("log") else ""
-    start = row.get("start_failure")
-    if start:
-        return (f"{name} is down: the scheduler starts it, but it cannot start ({start['count']} time(s) since "
-                f"{_when(start['since'])}, last run {_when(row['last_run'])}): {start['error']}{log}; "
-                f"see: mythline logs {name}")
-    if row.get("last_run") is None:
-        return (f"{name} is down: it has never run, though its schedule was installed long enough ago "
-                f"(due {_when(row['next_due'])}, grace {grace}); check that cron or Task Scheduler starts it{log}")
-    cause = f"; last error: {row['last_error']}" if row.get("last_error") else ""
-    return (f"{name} is down: last run {_when(row['last_run'])}, due {_when(row['next_due'])}, nothing since "
-            f"(grace {grace}){cause}; check that cron or Task Scheduler still starts it{log}, and see: "
-            f"mythline logs {name}")
-
-
-def watch(settings, *, now: datetime | None = None) -> dict[str, Any]:
-    """One watchdog pass: a ``down`` alert per new incident, a ``recovered`` alert per closed one."""
-    from .status import collect
-
-    now = now or datetime.now(timezone.utc)
-    data = collect(settings, now=now)
-    incidents = open_incidents()
-    sent: list[dict[str, Any]] = []
-    down: list[str] = []
-    streak = settings.config.alerts.consecutive_failures
-    for row in data["agents"]:
-        name = row["agent"]
-        start = row.get("start_failure")
-        if start and start["count"] >= streak:
-            # A run that cannot start never reaches the cycle's own failure-streak alert.
-            result = send(settings, kind="failures", agent=name, now=now,
-                          once_key=f"failures:{name}:start:{start['since']}",
-                          message=f"{name} could not start {start['count']} times in a row: {start['error']}"
-                                  + (f"; its scheduled output: {row['log']}" if row.get("log") else ""),
-                          data={"failures": start["count"], "exit_code": start["exit_code"], "since": start["since"]})
-            if result is not None:
-                sent.append(result)
-        if row["state"] == "down":
-            down.append(name)
-            since = row["last_run"] or "unknown"
-            incident = open_incident(name, since=since, now=now, note=row.get("note"))
-            result = send(settings, kind="down", agent=name, message=_down_message(row, settings),
-                          once_key=incident["key"], now=now,
-                          data={"state": "down", "note": row.get("note"), "last_run": row["last_run"],
-                                "next_due": row["next_due"], "last_error": row.get("last_error")})
-            if result is not None:
-                sent.append(result)
-        elif name in incidents:
-            incident = incidents[name]
-            key = str(incident.get("key"))
-            state = row["state"] + (f" ({row['note']})" if row.get("note") else "")
-            result = send(settings, kind="recovered", agent=name, once_key=f"recovered:{key}", now=now,
-                          message=f"{name} recovered: now {state} (down since {_when(incident.get('opened'))})",
-                          data={"state": row["state"], "down_since": incident.get("opened")})
-            # Sent first, closed after: a crash in between re-finds the incident, and the
-            # once-key keeps the second look from alerting twice.
-            close_incident(name, key)
-            if result is not None:
-                sent.append(result)
-    # Every agent that needs a look, with its cause and log: what a person at the terminal reads.
-    failing = [{"agent": r["agent"], "state": r["state"], "note": r.get("note"), "error": r.get("last_error"),
-                "log": r.get("log")} for r in data["agents"] if r["state"] in ("down", "failed")]
-    return {"now": now.isoformat(), "down": down, "failing": failing, "sent": sent,
-            "start_failures": data.get("start_failures") or []}

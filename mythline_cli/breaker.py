@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import files, paths
+from .clock import utcnow as _utcnow
 from .durations import format_duration, local_clock
-from .errors import ExitCode, MythlineError
+from .errors import BreakerOpen, ProviderWait  # noqa: F401 - re-exported
 from .procs import pid_alive
 from .redact import safe_url
 
@@ -45,22 +46,6 @@ def trips(kind: str | None, status: int | None) -> bool:
     return kind in TRIPPING or (status is not None and status >= 500)
 
 
-class BreakerOpen(MythlineError):
-    """The provider's breaker is open: skip the call."""
-
-    exit_code = ExitCode.PAUSED
-
-    def __init__(self, base_url: str, until: datetime | None, failures: int, probing: bool) -> None:
-        self.base_url = base_url
-        self.until = until
-        if probing:
-            why = "another agent is probing it now"
-        else:
-            why = f"cooling down until {until:%H:%M:%S} UTC" if until else "cooling down"
-        super().__init__(f"{safe_url(base_url)} failed {failures} calls in a row across the fleet; {why}. "
-                         "Nothing was called; the next scheduled run tries again")
-
-
 def _say(seconds: float) -> str:
     # Whole minutes past the first: "asked to wait 15m", not "14m58s" a moment later.
     if seconds >= 60:
@@ -76,21 +61,6 @@ def wait_line(entry: dict[str, Any], now: datetime | None = None) -> str:
     when = local_clock(until, now)
     capped = f"; waiting {_say(waited)} (backoff.max)" if waited < asked else ""
     return f"the provider asked to wait {_say(asked)}{capped}; next try after {when}"
-
-
-class ProviderWait(MythlineError):
-    """The provider asked the fleet to wait, and the wait is not over: skip the call."""
-
-    exit_code = ExitCode.PAUSED
-
-    def __init__(self, agent: str, entry: dict[str, Any]) -> None:
-        self.agent = agent
-        self.until = datetime.fromisoformat(entry["wait_until"])
-        super().__init__(f"{agent}: {wait_line(entry)}; nothing was called")
-
-
-def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -184,23 +154,20 @@ class Breaker:
             and not entry.get("wait_until")
 
     def _update(self, change: Callable[[dict[str, Any]], Any]) -> Any:
-        from filelock import FileLock
-
-        paths.home().mkdir(parents=True, exist_ok=True)
-        with FileLock(str(paths.breaker_lock()), timeout=30):
-            path = paths.breaker()
+        def load(path: Path) -> dict[str, Any]:
             data, problem = _load(path)
             if problem is not None:
                 # Losing breaker state only costs a few extra calls before it trips again; a bad
                 # value left in place would stop every agent of the fleet.
                 self.on_repair(files.quarantine_corrupt(path), problem)
+            return data
+
+        def apply(data: dict[str, Any]) -> Any:
             entry = data.get(self.key) or {"failures": 0, "opened_at": None, "probe": None}
-            before = dict(entry)
-            result = change(entry)
-            if entry != before or self.key not in data:
-                data[self.key] = entry
-                files.write_json(path, data)
-            return result
+            data[self.key] = entry
+            return change(entry)
+
+        return files.update_json(paths.breaker(), paths.breaker_lock(), apply, load=load, timeout=30)
 
     def _check_wait(self, entry: dict[str, Any], agent: str) -> None:
         until = entry.get("wait_until")

@@ -6,11 +6,12 @@ the first step without a recorded result and never pays for a recorded one again
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import os
 from pathlib import Path
 from typing import Any
 
 from . import files, paths
+from .clock import stamp as _now
 from .slug import slug
 
 VERSION = 1
@@ -18,7 +19,8 @@ DONE, QUARANTINED = "done", "quarantined"
 
 
 def _blank(agent: str) -> dict[str, Any]:
-    return {"version": VERSION, "agent": agent, "topics": {}, "current": None}
+    return {"version": VERSION, "agent": agent, "topics": {}, "current": None, "added": [], "removed": [],
+            "inbox_offset": 0}
 
 
 STATUSES = ("pending", DONE, QUARANTINED)
@@ -98,12 +100,22 @@ def problem(data: Any) -> str | None:
     return None
 
 
+def _names(value: Any) -> list[str]:
+    return [v for v in value if type(v) is str] if type(value) is list else []
+
+
 def _defaults(data: dict[str, Any]) -> dict[str, Any]:
     for state in data["topics"].values():
         state.setdefault("status", "pending")
         state.setdefault("attempts", 0)
         state.setdefault("feedback", [])
     data.setdefault("current", None)
+    # Queue changes made with `mythline topics` (or proposed by other agents): topics added to
+    # the configured queue, topics taken out of it, and how much of the inbox is applied.
+    data["added"] = _names(data.get("added"))
+    data["removed"] = _names(data.get("removed"))
+    if not _count(data.get("inbox_offset", 0)):
+        data["inbox_offset"] = 0
     return data
 
 
@@ -152,9 +164,9 @@ class Checkpoint:
                 done += 1
         wanted = set(queue)
         for event in files.iter_jsonl(paths.events(self.agent)):
-            topic = event.get("topic")
-            if event.get("event") == "quarantine" and topic in wanted and self.peek(topic)["status"] != DONE:
-                state = self.topic_state(topic)
+            named = event.get("topic")
+            if event.get("event") == "quarantine" and named in wanted and self.peek(named)["status"] != DONE:
+                state = self.topic_state(named)
                 if state["status"] != QUARANTINED:
                     quarantined += 1
                 attempts = event.get("attempts")
@@ -167,6 +179,71 @@ class Checkpoint:
         files.write_json(paths.checkpoint(self.agent), self.data)
 
     # -- the queue ------------------------------------------------------------------
+    def queue(self, configured: tuple[str, ...]) -> tuple[str, ...]:
+        """The queue this run works on: the configured topics, then the ones added with
+        ``mythline topics add`` or proposed by other agents, less the ones taken out."""
+        removed = set(self.data.get("removed") or ())
+        extra = [t for t in self.data.get("added") or () if t not in configured]
+        return tuple(t for t in (*configured, *extra) if t not in removed)
+
+    def fold_inbox(self, configured: tuple[str, ...], *, known: Any = None) -> list[dict[str, Any]]:
+        """Apply the queue changes waiting in the agent's inbox (``topics add|rm|requeue`` and
+        proposals), in order, and save once; returns the changes applied. The caller holds the
+        run lock: the inbox is the only file others write for this agent, and only by appending.
+        ``known(name)``: whether a proposed subject is in this agent's store already."""
+        offset = self.data.get("inbox_offset") or 0
+        changes, end = read_inbox(self.agent, offset)
+        if end == offset:
+            return []
+        applied = []
+        for change in changes:
+            done = self.apply(change, configured, known=known)
+            if done is not None:
+                applied.append(done)
+        self.data["inbox_offset"] = end
+        self.save()
+        return applied
+
+    def apply(self, change: dict[str, Any], configured: tuple[str, ...], *, known: Any = None) -> dict[str, Any] | None:
+        """One queue change; returns what it did, or None when there was nothing to do."""
+        op, topic = change.get("op"), change.get("topic")
+        if type(topic) is not str or topic_problem(topic) is not None:
+            return None
+        queue = self.queue(configured)
+        added, removed = self.data["added"], self.data["removed"]
+        if op in ("add", "propose"):
+            if topic in queue:
+                return None
+            if op == "propose" and (_normal(topic) in {_normal(t) for t in queue} or (known and known(topic))):
+                return None  # the same subject under another spelling, or an alias of a stored one
+            if topic in removed:
+                removed.remove(topic)
+            if topic not in configured and topic not in added:
+                added.append(topic)
+            state = self.topic_state(topic)
+            state["added"] = change.get("at") or _now()
+            if op == "propose":
+                state["proposed_by"] = {k: change[k] for k in ("agent", "record") if type(change.get(k)) is str}
+            return {"op": op, "topic": topic, **({"by": change["agent"]} if op == "propose" else {})}
+        if op == "rm":
+            if topic not in queue:
+                return None
+            if topic in added:
+                added.remove(topic)
+            if topic in configured:
+                removed.append(topic)
+            cur = self.data.get("current")
+            if cur and cur.get("topic") == topic:
+                self.data["current"] = None  # its recorded steps go with it
+            return {"op": op, "topic": topic}
+        if op == "requeue":
+            state = self.data["topics"].get(topic)
+            if topic not in queue or not state or state.get("status") != QUARANTINED:
+                return None
+            state.update(status="pending", attempts=0, requeued=change.get("at") or _now())
+            return {"op": op, "topic": topic}
+        return None
+
     def topic_state(self, topic: str) -> dict[str, Any]:
         return self.data["topics"].setdefault(topic, {"status": "pending", "attempts": 0, "feedback": []})
 
@@ -213,10 +290,15 @@ class Checkpoint:
         if passed:
             state["status"] = DONE
             state["stored"] = stored
+            state["checked"] = _now()
+            state.pop("refresh", None)
         else:
             state["feedback"] = (state.get("feedback") or []) + [
                 {"attempt": cur["attempt"], "issues": feedback}]
             state["status"] = QUARANTINED if state["attempts"] >= max_attempts else "pending"
+            if state["status"] == QUARANTINED and state.pop("refresh", None):
+                # A refresh that keeps failing leaves the stored record as it was, until the next refresh.
+                state.update(status=DONE, checked=_now(), refresh_failed=_now())
         state["updated"] = _now()
         kept = {k: v for k, v in cur["steps"].items() if k in keep_steps}
         self.data["current"] = None
@@ -227,5 +309,69 @@ class Checkpoint:
         return state["status"]
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat()
+# -- the inbox: queue changes waiting for the agent's run lock --------------------------------
+
+MAX_TOPIC = 200
+
+
+def topic_problem(topic: str) -> str | None:
+    """Why ``topic`` cannot be a topic (a subject's name), or None."""
+    if not topic.strip():
+        return "a topic is a subject's name and cannot be empty"
+    if len(topic) > MAX_TOPIC:
+        return f"a topic is at most {MAX_TOPIC} characters"
+    if any(ord(c) < 32 or ord(c) == 127 for c in topic):
+        return "a topic cannot hold control characters (a tab, a newline)"
+    stripped = topic.strip()
+    if "/" in topic or "\\" in topic or stripped in (".", "..") or stripped.startswith("~"):
+        return (f"{topic!r} looks like a path; a topic is a subject's name, e.g. 'Thrall' "
+                "(no slashes; to research your own files, name them in the config)")
+    return None
+
+
+def inbox_path(agent: str) -> Path:
+    return paths.agent_dir(agent) / "inbox.jsonl"
+
+
+def send(agent: str, change: dict[str, Any]) -> dict[str, Any]:
+    """Append one queue change to ``agent``'s inbox (no lock: one whole-line append); the agent
+    applies it under its run lock, at once or when its next run starts."""
+    entry = {"at": _now(), **change}
+    files.append_jsonl(inbox_path(agent), entry)
+    return entry
+
+
+def read_inbox(agent: str, offset: int) -> tuple[list[dict[str, Any]], int]:
+    """(the complete changes after byte ``offset``, the offset after them). A torn last line (its
+    writer killed mid-append) is left for later: the next append starts on a fresh line."""
+    try:
+        with inbox_path(agent).open("rb") as fh:
+            if os.fstat(fh.fileno()).st_size < offset:
+                offset = 0  # the inbox was removed and started again
+            fh.seek(offset)
+            data = fh.read()
+    except FileNotFoundError:
+        return [], 0
+    import json
+
+    end = data.rfind(b"\n") + 1
+    out = []
+    for raw in data[:end].split(b"\n"):
+        try:
+            item = json.loads(raw)
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(item, dict):
+            out.append(item)
+    return out, offset + end
+
+
+def pending_changes(ck: Checkpoint) -> list[dict[str, Any]]:
+    """The changes in the inbox that the agent has not applied yet (for ``topics ls``)."""
+    return read_inbox(ck.agent, ck.data.get("inbox_offset") or 0)[0]
+
+
+def _normal(name: str) -> str:
+    from .storeindex import normal
+
+    return normal(name)

@@ -15,14 +15,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from . import paths
-from .durations import in_range, parse_duration
 from .agent import Agent, name_problem
+from .durations import in_range, parse_duration
 from .errors import ConfigError, UsageError
-from .fleet.topics import DESCRIPTIONS, DOMAINS, TOPICS
+from .fleet.topics import DESCRIPTIONS, DOMAINS, KEY_FIELDS, SOURCES, TOPICS
+from .paths import locate_config
+from .tiers import DEFAULT_DOMAINS, DEFAULT_WEIGHTS, TIERS
 
 OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
 DEFAULT_MODEL = "openai/gpt-4o-mini"
-CONFIG_NAME = "mythline.toml"
+CONFIG_NAME = paths.CONFIG_NAME
 
 MIN_INTERVAL = 60.0
 MAX_INTERVAL = 31 * 86400.0
@@ -84,7 +86,15 @@ def _between(low: float, high: float, why: str = "") -> BeforeValidator:
     return BeforeValidator(lambda value: in_range(value, low, high, why))
 
 
+def _refresh(value: Any) -> float | None:
+    # TOML has no null: "none" switches refreshing off.
+    if isinstance(value, str) and value.strip().lower() == "none":
+        return None
+    return in_range(value, 3600, 366 * 86400, "how old a record gets before it is researched again")
+
+
 Duration = Annotated[float, BeforeValidator(_duration)]
+RefreshAfter = Annotated[float | None, BeforeValidator(_refresh)]
 Interval = Annotated[float, BeforeValidator(_interval)]
 UsdCap = Annotated[float | None, BeforeValidator(_cap)]
 TokenCap = Annotated[int | None, BeforeValidator(_cap)]
@@ -92,6 +102,56 @@ TokenCap = Annotated[int | None, BeforeValidator(_cap)]
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
+
+
+Tier = Literal["official", "primary", "secondary", "tertiary"]
+
+
+class WebSearch(_Model):
+    """OpenRouter's web plugin: its results become sources; each result is paid and reserved."""
+
+    max_results: int = Field(default=3, ge=1, le=10)
+    # OpenRouter's price for its Exa-backed search: $4 per 1000 results.
+    usd_per_result: float = Field(default=0.004, ge=0)
+
+
+class Sources(_Model):
+    """Retrieval for the whole fleet: how pages are fetched, cached, tiered and quoted."""
+
+    timeout: Annotated[float, _between(1, 600, "the longest wait for one page")] = 20.0
+    max_bytes: int = Field(default=2_000_000, ge=10_000, le=100_000_000)
+    max_redirects: int = Field(default=5, ge=0, le=20)
+    host_delay: Duration = 2.0
+    cache_max_age: Duration = 86400.0
+    contact: str = Field(default="", max_length=200)
+    max_excerpt_chars: int = Field(default=6000, ge=200, le=200_000)
+    # A longer source is summarised map-reduce style, one paid, checkpointed call per chunk.
+    summarise: bool = True
+    chunk_chars: int = Field(default=12000, ge=1000, le=500_000)
+    max_chunks: int = Field(default=8, ge=1, le=100)
+    evidence_threshold: float = Field(default=95.0, ge=50, le=100)
+    min_quote_chars: int = Field(default=20, ge=1, le=1000)
+    tiers: dict[str, Tier] = dict(DEFAULT_DOMAINS)
+    weights: dict[Tier, float] = dict(DEFAULT_WEIGHTS)
+    web_search: WebSearch = WebSearch()
+
+    @field_validator("tiers")
+    @classmethod
+    def _with_defaults(cls, value: dict[str, str]) -> dict[str, str]:
+        # The owner's table adds to and overrides the built-in one rather than replacing it.
+        return {**DEFAULT_DOMAINS, **value}
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, value: dict[str, float]) -> dict[str, float]:
+        merged = {**DEFAULT_WEIGHTS, **value}
+        for tier, weight in merged.items():
+            if not 0 <= weight <= 1:
+                raise ValueError(f"{tier}: a weight is between 0 and 1")
+        order = [merged[t] for t in TIERS]
+        if order != sorted(order, reverse=True):
+            raise ValueError("weights must not rise from official to tertiary")
+        return merged
 
 
 class Prices(_Model):
@@ -180,6 +240,33 @@ class AgentDefaults(_Model):
     model: str | None = None
     topics: list[str] | None = None
     extra_topics: list[str] | None = None
+    refresh_after: RefreshAfter = None
+    max_proposals: int | None = Field(default=None, ge=0, le=100)
+    # Retrieval: URL templates and local paths or globs; unset = the built-in templates of the
+    # agent's kind, [] = none (the agent researches from the model's memory, ungrounded).
+    sources: list[Annotated[str, Field(min_length=1, max_length=2000)]] | None = None
+    key_fields: list[str] | None = None
+    min_tier: Tier | None = None
+    web_search: bool | None = None
+    # The model that audits the record; unset = the research model (doctor warns: a model
+    # prefers its own answers).
+    audit_model: str | None = Field(default=None, min_length=1)
+
+    @field_validator("sources")
+    @classmethod
+    def _sources(cls, value: list[str] | None) -> list[str] | None:
+        return _no_userinfo(value)
+
+
+def _no_userinfo(specs: list[str] | None) -> list[str] | None:
+    """``specs``, unless a URL among them carries credentials."""
+    for spec in specs or ():
+        if spec.startswith(("http://", "https://")) and "@" in spec.split("://", 1)[1].split("/", 1)[0]:
+            # It would reach the page cache, the events and the store with every source.
+            raise ValueError("a source URL carries a user name or password (user:password@host); "
+                             "use a URL without one")
+    return specs
+
 
 
 class AgentSettings(AgentDefaults):
@@ -200,7 +287,8 @@ class AgentSettings(AgentDefaults):
 
 DEFAULT_AGENT = AgentDefaults(
     enabled=True, interval=1800.0, grace=900.0, max_attempts=3, min_score=0.7,
-    min_sources=2, daily_usd=0.5, daily_tokens=500_000,
+    min_sources=2, daily_usd=0.5, daily_tokens=500_000, refresh_after=30 * 86400.0, max_proposals=5,
+    min_tier="secondary", web_search=False,
 )
 
 
@@ -258,6 +346,7 @@ class Config(_Model):
     breaker: Breaker = Breaker()
     alerts: Alerts = Alerts()
     schedule: Schedule = Schedule()
+    sources: Sources = Sources()
 
     @field_validator("agents", mode="before")
     @classmethod
@@ -277,6 +366,14 @@ class Config(_Model):
 
     def agent_problem(self) -> tuple[str, str] | None:
         """(key, problem) of the first custom-agent rule a valid file still breaks, or None."""
+        from .fleet.schemas import RECORD_MODELS
+
+        for where, table in (("defaults", self.defaults), *((f"agents.{n}", t) for n, t in self.agents.items())):
+            kinds = [getattr(table, "kind", None) or where.removeprefix("agents.")] if where != "defaults" else list(TOPICS)
+            for key in table.key_fields or ():
+                if not any(key in RECORD_MODELS[k].model_fields for k in kinds if k in RECORD_MODELS):
+                    return (f"{where}.key_fields", f"{key!r} is not a field of the record; name a text or list field "
+                            f"of the {kinds[0] if len(kinds) == 1 else 'agents'}' schema")
         for name, table in self.agents.items():
             if name in TOPICS:
                 if table.kind not in (None, name):
@@ -368,7 +465,11 @@ class Settings:
             min_sources=merged["min_sources"], daily_usd=merged["daily_usd"],
             daily_tokens=merged["daily_tokens"],
             model=self.model_override or merged.get("model") or self.provider.model,
-            topics=topics,
+            topics=topics, refresh_after=merged.get("refresh_after"), max_proposals=merged["max_proposals"],
+            sources=tuple(SOURCES.get(kind, ()) if merged.get("sources") is None else merged["sources"]),
+            key_fields=tuple(dict.fromkeys(("summary", *KEY_FIELDS.get(kind, ()), *(merged.get("key_fields") or ())))),
+            min_tier=merged.get("min_tier") or "secondary", web_search=bool(merged.get("web_search")),
+            audit_model=merged.get("audit_model") or "",
         )
 
     def prompts_dir(self) -> Path | None:
@@ -379,26 +480,6 @@ class Settings:
         if not path.is_absolute() and self.source is not None:
             path = self.source.parent / path
         return path
-
-
-def locate_config(explicit: Path | None) -> tuple[Path | None, str | None]:
-    """The config file to use and the lookup step that found it (``FOUND_BY``): ``--config``,
-    ``$MYTHLINE_CONFIG``, ./, the user config dir; (None, None) for the built-in defaults."""
-    if explicit is not None:
-        if not explicit.is_file():
-            raise ConfigError("no such file (given with --config)", path=explicit)
-        return explicit, "--config"
-    env = os.environ.get("MYTHLINE_CONFIG")
-    if env:
-        path = Path(env).expanduser()
-        if not path.is_file():
-            raise ConfigError("no such file (given in MYTHLINE_CONFIG)", path=path)
-        return path, "MYTHLINE_CONFIG"
-    for candidate, step in ((Path.cwd() / CONFIG_NAME, "working directory"),
-                            (paths.user_config_dir() / CONFIG_NAME, "user config dir")):
-        if candidate.is_file():
-            return candidate, step
-    return None, None
 
 
 def find_config(explicit: Path | None) -> Path | None:

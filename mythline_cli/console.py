@@ -77,6 +77,7 @@ _SHARING_VIOLATIONS = {32, 33}
 
 def disk_error_line(exc: OSError) -> str | None:
     """The one line for a file-system error at a write, or None if it is not one."""
+    hint: str | None
     if getattr(exc, "winerror", None) in _SHARING_VIOLATIONS:
         hint = "another program holds the file open (an antivirus scanner or a sync client?): try again later"
     else:

@@ -1,12 +1,15 @@
-"""One research -> validate -> store pass for one agent: the step machine.
+"""One research -> validate -> store pass for one agent.
 
-Every LLM call is estimated and reserved in the ledger first, settled after, and its
-result recorded in the checkpoint before anything else happens. A run that dies at any
-point resumes at the first step without a recorded result.
+``Cycle`` holds the run lock and the LLM client, asks the planner for the next step and
+carries it out, and turns every way a run can end into an ``Outcome``. Every LLM call is
+estimated and reserved in the ledger first, settled after, and its result recorded in the
+checkpoint before anything else happens.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import random
 import threading
@@ -14,41 +17,54 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Any
+from datetime import datetime, timezone
+from typing import Any, Literal
 
 from filelock import FileLock, Timeout
 
+from . import backoff, killswitch, negotiate, notify, paths, planner, pricing, recovery
 from . import checkpoint as ckpt_mod
 from . import heartbeat as hb_mod
-from . import killswitch, negotiate, paths, pricing, research, validate
 from .breaker import Breaker, BreakerOpen, ProviderWait, wait_line
 from .checkpoint import Checkpoint
 from .config import Agent, Settings
-from .errors import (Aborted, AlreadyRunning, BackingOff, BudgetExceeded, ExitCode, Interrupted, LedgerCorrupt,
-                     LLMError, MythlineError, UnknownPrice, UsageError)
+from .errors import (
+    Aborted,
+    AlreadyRunning,
+    BudgetExceeded,
+    ExitCode,
+    Interrupted,
+    LedgerCorrupt,
+    LLMError,
+    MythlineError,
+    UnknownPrice,
+    UsageError,
+)
 from .events import EventLog
-from .fleet.schemas import RECORD_MODELS
+from .fleet import crosscheck
+from .fleet import topics as fleet_topics
 from .heartbeat import Heartbeat
-from .ledger import Ledger, Reservation, crossings
+from .ledger import Ledger, Reservation
+from .planner import AUDIT_STEPS, RESEARCH_STEPS, Call, Gather, Reject, Store
 from .redact import redact, safe_url
 from .stopping import StopFlag
 from .store import store_record
 
 Listener = Callable[[dict[str, Any]], None]
-# The audit's own steps: when only these fail, the paid research answer is kept.
-AUDIT_STEPS = ("audit", "audit-repair")
-RESEARCH_STEPS = ("research", "repair")
+Result = Literal["stored", "unchanged", "rejected", "quarantined", "queue-empty"]
+
+
+class SourcesUnavailable(MythlineError):
+    """Too few sources this run because hosts are resting or unreachable: a failed run (the
+    agent backs off), not a verdict on the topic."""
 
 
 class _SteppedDown(Exception):
     """The server rejected the structured-output mode; ``auto`` recorded the next one."""
 
 
-# A repair is sent warmer and with a new seed: at temperature 0 the same request brings back
-# the same answer byte for byte.
+# How much warmer a nudged call (planner.Call.nudge: a repair) is sent, with a new seed.
 REPAIR_NUDGE = 0.3
-REPEAT = "the repair returned the same answer byte for byte"
 
 
 class _Rejected(Exception):
@@ -61,35 +77,17 @@ class _Rejected(Exception):
         self.issue = issue
 
 
-Interpretation = tuple[dict[str, Any] | None, str | None]
-
-
-def interpret(content: Any, model: type[Any]) -> Interpretation:
-    """A recorded answer as a valid ``model`` dict, or (None, what is wrong). Never raises:
-    an answer nested too deep, not text, or anything else a parser trips on is an answer
-    that is not valid, to be repaired or rejected like any other."""
-    if not isinstance(content, str):
-        return None, f"the recorded answer is not text ({type(content).__name__})"
-    try:
-        record, error = research.parse(content, model)
-    except Exception as exc:  # noqa: BLE001 - whatever it is, the answer gets a verdict
-        return None, f"could not be read ({type(exc).__name__}: {str(exc)[:200]})"
-    if error is not None or record is None:
-        return None, error or "no record"
-    return record, None  # parse has replaced lone surrogates already
-
-
 @dataclass
 class Outcome:
     """How a run ended: exit code, heartbeat state, and the one line to show on failure."""
 
-    code: int
-    state: str
+    code: int  # an ExitCode
+    state: str  # the heartbeat's: ok, queue-empty, failed, over-budget, paused, interrupted
     agent: str
     topic: str | None = None
     message: str | None = None
     warnings: list[str] = field(default_factory=list)
-    result: str | None = None  # stored / unchanged / rejected / quarantined / queue-empty
+    result: Result | None = None  # what became of the topic, when the run got that far
 
 
 def new_run_id() -> str:
@@ -113,16 +111,19 @@ class _CallBudget:
     """The ledger side of one logical call: reserve, pay for lost attempts, settle."""
 
     def __init__(self, ledger: Ledger, agent: Agent, estimate: pricing.Estimate, *, run_id: str, step: str,
-                 events: EventLog, before_send: Callable[[], None] = lambda: None) -> None:
+                 events: EventLog, before_send: Callable[[], None] = lambda: None, extra_usd: float = 0.0) -> None:
         self.ledger, self.agent, self.estimate = ledger, agent, estimate
         self.before_send = before_send
         self.run_id, self.step, self.events = run_id, step, events
+        self.extra_usd = extra_usd
         self.open: Reservation | None = ledger.reserve(agent, estimate, run_id=run_id, step=step)
 
     def _cost(self, prompt: int, completion: int, provider_cost: float | None) -> tuple[float | None, str]:
         if provider_cost is not None:
             return provider_cost, "provider"
         usd = pricing.cost_of(prompt, completion, self.estimate.price)
+        if usd is not None and self.extra_usd:
+            usd += self.extra_usd  # web search results, billed per result
         return usd, "tokens x prices" if usd is not None else "unpriced"
 
     def _overrun(self, res: Reservation, usd: float | None) -> None:
@@ -199,13 +200,10 @@ class Cycle:
         self.listener = listener
         self.ledger = ledger or Ledger(settings)
         self.events = EventLog(agent.name, self.run_id, secrets=(key,) if key else ())
-        self.prompts_dir = settings.prompts_dir()
         self._client_factory = client_factory
         self._client: Any = None
-        self.schema = RECORD_MODELS[agent.kind]
-        # What response_format sends (``auto`` resolved), and what the prompts are written for.
-        self.wire = negotiate.mode(settings.provider, agent.model)
-        self.mode = negotiate.prompt_mode(self.wire)
+        self.plan_ctx = planner.Context.of(settings, agent)
+        self._noted: set[tuple[str, str]] = set()  # planner notes already emitted this run
 
     # -- plumbing ------------------------------------------------------------------------
     def emit(self, event: str, **data: Any) -> None:
@@ -256,9 +254,9 @@ class Cycle:
         warnings = self.warnings
         killswitch.check(agent.name)
         previous, hb_moved = hb_mod.read(agent.name)
-        self._check_backoff(previous)
         if not self.force:
-            # Before the heartbeat: a run skipped for the provider's wait leaves no trace, like backoff.
+            # Before the heartbeat: a run skipped for a backoff or the provider's wait leaves no trace.
+            backoff.check(agent.name, previous)
             self.breaker.check_wait(agent.name)
         ck = Checkpoint.load(agent.name)
         self.hb = Heartbeat(agent.name, self.run_id, previous=previous, pid=os.getpid(), secrets=self.events.secrets)
@@ -279,27 +277,23 @@ class Cycle:
         for event in self._early:
             self.emit("corrupt-state", **event)
         try:
-            # Every run settles the books first: a crashed run's reservation is reclaimed even
-            # when this run has nothing left to call.
-            rebuilt = self.ledger.housekeep()
+            repairs = recovery.at_start(self.ledger, ck, agent, hb_moved)
         except LedgerCorrupt as exc:
             self.emit("error", step="start", error=str(exc))
             # No backoff: nothing was called, and the fix (budget repair) is the operator's.
             return self._end(t0, "failed", exc.exit_code, None, str(exc), ck, warnings, failure=False)
-        if rebuilt is not None:
-            warnings.append(f"ledger.json was unreadable ({rebuilt['problem']}); copied aside to "
-                            f"{rebuilt['moved_aside']} and rebuilt from its journal ({rebuilt['seq']} entries)")
-            self.emit("corrupt-state", file="ledger", moved_to=str(rebuilt["moved_aside"]), seq=rebuilt["seq"])
-        if hb_moved is not None:
-            warnings.append(f"{agent.name}: heartbeat was unreadable; moved aside to {hb_moved} and started afresh")
-            self.emit("corrupt-state", file="heartbeat", moved_to=str(hb_moved))
-        if ck.moved_aside is not None:
-            found = ck.recover(agent.topics, domain=agent.domain)
-            warnings.append(f"{agent.name}: checkpoint was unreadable; moved aside to {ck.moved_aside}, rebuilt from "
-                            f"the store and the event log ({found['done']} topics done, {found['quarantined']} "
-                            "quarantined); the attempt in progress starts again")
-            self.emit("corrupt-state", file="checkpoint", moved_to=str(ck.moved_aside), recovered=found)
+        for repair in repairs:
+            warnings.append(repair.warning)
+            self.emit("corrupt-state", **repair.event)
+        agent = self.agent = fleet_topics.fold(ck, agent, self.emit)
+        if agent.kind == "lore-crosscheck":
+            agent = self.agent = crosscheck.scan(self.settings, agent, ck, self.emit)
+        self.plan_ctx = planner.Context.of(self.settings, agent)  # the queue as changed above
         topic = ck.next_topic(agent.topics)
+        if topic is None:
+            topic = fleet_topics.stale_topic(ck, agent)
+            if topic is not None:
+                self.emit("refresh", topic=topic, refresh_after_s=agent.refresh_after)
         counts = ck.counts(agent.topics)
         if topic is None:
             self.hb.finish("queue-empty", started_at=t0, ended_at=time.monotonic(), step=None, topics=counts,
@@ -327,11 +321,11 @@ class Cycle:
             return self._end(t0, "failed", exc.exit_code, topic, str(exc), ck, warnings, failure=False)
         except LLMError as exc:
             self.emit("error", step=self.hb.data.get("step"), error=str(exc), status=exc.status)
-            message = f"{agent.name}: {exc}"
+            line = f"{agent.name}: {exc}"
             if self._wait_line:
-                message += f"; {self._wait_line}"
-            return self._end(t0, "failed", ExitCode.FAILED, topic, message, ck, warnings)
-        except LedgerCorrupt as exc:
+                line += f"; {self._wait_line}"
+            return self._end(t0, "failed", ExitCode.FAILED, topic, line, ck, warnings)
+        except (LedgerCorrupt, SourcesUnavailable) as exc:
             self.emit("error", step=self.hb.data.get("step"), error=str(exc))
             return self._end(t0, "failed", exc.exit_code, topic, str(exc), ck, warnings)
         except Aborted:
@@ -340,12 +334,9 @@ class Cycle:
             self.emit("error", step=self.hb.data.get("step"), error=f"{type(exc).__name__}: {exc}")
             self._end(t0, "failed", ExitCode.FAILED, topic, f"{agent.name}: {exc}", ck, warnings)
             raise
-        message = None
+        message: str | None = None
         if result == "quarantined":
-            message = f"{agent.name}: topic {topic!r} quarantined after {agent.max_attempts} failed attempts"
-            if self._issues:
-                message += f"; last problem: {self._issues[0]}"
-            self._alert("quarantine", message, once_key=f"quarantine:{agent.name}:{topic}", topic=topic)
+            message = notify.quarantined(self.settings, agent, self.emit, topic, self._issues)
         out = self._end(t0, "ok", ExitCode.OK, topic, None, ck, warnings, result=result)
         out.message = message
         return out
@@ -357,7 +348,7 @@ class Cycle:
             return {}
 
     def _end(self, t0: float, state: str, code: int, topic: str | None, message: str | None, ck: Checkpoint,
-             warnings: list[str], *, failure: bool = True, result: str | None = None) -> Outcome:
+             warnings: list[str], *, failure: bool = True, result: Result | None = None) -> Outcome:
         now = datetime.now(timezone.utc).isoformat()
         fields: dict[str, Any] = {"topics": ck.counts(self.agent.topics), **self._today_safe()}
         if state == "ok":
@@ -367,164 +358,123 @@ class Cycle:
             if failure:
                 streak = int(self.hb.data.get("consecutive_failures") or 0) + 1
                 fields["consecutive_failures"] = streak
-                until = self._backoff_until(streak)
-                if self._wait_until and datetime.fromisoformat(self._wait_until) > datetime.fromisoformat(until):
-                    until = self._wait_until  # never sooner than the provider asked
-                fields["backoff_until"] = until
+                fields["backoff_until"] = backoff.until(self.settings.config.backoff, streak,
+                                                        not_before=self._wait_until)
         self.hb.finish(state, started_at=t0, ended_at=time.monotonic(), **fields)
         if failure and state == "failed":
-            streak = fields["consecutive_failures"]
-            if streak == self.settings.config.alerts.consecutive_failures:
-                self._alert("failures", f"{self.agent.name} failed {streak} runs in a row: {message}",
-                            once_key=f"failures:{self.agent.name}:{self.run_id}", failures=streak)
+            notify.failure_streak(self.settings, self.agent.name, self.emit, fields["consecutive_failures"], message,
+                                  self.run_id)
         self.emit("run-end", outcome=result or state, exit_code=code, duration_s=round(time.monotonic() - t0, 3))
         message = redact(message, self.events.secrets)
         return Outcome(code, state, self.agent.name, topic=topic, message=message, warnings=warnings, result=result)
 
     # -- one attempt at one topic --------------------------------------------------------
-    def _attempt(self, ck: Checkpoint, topic: str) -> str:
+    def _attempt(self, ck: Checkpoint, topic: str) -> Result:
+        """Carry out the planner's steps until it ends the attempt: each call is recorded in the
+        checkpoint, and the planner, asked again, moves past it."""
+        ck.current(topic, self.run_id)
+        called: set[str] = set()
         try:
             while True:
-                try:
-                    return self._steps(ck, topic)
-                except _SteppedDown:
-                    continue  # the same steps, asked in the structured-output mode the server takes
+                step = planner.plan(self.plan_ctx, ck)
+                for event, data in step.notes:
+                    if (event, data["step"]) not in self._noted:
+                        self._noted.add((event, data["step"]))
+                        self.emit(event, **data)
+                action = step.action
+                assert step.topic == topic and step.attempt is not None
+                if isinstance(action, Call):
+                    if action.step in called:  # a recorded answer always moves the plan on
+                        raise RuntimeError(f"the planner asked for step {action.step!r} twice")
+                    called.add(action.step)
+                    try:
+                        self._call(ck, action, step.attempt)
+                    except _SteppedDown:
+                        # Nothing was recorded: the same step, planned again in the structured-output
+                        # mode the server takes.
+                        called.discard(action.step)
+                elif isinstance(action, Gather):
+                    if "sources" in called:
+                        raise RuntimeError("the planner asked for the sources twice")
+                    called.add("sources")
+                    verdict = self._gather(ck, topic, action, step.attempt)
+                    if verdict is not None:
+                        return verdict
+                elif isinstance(action, Reject):
+                    return self._reject(ck, topic, action.issues, verdict=action.verdict, keep=action.keep)
+                elif isinstance(action, Store):
+                    return self._store(ck, topic, action, step.attempt)
+                else:
+                    raise AssertionError(f"no executor for {action!r}")
         except _Rejected as exc:
             # Only the audit failed: the paid research answer waits for the next attempt.
             keep = RESEARCH_STEPS if exc.step in AUDIT_STEPS else ()
-            return self._reject(ck, topic, [exc.issue], score=None, keep=keep)
+            return self._reject(ck, topic, [exc.issue], verdict={"score": None, "passed": False,
+                                                                 "issues": [exc.issue]}, keep=keep)
 
-    def _interpret(self, step: str, steps: dict[str, Any], model: type[Any]) -> Interpretation:
-        return interpret((steps.get(step) or {}).get("content"), model)
-
-    def _ask(self, ck: Checkpoint, steps: dict[str, Any], names: tuple[str, str], messages: list[dict[str, str]],
-             fmt: dict[str, Any], model: type[Any], attempt: int) -> Interpretation:
-        """A step's answer as a valid ``model`` dict, calling for it unless it is recorded, with
-        one repair call (``names``: the step, its repair) when it is unreadable; else the last
-        error."""
-        step, fix = names
-        if step not in steps:
-            self._call(ck, step, messages, fmt, attempt, nudge=step == "research" and self._nudge_first)
-        record, error = self._interpret(step, steps, model)
-        if error is None:
-            return record, None
-        self.emit("invalid-output", step=step, error=error)
-        if fix not in steps:
-            repair = research.repair_messages(messages, str(steps[step].get("content")), error, self.prompts_dir)
-            self._call(ck, fix, repair, fmt, attempt, nudge=True)
-        first = error
-        record, error = self._interpret(fix, steps, model)
-        if error is not None:
-            if steps[fix].get("content") == steps[step].get("content"):
-                # Paid once for the same text is enough: the attempt ends here, and the next
-                # one starts nudged too.
-                self.emit("repeat-answer", step=fix, of=step)
-                error = f"{REPEAT}: {first}"
-            self.emit("invalid-output", step=fix, error=error)
-        return record, error
-
-    def _steps(self, ck: Checkpoint, topic: str) -> str:
+    def _store(self, ck: Checkpoint, topic: str, action: Store, attempt: int) -> Result:
         agent = self.agent
-        cur = ck.current(topic, self.run_id)
-        steps = cur["steps"]
-        feedback = ck.peek(topic).get("feedback") or []
-        msgs = research.messages(agent, topic, feedback, self.prompts_dir, self.schema, self.mode)
-        fmt = negotiate.response_format(self.schema, self.wire)
-        # After an attempt whose repair came back unchanged, even the first call is varied.
-        self._nudge_first = any(REPEAT in str(i) for f in feedback[-1:] for i in f.get("issues", []))
-
-        record, error = self._ask(ck, steps, ("research", "repair"), msgs, fmt, self.schema, cur["attempt"])
-        if error is not None:
-            return self._reject(ck, topic, [f"the answer was not a valid record: {error}"], score=None)
-        assert record is not None
-
-        try:
-            problems = validate.check_rules(record, agent)
-        except Exception as exc:  # noqa: BLE001 - a record the rules cannot read is not a valid one
-            problems = [f"the record could not be checked ({type(exc).__name__}: {str(exc)[:200]})"]
-        if problems:
-            return self._reject(ck, topic, problems, score=None)
-
-        amsgs = validate.audit_messages(agent, topic, record, self.prompts_dir, self.mode)
-        afmt = negotiate.response_format(validate.Audit, self.wire, name="audit")
-        # Repaired like research: one call that shows the model its unreadable answer.
-        audit, error = self._ask(ck, steps, ("audit", "audit-repair"), amsgs, afmt, validate.Audit, cur["attempt"])
-        if error is not None:
-            return self._reject(ck, topic, [f"the audit answer was unreadable: {error}"], score=None,
-                                keep=RESEARCH_STEPS)
-        assert audit is not None
-        validated_at = (steps.get("audit-repair") or steps["audit"])["recorded"]
-        score, issues = float(audit["score"]), list(audit["issues"])
-        passed = score >= agent.min_score
-        self.emit("verdict", topic=topic, attempt=cur["attempt"], score=score, min_score=agent.min_score,
-                  passed=passed, issues=issues)
-        if not passed:
-            return self._reject(ck, topic, issues or [f"audit score {score:.2f} is below {agent.min_score:.2f}"],
-                                score=score, verdict_sent=True)
-
+        steps = ck.data["current"]["steps"]
+        self.emit("verdict", topic=topic, attempt=attempt, **action.verdict)
         self.hb.beat(step="store")
         calls = [s for s in steps.values() if "prompt_tokens" in s]
         provenance = {
             "agent": agent.name, "model": steps["research"].get("model", agent.model), "run_id": self.run_id,
-            "attempt": cur["attempt"], "score": score, "audit_issues": issues,
+            "attempt": attempt, "score": action.score, "audit_issues": action.issues,
             "tokens": sum(s["prompt_tokens"] + s["completion_tokens"] for s in calls),
             "cost_usd": round(sum(s.get("usd") or 0.0 for s in calls), 8),
-            "sources": record.get("sources", []),
-            "researched_at": steps["research"]["recorded"], "validated_at": validated_at,
+            **action.provenance,
+            "researched_at": steps["research"]["recorded"], "validated_at": action.validated_at,
         }
-        stored = store_record(domain=agent.domain, topic=topic, record=record, provenance=provenance)
+        stored = store_record(domain=agent.domain, topic=topic, record=action.record, provenance=provenance)
         self.emit("store", topic=topic, **stored)
         ck.finish_attempt(passed=True, feedback=[], max_attempts=agent.max_attempts, stored=stored)
+        if stored["action"] != "unchanged":
+            fleet_topics.after_store(self.settings, agent, topic, action.record, self.emit)
         return "stored" if stored["action"] != "unchanged" else "unchanged"
 
+    # -- retrieval ---------------------------------------------------------------------------
+    def _gather(self, ck: Checkpoint, topic: str, action: Gather, attempt: int) -> Result | None:
+        """Retrieve the attempt's sources and record them (no LLM money); a verdict instead when
+        too few are usable: the topic is rejected (quarantined at ``max_attempts``) when they are
+        gone, ``SourcesUnavailable`` when a host is only resting or unreachable."""
+        from . import fetch
+        from . import sources as sources_mod
+
+        agent, cfg = self.agent, self.settings.config.sources
+        self._boundary()
+        self.hb.beat(step="sources")
+        policy = fetch.Policy(timeout=cfg.timeout, max_bytes=cfg.max_bytes, max_redirects=cfg.max_redirects,
+                              host_delay=cfg.host_delay, cache_max_age=cfg.cache_max_age, contact=cfg.contact)
+        base = self.settings.source.parent if self.settings.source is not None else None
+        with fetch.Fetcher(policy, sleep=self._nap) as fetcher:
+            found, outcomes = sources_mod.gather(action.specs, topic, fetcher=fetcher, base_dir=base,
+                                                 domains=dict[str, str](cfg.tiers), max_bytes=cfg.max_bytes)
+        for out in outcomes:
+            self.emit("source", topic=topic, spec=out.spec, url=out.url, status=out.status,
+                      **({"reason": out.reason} if out.reason else {}), **({"cached": out.cached} if out.cached else {}))
+        need = max(1, agent.min_sources)
+        if len(found) < need:
+            dropped = "; ".join(f"{o.url}: {o.reason}" for o in outcomes if o.status != "ok") or "no source specs"
+            issue = (f"only {len(found)} of the {need} sources needed could be retrieved for {topic!r} ({dropped}); "
+                     "nothing was sent to the model")
+            if any(o.status in ("backoff", "failed", "blocked") for o in outcomes):
+                raise SourcesUnavailable(f"{agent.name}: {issue}; the next run tries again")
+            keep = tuple(k for k in ck.data["current"]["steps"] if planner.retrieval_step(k))
+            return self._reject(ck, topic, [issue], verdict={"score": None, "passed": False, "issues": [issue]},
+                                keep=keep)
+        ck.record_step("sources", {"content": json.dumps({"sources": [s.meta() for s in found]}),
+                                   "prompt_tokens": 0, "completion_tokens": 0, "usd": 0.0})
+        return None
+
     # -- failing well ----------------------------------------------------------------------
-    def _check_backoff(self, previous: dict[str, Any] | None) -> None:
-        until = (previous or {}).get("backoff_until")
-        if self.force or not isinstance(until, str):
-            return
-        try:
-            when = datetime.fromisoformat(until)
-        except ValueError:
-            return
-        if datetime.now(timezone.utc) < when:
-            raise BackingOff(self.agent.name, until, int((previous or {}).get("consecutive_failures") or 0))
-
-    def _backoff_until(self, streak: int) -> str:
-        cfg = self.settings.config.backoff
-        wait = min(cfg.max, cfg.base * 2 ** (streak - 1))
-        wait *= 1 + cfg.jitter * (2 * random.random() - 1)
-        return (datetime.now(timezone.utc) + timedelta(seconds=min(wait, cfg.max))).isoformat()
-
-    def _alert(self, kind: str, message: str, *, once_key: str, **data: Any) -> None:
-        try:
-            from . import alerts
-
-            alerts.send(self.settings, kind=kind, message=message, agent=self.agent.name, once_key=once_key,
-                        data=data)
-        except Exception as exc:  # noqa: BLE001 - an alert must never break a run
-            self.emit("alert-failed", kind=kind, error=f"{type(exc).__name__}: {exc}")
-
-    def _warn_budget(self) -> None:
-        warn_at = self.settings.config.alerts.warn_at
-        try:
-            hits = crossings(self.ledger, self.agent, warn_at)
-        except MythlineError:
-            return
-        from .money import usd
-
-        for hit in hits:
-            scope = hit["scope"]
-            spent = usd(hit['spent']) if hit["unit"] == "usd" else f"{int(hit['spent']):,} tokens"
-            cap = usd(hit['cap']) if hit["unit"] == "usd" else f"{int(hit['cap']):,} tokens"
-            self._alert("budget-warn", f"{scope} has spent {spent} of its {cap} cap ({hit['setting']}) "
-                        f"in {hit['window']}", once_key=f"budget-warn:{scope}:{hit['unit']}:{hit['window']}", **hit)
-
-    def _reject(self, ck: Checkpoint, topic: str, issues: list[str], *, score: float | None,
-                verdict_sent: bool = False, keep: tuple[str, ...] = ()) -> str:
+    def _reject(self, ck: Checkpoint, topic: str, issues: list[str], *, verdict: dict[str, Any],
+                keep: tuple[str, ...] = ()) -> Result:
         attempt = ck.data["current"]["attempt"]
         self._issues = issues
-        if not verdict_sent:
-            self.emit("verdict", topic=topic, attempt=attempt, score=score, passed=False, issues=issues)
+        # Retrieval (search, sources, summaries) is as good for the next attempt.
+        keep = keep + tuple(k for k in ck.data["current"]["steps"] if planner.retrieval_step(k) and k not in keep)
+        self.emit("verdict", topic=topic, attempt=attempt, **verdict)
         status = ck.finish_attempt(passed=False, feedback=issues, max_attempts=self.agent.max_attempts,
                                    keep_steps=keep)
         if status == ckpt_mod.QUARANTINED:
@@ -543,18 +493,16 @@ class Cycle:
         self.stop.check()
         killswitch.check(self.agent.name, mid_run=True)
 
-    def _estimate(self, messages: list[dict[str, str]], fmt: dict[str, Any]) -> pricing.Estimate:
+    def _estimate(self, call: Call) -> pricing.Estimate:
         """The call's estimate, computed where a stop signal can still end the run: loading
         the tokenizer may block in C code (a download that never answers) for ever, and a
         Python signal handler cannot run there, so the work is done in a helper thread while
         this one waits, a fraction of a second at a time, for it or for a stop."""
-        p = self.settings.provider
         box: dict[str, Any] = {}
 
         def work() -> None:
             try:
-                box["est"] = pricing.estimate(messages, model=self.agent.model, max_output_tokens=p.max_output_tokens,
-                                              provider=p, response_format=fmt)
+                box["est"] = estimate(self.settings, self.agent, call, remember=True)
             except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
                 box["exc"] = exc
 
@@ -567,25 +515,26 @@ class Cycle:
             raise box["exc"]
         return box["est"]
 
-    def _call(self, ck: Checkpoint, step: str, messages: list[dict[str, str]], fmt: dict[str, Any],
-              attempt: int, *, nudge: bool = False) -> None:
+    def _call(self, ck: Checkpoint, call: Call, attempt: int) -> None:
         """Estimate, reserve, call; record the answer in the checkpoint at once; then settle."""
         p = self.settings.provider
+        step, messages, fmt = call.step, call.messages, call.response_format
         self._boundary()
         self.hb.beat(step=step)
         self.breaker.before_call(self.agent.name, force=self.force)
-        messages = research.clean(messages)
-        est = self._estimate(messages, fmt)
-        negotiate.check_fits(p, self.agent.model, est, key=self.key, step=step)
+        est = self._estimate(call)
+        negotiate.check_fits(p, call.model or self.agent.model, est, key=self.key, step=call.step)
         vary: dict[str, Any] = {}
-        if nudge:
+        if call.nudge:
             vary = {"temperature": min(2.0, p.temperature + REPAIR_NUDGE), "seed": random.randrange(1, 2**31)}
         estimate = {"prompt_tokens": est.prompt_tokens, "max_output_tokens": est.max_output_tokens,
                     "usd": est.usd, "counted_by": est.counted_by,
                     "price": est.price.source if est.price else None}
+        if call.extra_usd:
+            estimate["search_usd"] = call.extra_usd
         client = self.client()  # built before reserving: a client that cannot be built costs nothing
         budget = _CallBudget(self.ledger, self.agent, est, run_id=self.run_id, step=step, events=self.events,
-                             before_send=self._boundary)
+                             before_send=self._boundary, extra_usd=call.extra_usd)
         try:
             self.stop.check()
             self.emit("llm-request", step=step, attempt=attempt, topic=ck.data["current"]["topic"],
@@ -594,8 +543,9 @@ class Cycle:
             budget.charge_failure((0, 0, 0.0))  # never sent: release the hold
             raise
         try:
-            result = client.chat(messages, model=self.agent.model, max_tokens=p.max_output_tokens,
-                                 response_format=fmt, guard=budget, **vary)
+            result = client.chat(messages, model=call.model or self.agent.model, max_tokens=p.max_output_tokens,
+                                 response_format=fmt, guard=budget, **vary,
+                                 **({"extra_body": call.extra_body} if call.extra_body else {}))
         except LLMError as exc:
             usd = budget.charge_failure(exc.billed)
             kind, issue = exc.kind, exc.content_issue
@@ -605,10 +555,11 @@ class Cycle:
             self.emit("llm-call", step=step, attempt=attempt, ok=False, estimate=estimate, error=str(exc),
                       kind=kind, status=exc.status, attempts=exc.attempts, usd=usd)
             if kind == "response-format":
-                nxt = negotiate.step_down(p, self.agent.model, self.wire, str(exc))
+                sent = self.plan_ctx.mode
+                nxt = negotiate.step_down(p, self.agent.model, sent, str(exc))
                 if nxt is not None:
-                    self.emit("structured-outputs", rejected=self.wire, chosen=nxt)
-                    self.wire, self.mode = nxt, negotiate.prompt_mode(nxt)
+                    self.emit("structured-outputs", rejected=sent, chosen=nxt)
+                    self.plan_ctx = dataclasses.replace(self.plan_ctx, mode=nxt)
                     raise _SteppedDown() from None
             after = exc.retry_after
             if after is not None and after > p.max_retry_wait:
@@ -627,15 +578,17 @@ class Cycle:
         # is never bought again.
         ck.record_step(step, {"content": result.content, "prompt_tokens": result.prompt_tokens,
                               "completion_tokens": result.completion_tokens, "usd": usd, "cost_source": source,
-                              "model": result.model, "response_id": result.response_id})
+                              "model": result.model, "response_id": result.response_id,
+                              **({"citations": result.citations} if call.extra_body else {})})
         budget.settle(usd, result.prompt_tokens + result.completion_tokens, unsettled=unsettled)
         self.emit("llm-call", step=step, attempt=attempt, ok=True, estimate=estimate,
                   prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens, usd=usd,
                   cost_source=source, latency_s=round(result.latency, 3), attempts=result.attempts,
                   response_id=result.response_id, model=result.model)
         self.breaker.record(ok=True)
-        negotiate.accepted(p, self.agent.model, self.wire)
-        self._warn_budget()
+        if fmt is not None:
+            negotiate.accepted(p, self.agent.model, self.plan_ctx.mode)
+        notify.budget_crossings(self.settings, self.ledger, self.agent, self.emit)
         self.hb.beat(**self.today())
 
 
@@ -655,39 +608,65 @@ def run_agent(settings: Settings, name: str, *, listener: Listener | None = None
                      stop=stop).run()
 
 
+def estimate(settings: Settings, agent: Agent, call: Call, *, remember: bool = False) -> pricing.Estimate:
+    """What ``call`` may cost at most: the figure reserved before it is sent (``remember``: the
+    real run keeps a table price in the cache; a dry run writes nothing)."""
+    p = settings.provider
+    est = pricing.estimate(call.messages, model=call.model or agent.model, max_output_tokens=p.max_output_tokens,
+                           provider=p, response_format=call.response_format, remember=remember)
+    if call.extra_usd and est.usd is not None:
+        est = dataclasses.replace(est, usd=est.usd + call.extra_usd)  # search results are paid per result
+    return est
+
+
 def dry_run(settings: Settings, name: str) -> dict[str, Any]:
-    """What the next run would send and whether the budget allows it; calls and writes nothing."""
+    """What the next run would do and, for a call, whether the budget allows it; calls and
+    writes nothing."""
     agent = settings.agent(name)
     ck = Checkpoint.load(agent.name, repair=False)
-    topic = ck.next_topic(agent.topics)
+    agent = dataclasses.replace(agent, topics=ck.queue(agent.topics))  # with the topics added and removed
+    step = planner.plan(planner.Context.of(settings, agent), ck)
     out: dict[str, Any] = {"agent": agent.name, "model": agent.model, "base_url": safe_url(settings.provider.base_url),
-                           "topic": topic, "topics": ck.counts(agent.topics)}
-    if topic is None:
-        out["step"] = None
+                           "topic": step.topic, "topics": ck.counts(agent.topics)}
+    action = step.action
+    out["step"] = action.name if action is not None else None
+    if action is None:
         return out
-    schema = RECORD_MODELS[agent.kind]
-    wire = negotiate.mode(settings.provider, agent.model)
-    mode = negotiate.prompt_mode(wire)
-    feedback = ck.peek(topic).get("feedback") or []
-    msgs = research.messages(agent, topic, feedback, settings.prompts_dir(), schema, mode)
-    cur = ck.data.get("current") or {}
-    steps = cur.get("steps", {}) if cur.get("topic") == topic else {}
-    step = "research"
-    fmt = negotiate.response_format(schema, wire)
-    if "research" in steps:
-        record, _ = interpret((steps.get("repair") or steps["research"]).get("content"), schema)
-        step = "audit" if record is not None else "repair"
-        if record is not None:
-            msgs = validate.audit_messages(agent, topic, record, settings.prompts_dir(), mode)
-            fmt = negotiate.response_format(validate.Audit, wire, name="audit")
-    p = settings.provider
-    msgs = research.clean(msgs)
-    est = pricing.estimate(msgs, model=agent.model, max_output_tokens=p.max_output_tokens, provider=p,
-                           response_format=fmt)
-    refusal = Ledger(settings).check(agent, est)
-    out.update(step=step, attempt=(ck.peek(topic)["attempts"] + 1), messages=msgs,
-               estimate={"prompt_tokens": est.prompt_tokens, "max_output_tokens": est.max_output_tokens,
-                         "tokens": est.tokens, "usd": est.usd, "counted_by": est.counted_by,
-                         "price": est.price.source if est.price else None},
-               budget={"allowed": refusal is None, "reason": str(refusal) if refusal else None})
+    out["attempt"] = step.attempt
+    if isinstance(action, Gather):
+        # Retrieval is not run here (it writes the page cache): the run fetches these first,
+        # then sends the research call shown (and estimated) with a note where they will be.
+        from . import research
+        from . import sources as sources_mod
+
+        out["sources"] = [sources_mod.expand(spec, step.topic or "") for spec in action.specs]
+        ctx = planner.Context.of(settings, agent)
+        ck_topic = ck.peek(step.topic or "")
+        msgs = research.messages(agent, step.topic or "", ck_topic.get("feedback") or [], ctx.prompts_dir,
+                                 ctx.schema, ctx.prompt_mode)
+        pending = ("[the run retrieves these sources first and lists them here, numbered: "
+                   + ", ".join(out["sources"] or ["web search results"]) + "]")
+        msgs = [{**m, "content": m["content"].replace(research.UNGROUNDED, pending)} for m in msgs]
+        action = Call("research", research.clean(msgs), ctx.response_format(ctx.schema))
+    if isinstance(action, Reject):
+        out["issues"] = action.issues
+    elif isinstance(action, Store):
+        out["score"] = action.score
+    else:
+        assert isinstance(action, Call)
+        est = estimate(settings, agent, action)
+        too_big: negotiate.ContextTooSmall | None = None
+        try:
+            # Only a configured or recorded context length: a dry run asks the server nothing.
+            negotiate.check_fits(settings.provider, action.model or agent.model, est, key=None, step=action.step,
+                                 ask=False)
+        except negotiate.ContextTooSmall as exc:
+            too_big = exc
+        out["context"] = {"fits": too_big is None, "reason": str(too_big) if too_big else None}
+        refusal = Ledger(settings).check(agent, est)
+        out.update(messages=action.messages, response_format=action.response_format,
+                   estimate={"prompt_tokens": est.prompt_tokens, "max_output_tokens": est.max_output_tokens,
+                             "tokens": est.tokens, "usd": est.usd, "counted_by": est.counted_by,
+                             "price": est.price.source if est.price else None},
+                   budget={"allowed": refusal is None, "reason": str(refusal) if refusal else None})
     return out

@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from . import heartbeat, killswitch
-from .heartbeat import parse_time
 from .config import Settings
 from .errors import ExitCode
+from .heartbeat import parse_time
 from .status import agent_state
-
 
 # `run --due` is started by cron every minute: half of that absorbs the start-up jitter.
 TOLERANCE = 30.0
@@ -85,7 +84,7 @@ def run_due(settings: Settings, *, jobs: int, config: Path | None, force: bool =
             agents: list[str] | None = None, poll: float = 0.05) -> list[ChildResult]:
     """Run the due agents as separate processes, at most ``jobs`` at once."""
     queue = list(agents if agents is not None else due_agents(settings))
-    running: dict[str, subprocess.Popen[str]] = {}
+    running: dict[str, subprocess.Popen[bytes]] = {}
     errs: dict[str, Any] = {}
     results: list[ChildResult] = []
     stopping: list[int] = []
@@ -114,7 +113,7 @@ def run_due(settings: Settings, *, jobs: int, config: Path | None, force: bool =
                 name = queue.pop(0)
                 cmd = base + ["run", name] + (["--force"] if force else [])
                 # stderr goes to a file, not a pipe: a chatty child must never block on a full pipe.
-                errs[name] = tempfile.TemporaryFile(mode="w+", encoding="utf-8")
+                errs[name] = tempfile.TemporaryFile(mode="w+", encoding="utf-8")  # noqa: SIM115 - closed when the child ends
                 # Its own session on POSIX: a Ctrl-C reaches the whole foreground group, and a child
                 # there would get it twice (once from the terminal, once forwarded) and abort
                 # instead of stopping after its call. Only the forwarded signal reaches it now.

@@ -53,7 +53,7 @@ def _spell(seconds: float) -> str:
 
 def format_duration(seconds: float) -> str:
     """The shortest exact spelling of ``seconds``: 1800 -> '30m', 5400 -> '1h30m'."""
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     if seconds == 0:
         return "0s"
     out = ""

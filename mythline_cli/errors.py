@@ -1,13 +1,16 @@
-"""Typed errors. Each carries its data and the exit code the CLI turns it into."""
+"""Every error Mythline raises. Each carries its data and the exit code the CLI turns it into."""
 
 from __future__ import annotations
 
+from datetime import datetime
+from enum import IntEnum
 from pathlib import Path
+from typing import Any
 
 from .money import usd
 
 
-class ExitCode:
+class ExitCode(IntEnum):
     """The documented exit codes of every command."""
 
     OK = 0
@@ -134,7 +137,7 @@ class Interrupted(MythlineError):
     """The run was stopped by a signal at a step boundary."""
 
     def __init__(self, signame: str, code: int) -> None:
-        self.exit_code = code
+        self.exit_code = ExitCode(code)
         super().__init__(f"stopped by {signame}; the checkpoint is saved and the next run resumes")
 
 
@@ -181,3 +184,85 @@ class BackingOff(MythlineError):
         self.failures = failures
         super().__init__(f"{agent} is backing off after {failures} failed run(s) until {_clock(until)}; "
                          f"nothing was called. Use: mythline run {agent} --force to run now")
+
+
+class Paused(MythlineError):
+    """The agent is paused; nothing is called until it is resumed."""
+
+    exit_code = ExitCode.PAUSED
+
+    def __init__(self, agent: str, note: str | None, *, mid_run: bool = False) -> None:
+        self.agent = agent
+        self.note = note
+        where = "stopped at a step boundary, checkpoint saved" if mid_run else "nothing was called"
+        about = f" ({note})" if note else ""
+        super().__init__(f"{agent} is paused{about}; {where}. Run: mythline resume {agent}")
+
+
+class BreakerOpen(MythlineError):
+    """The provider's breaker is open: skip the call."""
+
+    exit_code = ExitCode.PAUSED
+
+    def __init__(self, base_url: str, until: datetime | None, failures: int, probing: bool) -> None:
+        from .redact import safe_url
+
+        self.base_url = base_url
+        self.until = until
+        if probing:
+            why = "another agent is probing it now"
+        else:
+            why = f"cooling down until {until:%H:%M:%S} UTC" if until else "cooling down"
+        super().__init__(f"{safe_url(base_url)} failed {failures} calls in a row across the fleet; {why}. "
+                         "Nothing was called; the next scheduled run tries again")
+
+
+class ProviderWait(MythlineError):
+    """The provider asked the fleet to wait, and the wait is not over: skip the call."""
+
+    exit_code = ExitCode.PAUSED
+
+    def __init__(self, agent: str, entry: dict[str, Any]) -> None:
+        from .breaker import wait_line
+
+        self.agent = agent
+        self.until = datetime.fromisoformat(entry["wait_until"])
+        super().__init__(f"{agent}: {wait_line(entry)}; nothing was called")
+
+
+class StateHomeUnusable(UsageError):
+    """A path in the state home is not what mythline writes there (exit 2, nothing written)."""
+
+    def __init__(self, path: Path, problem: str, fix: str) -> None:
+        self.path = path
+        super().__init__(f"{path} {problem}; {fix}")
+
+
+class SchedulerError(MythlineError):
+    """The system scheduler (crontab, schtasks) could not be read or written."""
+
+
+# Below: failures one module raises and its caller turns into one of the errors above (or
+# into a recorded state); never shown to the user as they are.
+
+class CorruptFile(Exception):
+    """A state file exists but does not hold what it should."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+class LockTimeout(Exception):
+    """The lock stayed held by someone else for the whole timeout."""
+
+
+class WebhookFailed(Exception):
+    """The webhook did not accept the alert (after any retries)."""
+
+    def __init__(self, reason: str, *, attempts: int, status: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.attempts = attempts
+        self.status = status

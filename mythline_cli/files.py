@@ -1,13 +1,8 @@
-"""The one place that writes: atomic JSON replace, JSONL append, tolerant reads.
+"""The one place that writes: atomic JSON replace, JSONL append, tolerant reads, the locked
+read-modify-write of a shared JSON file.
 
-Invariant: after a crash every file is either its old or its new version. JSON files
-are written to a temp file in the same directory, fsynced, then ``os.replace``-d over
-the target (atomic on POSIX and on NTFS), and the directory is fsynced so that the rename
-itself survives a power cut. ``durable=False`` leaves the fsyncs out for files that lose
-nothing if a power cut takes them back or empties them (heartbeats, the settings cache,
-``ledger.json``, which its fsynced journal rebuilds). A JSONL append is one
-``write`` of whole lines; a torn tail loses at most the lines being written, and the next
-append starts on a fresh line.
+After a crash every file is its old or its new version; how, and which files skip the
+fsyncs: docs/how-it-works.md, "Crash safety".
 """
 
 from __future__ import annotations
@@ -19,9 +14,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
+
+from .clock import utcnow
+from .errors import CorruptFile  # noqa: F401 - re-exported: files.CorruptFile
 
 T = TypeVar("T")
 
@@ -35,15 +33,6 @@ TEMP_SUFFIX = ".tmp"
 # A temp file lives for the milliseconds of one write; one this old is a leftover whatever its
 # pid says (pids are reused).
 STALE_TEMP_AGE = 3600.0
-
-
-class CorruptFile(Exception):
-    """A state file exists but does not hold what it should."""
-
-    def __init__(self, path: Path, problem: str) -> None:
-        super().__init__(f"{path}: {problem}")
-        self.path = path
-        self.problem = problem
 
 
 def dumps(data: Any) -> str:
@@ -151,6 +140,25 @@ def write_json(path: Path, data: Any, *, durable: bool = True, sync_dir: bool = 
     write_bytes_atomic(path, encode(data, compact=compact), durable=durable, sync_dir=sync_dir)
 
 
+def update_json(path: Path, lock: Path, change: Callable[[Any], T], *, load: Callable[[Path], Any],
+                timeout: float) -> T:
+    """Apply ``change`` to ``load(path)`` under ``lock``, write the data back if it changed
+    (or the file did not exist), and return what ``change`` returned."""
+    import copy
+
+    from filelock import FileLock
+
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(lock), timeout=timeout):
+        data = load(path)
+        before = copy.deepcopy(data)
+        result = change(data)
+        # Most updates find nothing new (a watchdog pass, a quiet breaker): leave the file alone.
+        if data != before or not path.exists():
+            write_json(path, data)
+    return result
+
+
 def read_json(path: Path) -> Any | None:
     """The parsed file, ``None`` when it does not exist, ``CorruptFile`` when unreadable."""
     try:
@@ -170,7 +178,7 @@ def read_json(path: Path) -> Any | None:
 def quarantine_corrupt(path: Path, now: datetime | None = None, *, keep: bool = False) -> Path:
     """Move a corrupt file aside as ``<name>.corrupt-<timestamp>`` and return the new path.
     ``keep``: copy it instead, leaving the original in place until a good one replaces it."""
-    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%S%fZ")
+    stamp = (now or utcnow()).strftime("%Y%m%dT%H%M%S%fZ")
     target = path.with_name(f"{path.name}.corrupt-{stamp}")
     if keep:
         write_bytes_atomic(target, _shared(path.read_bytes))
@@ -186,7 +194,7 @@ def clean_temps(directory: Path, *, now: float | None = None) -> list[Path]:
     from .procs import pid_alive
 
     now = time.time() if now is None else now
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(os.scandir(directory))
     except OSError:

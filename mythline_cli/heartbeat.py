@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from . import files, paths
+from .clock import stamp as _now
 from .redact import redact
 
 STATES = ("never-run", "ok", "running", "late", "down", "failed", "paused", "over-budget", "queue-empty",
@@ -131,7 +132,3 @@ class Heartbeat:
         self.data["finished"] = _now()
         self.data["duration_s"] = round(ended_at - started_at, 3)
         self.beat(state=state, **fields)
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat()

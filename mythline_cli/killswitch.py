@@ -6,21 +6,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import files, paths
-from .errors import MythlineError
-
-
-class Paused(MythlineError):
-    """The agent is paused; nothing is called until it is resumed."""
-
-    exit_code = 5
-
-    def __init__(self, agent: str, note: str | None, *, mid_run: bool = False) -> None:
-        self.agent = agent
-        self.note = note
-        where = "stopped at a step boundary, checkpoint saved" if mid_run else "nothing was called"
-        about = f" ({note})" if note else ""
-        super().__init__(f"{agent} is paused{about}; {where}. Run: mythline resume {agent}")
-
+from .errors import Paused  # noqa: F401 - re-exported: killswitch.Paused
 
 MAX_NOTE = 200
 

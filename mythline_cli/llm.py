@@ -8,7 +8,6 @@ charges the lost attempt and reserves the next one, or refuses.
 
 from __future__ import annotations
 
-import email.utils
 import math
 import random
 import re
@@ -25,6 +24,7 @@ from . import negotiate
 from .config import Provider
 from .errors import LLMError
 from .redact import redact, safe_url
+from .retry_after import retry_after
 from .slot import SlotBusy, hold
 
 RETRY_STATUSES = {408, 409, 429}
@@ -44,6 +44,8 @@ class CallResult:
     latency: float
     attempts: int
     finish_reason: str
+    # Web search results (OpenRouter's url_citation annotations): [{"url", "title"}].
+    citations: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def tokens(self) -> int:
@@ -83,67 +85,6 @@ class CallFailure(LLMError):
 
     def __str__(self) -> str:
         return self.message
-
-
-_RESET_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-_RESET_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def _reset_seconds(value: str, now: float) -> float | None:
-    """Seconds until an ``x-ratelimit-reset*`` value: a duration (OpenAI's ``6m0s``,
-    ``20ms``), a Unix time in seconds or milliseconds (OpenRouter's), or seconds."""
-    text = value.strip().lower()
-    try:
-        number = float(text)
-    except ValueError:
-        pos, seconds = 0, 0.0
-        for match in _RESET_PART.finditer(text):
-            if match.start() != pos:
-                return None
-            seconds += float(match.group(1)) * _RESET_UNITS[match.group(2)]
-            pos = match.end()
-        return seconds if text and pos == len(text) else None
-    if number > 1e11:
-        return number / 1000 - now  # epoch milliseconds
-    if number > 1e9:
-        return number - now  # epoch seconds
-    return number
-
-
-def _retry_after(headers: Any, *, rate_limited: bool = False) -> float | None:
-    """How long the provider asked us to wait, in seconds, or None: ``retry-after-ms``,
-    ``retry-after`` (seconds or an HTTP date), else, on a 429 (``rate_limited``), the latest
-    ``x-ratelimit-reset*``: providers send those on every answer, where they only say when
-    a window rolls over, not that anything must wait for it."""
-    if not headers:
-        return None
-    seconds: float | None = None
-    ms = headers.get("retry-after-ms")
-    value = headers.get("retry-after")
-    if ms:
-        try:
-            seconds = float(ms) / 1000
-        except ValueError:
-            pass
-    if seconds is None and value:
-        try:
-            seconds = float(value)
-        except ValueError:
-            try:
-                parsed = email.utils.parsedate_to_datetime(value)
-            except (TypeError, ValueError, IndexError):
-                parsed = None  # a header we cannot read is no instruction at all
-            if parsed is not None:
-                seconds = parsed.timestamp() - time.time()
-    if seconds is None and rate_limited:
-        now = time.time()
-        resets = [_reset_seconds(str(v), now) for k, v in headers.items()
-                  if k.lower().startswith("x-ratelimit-reset")]
-        resets = [r for r in resets if r is not None and math.isfinite(r)]
-        seconds = max(resets) if resets else None
-    if seconds is None or not math.isfinite(seconds):
-        return None
-    return max(0.0, seconds)
 
 
 # A 4xx whose text says the prompt itself is the problem: too long for the model, or refused
@@ -190,7 +131,7 @@ def _classify(exc: BaseException, provider: Provider) -> CallFailure:
     where = safe_url(provider.base_url)
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
-        after = _retry_after(exc.response.headers if exc.response is not None else None, rate_limited=status == 429)
+        after = retry_after(exc.response.headers if exc.response is not None else None, rate_limited=status == 429)
         retryable = status in RETRY_STATUSES or status >= 500 or (status == 402 and after is not None)
         detail = _error_detail(exc)
         if negotiate.rejects_format(status, detail) and not _OVERFLOW_WORDS.search(detail):
@@ -293,6 +234,28 @@ def _usage(resp: Any, *, answered: bool = False) -> tuple[int, int, float | None
     if cost == 0 and (prompt + completion > 0 or answered):
         cost = None
     return prompt, completion, cost
+
+
+MAX_CITATIONS = 50
+
+
+def _citations(resp: Any) -> list[dict[str, str]]:
+    """The url_citation annotations of an answer (web search results); [] when there are none
+    or they are not what OpenRouter documents."""
+    out: list[dict[str, str]] = []
+    try:
+        message = resp.choices[0].message
+        notes = getattr(message, "annotations", None)
+        if notes is None:
+            notes = (getattr(message, "model_extra", None) or {}).get("annotations")
+        for note in notes or []:
+            data = note if isinstance(note, dict) else note.model_dump()
+            cite = data.get("url_citation") if data.get("type") == "url_citation" else None
+            if isinstance(cite, dict) and isinstance(cite.get("url"), str):
+                out.append({"url": cite["url"][:2000], "title": str(cite.get("title") or "")[:300]})
+    except Exception:  # noqa: BLE001 - search results are optional: a strange shape is none
+        return []
+    return out[:MAX_CITATIONS]
 
 
 def _check(resp: Any, max_tokens: int) -> tuple[str, str]:
@@ -407,7 +370,8 @@ class LLMClient:
 
     def chat(self, messages: list[dict[str, str]], *, model: str, max_tokens: int,
              response_format: dict[str, Any] | None, guard: Guard | None = None,
-             temperature: float | None = None, seed: int | None = None) -> CallResult:
+             extra_body: dict[str, Any] | None = None, temperature: float | None = None,
+             seed: int | None = None) -> CallResult:
         """One completion; retried on transient failures; raises ``CallFailure`` for good.
         ``temperature`` and ``seed`` vary a call from the one before (a repair)."""
         p = self.provider
@@ -426,9 +390,10 @@ class LLMClient:
                 kwargs["seed"] = seed
             if response_format is not None:
                 kwargs["response_format"] = response_format
-                extra = negotiate.extra_body(response_format)
-                if extra:
-                    kwargs["extra_body"] = extra
+            # The server's own schema field (negotiate) and the step's own (the web plugin).
+            extra = {**(negotiate.extra_body(response_format) or {}), **(extra_body or {})}
+            if extra:
+                kwargs["extra_body"] = extra
             try:
                 resp = self._send(kwargs)
                 content, reason = _check(resp, max_tokens)
@@ -445,7 +410,7 @@ class LLMClient:
             return CallResult(content=redact(content, self._secrets), prompt_tokens=prompt, completion_tokens=completion,
                               provider_cost=cost, model=getattr(resp, "model", model) or model,
                               response_id=getattr(resp, "id", "") or "", latency=self.clock() - t0,
-                              attempts=attempts, finish_reason=reason)
+                              attempts=attempts, finish_reason=reason, citations=_citations(resp))
 
         def give_up(state: RetryCallState) -> bool:
             if state.attempt_number >= p.max_attempts:

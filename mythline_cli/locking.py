@@ -37,6 +37,8 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
+from .errors import LockTimeout  # noqa: F401 - re-exported: locking.LockTimeout
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
@@ -48,10 +50,6 @@ DEFAULT = "flock" if fcntl is not None else "filelock"
 # Whether a busy flock may be waited for in the calling thread under SIGALRM (see above).
 # Tests switch it off to exercise the helper thread.
 ALARM = sys.platform.startswith("linux")
-
-
-class LockTimeout(Exception):
-    """The lock stayed held by someone else for the whole timeout."""
 
 
 class Held(Protocol):
@@ -80,7 +78,7 @@ def acquire(path: Path | str, timeout: float, *, kind: str | None = None,
 # -- POSIX: flock, queued in the kernel -----------------------------------------------------
 
 class _Flock:
-    __slots__ = ("fd", "acquired_at", "released_at")
+    __slots__ = ("acquired_at", "fd", "released_at")
 
     def __init__(self, fd: int, acquired_at: float | None = None) -> None:
         self.fd = fd
@@ -234,7 +232,7 @@ def _wait_under_alarm(path: str, fd: int, deadline: float | None) -> Held:
 # -- everywhere else: filelock, polling ------------------------------------------------------
 
 class _FileLockHeld:
-    __slots__ = ("lock", "acquired_at", "released_at")
+    __slots__ = ("acquired_at", "lock", "released_at")
 
     def __init__(self, lock: Any) -> None:
         self.lock = lock

@@ -212,8 +212,9 @@ def _from_models(data: Any, model: str) -> tuple[int, str] | None:
         meta = row.get("meta") if isinstance(row.get("meta"), dict) else {}
         for source, value in (("meta.n_ctx", meta.get("n_ctx")), ("context_length", row.get("context_length")),
                               ("meta.n_ctx_train", meta.get("n_ctx_train"))):
-            if _number(value):
-                return int(value), f"the server's /models ({source})"
+            n_ctx = _number(value)
+            if n_ctx:
+                return n_ctx, f"the server's /models ({source})"
     return None
 
 
@@ -258,13 +259,14 @@ class ContextTooSmall(LLMError):
             "correct provider.context_length")
 
 
-def check_fits(provider: Provider, model: str, estimate: Any, *, key: str | None, step: str) -> None:
+def check_fits(provider: Provider, model: str, estimate: Any, *, key: str | None, step: str,
+               ask: bool = True) -> None:
     """Raise ``ContextTooSmall`` when the call cannot fit the model's known context. The
     prompt is counted without the estimate's margin (the margin guards money), and a byte
     count (tokenizer "chars") at 4 bytes a token, as English text runs: a refusal should
     come only for a prompt that does not fit; a near miss goes to the server, whose overflow
-    answer is the topic's failed attempt."""
-    limit, source = context_length(provider, model, key=key)
+    answer is the topic's failed attempt. ``ask``: as for :func:`context_length`."""
+    limit, source = context_length(provider, model, key=key, ask=ask)
     if not limit:
         return
     prompt = int(estimate.prompt_tokens / provider.estimate_margin)

@@ -5,17 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import UsageError
+from .errors import StateHomeUnusable  # noqa: F401 - re-exported: paths.StateHomeUnusable
 
 APP = "mythline"
-
-
-class StateHomeUnusable(UsageError):
-    """A path in the state home is not what mythline writes there (exit 2, nothing written)."""
-
-    def __init__(self, path: Path, problem: str, fix: str) -> None:
-        self.path = path
-        super().__init__(f"{path} {problem}; {fix}")
 
 
 def home() -> Path:
@@ -163,3 +155,49 @@ def prepare_agent(agent: str, *, domain: str) -> Path:
     for place in (directory, root, store_dir() / domain):
         files.clean_temps(place)
     return directory
+
+
+CONFIG_NAME = "mythline.toml"
+
+
+def locate_config(explicit: Path | None) -> tuple[Path | None, str | None]:
+    """The config file to use and the lookup step that found it: ``--config``,
+    ``$MYTHLINE_CONFIG``, ./, the user config dir; (None, None) for the built-in defaults.
+
+    Raises ``ConfigError`` for a named file that does not exist."""
+    from .errors import ConfigError
+
+    if explicit is not None:
+        if not explicit.is_file():
+            raise ConfigError("no such file (given with --config)", path=explicit)
+        return explicit, "--config"
+    env = os.environ.get("MYTHLINE_CONFIG")
+    if env:
+        path = Path(env).expanduser()
+        if not path.is_file():
+            raise ConfigError("no such file (given in MYTHLINE_CONFIG)", path=path)
+        return path, "MYTHLINE_CONFIG"
+    for candidate, step in ((Path.cwd() / CONFIG_NAME, "working directory"),
+                            (user_config_dir() / CONFIG_NAME, "user config dir")):
+        if candidate.is_file():
+            return candidate, step
+    return None, None
+def sources_dir() -> Path:
+    """Retrieval's shared state: the page cache, extracted texts, per-host politeness."""
+    return home() / "sources"
+
+
+def page_cache(key: str) -> Path:
+    return sources_dir() / "cache" / f"{key}.json"
+
+
+def source_text(sha256: str) -> Path:
+    return sources_dir() / "text" / f"{sha256}.txt"
+
+
+def hosts_state() -> Path:
+    return sources_dir() / "hosts.json"
+
+
+def hosts_lock() -> Path:
+    return sources_dir() / "hosts.lock"

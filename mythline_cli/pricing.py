@@ -13,10 +13,11 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .config import Provider
 
@@ -101,20 +102,83 @@ def _table_price(name: str) -> Price | None:
     return Price(float(inp), float(out), f"tokencost:{name}")
 
 
-def lookup_price(model: str, provider: Provider) -> Price | None:
-    """The model's price, or ``None`` when neither the config nor the table knows it."""
+def lookup_price(model: str, provider: Provider, *, remember: bool = False) -> Price | None:
+    """The model's price, or ``None`` when neither the config nor the table knows it.
+
+    ``remember``: keep a figure read from the table in the state home's cache for the next
+    process (a run does; ``--dry-run`` and ``doctor`` write nothing)."""
     configured = provider.prices.get(model)
     if configured is not None:
         return Price(configured.input_per_million / 1e6, configured.output_per_million / 1e6, "config")
-    return _table_lookup(model)
+    return _table_lookup(model, remember=remember)
 
 
-def _table_lookup(model: str) -> Price | None:
+def _table_lookup(model: str, *, remember: bool = False) -> Price | None:
+    digest = _table_digest()
+    known = _cached_prices(digest) if digest is not None else {}
+    if model in known:
+        entry = known[model]
+        if entry is None:
+            return None
+        if (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[2], str)
+                and all(type(v) is float and 0 <= v < math.inf for v in entry[:2])):
+            return Price(entry[0], entry[1], entry[2])
+    price = _table_search(model)
+    if digest is not None and remember:
+        _remember(digest, known, model, price)
+    return price
+
+
+def _table_search(model: str) -> Price | None:
     for name in _candidates(model):
         price = _table_price(name)
         if price is not None:
             return price
     return None
+
+
+# Parsing the whole table (three quarters of a megabyte of JSON) costs a run more than
+# everything else it does with prices: the figures a run looked up are kept beside the
+# settings cache, valid for exactly the table file they came from.
+PRICE_CACHE = "prices.json"
+
+
+@lru_cache(maxsize=1)
+def _table_digest() -> str | None:
+    path = _table_path()
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest() if path is not None else None
+    except OSError:
+        return None
+
+
+def _cache_file() -> Path:
+    from . import paths
+
+    return paths.home() / "cache" / PRICE_CACHE
+
+
+def _cached_prices(digest: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(_cache_file().read_bytes())
+    except (OSError, ValueError):
+        return {}
+    if isinstance(doc, dict) and doc.get("table") == digest and isinstance(doc.get("models"), dict):
+        return dict(doc["models"])
+    return {}
+
+
+def _remember(digest: str, known: dict[str, Any], model: str, price: Price | None) -> None:
+    """Add ``model``'s figure to the cache; never fails a command (the table answers instead)."""
+    from . import files, paths
+
+    known[model] = None if price is None else [price.input, price.output, price.source]
+    try:
+        if paths.home().is_dir():  # never create a state home just to cache
+            files.write_bytes_atomic(_cache_file(), files.dumps_compact({"table": digest, "models": known})
+                                     .encode("utf-8"), durable=False)
+    except Exception:  # noqa: BLE001 - a cache that cannot be written is only a slower estimate
+        return
 
 
 def why_unpriced(model: str) -> str | None:
@@ -189,8 +253,10 @@ def count_messages(messages: list[dict[str, str]], mode: str = "auto") -> tuple[
 
 
 def estimate(messages: list[dict[str, str]], *, model: str, max_output_tokens: int,
-             provider: Provider, response_format: dict[str, Any] | None = None) -> Estimate:
-    """Reserve-able bound of a call: counted prompt x margin + ``max_tokens``, priced.
+             provider: Provider, response_format: dict[str, Any] | None = None,
+             remember: bool = False) -> Estimate:
+    """Reserve-able bound of a call: counted prompt x margin + ``max_tokens``, priced
+    (``remember``: as ``lookup_price``).
 
     A structured-output schema travels with the request and is billed as input, so it is
     counted like one more message.
@@ -201,7 +267,7 @@ def estimate(messages: list[dict[str, str]], *, model: str, max_output_tokens: i
     counted, method = count_messages(sent, provider.tokenizer)
     # Other vendors' tokenizers split text differently from OpenAI's; the margin covers it.
     prompt_tokens = math.ceil(counted * provider.estimate_margin)
-    price = lookup_price(model, provider)
+    price = lookup_price(model, provider, remember=remember)
     usd = None if price is None else prompt_tokens * price.input + max_output_tokens * price.output
     return Estimate(prompt_tokens, max_output_tokens, usd, method, price)
 

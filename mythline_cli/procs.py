@@ -67,6 +67,8 @@ def _win_alive(pid: int) -> bool:  # pragma: no cover - exercised on Windows onl
     import ctypes
     from ctypes import wintypes
 
+    if sys.platform != "win32":  # tells the type checker which ctypes this is
+        raise NotImplementedError
     kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
     PROCESS_QUERY_LIMITED_INFORMATION = 0x1000
     STILL_ACTIVE = 259

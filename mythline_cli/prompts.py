@@ -8,7 +8,7 @@ from string import Template
 
 from .errors import ConfigError
 
-NAMES = ("system", "research", "validate", "repair")
+NAMES = ("system", "research", "validate", "repair", "summarise")
 
 
 def packaged(name: str) -> str:

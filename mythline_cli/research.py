@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import prompts
 from .config import Agent
@@ -22,16 +22,82 @@ def response_format(model: type[BaseModel], mode: str, name: str | None = None) 
             "json_schema": {"name": name or model.__name__, "strict": True, "schema": model.model_json_schema()}}
 
 
+UNGROUNDED = ("No sources were retrieved for this agent (its config sets sources = []): leave `sources` "
+              "and `quotes` empty, and keep the confidence modest: the record rests on memory alone.")
+
+
+def excerpts(sources: list[Any] | None, max_chars: int) -> str:
+    """The numbered sources as the prompts show them: number, title, tier, URL, text."""
+    if not sources:
+        return UNGROUNDED
+    blocks = []
+    for src in sources:
+        if getattr(src, "digest", None):
+            text = src.digest
+        elif len(src.text) <= max_chars:
+            text = src.text
+        else:
+            text = src.text[:max_chars] + f"\n[... {len(src.text) - max_chars:,} more characters not shown]"
+        blocks.append(f"[{src.n}] {src.title} ({src.tier} source)\nURL: {src.url}\n<<<\n{text}\n>>>")
+    return "\n\n".join(blocks)
+
+
+def with_sources(name: str, prompts_dir: Path | None, rendered: str, text: str) -> str:
+    """``rendered`` with the sources appended when the user's copy of the prompt has no $sources."""
+    template = prompts.load(name, prompts_dir)
+    if "${sources}" in template or "$sources" in template:
+        return rendered
+    return rendered + "\n\n## Sources\n\n" + text
+
+
 def messages(agent: Agent, topic: str, feedback: list[dict[str, Any]], prompts_dir: Path | None,
-             schema: type[BaseModel], mode: str) -> list[dict[str, str]]:
+             schema: type[BaseModel], mode: str, sources: list[Any] | None = None,
+             max_excerpt_chars: int = 6000) -> list[dict[str, str]]:
     text = "None — this is the first attempt."
     if feedback:
         text = "\n".join(f"- attempt {f['attempt']}: {issue}" for f in feedback for issue in f["issues"])
-    user = prompts.render("research", prompts_dir, agent_description=agent.description, topic=topic, feedback=text)
+    listed = excerpts(sources, max_excerpt_chars)
+    keys = ", ".join(f"`{k}`" for k in agent.key_fields) if sources else "none (no sources were given)"
+    user = prompts.render("research", prompts_dir, agent_description=agent.description, topic=topic, feedback=text,
+                          sources=listed, key_fields=keys)
+    user = with_sources("research", prompts_dir, user, listed)
     if mode == "json_object":
         # Without structured outputs the schema has to travel in the prompt.
         user += "\n\n## JSON Schema\n\n" + json.dumps(schema.model_json_schema(), indent=1)
     return [{"role": "system", "content": prompts.render("system", prompts_dir)}, {"role": "user", "content": user}]
+
+
+class Summary(BaseModel):
+    """What a summarising call returns for one part of a long source."""
+
+    model_config = ConfigDict(extra="forbid")
+    summary: str = Field(description="What this part says about the topic, briefly; empty if nothing.")
+    passages: list[str] = Field(description="Sentences about the topic copied word for word from the text.")
+
+
+def summary_messages(topic: str, src: Any, part: int, parts: int, text: str, prompts_dir: Path | None, *,
+                     words: int, passages: int, mode: str) -> list[dict[str, str]]:
+    user = prompts.render("summarise", prompts_dir, topic=topic, title=src.title, url=src.url, part=str(part),
+                          parts=str(parts), text=text, words=str(words), passages=str(passages))
+    if mode == "json_object":
+        user += "\n\n## JSON Schema\n\n" + json.dumps(Summary.model_json_schema(), indent=1)
+    return [{"role": "system", "content": prompts.render("system", prompts_dir)}, {"role": "user", "content": user}]
+
+
+def digest(partials: list[tuple[str, list[str]]]) -> str:
+    """The prompts' view of a summarised source: its summaries, then the passages that can be quoted."""
+    summary = "\n".join(f"- {s.strip()}" for s, _ in partials if s.strip()) or "- (nothing about the topic)"
+    kept = [p.strip() for _, ps in partials for p in ps if p.strip()]
+    out = "Summary of a long source (not quotable):\n" + summary
+    if kept:
+        out += "\n\nPassages copied from the source (quote only these):\n" + "\n".join(f"\"{p}\"" for p in kept)
+    return out
+
+
+def search_messages(agent: Agent, topic: str) -> list[dict[str, str]]:
+    """The web search call: the plugin searches; the answer itself is not used, only its citations."""
+    return [{"role": "user", "content": f"Find reference pages about this World of Warcraft topic: {topic}\n"
+             f"(knowledge area: {agent.description}). Reply with one short line per page."}]
 
 
 def repair_messages(original: list[dict[str, str]], output: str, error: str,

@@ -21,7 +21,6 @@ from . import __version__, files, paths
 from .agent import Agent
 from .redact import safe_url
 
-CONFIG_NAME = "mythline.toml"
 ENV_OVERRIDES = ("MYTHLINE_MODEL", "MYTHLINE_BASE_URL")
 # The shape of the copy: bumped whenever what it holds changes (2: agents carry their kind,
 # custom agents exist; 3: environment values are hashed; 4: the breaker's provider and
@@ -29,19 +28,15 @@ ENV_OVERRIDES = ("MYTHLINE_MODEL", "MYTHLINE_BASE_URL")
 FORMAT = 4
 
 
-def locate(explicit: Path | None) -> Path | None | bool:
+def locate(explicit: Path | None) -> Path | bool | None:
     """The config file the full path would use, None for built-in defaults, False when the
     full path would fail (a named file that is missing): then there is no fast answer."""
-    if explicit is not None:
-        return explicit if explicit.is_file() else False
-    env = os.environ.get("MYTHLINE_CONFIG")
-    if env:
-        path = Path(env).expanduser()
-        return path if path.is_file() else False
-    for candidate in (Path.cwd() / CONFIG_NAME, paths.user_config_dir() / CONFIG_NAME):
-        if candidate.is_file():
-            return candidate
-    return None
+    from .errors import ConfigError
+
+    try:
+        return paths.locate_config(explicit)[0]
+    except ConfigError:
+        return False
 
 
 def fingerprint(source: Path | None) -> dict[str, Any]:
@@ -142,7 +137,9 @@ class CachedSettings:
         self.source = source
         self.budget = SimpleNamespace(**doc["budget"])
         self.breaker = dict(doc["breaker"])
-        self._agents = [Agent(**{**a, "topics": tuple(a["topics"])}) for a in doc["agents"]]
+        # JSON gives lists back where an Agent holds tuples (topics, sources, key fields).
+        self._agents = [Agent(**{k: tuple(v) if isinstance(v, list) else v for k, v in a.items()})
+                        for a in doc["agents"]]
 
     @property
     def agent_names(self) -> list[str]:
@@ -161,9 +158,10 @@ class CachedSettings:
 def load(explicit: Path | None) -> CachedSettings | None:
     """The cached settings when they still describe what a full load would give, else None."""
     try:
-        source = locate(explicit)
-        if source is False:
+        found = locate(explicit)
+        if found is False or found is True:
             return None
+        source = found
         doc = files.read_json(_path(source))
         if not isinstance(doc, dict) or doc.get("fingerprint") != fingerprint(source):
             return None

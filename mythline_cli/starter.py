@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import files, prompts
-from .config import DEFAULT_AGENT, OPENROUTER_BASE_URL, Alerts, Backoff, Breaker, Budget, Provider, Schedule
+from .config import DEFAULT_AGENT, OPENROUTER_BASE_URL, Alerts, Backoff, Breaker, Budget, Provider, Schedule, Sources
 from .durations import format_duration
 from .errors import UsageError
 from .fleet.topics import DESCRIPTIONS, TOPICS
@@ -54,7 +54,8 @@ def starter_text(*, base_url: str | None = None, model: str | None = None) -> st
     """The commented config; with ``base_url`` of a local server, its provider block set for it."""
     p, b, a = Provider(), Budget(), DEFAULT_AGENT
     local = base_url is not None and Provider(base_url=base_url).is_local
-    bo, br, al, sc = Backoff(), Breaker(), Alerts(), Schedule()
+    assert a.interval is not None and a.grace is not None and a.refresh_after is not None  # the defaults set every field
+    bo, br, al, sc, so = Backoff(), Breaker(), Alerts(), Schedule(), Sources()
     lines = [
         "# Mythline configuration. Every setting is shown with its default; uncomment to change.",
         "# Precedence: command-line flag > environment (MYTHLINE_MODEL, MYTHLINE_BASE_URL) > this file > default.",
@@ -109,6 +110,40 @@ def starter_text(*, base_url: str | None = None, model: str | None = None) -> st
         f"# min_sources = {a.min_sources}",
         f"# daily_usd = {a.daily_usd:g}                    # per agent, per day",
         f"# daily_tokens = {a.daily_tokens}",
+        f'# refresh_after = "{format_duration(a.refresh_after)}"              # once the queue is empty, research older records again ("none": never)',
+        f"# max_proposals = {a.max_proposals}                  # subjects a run may propose to other agents' queues",
+        f'# min_tier = "{a.min_tier}"              # at least one cited source this good (official/primary/secondary/tertiary)',
+        f"# web_search = {str(a.web_search).lower()}               # OpenRouter's web plugin as a source (paid per result)",
+        '# audit_model = "openai/gpt-4o"   # audits the records; default: the research model (a model prefers its own answers)',
+        '# key_fields = []                 # fields, besides summary, each record must back with a quote',
+        '# sources = ["https://warcraft.wiki.gg/wiki/{title}", "notes/*.md"]   # default: the wiki pages of each agent\'s kind; [] = none',
+        "",
+        "# Retrieval: how source pages are fetched, cached, tiered and quoted (see docs/sources.md).",
+        "[sources]",
+        _setting(f'timeout = "{format_duration(so.timeout)}"', "the longest wait for one page"),
+        _setting(f"max_bytes = {so.max_bytes}", "a larger page is skipped"),
+        _setting(f"max_redirects = {so.max_redirects}", "more is a dropped source"),
+        _setting(f'host_delay = "{format_duration(so.host_delay)}"', "between two requests to one host, fleet-wide"),
+        _setting(f'cache_max_age = "{format_duration(so.cache_max_age)}"', "younger cached pages are not asked for"),
+        _setting(f'contact = "{so.contact}"', "added to the User-Agent: a URL or e-mail for site operators"),
+        _setting(f"max_excerpt_chars = {so.max_excerpt_chars}", "of each source's text in the prompts"),
+        _setting(f"summarise = {str(so.summarise).lower()}", "a longer source is summarised chunk by chunk (paid calls)"),
+        _setting(f"chunk_chars = {so.chunk_chars}", "characters per summarised chunk"),
+        _setting(f"max_chunks = {so.max_chunks}", "chunks summarised per source, at most"),
+        _setting(f"evidence_threshold = {so.evidence_threshold:g}", "fuzzy match (0-100) a quote needs in its source"),
+        _setting(f"min_quote_chars = {so.min_quote_chars}", "a shorter quote proves nothing"),
+        "",
+        "# Tiers by domain (a domain covers its subdomains; unknown domains are tertiary; \"local\" means your own files).",
+        "[sources.tiers]",
+        *[f'# "{d}" = "{t}"' for d, t in so.tiers.items()],
+        "",
+        "# A record's confidence is capped at the weight of its best supporting source's tier.",
+        "[sources.weights]",
+        *[f"# {t} = {w:g}" for t, w in so.weights.items()],
+        "",
+        "[sources.web_search]",
+        _setting(f"max_results = {so.web_search.max_results}", "results per search"),
+        _setting(f"usd_per_result = {so.web_search.usd_per_result:g}", "reserved in the budget before the search"),
         "",
         "# How long an agent waits after a failed run: min(max, base * 2^(failures-1)), +/- jitter.",
         "[backoff]",

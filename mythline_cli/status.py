@@ -5,17 +5,70 @@ from __future__ import annotations
 import os
 import socket
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from . import heartbeat, killswitch, paths
 from .heartbeat import parse_time
 from .ledger import Ledger
+from .procs import pid_alive
 
 if TYPE_CHECKING:
     from .config import Settings
-from .procs import pid_alive
+    from .ledger import FleetUsage
 
 FAILING = ("down", "failed")
+
+
+class TopicCounts(TypedDict):
+    done: int
+    pending: int
+    quarantined: int
+
+
+class StartFailure(TypedDict):
+    """Why the scheduler's last starts of an agent ended before its cycle (ISO times)."""
+
+    at: str
+    since: str
+    count: int
+    exit_code: int | None
+    error: str
+
+
+class StatusRow(TypedDict):
+    """One agent in ``mythline status`` (and ``--json``'s ``agents``): times are ISO strings."""
+
+    agent: str
+    state: str
+    note: str | None
+    last_run: str | None
+    last_success: str | None
+    next_due: str | None
+    backoff_until: str | None
+    consecutive_failures: int
+    topic: str | None
+    last_error: str | None
+    start_failure: StartFailure | None
+    log: str | None
+    topics: TopicCounts
+    tokens_today: int
+    tokens_cap: int | None
+    usd_today: float
+    usd_cap: float | None
+
+
+class StatusReport(TypedDict):
+    """Everything ``mythline status`` shows; ``--json`` prints it as it is."""
+
+    now: str
+    home: str
+    agents: list[StatusRow]
+    fleet: FleetUsage
+    open_reservations: int
+    ledger_error: str | None
+    breaker: dict[str, Any] | None
+    start_failures: list[dict[str, Any]]
+    failing: list[str]
 
 
 def _text(value: Any) -> str | None:
@@ -111,7 +164,7 @@ def _later(*times: datetime | None) -> datetime | None:
     return max(known) if known else None
 
 
-def collect(settings: Settings, *, now: datetime | None = None) -> dict[str, Any]:
+def collect(settings: Settings, *, now: datetime | None = None) -> StatusReport:
     """Everything ``mythline status`` shows, as plain data."""
     from . import launch
 
@@ -124,7 +177,7 @@ def collect(settings: Settings, *, now: datetime | None = None) -> dict[str, Any
         data, ledger_error = {"windows": {}, "reservations": {}}, str(exc)
     keys = ledger.current(data)
     day = data["windows"].get(keys["day"], {}).get("agents", {})
-    rows = []
+    rows: list[StatusRow] = []
     installed = launch.installed_agents()
     breaker = _breaker(settings, now)
     breaker_until = parse_time(breaker["until"]) if breaker and breaker["cooling_down"] else None
@@ -177,8 +230,8 @@ def collect(settings: Settings, *, now: datetime | None = None) -> dict[str, Any
         if start is not None:
             since = start["since"].astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
             last_error = f"cannot start ({start['count']} time(s) since {since}, exit {start['exit_code']}): {start['error']}"
-        log = paths.agent_log(agent.name)
-        rows.append({
+        log = paths.agent_log(agent.name) if failing else None
+        rows.append(StatusRow({
             "agent": agent.name, "state": state, "note": note,
             "last_run": last_run.isoformat() if last_run else None,
             "last_success": last_success.isoformat() if last_success else None,
@@ -187,21 +240,21 @@ def collect(settings: Settings, *, now: datetime | None = None) -> dict[str, Any
             "consecutive_failures": start["count"] if start else _count(hb.get("consecutive_failures", 0)),
             "topic": _text(hb.get("topic")),
             "last_error": last_error,
-            "start_failure": ({"at": start["at"].isoformat(), "since": start["since"].isoformat(),
-                               "count": start["count"], "exit_code": start["exit_code"], "error": start["error"]}
+            "start_failure": (StartFailure(at=start["at"].isoformat(), since=start["since"].isoformat(),
+                                           count=start["count"], exit_code=start["exit_code"], error=start["error"])
                               if start else None),
             # Where the scheduler's output of its runs goes (the crontab lines and windowless runs).
-            "log": str(log) if failing and log.exists() else None,
-            "topics": {"done": done, "pending": max(0, len(agent.topics) - done - quarantined),
-                       "quarantined": quarantined},
+            "log": str(log) if log is not None and log.exists() else None,
+            "topics": TopicCounts(done=done, pending=max(0, len(agent.topics) - done - quarantined),
+                                  quarantined=quarantined),
             "tokens_today": int(spent.get("tokens", 0)), "tokens_cap": agent.daily_tokens,
             "usd_today": round(float(spent.get("usd", 0.0)), 6), "usd_cap": agent.daily_usd,
-        })
+        }))
     # Starts that named no configured agent (a crontab line left from an old config, a bad
     # --due line): as long ago as the slowest agent's interval + grace, they are still happening.
     window = max((a.interval + a.grace for a in settings.agents()), default=3600.0)
     strays = launch.recent_fleet_failures(since=now - timedelta(seconds=window))
-    return {"now": now.isoformat(), "home": str(paths.home()), "agents": rows, "fleet": ledger.fleet(data),
-            "open_reservations": len(data["reservations"]), "ledger_error": ledger_error,
-            "breaker": breaker, "start_failures": strays,
-            "failing": [r["agent"] for r in rows if r["state"] in FAILING]}
+    return StatusReport(now=now.isoformat(), home=str(paths.home()), agents=rows, fleet=ledger.fleet(data),
+                        open_reservations=len(data["reservations"]), ledger_error=ledger_error,
+                        breaker=breaker, start_failures=strays,
+                        failing=[r["agent"] for r in rows if r["state"] in FAILING])

@@ -40,12 +40,9 @@ def build(model: type[BaseModel], topic: str) -> dict[str, Any]:
 
 
 def record(agent: str, topic: str, **changes: Any) -> dict[str, Any]:
-    """A record that passes the schema and the rules (two wiki sources)."""
+    """A record that passes the schema and the rules of an ungrounded agent (no sources)."""
     data = build(RECORD_MODELS[agent], topic)
-    data.update(name=topic, confidence=0.9, conflicts=[], sources=[
-        {"url": f"https://warcraft.wiki.gg/wiki/{topic.replace(' ', '_')}", "title": topic, "tier": "wiki"},
-        {"url": f"https://wowpedia.fandom.com/wiki/{topic.replace(' ', '_')}", "title": topic, "tier": "wiki"},
-    ])
+    data.update(name=topic, aliases=[], confidence=0.9, conflicts=[], sources=[], quotes=[])
     data.update(changes)
     RECORD_MODELS[agent].model_validate(data)  # a factory that builds invalid records is a broken test
     return data

@@ -31,9 +31,15 @@ def write_config(path: Path, *, base_url: str, sections: dict[str, dict[str, Any
     prov.update(provider or {})
     lines = ["[provider]"] + [f"{k} = {toml_value(v)}" for k, v in prov.items()]
     lines += ['[provider.prices."test/model"]', "input_per_million = 1.0", "output_per_million = 2.0"]
-    for name, values in (sections or {}).items():
+    sections = {name: dict(values) for name, values in (sections or {}).items()}
+    # No test reaches the internet: agents research ungrounded unless a test gives them sources
+    # (on tests/source_server.py, or local files).
+    sections.setdefault("defaults", {}).setdefault("sources", [])
+    for name, values in sections.items():
         lines.append(f"[{name}]")
-        lines += [f"{k} = {toml_value(v)}" for k, v in values.items()]
+        # A key that is not a bare TOML key (a domain such as "127.0.0.1") is quoted.
+        lines += [f"{k if k.replace('_', '').replace('-', '').isalnum() else toml_value(k)} = {toml_value(v)}"
+                  for k, v in values.items()]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
@@ -135,3 +141,49 @@ def write_tiktoken_cache(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / hashlib.sha1(pricing.O200K_URL.encode()).hexdigest()).write_bytes(data)
     return folder
+
+
+_EXCERPT = None
+
+
+def given_sources(request: dict[str, Any]) -> list[dict[str, Any]]:
+    """The numbered sources a research or audit prompt shows: number, title, tier, URL, text."""
+    import re
+
+    global _EXCERPT
+    if _EXCERPT is None:
+        _EXCERPT = re.compile(r"\[(\d+)\] (.*?) \((\w+) source\)\nURL: (\S+)\n<<<\n(.*?)\n>>>", re.S)
+    text = request["body"]["messages"][-1]["content"]
+    return [{"n": int(n), "title": t, "tier": tier, "url": u, "text": body}
+            for n, t, tier, u, body in _EXCERPT.findall(text)]
+
+
+def faithful_record(agent: str, request: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    """A record that cites every source the prompt gives and quotes them word for word, for
+    the summary and each key field of the built-in agent."""
+    from mythline_cli.fleet.topics import KEY_FIELDS
+
+    from factories import record
+
+    srcs = given_sources(request)
+    fields = ("summary", *KEY_FIELDS.get(agent, ()))
+    quotes = []
+    for i, field in enumerate(fields):
+        src = srcs[i % len(srcs)]
+        body = [line for line in src["text"].splitlines() if len(line) > 60][0]
+        quotes.append({"field": field, "source": src["n"], "quote": body.split(". ")[0]})
+    rec = record(agent, topic_of(request), confidence=0.95,
+                 sources=[{"source": s["n"], "url": s["url"]} for s in srcs], quotes=quotes)
+    rec.update(changes)
+    return rec
+
+
+def grounded_responder(agent: str, *, score: float = 0.9) -> Callable[[dict[str, Any]], Reply]:
+    """Answers research prompts with a record that quotes its given sources faithfully."""
+    def respond(request: dict[str, Any]) -> Reply:
+        if is_audit(request):
+            return completion(json.dumps({"score": score, "issues": []}), prompt_tokens=300,
+                              completion_tokens=20, model=MODEL)
+        return completion(json.dumps(faithful_record(agent, request)), prompt_tokens=900, completion_tokens=300,
+                          model=MODEL)
+    return respond

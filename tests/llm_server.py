@@ -66,16 +66,17 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Union
+from typing import Any
 
 __all__ = [
     "Reply",
     "ScriptedLLMServer",
     "completion",
+    "empty_choices",
     "error",
     "error_in_200",
-    "empty_choices",
 ]
 
 
@@ -100,7 +101,7 @@ class Reply:
         return b""
 
 
-ReplySource = Union[Reply, Callable[[dict], Any]]
+ReplySource = Reply | Callable[[dict], Any]
 
 
 # --------------------------------------------------------------------------
@@ -228,7 +229,7 @@ def empty_choices(*, prompt_tokens: int = 100, completion_tokens: int = 0) -> Re
 class _HTTPServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
-    owner: "ScriptedLLMServer"
+    owner: ScriptedLLMServer
 
     def handle_error(self, request, client_address) -> None:  # noqa: ANN001
         # Clients hanging up (timeouts, aborted connections) are expected in
@@ -309,6 +310,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             "headers": {k.lower(): v for k, v in self.headers.items()},
             "body": body,
             "time": time.monotonic(),
+            "client_port": self.client_address[1],  # one per connection: shows keep-alive
         }
         owner._record(request)
 
@@ -335,11 +337,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _send(self, reply: Reply) -> None:
         owner = self.server.owner
-        if reply.delay > 0:
-            if owner._stopping.wait(reply.delay):
-                # Server is shutting down: abandon the request.
-                self.close_connection = True
-                return
+        if reply.delay > 0 and owner._stopping.wait(reply.delay):
+            # Server is shutting down: abandon the request.
+            self.close_connection = True
+            return
         if reply.drop:
             self.close_connection = True
             return
@@ -415,7 +416,7 @@ class ScriptedLLMServer:
             self._in_generation -= 1
 
     # -- lifecycle ------------------------------------------------------
-    def start(self) -> "ScriptedLLMServer":
+    def start(self) -> ScriptedLLMServer:
         if self._httpd is not None:
             return self
         self._stopping.clear()
@@ -450,7 +451,7 @@ class ScriptedLLMServer:
         self._httpd = None
         self._thread = None
 
-    def __enter__(self) -> "ScriptedLLMServer":
+    def __enter__(self) -> ScriptedLLMServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -468,7 +469,7 @@ class ScriptedLLMServer:
         return f"http://127.0.0.1:{self.port}/v1"
 
     # -- scripting ------------------------------------------------------
-    def enqueue(self, *replies: ReplySource) -> "ScriptedLLMServer":
+    def enqueue(self, *replies: ReplySource) -> ScriptedLLMServer:
         with self._lock:
             self._queue.extend(replies)
         return self

@@ -88,4 +88,4 @@ class LocalFake:
         return reply
 
 
-__all__ = ["LocalFake", "small_model", "VALIDATION_500", "error"]
+__all__ = ["VALIDATION_500", "LocalFake", "error", "small_model"]

@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from helpers import MODEL, is_audit, lore_responder, topic_of
-from factories import record_json
-from llm_server import completion
 from mythline_cli import pricing
 from mythline_cli.cli import app
 from mythline_cli.config import parse_config
+
+from factories import record_json
+from helpers import MODEL, is_audit, lore_responder, topic_of
+from llm_server import completion
 
 AGENT = "world-npcs"
 # test/model costs $1 / $2 per million input / output tokens in the test config.

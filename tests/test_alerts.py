@@ -16,10 +16,11 @@ from typing import Any
 
 import pytest
 
-from helpers import KEY_ENV, TEST_KEY
 from mythline_cli import alerts, paths
 from mythline_cli.config import parse_config
 from mythline_cli.files import iter_jsonl
+
+from helpers import KEY_ENV, TEST_KEY
 from webhook_server import Answer, Hang, WebhookServer
 
 HOOK_ENV = "MYTHLINE_TEST_WEBHOOK"
@@ -175,6 +176,19 @@ def test_429_waits_for_retry_after_but_not_forever(hook: WebhookServer, waits: l
                          message="m", now=NOW)
     assert result is not None and result["webhook"]["ok"] is True
     assert waits == [3.0, alerts.MAX_RETRY_AFTER]
+
+
+def test_429_reads_a_retry_after_http_date(hook: WebhookServer, waits: list[float]) -> None:
+    from email.utils import format_datetime
+
+    tomorrow = format_datetime(datetime.now(timezone.utc) + timedelta(days=1), usegmt=True)
+    gone = format_datetime(datetime.now(timezone.utc) - timedelta(days=1), usegmt=True)
+    hook.enqueue(Answer(429, {"Retry-After": tomorrow}), Answer(503, {"Retry-After": gone}), 200)
+    result = alerts.send(make_settings(webhook_url=hook.url(), retries=3), kind="down", agent="world-npcs",
+                         message="m", now=NOW)
+    assert result is not None and result["webhook"]["ok"] is True
+    # A date is a wait like a number of seconds (capped); one already past means now.
+    assert waits == [alerts.MAX_RETRY_AFTER, 0.0]
 
 
 def test_a_4xx_is_not_retried(hook: WebhookServer, waits: list[float]) -> None:

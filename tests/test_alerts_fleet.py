@@ -8,8 +8,9 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from helpers import lore_responder
 from mythline_cli.cli import app
+
+from helpers import lore_responder
 
 
 def lines(path: Path) -> list[dict]:

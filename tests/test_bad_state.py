@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from helpers import is_audit, lore_responder, mythline, topic_of
-from factories import record
-from llm_server import completion
 from mythline_cli.cli import app
 from mythline_cli.fleet.topics import TOPICS
+
+from factories import record
+from helpers import is_audit, lore_responder, mythline, topic_of
+from llm_server import completion
 
 AGENT = "world-npcs"
 FIRST, SECOND = TOPICS[AGENT][:2]

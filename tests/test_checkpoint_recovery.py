@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 
-from helpers import lore_responder, mythline, topic_of
 from mythline_cli.fleet.topics import TOPICS
+
+from helpers import lore_responder, mythline, topic_of
 
 AGENT = "world-npcs"
 FIRST, SECOND, THIRD, FOURTH = TOPICS[AGENT][:4]

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import typer.main
+from probe import run_app
 from typer.testing import CliRunner
 
 from mythline_cli.cli import app
@@ -93,29 +91,14 @@ def test_version() -> None:
 
 # -- read-only commands do not load the LLM stack ----------------------------------------------
 
-PROBE = """
-import json, sys
-from typer.testing import CliRunner
-from mythline_cli.cli import app
-result = CliRunner().invoke(app, json.loads(sys.argv[1]))
-print(json.dumps({"exit": result.exit_code, "stderr": result.stderr,
-                  "loaded": {m: m in sys.modules for m in ("openai", "tokencost", "anthropic", "tiktoken")}}))
-"""
-
-
 @pytest.mark.parametrize("args", [
     ["status"], ["status", "--json"], ["budget", "show"], ["budget", "show", "--json"], ["--help"],
     ["status", "--help"], ["run", "--help"], ["budget", "--help"], ["home"], ["init"],
 ], ids=lambda a: " ".join(a))
 def test_read_only_commands_do_not_import_the_llm_stack(args: list[str]) -> None:
-    proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps(args)], capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert report["exit"] == 0, report["stderr"]
-    assert report["loaded"]["openai"] is False
-    assert report["loaded"]["tokencost"] is False
-    assert report["loaded"]["anthropic"] is False
+    report = run_app(args)
+    assert report.returncode == 0, report.stderr
+    assert report.llm_stack == set()
 
 
 def test_status_with_heartbeats_and_a_config_does_not_import_the_llm_stack() -> None:
@@ -125,11 +108,9 @@ def test_status_with_heartbeats_and_a_config_does_not_import_the_llm_stack() -> 
     hb.parent.mkdir(parents=True)
     hb.write_text('{"state": "failed", "finished": "2030-01-01T00:00:00+00:00", "last_error": "x"}',
                   encoding="utf-8")
-    proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps(["status"])], capture_output=True, text=True,
-                          timeout=120)
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert report["exit"] == 1
-    assert report["loaded"]["openai"] is False and report["loaded"]["tokencost"] is False
+    report = run_app(["status"])
+    assert report.returncode == 1
+    assert report.llm_stack == set()
 
 
 # -- documentation -----------------------------------------------------------------------------

@@ -9,10 +9,9 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from probe import status_modules
 from typer.testing import CliRunner
 
-from helpers import lore_responder, mythline
-from test_status_fast import status_modules
 from mythline_cli import alerts, paths, settings_cache
 from mythline_cli.agent import MAX_NAME, RESERVED, WINDOWS_RESERVED, valid_name
 from mythline_cli.cli import app
@@ -22,6 +21,8 @@ from mythline_cli.fleet.topics import DESCRIPTIONS, TOPICS
 from mythline_cli.slug import slug
 from mythline_cli.starter import starter_text
 from mythline_cli.statusview import ATTENTION_ROWS, SUMMARY_ABOVE
+
+from helpers import lore_responder, mythline
 
 runner = CliRunner()
 
@@ -63,7 +64,7 @@ def test_invalid_names(name: object) -> None:
 
 def test_reserved_names() -> None:
     assert {"con", "prn", "aux", "nul", "com0", "com9", "lpt0", "lpt9"} <= WINDOWS_RESERVED
-    assert RESERVED == WINDOWS_RESERVED | {"fleet"}
+    assert WINDOWS_RESERVED | {"fleet"} == RESERVED
     assert all(valid_name(name) for name in TOPICS)
 
 

@@ -7,10 +7,11 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from helpers import MODEL, TEST_KEY, is_audit, lore_responder, topic_of
-from factories import record_json
-from llm_server import completion, error
 from mythline_cli.cli import app
+
+from factories import record_json
+from helpers import MODEL, TEST_KEY, is_audit, lore_responder, topic_of
+from llm_server import completion, error
 
 AGENT = "world-npcs"
 FIRST = "Thrall"
@@ -124,11 +125,13 @@ def test_wrong_shape_twice_fails_the_attempt(home, config, llm_server):
 
 
 def test_rule_failure_skips_the_audit(home, config, llm_server):
-    llm_server.enqueue(completion(record_json(AGENT, FIRST, sources=[])))
+    # An ungrounded agent (the test config's sources = []) has nothing it may cite.
+    cited = [{"source": 1, "url": "https://warcraft.wiki.gg/wiki/Thrall"}]
+    llm_server.enqueue(completion(record_json(AGENT, FIRST, sources=cited)))
     assert run("run", AGENT).exit_code == 0
     assert llm_server.count() == 1
     issues = checkpoint(home)["topics"][FIRST]["feedback"][0]["issues"]
-    assert "sources: 0 given, at least 2 required" in issues
+    assert "sources: no sources were retrieved for this agent, so none may be cited" in issues
 
 
 def test_storing_identical_content_is_a_no_op_and_new_content_keeps_history(home, config, llm_server):
@@ -253,7 +256,9 @@ def test_dry_run_needs_no_key_and_writes_nothing(home, monkeypatch):
     assert "Topic: **Thrall**" in result.output and "budget: allowed" in result.output
     assert not home.exists()
     data = json.loads(run("run", AGENT, "--dry-run", "--json").output)
-    assert data["step"] == "research" and data["estimate"]["max_output_tokens"] == 4096
+    # The built-in fleet is grounded: the run fetches its sources first, then sends the research
+    # call shown and priced here.
+    assert data["step"] == "sources" and data["sources"] and data["estimate"]["max_output_tokens"] == 4096
     assert data["budget"]["allowed"] is True and data["estimate"]["usd"] > 0
     assert not home.exists()
 

@@ -7,9 +7,10 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
+from mythline_cli.cli import app
+
 from helpers import lore_responder
 from llm_server import error
-from mythline_cli.cli import app
 
 AGENT = "world-npcs"
 

@@ -8,13 +8,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from probe import run_app
 from typer.testing import CliRunner
 
-from helpers import KEY_ENV, TEST_KEY
 from mythline_cli import schedule
-from mythline_cli.cli import app
-from mythline_cli.cli import doctor
+from mythline_cli.cli import app, doctor
 from mythline_cli.config import load_settings
+
+from helpers import KEY_ENV, TEST_KEY
 
 runner = CliRunner()
 
@@ -64,7 +65,7 @@ def test_all_good_exits_0(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
     result = doctor_run()
     assert result.exit_code == 0, result.stdout
     lines = lines_of(result)
-    assert list(lines) == ["config", "api key", "state home", "timezone", "scheduler", "tokenizer", "prices"]
+    assert list(lines) == ["config", "api key", "state home", "timezone", "scheduler", "tokenizer", "prices", "audit"]
     assert lines["config"].startswith(f"ok valid · {path} (./mythline.toml in the working directory; a run "
                                       "started elsewhere, as cron starts it, would not find it")
     assert lines["api key"] == (f"ok {KEY_ENV} is set in the environment (scheduled runs do not see it: store it "
@@ -236,7 +237,7 @@ def test_json(monkeypatch: pytest.MonkeyPatch) -> None:
     data = json.loads(result.stdout)
     assert data["ok"] is False
     assert [c["name"] for c in data["checks"]] == ["config", "api key", "state home", "timezone", "scheduler",
-                                                   "tokenizer", "prices"]
+                                                   "tokenizer", "prices", "audit"]
     assert {c["status"] for c in data["checks"]} <= {"ok", "fail", "warn", "info"}
     assert next(c for c in data["checks"] if c["name"] == "api key")["status"] == "fail"
 
@@ -250,27 +251,14 @@ def test_terminal_symbols(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "FAIL" not in text
 
 
-PROBE = """
-import json, sys
-from typer.testing import CliRunner
-from mythline_cli.cli import app
-result = CliRunner().invoke(app, json.loads(sys.argv[1]))
-print(json.dumps({"exit": result.exit_code, "out": result.stdout,
-                  "loaded": [m for m in ("openai", "tokencost", "anthropic") if m in sys.modules]}))
-"""
-
-
 @pytest.mark.parametrize("args", [["doctor"], ["doctor", "--json"]], ids=" ".join)
 def test_doctor_does_not_import_the_llm_stack(args: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(KEY_ENV, TEST_KEY)
     config()
-    proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps(args)], capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert report["exit"] == 0, report["out"]
-    assert report["loaded"] == []
-    assert TEST_KEY not in proc.stdout
+    report = run_app(args)
+    assert report.returncode == 0, report.stdout
+    assert report.llm_stack == set()
+    assert TEST_KEY not in report.stdout
 
 
 def test_doctor_as_a_real_process(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -15,14 +15,15 @@ import pytest
 from freezegun import freeze_time
 from typer.testing import CliRunner
 
-from helpers import (delayed, is_audit, lore_responder, mythline, research_recorded, wait_for,
-                     write_tiktoken_cache)
-from llm_server import error
+from mythline_cli import backoff
 from mythline_cli.breaker import Breaker, BreakerOpen
 from mythline_cli.cli import app
 from mythline_cli.config import parse_config
-from mythline_cli.cycle import Cycle
 from mythline_cli.due import due_agents
+from mythline_cli.errors import BackingOff, ExitCode
+
+from helpers import delayed, is_audit, lore_responder, mythline, research_recorded, wait_for, write_tiktoken_cache
+from llm_server import error
 
 AGENT = "world-npcs"
 
@@ -52,12 +53,31 @@ def ledger(home: Path) -> dict:
 @pytest.mark.parametrize("streak,expected", [(1, 300), (2, 600), (3, 1200), (10, 3600)])
 def test_backoff_doubles_with_jitter_and_is_capped(streak, expected):
     settings = parse_config({"backoff": {"base": "5m", "max": "1h", "jitter": 0.2}})
-    cycle = Cycle(settings, settings.agent(AGENT), key=None)
     with freeze_time("2026-03-01 12:00:00"):
-        waits = {(datetime.fromisoformat(cycle._backoff_until(streak))
+        waits = {(datetime.fromisoformat(backoff.until(settings.config.backoff, streak))
                   - datetime(2026, 3, 1, 12, tzinfo=timezone.utc)).total_seconds() for _ in range(200)}
     assert max(waits) <= min(expected * 1.2, 3600) and min(waits) >= expected * 0.8
     assert len(waits) > 1 or expected == 3600  # jitter spreads a fleet that failed together
+
+
+def test_backoff_never_ends_before_the_provider_asked():
+    cfg = parse_config({"backoff": {"base": "5m", "jitter": 0}}).config.backoff
+    later = (datetime.now(timezone.utc) + timedelta(hours=2)).isoformat()
+    assert backoff.until(cfg, 1, not_before=later) == later
+    sooner = (datetime.now(timezone.utc) + timedelta(minutes=1)).isoformat()
+    assert datetime.fromisoformat(backoff.until(cfg, 1, not_before=sooner)) > datetime.fromisoformat(sooner)
+
+
+@pytest.mark.parametrize("until,waiting", [("2026-03-01T12:30:00+00:00", True), ("2026-03-01T11:30:00+00:00", False),
+                                           ("not a time", False), (None, False), (17, False)])
+def test_backoff_check_reads_the_last_heartbeat(until, waiting):
+    with freeze_time("2026-03-01 12:00:00"):
+        if waiting:
+            with pytest.raises(BackingOff) as info:
+                backoff.check(AGENT, {"backoff_until": until, "consecutive_failures": 2})
+            assert info.value.exit_code == ExitCode.PAUSED and "after 2 failed run(s)" in str(info.value)
+        else:
+            backoff.check(AGENT, {"backoff_until": until})
 
 
 def test_failed_run_backs_off_and_force_overrides(home, config, llm_server):

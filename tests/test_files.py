@@ -67,8 +67,9 @@ def test_corrupt_checkpoint_is_moved_aside(home, content):
 def test_corrupt_checkpoint_run_carries_on_and_says_so(home, config, llm_server):
     from typer.testing import CliRunner
 
-    from helpers import lore_responder
     from mythline_cli.cli import app
+
+    from helpers import lore_responder
 
     path = home / "agents" / "world-npcs" / "checkpoint.json"
     path.parent.mkdir(parents=True)
@@ -100,8 +101,9 @@ def test_slug_is_safe_and_distinct_for_hostile_names():
 def test_corrupt_heartbeat_is_moved_aside_and_the_run_carries_on(home, config, llm_server, content):
     from typer.testing import CliRunner
 
-    from helpers import lore_responder
     from mythline_cli.cli import app
+
+    from helpers import lore_responder
 
     path = home / "agents" / "world-npcs" / "heartbeat.json"
     path.parent.mkdir(parents=True)

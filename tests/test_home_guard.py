@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-import home_guard
 from mythline_cli import paths
+
+import home_guard
 
 TESTS = Path(__file__).resolve().parent
 

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from mythline_cli.cli import app
+
 from helpers import TEST_KEY
 from llm_server import Reply, completion, empty_choices, error_in_200
-from mythline_cli.cli import app
 
 AGENT = "world-npcs"
 HUGE = "x" * (10 * 1024 * 1024)

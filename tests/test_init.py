@@ -6,20 +6,20 @@ import json
 import tomllib
 from pathlib import Path
 
+from pydantic import BaseModel
 from typer.testing import CliRunner
 
-from helpers import mythline
 from mythline_cli import prompts
 from mythline_cli.cli import app
-from pydantic import BaseModel
-
 from mythline_cli.config import DEFAULT_AGENT, Budget, Config, Provider, load_settings
 from mythline_cli.fleet.topics import TOPICS
 from mythline_cli.starter import starter_text
 
+from helpers import mythline
+
 runner = CliRunner()
 WRITTEN = ["mythline.toml", "prompts/system.md", "prompts/research.md", "prompts/validate.md",
-           "prompts/repair.md"]
+           "prompts/repair.md", "prompts/summarise.md"]
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
@@ -132,7 +132,7 @@ def test_the_starter_documents_every_section_and_setting() -> None:
     data = tomllib.loads(uncommented(starter_text()))
     sections = {name for name, info in Config.model_fields.items()
                 if isinstance(info.default, BaseModel) and name != "agents"}
-    assert sections == {"provider", "budget", "defaults", "backoff", "breaker", "alerts", "schedule"}
+    assert sections == {"provider", "budget", "defaults", "backoff", "breaker", "alerts", "schedule", "sources"}
     assert sections <= set(data), f"sections missing from the starter: {sections - set(data)}"
     for section in sections:
         model = type(getattr(Config(), section))
@@ -148,7 +148,9 @@ def test_the_uncommented_starter_round_trips_to_the_defaults() -> None:
     written = load_settings().config
     assert written.model_dump(exclude={"prompts_dir", "defaults"}) == Config().model_dump(exclude={"prompts_dir",
                                                                                                    "defaults"})
-    assert {k: v for k, v in written.defaults.model_dump().items() if v is not None} == {
+    # The example sources and key fields are an illustration: the defaults are each kind's own.
+    assert {k: v for k, v in written.defaults.model_dump().items()
+            if v is not None and k not in ("sources", "key_fields", "audit_model")} == {
         k: v for k, v in DEFAULT_AGENT.model_dump().items() if v is not None}
 
 

@@ -16,10 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from sweeps import AGENT, check_invariants, launch, open_reservations, recorded_steps, write_points
 
 from helpers import lore_responder
 from llm_server import ScriptedLLMServer
-from test_crash_sweep import AGENT, _points, check_invariants, launch, open_reservations, recorded_steps
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="the sweep's launcher counts POSIX opens")
 
@@ -28,7 +28,7 @@ def sweep(tmp_path: Path, llm_server, code: int, *, every: bool) -> None:
     llm_server.responder = lore_responder(AGENT)
     clean = launch(0, tmp_path / "clean.log", tmp_path / "clean")
     assert clean.returncode == 0, clean.stderr
-    points = _points(tmp_path / "clean.log", [r["time"] for r in llm_server.requests])
+    points = write_points(tmp_path / "clean.log", [r["time"] for r in llm_server.requests])
     if not every:
         seen: set[tuple[str, int]] = set()
         points = [p for p in points if (p[1], p[2]) not in seen and not seen.add((p[1], p[2]))]

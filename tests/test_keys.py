@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
-
-import pytest
 
 from helpers import KEY_ENV, TEST_KEY, lore_responder, mythline
 

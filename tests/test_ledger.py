@@ -859,7 +859,7 @@ def test_ledger_json_is_written_after_the_lock_is_released(home: Path, monkeypat
     already holds the change, and every reader rolls the file forward from it. Except on
     Windows, where it would meet the next holder's read in sharing violations."""
     from mythline_cli import files, locking
-    from mythline_cli import ledger as ledger_mod
+    from mythline_cli.ledger import storage as ledger_mod
 
     monkeypatch.setattr(ledger_mod, "SAVE_IN_LOCK", in_lock)
 
@@ -891,6 +891,7 @@ def test_a_writer_overtaken_by_a_later_access_leaves_ledger_json_to_it(home: Pat
     does not write (the later one writes a newer copy); should it land last all the same, the
     file is only behind, and readers and the next access roll it forward."""
     from mythline_cli.ledger import replay
+    from mythline_cli.ledger.storage import FileStore
 
     settings = make_settings()
     ledger = Ledger(settings, now=Clock())
@@ -899,9 +900,9 @@ def test_a_writer_overtaken_by_a_later_access_leaves_ledger_json_to_it(home: Pat
     ledger.reserve(settings.agent(AGENT), est(0.2), run_id="r", step="s")
     newer = ledger_file()
     assert newer["seq"] == older["seq"] + 1
-    Ledger._save(older, older_end)  # the slower writer of the earlier access
+    FileStore._save(older, older_end)  # the slower writer of the earlier access
     assert ledger_file() == newer == replay(paths.ledger_history())
-    Ledger._save(newer, paths.ledger_history().stat().st_size)  # the last access of a burst writes
+    FileStore._save(newer, paths.ledger_history().stat().st_size)  # the last access of a burst writes
     assert ledger_file() == newer
     paths.ledger().write_text(json.dumps(older))  # the check and the rename are not one step
     assert ledger.snapshot() == newer  # readers still see all the journal says
@@ -917,8 +918,8 @@ def test_a_failed_ledger_json_write_does_not_hide_a_journaled_change(home: Path,
     import errno
 
     from mythline_cli import files
-    from mythline_cli import ledger as ledger_mod
     from mythline_cli.ledger import replay
+    from mythline_cli.ledger import storage as ledger_mod
 
     monkeypatch.setattr(ledger_mod, "SAVE_IN_LOCK", in_lock)
 

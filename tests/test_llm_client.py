@@ -10,10 +10,11 @@ from email.utils import formatdate
 
 import pytest
 
-from llm_server import Reply, completion, error
 from mythline_cli.config import Provider
 from mythline_cli.errors import LLMError
 from mythline_cli.llm import CallFailure, LLMClient
+
+from llm_server import Reply, completion, error
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 

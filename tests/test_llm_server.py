@@ -155,15 +155,15 @@ def test_delay_longer_than_timeout_raises_timeout_and_stop_is_fast():
     srv = ScriptedLLMServer().start()
     try:
         srv.enqueue(Reply(delay=30, json=completion("late").json))
-        t0 = time.monotonic()
+        # The timeout, not the late answer: the client gave up.
         with pytest.raises(openai.APITimeoutError):
             ask(make_client(srv, timeout=0.5))
-        assert time.monotonic() - t0 < 2
     finally:
         t1 = time.monotonic()
         srv.stop()
-        # The pending 30 s sleep is interrupted by stop().
-        assert time.monotonic() - t1 < 2
+        # The pending 30 s sleep is interrupted by stop(): bounded by that scripted 30 s, not
+        # by a guess at how fast a loaded machine is.
+        assert time.monotonic() - t1 < 25
 
 
 def test_short_delay_is_honoured(server):
@@ -289,11 +289,11 @@ def test_keep_alive_many_requests_are_fast(server):
     server.default = completion("again")
     client = make_client(server)
     ask(client)  # warm up the connection pool
-    t0 = time.monotonic()
     for _ in range(20):
         assert ask(client).choices[0].message.content == "again"
-    assert time.monotonic() - t0 < 1.5
     assert server.count() == 21
+    # Kept alive: all 21 came over one connection (its client port), whatever they took.
+    assert len({r["client_port"] for r in server.requests}) == 1
 
 
 def test_reachable_from_subprocess(server):

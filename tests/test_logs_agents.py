@@ -16,14 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from probe import run_app
 from typer.testing import CliRunner
 
 from mythline_cli import paths
 from mythline_cli.cli import app
 from mythline_cli.cli.logs import follow, snapshot
+from mythline_cli.config import load_settings
 from mythline_cli.files import append_jsonl
 from mythline_cli.status import collect
-from mythline_cli.config import load_settings
 
 runner = CliRunner()
 AGENT = "world-npcs"
@@ -229,16 +230,6 @@ def test_agents_with_a_bad_config_is_exit_2() -> None:
 
 # -- cheap imports ----------------------------------------------------------------------------
 
-PROBE = """
-import json, sys
-from typer.testing import CliRunner
-from mythline_cli.cli import app
-result = CliRunner().invoke(app, json.loads(sys.argv[1]))
-print(json.dumps({"exit": result.exit_code, "stderr": result.stderr,
-                  "loaded": {m: m in sys.modules for m in ("openai", "tokencost", "anthropic", "tiktoken")}}))
-"""
-
-
 @pytest.mark.parametrize("args,code", [
     (["watchdog"], 1), (["watchdog", "--json"], 1), (["logs", AGENT], 0), (["logs", AGENT, "--json"], 0),
     (["agents"], 0), (["agents", "--json"], 0),
@@ -247,12 +238,9 @@ def test_these_commands_do_not_import_the_llm_stack(args: list[str], code: int) 
     write_events(3)
     stale = (datetime.now(timezone.utc) - timedelta(days=1)).isoformat()
     paths.heartbeat(AGENT).write_text(json.dumps({"state": "ok", "finished": stale}), encoding="utf-8")
-    proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps(args)], capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert report["exit"] == code, report["stderr"]
-    assert report["loaded"] == {"openai": False, "tokencost": False, "anthropic": False, "tiktoken": False}
+    report = run_app(args)
+    assert report.returncode == code, report.stderr
+    assert report.llm_stack == set()
 
 
 # -- logs --output: what the scheduler captured ----------------------------------------------

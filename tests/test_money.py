@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import lore_responder, mythline
 from mythline_cli.money import usd
+
+from helpers import lore_responder, mythline
 
 
 @pytest.mark.parametrize("value,text", [

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from factories import record_json
 from mythline_cli import research
 from mythline_cli.fleet.schemas import RECORD_MODELS
 from mythline_cli.validate import Audit
+
+from factories import record_json
 
 NPC = RECORD_MODELS["world-npcs"]
 

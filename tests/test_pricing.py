@@ -10,6 +10,8 @@ import sys
 from mythline_cli import pricing
 from mythline_cli.config import parse_config
 
+from helpers import lore_responder, mythline
+
 
 def provider(**prov):
     return parse_config({"provider": prov}).provider
@@ -62,6 +64,7 @@ def test_tokenizer_falls_back_offline_and_never_imports_tokencost(tmp_path):
         " 'anthropic' in sys.modules]))\n"
     )
     env = {"TIKTOKEN_CACHE_DIR": str(tmp_path / "empty"), "HTTPS_PROXY": "http://127.0.0.1:9",
+           "MYTHLINE_HOME": str(tmp_path / "home"), "HOME": str(tmp_path / "user-home"),
            "HTTP_PROXY": "http://127.0.0.1:9", "PATH": "/usr/bin:/bin"}
     (tmp_path / "empty").mkdir()
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
@@ -81,3 +84,51 @@ def test_the_structured_output_schema_is_counted_as_input():
     with_schema = pricing.estimate(msgs, model="openai/gpt-4o-mini", max_output_tokens=10, provider=p,
                                    response_format=fmt)
     assert with_schema.prompt_tokens - bare.prompt_tokens >= 3000 * 1.25
+
+
+def test_a_table_price_is_kept_for_the_next_run_and_only_for_that_table(tmp_path):
+    paths_home = tmp_path / "home"
+    paths_home.mkdir()
+    p = provider()
+    cache = paths_home / "cache" / pricing.PRICE_CACHE
+    first = pricing.lookup_price("openai/gpt-4o-mini", p)
+    assert not cache.exists()  # only a run keeps what it looked up (--dry-run writes nothing)
+    assert pricing.lookup_price("openai/gpt-4o-mini", p, remember=True) == first
+    assert pricing.lookup_price("acme/never-heard-of-it", p, remember=True) is None
+    doc = json.loads(cache.read_text())
+    assert doc["table"] == pricing._table_digest()
+    assert doc["models"] == {"openai/gpt-4o-mini": [first.input, first.output, first.source],
+                             "acme/never-heard-of-it": None}
+    # The cached figure is what the next lookup answers (a planted one proves it was read) ...
+    doc["models"]["openai/gpt-4o-mini"] = [1e-6, 2e-6, "tokencost:openai/gpt-4o-mini"]
+    cache.write_text(json.dumps(doc))
+    assert pricing.lookup_price("openai/gpt-4o-mini", p) == pricing.Price(1e-6, 2e-6, "tokencost:openai/gpt-4o-mini")
+    # ... but only for the table it came from, and a figure that is no price is looked up again.
+    for table, figure in ((doc["table"], [-1.0, 2e-6, "x"]), (doc["table"], ["1", 2e-6, "x"]),
+                          (doc["table"], [float("nan"), 0.0, "x"]), ("another table", [1e-6, 2e-6, "x"])):
+        cache.write_text(json.dumps({"table": table, "models": {"openai/gpt-4o-mini": figure}}))
+        assert pricing.lookup_price("openai/gpt-4o-mini", p) == first
+    cache.write_text("{torn")
+    assert pricing.lookup_price("openai/gpt-4o-mini", p, remember=True) == first
+    assert json.loads(cache.read_text())["models"]["openai/gpt-4o-mini"][0] == first.input
+
+
+def test_no_state_home_is_made_to_keep_a_price(tmp_path):
+    assert pricing.lookup_price("openai/gpt-4o-mini", provider(), remember=True) is not None
+    assert not (tmp_path / "home").exists()
+
+
+def test_a_run_keeps_its_table_price_and_a_dry_run_does_not(home, config, llm_server):
+    config(provider={"model": "openai/gpt-4o-mini"})  # priced by the table, not the config
+    llm_server.responder = lore_responder("world-npcs")
+    home.mkdir(parents=True)
+    cache = home / "cache" / pricing.PRICE_CACHE
+    dry = mythline("run", "world-npcs", "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    assert not cache.exists()
+    run = mythline("run", "world-npcs", "--json")
+    assert run.returncode == 0, run.stderr
+    price = pricing.lookup_price("openai/gpt-4o-mini", parse_config({}).provider)
+    assert json.loads(cache.read_text())["models"] == {"openai/gpt-4o-mini": [price.input, price.output, price.source]}
+    again = mythline("run", "world-npcs", "--dry-run", "--json")
+    assert json.loads(again.stdout)["estimate"]["price"] == json.loads(dry.stdout)["estimate"]["price"] == price.source

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import is_audit, lore_responder, mythline, topic_of
 from factories import record_json
+from helpers import is_audit, lore_responder, mythline, topic_of
 from llm_server import Reply, completion, error
 
 AGENT = "world-npcs"
@@ -145,7 +145,7 @@ def test_a_provider_wait_is_capped_at_backoff_max(home, config, llm_server):
     ({"x-ratelimit-reset": "nan"}, True, None),
 ])
 def test_one_parser_reads_every_wait_header(headers, rate_limited, expected):
-    from mythline_cli.llm import _retry_after
+    from mythline_cli.retry_after import retry_after as _retry_after
 
     assert _retry_after(headers, rate_limited=rate_limited) == expected
 
@@ -346,7 +346,7 @@ BAD_BREAKERS = [
 @pytest.mark.parametrize("data", BAD_BREAKERS)
 def test_a_breaker_file_with_a_bad_value_is_moved_aside_not_fatal(home, config, llm_server, data):
     key = llm_server.base_url
-    data = {key: v for v in data.values()} if isinstance(data, dict) else data
+    data = {key: v for v in data.values()} if isinstance(data, dict) else data  # noqa: B035 - one entry, at this server
     home.mkdir(parents=True, exist_ok=True)
     (home / "breaker.json").write_text(json.dumps(data))
     llm_server.responder = lore_responder(AGENT)

@@ -33,10 +33,11 @@ from typing import Any
 
 import pytest
 
-from helpers import KEY_ENV, TEST_KEY, is_audit, lore_responder, topic_of, write_config
-from llm_server import ScriptedLLMServer
 from mythline_cli.fleet.topics import DOMAINS, TOPICS
 from mythline_cli.ledger import replay
+
+from helpers import KEY_ENV, TEST_KEY, is_audit, lore_responder, topic_of, write_config
+from llm_server import ScriptedLLMServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")]
 

@@ -4,40 +4,27 @@ the full command line: same outcome, same exit codes, same one-line errors."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
+from probe import Probe, run_main
 
-from helpers import TEST_KEY, lore_responder, mythline
+from helpers import lore_responder, mythline
 
 AGENT = "world-npcs"
 
-# Runs ``mythline ARGS`` and reports on stderr's last line which of Typer / the CLI package
-# were imported by the time the process exited.
-PROBE = """\
-import atexit, runpy, sys
-def report():
-    sys.stderr.write("\\nMODULES typer=%s cli=%s\\n" % ("typer" in sys.modules, "mythline_cli.cli" in sys.modules))
-atexit.register(report)
-sys.argv = ["mythline"] + sys.argv[1:]
-runpy.run_module("mythline_cli", run_name="__main__")
-"""
 
 # Accepted by `run` and ignored without --due: a way to send the same request down the full path.
 FULL_PATH = ("--jobs", "2")
 
 
-def probe(*args: str) -> tuple[subprocess.CompletedProcess, str]:
-    proc = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=60)
-    assert TEST_KEY not in proc.stdout + proc.stderr
-    lines = proc.stderr.rstrip("\n").split("\n")
-    assert lines[-1].startswith("MODULES "), proc.stderr
-    return proc, lines[-1]
+def probe(*args: str) -> tuple[Probe, str]:
+    """The command's result and whether Typer and the CLI package were imported."""
+    report = run_main(*args)
+    return report, f"MODULES typer={'typer' in report.loaded} cli={'mythline_cli.cli' in report.loaded}"
 
 
 def without_probe(stderr: str) -> str:
-    return stderr.rstrip("\n").rsplit("\n", 1)[0].strip()
+    return stderr.strip()
 
 
 def test_a_scheduled_run_does_not_import_typer(home, config, llm_server):
@@ -51,7 +38,6 @@ def test_a_scheduled_run_does_not_import_typer(home, config, llm_server):
 
 @pytest.mark.parametrize("args", [
     ("run", AGENT, "--dry-run"),
-    ("run", "--due"),
     ("run", AGENT, "--help"),
     ("run", AGENT, "extra-word"),
     ("run",),
@@ -62,6 +48,15 @@ def test_anything_else_takes_the_full_path(home, config, llm_server, args):
     llm_server.responder = lore_responder(AGENT)
     _, modules = probe(*args)
     assert modules.startswith("MODULES typer=True")
+
+
+def test_run_due_takes_the_full_path(home, config, llm_server):
+    # Every agent disabled: nothing is due, so no cycle runs; only the route is checked.
+    config(sections={"defaults": {"enabled": False}})
+    proc, modules = probe("run", "--due")
+    assert proc.returncode == 0, proc.stderr
+    assert modules.startswith("MODULES typer=True")
+    assert llm_server.count() == 0
 
 
 def test_both_paths_store_the_same_way_and_print_the_same_json(home, config, llm_server):

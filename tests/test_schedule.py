@@ -7,7 +7,6 @@ round trip uses the real one, and xmllint checks the task XML against the schema
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shlex
@@ -19,6 +18,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from probe import run_app
 from typer.testing import CliRunner
 
 from mythline_cli import schedule
@@ -99,7 +99,7 @@ def test_every_enabled_agent_gets_one_line_with_this_home_and_its_log(home: Path
     expected = [a for a in AGENTS if a != "world-items"]
     assert [schedule.job_key(ln) for ln in lines] == expected + [schedule.WATCHDOG]
     config = Path("mythline.toml").absolute()
-    for agent, line in zip(expected, lines):
+    for agent, line in zip(expected, lines[:-1], strict=True):
         assert f"MYTHLINE_HOME='{home}' MYTHLINE_CONFIG='{config}' '{EXE}' run {agent} " in line
         assert line.endswith(f">> '{home}/logs/{agent}.log' 2>&1")
     # The watchdog watches this fleet: the same state home and config, its output mailed.
@@ -116,7 +116,7 @@ def test_no_config_file_means_no_mythline_config(home: Path) -> None:
 
 
 def test_the_fleet_starts_at_distinct_minutes(home: Path) -> None:
-    for interval, fields in (("30m", 1), ("1h", 1), ("2h", 2), ("1d", 2), ("7d", 5)):
+    for interval, _fields in (("30m", 1), ("1h", 1), ("2h", 2), ("1d", 2), ("7d", 5)):
         write_toml(f'[defaults]\ninterval = "{interval}"\n')
         result = invoke("schedule", "cron", "--exe", EXE)
         starts = [" ".join(ln.split()[:5]) for ln in agent_lines(result.stdout)]
@@ -659,25 +659,12 @@ def test_gui_script_is_declared() -> None:
 
 # -- imports ----------------------------------------------------------------------------------
 
-PROBE = """
-import json, sys
-from typer.testing import CliRunner
-from mythline_cli.cli import app
-result = CliRunner().invoke(app, json.loads(sys.argv[1]))
-print(json.dumps({"exit": result.exit_code, "stderr": result.stderr,
-                  "loaded": [m for m in ("openai", "tokencost", "anthropic") if m in sys.modules]}))
-"""
-
-
 @pytest.mark.parametrize("args", [["schedule", "cron"], ["schedule", "cron", "--fleet"],
                                   ["schedule", "windows", "--out", "tasks"]], ids=" ".join)
 def test_schedule_does_not_import_the_llm_stack(args: list[str]) -> None:
-    proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps(args)], capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert report["exit"] == 0, report["stderr"]
-    assert report["loaded"] == []
+    report = run_app(args)
+    assert report.returncode == 0, report.stderr
+    assert report.llm_stack == set()
 
 
 @pytest.mark.parametrize("line,key", [

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from helpers import KEY_ENV, TEST_KEY, is_audit, mythline, topic_of
-from factories import record
-from llm_server import completion, error
 from mythline_cli import redact, settings_cache
 from mythline_cli.config import load_settings
+
+from factories import record
+from helpers import KEY_ENV, TEST_KEY, is_audit, mythline, topic_of
+from llm_server import completion, error
 
 AGENT = "world-npcs"
 PASSWORD = "pw-NEVER-SHOWN-7f3a9c"

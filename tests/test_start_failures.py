@@ -12,9 +12,10 @@ import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from mythline_cli import launch, paths
+
 from helpers import KEY_ENV, TEST_KEY, lore_responder, mythline
 from llm_server import Reply
-from mythline_cli import launch, paths
 
 AGENT = "world-npcs"
 

@@ -14,12 +14,13 @@ import pytest
 from freezegun import freeze_time
 from typer.testing import CliRunner
 
-from helpers import mythline
 from mythline_cli import paths
 from mythline_cli.cli import app
 from mythline_cli.config import load_settings
 from mythline_cli.fleet.topics import TOPICS
 from mythline_cli.status import agent_state, collect
+
+from helpers import mythline
 
 runner = CliRunner()
 AGENTS = list(TOPICS)

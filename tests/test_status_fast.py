@@ -4,23 +4,11 @@ Typer or pydantic, and never from a cache that no longer matches the config."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
+from probe import status_modules
+
 from helpers import lore_responder, mythline
-
-PROBE = ("import runpy, sys, atexit\n"
-         "atexit.register(lambda: sys.stderr.write('MODULES ' + ' '.join(m for m in ('pydantic', 'typer', 'openai',"
-         " 'tokencost') if m in sys.modules) + '\\n'))\n"
-         "sys.argv = ['mythline'] + sys.argv[1:]\n"
-         "runpy.run_module('mythline_cli', run_name='__main__')\n")
-
-
-def status_modules(*args: str) -> tuple[subprocess.CompletedProcess, str]:
-    result = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=60)
-    line = [ln for ln in result.stderr.splitlines() if ln.startswith("MODULES")][-1]
-    return result, line.removeprefix("MODULES").strip()
 
 
 def without_now(text: str) -> dict:

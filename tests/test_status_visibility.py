@@ -9,10 +9,11 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from helpers import mythline
-from llm_server import error
 from mythline_cli import paths
 from mythline_cli.cli import app
+
+from helpers import mythline
+from llm_server import error
 
 runner = CliRunner()
 

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers import KEY_ENV, TEST_KEY, lore_responder, mythline, write_tiktoken_cache
 from mythline_cli import pricing
 from mythline_cli.config import parse_config
+
+from helpers import KEY_ENV, TEST_KEY, lore_responder, mythline, write_tiktoken_cache
 
 AGENT = "world-npcs"
 
@@ -99,7 +100,7 @@ def test_english_over_reservation_is_what_the_docs_say():
     # The built-in research prompt for Thrall, counted both ways: docs/how-it-works.md
     # quotes the ratio (bytes are 4 to 5 times the o200k count of English).
     from mythline_cli import research
-    from mythline_cli.cycle import RECORD_MODELS
+    from mythline_cli.fleet.schemas import RECORD_MODELS
 
     settings = parse_config({})
     agent = settings.agent(AGENT)

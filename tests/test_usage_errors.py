@@ -7,8 +7,9 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-from helpers import mythline
 from mythline_cli.cli import app
+
+from helpers import mythline
 
 # (argv, the words the line must hold, the command whose help it points to)
 CASES = {

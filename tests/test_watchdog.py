@@ -15,12 +15,13 @@ import pytest
 from freezegun import freeze_time
 from typer.testing import CliRunner
 
-from helpers import mythline
 from mythline_cli import paths
 from mythline_cli.cli import app
+from mythline_cli.config import load_settings
 from mythline_cli.files import iter_jsonl
 from mythline_cli.status import collect
-from mythline_cli.config import load_settings
+
+from helpers import mythline
 from webhook_server import WebhookServer
 
 runner = CliRunner()

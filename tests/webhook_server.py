@@ -44,7 +44,7 @@ class WebhookServer:
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
-    def enqueue(self, *answers: int | Answer | Hang) -> "WebhookServer":
+    def enqueue(self, *answers: int | Answer | Hang) -> WebhookServer:
         with self._lock:
             for a in answers:
                 self._queue.append(Answer(status=a) if isinstance(a, int) else a)
@@ -58,7 +58,7 @@ class WebhookServer:
         with self._lock:
             return self._queue.popleft() if self._queue else self.default
 
-    def start(self) -> "WebhookServer":
+    def start(self) -> WebhookServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -104,7 +104,7 @@ class WebhookServer:
             self._thread.join(timeout=5)
         self._httpd = None
 
-    def __enter__(self) -> "WebhookServer":
+    def __enter__(self) -> WebhookServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

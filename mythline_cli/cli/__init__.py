@@ -7,8 +7,7 @@ from pathlib import Path
 import typer
 
 from .. import __version__
-from . import agents, budget, init, keys, logs, pause, run, status, watchdog
-from . import doctor, schedule
+from . import agents, budget, doctor, init, keys, logs, pause, run, schedule, status, store, topics, watchdog
 from ._util import STATE, OneLineErrors
 
 EXIT_CODES = """Exit codes: 0 stored or nothing due · 1 the cycle failed · 2 usage or config error ·
@@ -58,3 +57,5 @@ app.command("agents", help=agents.HELP)(agents.agents_cli)
 app.add_typer(schedule.app, name="schedule")
 app.command("doctor", help=doctor.HELP)(doctor.doctor_cli)
 app.add_typer(keys.app, name="keys")
+app.add_typer(store.app, name="store")
+app.add_typer(topics.app, name="topics")

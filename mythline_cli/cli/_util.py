@@ -47,7 +47,7 @@ def settings(**overrides: Any):  # noqa: ANN201 - Settings, imported lazily
 try:  # Typer 0.20+ carries its own copy of Click
     from typer._click.exceptions import UsageError as _ClickUsageError
 except ImportError:  # pragma: no cover - older Typer, on Click itself
-    from click.exceptions import UsageError as _ClickUsageError  # type: ignore[no-redef]
+    from click.exceptions import UsageError as _ClickUsageError  # type: ignore[no-redef, import-not-found, unused-ignore]
 
 
 class _OneLineUsageError(_ClickUsageError):

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from rich.console import JustifyMethod
 
 from ._util import boundary, out, print_json, settings
 
@@ -61,7 +64,8 @@ def agents_cli(json_out: bool = typer.Option(False, "--json", help="Print the fl
                       padding=(0, 1) if wide else (0, 0), title_style="bold")
         # Only a fleet with agents of its own needs to say whose kind each one is.
         kinds = any(row["custom"] for row in rows)
-        columns = [("agent", "left")] + ([("kind", "left")] if kinds else [])
+        columns: list[tuple[str, JustifyMethod]] = [("agent", "left")]
+        columns += [("kind", "left")] if kinds else []
         columns += [("on", "left"), ("every", "right"), ("next", "right"), ("USD/day", "right"),
                     ("tokens/day", "right"), ("topics d/p/q" if wide else "topics", "right"), ("model", "left")]
         columns += [("description", "left")] if wide else []

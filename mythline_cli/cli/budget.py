@@ -15,10 +15,10 @@ app = typer.Typer(no_args_is_help=True, help="Look at or reset the budget ledger
 @app.command("show", help="Spent, reserved and cap per agent and for the fleet, in the current window.")
 def show_cli(json_out: bool = typer.Option(False, "--json", help="Print the report as JSON.")) -> None:
     with boundary():
-        from ..ledger import Ledger
+        from ..ledger import BudgetReport, Ledger
 
         cfg = settings()
-        report = Ledger(cfg).report()
+        report: BudgetReport = Ledger(cfg).report()
         if json_out:
             print_json(report)
             return

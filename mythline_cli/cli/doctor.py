@@ -128,6 +128,7 @@ def check_scheduler(cfg: Any, *, windows: bool | None = None,
     windows = (os.name == "nt") if windows is None else windows
     fix = "mythline schedule windows --out DIR, then DIR\\install.cmd" if windows else \
         "mythline schedule cron --install"
+    drift: schedule.Drift | None
     try:
         if windows:
             drift = schedule.windows_drift(cfg, query=query or schedule.query_task)
@@ -171,7 +172,7 @@ def check_prices(cfg: Any) -> list[Check]:
 
     agents = [a for a in cfg.agents() if a.enabled]
     usd = cfg.budget.daily_usd is not None or cfg.budget.monthly_usd is not None
-    models = sorted({a.model for a in agents if usd or a.daily_usd is not None})
+    models = sorted({m for a in agents if usd or a.daily_usd is not None for m in (a.model, a.auditor)})
     if not models:
         return [Check("prices", "info", "no USD cap is set, so no price is needed")]
     found = []
@@ -187,6 +188,15 @@ def check_prices(cfg: Any) -> list[Check]:
             found.append(Check("prices", "ok", f"{model}: ${price.input * 1e6:g} in / ${price.output * 1e6:g} out "
                                f"per million tokens ({price.source})"))
     return found
+
+
+def check_audit(cfg: Any) -> list[Check]:
+    same = [a.name for a in cfg.agents() if a.enabled and a.auditor == a.model]
+    if not same:
+        return [Check("audit", "ok", "every enabled agent is audited by another model than its research model")]
+    who = ", ".join(same) if len(same) <= 3 else f"{len(same)} agents"
+    return [Check("audit", "info", f"{who} audit with their research model, and a model prefers its own answers; "
+                  'set audit_model = "<another model>" in [defaults] or [agents.NAME]')]
 
 
 # -- what a scheduled run sees ----------------------------------------------------------------
@@ -480,7 +490,7 @@ def run_checks() -> tuple[list[Check], Any]:
         checks += check_key(cfg)
     checks += check_home()
     if cfg is not None:
-        for check in (check_timezone, check_scheduler, check_tokenizer, check_prices):
+        for check in (check_timezone, check_scheduler, check_tokenizer, check_prices, check_audit):
             checks += check(cfg)
     return checks, cfg
 

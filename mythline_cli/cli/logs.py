@@ -82,7 +82,8 @@ def facts(event: dict[str, Any]) -> list[str]:
     if isinstance(event.get("usd"), (int, float)):
         parts.append(f"cost={usd(event['usd'])}")
     if isinstance(event.get("score"), (int, float)):
-        verdict = {True: " (pass)", False: " (fail)"}.get(event.get("passed"), "")
+        passed = event.get("passed")
+        verdict = {True: " (pass)", False: " (fail)"}.get(passed, "") if isinstance(passed, bool) else ""
         parts.append(f"score={event['score']:.2f}{verdict}")
     if isinstance(event.get("issues"), list) and event["issues"]:
         parts.append(f"issues={len(event['issues'])}")
@@ -93,7 +94,9 @@ def facts(event: dict[str, Any]) -> list[str]:
         parts.append("ok=false")
     for key, value in event.items():
         if key not in HIDDEN and key not in ORDER and isinstance(value, (str, int, float, bool)):
-            parts.append(f"{key}={_value(value)}")
+            # An amount of money reads as one (reserved_usd=$0.0078), not as a float's digits.
+            money = key.endswith("_usd") and type(value) in (int, float)
+            parts.append(f"{key}={usd(value) if money else _value(value)}")
     return parts
 
 
@@ -107,7 +110,7 @@ def style_of(event: dict[str, Any]) -> str:
 
 
 def line(event: dict[str, Any]) -> str:
-    return f"{local_time(event.get('ts'))}  {str(event.get('event', '?')):<14} {' '.join(facts(event))}".rstrip()
+    return f"{local_time(event.get('ts'))}  {event.get('event', '?')!s:<14} {' '.join(facts(event))}".rstrip()
 
 
 class Printer:
@@ -125,7 +128,7 @@ class Printer:
 
             head = Text()
             head.append(f"{local_time(event.get('ts'))}  ", style="dim")
-            head.append(f"{str(event.get('event', '?')):<14} ", style=style_of(event) or "bold")
+            head.append(f"{event.get('event', '?')!s:<14} ", style=style_of(event) or "bold")
             head.append(" ".join(facts(event)))
             self.console.print(head)
             return

@@ -63,7 +63,9 @@ def run_cli(
                 print_json(report)
             else:
                 _print_plan(report, source=cfg.describe_source())
-            code = ExitCode.OK if report.get("topic") is None or report["budget"]["allowed"] else ExitCode.OVER_BUDGET
+            # Only a call can be refused: storing, rejecting and an empty queue cost nothing.
+            allowed = report.get("budget", {"allowed": True})["allowed"]
+            code = ExitCode.OK if allowed else ExitCode.OVER_BUDGET
             raise typer.Exit(code)
 
 
@@ -108,6 +110,19 @@ def _print_plan(report: dict[str, Any], *, source: str) -> None:
         con.print(f"config {source}", markup=False)
         return
     con.rule(f"{report['agent']} · {report['topic']} · {report['step']} (attempt {report['attempt']})")
+    if report["step"] == "store":
+        con.print(f"The recorded answers pass every check (audit score {report['score']:.2f}): a real run would "
+                  "store the record and call nothing.")
+        con.print(f"config {source}", markup=False)
+        return
+    if report["step"] in ("reject", "quarantine"):
+        end = "quarantine the topic" if report["step"] == "quarantine" else "reject the attempt"
+        con.print(f"The recorded answers fail: a real run would {end} and call nothing. Feedback for the next "
+                  "attempt:", markup=False)
+        for issue in report["issues"]:
+            con.print(f"  - {issue}", markup=False)
+        con.print(f"config {source}", markup=False)
+        return
     for message in report["messages"]:
         con.print(f"[bold]{message['role']}[/bold]", markup=True)
         con.print(message["content"], markup=False)
@@ -120,6 +135,9 @@ def _print_plan(report: dict[str, Any], *, source: str) -> None:
     con.print(f"prompt ≤ {est['prompt_tokens']:,} tokens (counted by {est['counted_by']}) + output ≤ "
               f"{est['max_output_tokens']:,} tokens = {est['tokens']:,} tokens, {usd}"
               + (f"  [price: {est['price']}]" if est["price"] else ""), markup=False)
+    context = report.get("context") or {}
+    if context.get("fits") is False:
+        con.print(f"context: refused — {context['reason']}", markup=False)
     budget = report["budget"]
     if budget["allowed"]:
         con.print("budget: allowed — a real run would reserve this and send the call.")

@@ -11,7 +11,8 @@ from ..errors import UsageError
 from ._util import STATE, boundary, fail_line, out, settings
 
 app = typer.Typer(no_args_is_help=True, help="Generate scheduler entries from the config: crontab lines "
-                  "(Linux, macOS) or Task Scheduler XML (Windows). See docs/scheduling.md.")
+                  "(Linux, macOS), Task Scheduler XML (Windows) or Kubernetes CronJobs. See docs/scheduling.md "
+                  "and docs/many-hosts.md.")
 
 CRON_HELP = """Print crontab lines that run every enabled agent at its interval.
 
@@ -147,3 +148,8 @@ def windows_cli(
 
 app.command("cron", help=CRON_HELP)(cron_cli)
 app.command("windows", help=WINDOWS_HELP)(windows_cli)
+
+from .kubernetes import HELP as KUBERNETES_HELP  # noqa: E402 - its own module, registered here
+from .kubernetes import kubernetes_cli  # noqa: E402
+
+app.command("kubernetes", help=KUBERNETES_HELP)(kubernetes_cli)

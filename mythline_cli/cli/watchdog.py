@@ -18,7 +18,7 @@ fleet when not on a terminal. Exit 1 when any agent is down, else 0.
 
 def watchdog_cli(json_out: bool = typer.Option(False, "--json", help="Print what was found and sent as JSON.")) -> None:
     with boundary():
-        from ..alerts import watch
+        from ..watchdog import watch
 
         report = watch(settings())
         if json_out:

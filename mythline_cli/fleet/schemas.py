@@ -13,18 +13,27 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class Source(BaseModel):
-    """A reference backing a record's claims."""
+    """A citation of one of the numbered sources the research prompt gave."""
 
     model_config = ConfigDict(extra="forbid")
 
+    source: int = Field(description="The number of the source as the prompt lists it, e.g. 1 for [1].")
     url: str = Field(
-        description="Full URL of the source, e.g. https://warcraft.wiki.gg/wiki/Thrall. "
-        "Must be a real page; never invent URLs."
+        description="The URL of that numbered source, copied exactly from the prompt. Never a URL "
+        "the prompt did not list."
     )
-    title: str = Field(description="Title of the page, book, quest or in-game text cited.")
-    tier: Literal["official", "wiki", "community"] = Field(
-        description="Source tier: 'official' = Blizzard publications or in-game text; "
-        "'wiki' = Wowpedia / warcraft.wiki.gg; 'community' = forums, guides, fan sites."
+
+
+class Quote(BaseModel):
+    """A verbatim quote from a numbered source backing one field of the record."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    field: str = Field(description="The record field this quote supports, e.g. 'summary'.")
+    source: int = Field(description="The number of the source the quote is copied from.")
+    quote: str = Field(
+        description="One or two sentences copied word for word from that source's text (at least "
+        "a few words; no paraphrase, no ellipsis)."
     )
 
 
@@ -34,9 +43,16 @@ class RecordBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(description="Canonical name of the subject (the research topic).")
+    aliases: list[str] = Field(
+        description="Other names the subject is known by, e.g. Go'el for Thrall; an empty list if none."
+    )
     summary: str = Field(description="A 2-5 sentence summary of the subject for a story writer.")
     sources: list[Source] = Field(
-        description="Sources supporting the record; prefer official and wiki tiers."
+        description="The numbered sources the record relies on; an empty list if none were given."
+    )
+    quotes: list[Quote] = Field(
+        description="Evidence: for the summary and each key field, a verbatim quote from a cited "
+        "source; an empty list if no sources were given."
     )
     confidence: float = Field(
         ge=0,

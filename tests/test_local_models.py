@@ -109,6 +109,25 @@ def test_a_prompt_that_cannot_fit_the_learned_context_is_refused_before_the_call
     assert ("/props" if where == "props" else "/models") in result.stderr
 
 
+def test_dry_run_reports_the_context_refusal_without_asking_the_server(home, config, llm_server) -> None:
+    config(provider={"context_length": 600, "max_output_tokens": 500})
+    result = mythline("run", AGENT, "--dry-run")
+    assert result.returncode == 1, result.stderr
+    assert "context: refused" in result.stdout and "600 tokens, from provider.context_length" in result.stdout
+    report = json.loads(mythline("run", AGENT, "--dry-run", "--json").stdout)
+    assert report["context"]["fits"] is False and "does not fit" in report["context"]["reason"]
+    assert llm_server.requests == []
+
+
+def test_dry_run_asks_a_local_server_nothing_about_its_context(home, config, llm_server) -> None:
+    LocalFake(llm_server, small_model(AGENT), n_ctx=1024, props=True)
+    config(provider={"local": True, "max_output_tokens": 1000})
+    result = mythline("run", AGENT, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "context: refused" not in result.stdout
+    assert llm_server.requests == []  # not even /props: a dry run writes and asks nothing
+
+
 def test_a_configured_context_length_wins_and_needs_no_server(home, config, llm_server) -> None:
     config(provider={"context_length": 600, "max_output_tokens": 500})
     result = mythline("run", AGENT)

@@ -65,7 +65,9 @@ def run_cli(
                 _print_plan(report, source=cfg.describe_source())
             # Only a call can be refused: storing, rejecting and an empty queue cost nothing.
             allowed = report.get("budget", {"allowed": True})["allowed"]
-            code = ExitCode.OK if allowed else ExitCode.OVER_BUDGET
+            fits = report.get("context", {"fits": True})["fits"]
+            # The exit code the run would end with: a call that cannot fit fails before the budget.
+            code = ExitCode.FAILED if not fits else ExitCode.OK if allowed else ExitCode.OVER_BUDGET
             raise typer.Exit(code)
 
 

@@ -266,3 +266,27 @@ class WebhookFailed(Exception):
         self.reason = reason
         self.attempts = attempts
         self.status = status
+
+
+class ContextTooSmall(LLMError):
+    """A prompt and its output budget cannot fit the model's context: refused before the call."""
+
+    kind = "context-too-small"
+
+    def __init__(self, *, step: str, model: str, prompt: int, output: int, limit: int, source: str) -> None:
+        self.limit = limit
+        super().__init__(
+            f"the {step} prompt (~{prompt:,} tokens) plus provider.max_output_tokens ({output:,}) does not fit "
+            f"the context of {model} ({limit:,} tokens, from {source}); nothing was sent. Lower "
+            "provider.max_output_tokens, start the server with a larger context (llama.cpp: --ctx-size), or "
+            "correct provider.context_length")
+
+
+class SlotBusy(Exception):
+    """The local server is busy: with another request for longer than ``wait``, or with an
+    abandoned one until ``until`` (a Unix time)."""
+
+    def __init__(self, waited: float, until: float | None = None) -> None:
+        self.waited = waited
+        self.until = until
+        super().__init__(f"busy for {waited:.0f}s")

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from . import files, paths
-from .errors import LLMError
+from .errors import ContextTooSmall
 from .redact import safe_url
 
 if TYPE_CHECKING:
@@ -243,20 +243,6 @@ def learned_context(provider: Provider, model: str, n_ctx: int, source: str) -> 
     """An error answer named the context length: keep it for the next estimate."""
     if not provider.context_length:
         record(provider, model, context_length=n_ctx, context_source=source)
-
-
-class ContextTooSmall(LLMError):
-    """A prompt and its output budget cannot fit the model's context: refused before the call."""
-
-    kind = "context-too-small"
-
-    def __init__(self, *, step: str, model: str, prompt: int, output: int, limit: int, source: str) -> None:
-        self.limit = limit
-        super().__init__(
-            f"the {step} prompt (~{prompt:,} tokens) plus provider.max_output_tokens ({output:,}) does not fit "
-            f"the context of {model} ({limit:,} tokens, from {source}); nothing was sent. Lower "
-            "provider.max_output_tokens, start the server with a larger context (llama.cpp: --ctx-size), or "
-            "correct provider.context_length")
 
 
 def check_fits(provider: Provider, model: str, estimate: Any, *, key: str | None, step: str,

@@ -16,17 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from . import files, paths
+from .errors import SlotBusy
 from .redact import safe_url
-
-
-class SlotBusy(Exception):
-    """The local server is busy: with another request for longer than ``wait``, or with an
-    abandoned one until ``until`` (a Unix time)."""
-
-    def __init__(self, waited: float, until: float | None = None) -> None:
-        self.waited = waited
-        self.until = until
-        super().__init__(f"busy for {waited:.0f}s")
 
 
 def _base(base_url: str) -> Path:

@@ -66,6 +66,8 @@ class Agent:
     daily_tokens: int | None
     model: str
     topics: tuple[str, ...]
+    priority: int = 0
+    reserve: float = 0.0
     # A stored record older than this is researched again once the queue is empty (None: never).
     refresh_after: float | None = None
     # At most this many subjects a run proposes to other agents' queues.

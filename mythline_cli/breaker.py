@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # status reads the breaker without pydantic or filelock (tens
 
 # Failures that say the provider is in trouble; a bad key or a bad request does not.
 TRIPPING = {"timeout", "connection", "error-in-200", "empty", "bad-response", "http-408", "http-409", "http-429"}
-_WAIT_KEYS = ("wait_until", "wait_s", "wait_asked_s")
+_WAIT_KEYS = ("wait_until", "wait_s", "wait_asked_s", "wait_set")
 
 
 # Failures that say nothing about the provider's health whatever their status: a server that
@@ -89,7 +89,8 @@ def _schema() -> Any:
         wait_until: datetime | None = None
         wait_s: float | None = Field(default=None, ge=0, allow_inf_nan=False)
         wait_asked_s: float | None = Field(default=None, ge=0, allow_inf_nan=False)
-        _times = field_validator("opened_at", "wait_until")(_aware)
+        wait_set: datetime | None = None
+        _times = field_validator("opened_at", "wait_until", "wait_set")(_aware)
 
     return TypeAdapter(dict[str, _Entry])
 
@@ -112,6 +113,8 @@ def _validate(data: Any) -> dict[str, dict[str, Any]]:
             "probe": {**e.probe.model_dump(), "started": e.probe.started.isoformat()} if e.probe else None}
         if e.wait_until is not None:
             entry.update(wait_until=e.wait_until.isoformat(), wait_s=e.wait_s, wait_asked_s=e.wait_asked_s)
+            if e.wait_set is not None:
+                entry["wait_set"] = e.wait_set.isoformat()
         out[key] = entry
     return out
 
@@ -178,11 +181,28 @@ class Breaker:
         for key in _WAIT_KEYS:
             entry.pop(key, None)
 
-    def check_wait(self, agent: str) -> None:
+    def check_wait(self, agent: str, *, max_wait: float = 0.0, sleep: Callable[[float], None] | None = None) -> None:
         """Raise ``ProviderWait`` while the provider's requested wait lasts (and repair a bad
-        file, so the run that finds it says so)."""
-        if not self._quiet():
-            self._update(lambda entry: self._check_wait(entry, agent))
+        file, so the run that finds it says so); a wait of at most ``max_wait`` seconds is
+        slept through instead."""
+        if self._quiet():
+            return
+        remaining = self.wait_remaining()
+        if sleep is not None and 0 < remaining <= max_wait:
+            sleep(remaining)
+        self._update(lambda entry: self._check_wait(entry, agent))
+
+    def wait_remaining(self) -> float:
+        """Seconds left of the provider's requested wait (0 when there is none); read without
+        the lock, from the file every agent writes it to."""
+        until = self.state().get("wait_until")
+        if not until:
+            return 0.0
+        try:
+            end = _aware(datetime.fromisoformat(until))
+        except (TypeError, ValueError):
+            return 0.0
+        return max(0.0, (end - self.now()).total_seconds()) if end else 0.0
 
     def hold(self, asked: float, *, agent: str) -> dict[str, Any]:
         """The provider asked for ``asked`` seconds: no agent calls it before then (at most
@@ -193,7 +213,8 @@ class Breaker:
         def change(entry: dict[str, Any]) -> dict[str, Any]:
             current = entry.get("wait_until")
             if not current or datetime.fromisoformat(current) < until:
-                entry.update(wait_until=until.isoformat(), wait_s=wait, wait_asked_s=asked)
+                entry.update(wait_until=until.isoformat(), wait_s=wait, wait_asked_s=asked,
+                             wait_set=self.now().isoformat())
             return dict(entry)
 
         return self._update(change)
@@ -229,8 +250,11 @@ class Breaker:
             return False
         return True
 
-    def record(self, *, ok: bool, kind: str | None = None, status: int | None = None) -> dict[str, Any]:
-        """Count a call's outcome; returns the entry after the change."""
+    def record(self, *, ok: bool, kind: str | None = None, status: int | None = None,
+               started: datetime | None = None) -> dict[str, Any]:
+        """Count a call's outcome; returns the entry after the change. A success clears the
+        provider's wait, unless the wait was asked for after the call ``started`` (its own
+        answer said a limit is spent)."""
         cfg = self.settings.config.breaker
         if ok and self._quiet():
             return {"failures": 0, "opened_at": None, "probe": None}
@@ -240,7 +264,9 @@ class Breaker:
             entry["probe"] = None
             if ok:
                 entry.update(failures=0, opened_at=None)
-                for key in _WAIT_KEYS:
+                newer = started is not None and entry.get("wait_set") and \
+                    datetime.fromisoformat(entry["wait_set"]) >= started
+                for key in () if newer else _WAIT_KEYS:
                     entry.pop(key, None)
             elif trips(kind, status):
                 entry["failures"] = int(entry.get("failures", 0)) + 1

@@ -20,7 +20,7 @@ from .durations import in_range, parse_duration
 from .errors import ConfigError, UsageError
 from .fleet.topics import DESCRIPTIONS, DOMAINS, KEY_FIELDS, SOURCES, TOPICS
 from .paths import locate_config
-from .tiers import DEFAULT_DOMAINS, DEFAULT_WEIGHTS, TIERS
+from .tiers import DEFAULT_DOMAINS, DEFAULT_WEIGHTS, TIERS, Tier
 
 OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
 DEFAULT_MODEL = "openai/gpt-4o-mini"
@@ -104,7 +104,6 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
 
-Tier = Literal["official", "primary", "secondary", "tertiary"]
 
 
 class WebSearch(_Model):
@@ -143,8 +142,8 @@ class Sources(_Model):
 
     @field_validator("weights")
     @classmethod
-    def _weights(cls, value: dict[str, float]) -> dict[str, float]:
-        merged = {**DEFAULT_WEIGHTS, **value}
+    def _weights(cls, value: dict[Tier, float]) -> dict[Tier, float]:
+        merged: dict[Tier, float] = {**DEFAULT_WEIGHTS, **value}
         for tier, weight in merged.items():
             if not 0 <= weight <= 1:
                 raise ValueError(f"{tier}: a weight is between 0 and 1")
@@ -177,6 +176,10 @@ class Provider(_Model):
     tokenizer: Literal["auto", "chars"] = "auto"
     estimate_margin: float = Field(default=1.25, ge=1, le=10)
     prices: dict[str, Prices] = {}
+    # Shared by every process of the fleet (see ratelimit.py); the provider's own headers
+    # can only lower them.
+    requests_per_minute: TokenCap = None
+    tokens_per_minute: TokenCap = None
     # Local inference (docs/local-models.md). context_length: the model's context in tokens;
     # "auto", a local server is asked for it. local: one request at a time across the fleet and
     # no retry of a timed-out request; "auto", true for a loopback base_url.
@@ -214,6 +217,11 @@ class Budget(_Model):
     monthly_usd: UsdCap = None
     monthly_tokens: TokenCap = None
     run_timeout: Annotated[float, _between(60, 31 * 86400, "a run older than this is treated as hung")] = 1800.0
+    # "even": a day cap is spent no faster than the day passes, plus `burst` of it at any time.
+    pace: Literal["none", "even"] = "none"
+    burst: float = Field(default=0.1, ge=0, le=1)
+    # The last share of a fleet cap that only the highest-priority agents may spend.
+    priority_headroom: float = Field(default=0.2, ge=0, le=1)
 
     @field_validator("timezone")
     @classmethod
@@ -240,6 +248,9 @@ class AgentDefaults(_Model):
     model: str | None = None
     topics: list[str] | None = None
     extra_topics: list[str] | None = None
+    priority: int | None = Field(default=None, ge=-1000, le=1000)
+    # A share of every fleet cap that only this agent may spend.
+    reserve: float | None = Field(default=None, ge=0, le=1)
     refresh_after: RefreshAfter = None
     max_proposals: int | None = Field(default=None, ge=0, le=100)
     # Retrieval: URL templates and local paths or globs; unset = the built-in templates of the
@@ -288,7 +299,7 @@ class AgentSettings(AgentDefaults):
 DEFAULT_AGENT = AgentDefaults(
     enabled=True, interval=1800.0, grace=900.0, max_attempts=3, min_score=0.7,
     min_sources=2, daily_usd=0.5, daily_tokens=500_000, refresh_after=30 * 86400.0, max_proposals=5,
-    min_tier="secondary", web_search=False,
+    min_tier="secondary", web_search=False, priority=0, reserve=0.0,
 )
 
 
@@ -310,7 +321,9 @@ class Breaker(_Model):
 class Alerts(_Model):
     """Who hears about trouble, and when."""
 
-    warn_at: float = Field(default=0.8, gt=0, le=1)
+    # One share of a cap or several ([0.5, 0.8, 0.95]); each crossing alerts once per window.
+    warn_at: Annotated[float, Field(gt=0, le=1)] | Annotated[list[Annotated[float, Field(gt=0, le=1)]],
+                                                             Field(min_length=1, max_length=20)] = 0.8
     consecutive_failures: int = Field(default=3, ge=1, le=1000)
     # A Slack or Discord webhook URL carries a token: prefer naming a variable that holds it.
     webhook_url_env: str = ""
@@ -347,6 +360,8 @@ class Config(_Model):
     alerts: Alerts = Alerts()
     schedule: Schedule = Schedule()
     sources: Sources = Sources()
+    # The shared state's PostgreSQL URL (MYTHLINE_STATE wins); unset: the state home's files.
+    state: str | None = None
 
     @field_validator("agents", mode="before")
     @classmethod
@@ -374,6 +389,16 @@ class Config(_Model):
                 if not any(key in RECORD_MODELS[k].model_fields for k in kinds if k in RECORD_MODELS):
                     return (f"{where}.key_fields", f"{key!r} is not a field of the record; name a text or list field "
                             f"of the {kinds[0] if len(kinds) == 1 else 'agents'}' schema")
+        names = list(TOPICS) + [n for n in self.agents if n not in TOPICS]
+        default = self.defaults.reserve or 0.0
+        total = 0.0
+        for n in names:
+            own = self.agents[n].reserve if n in self.agents else None
+            total += own if own is not None else default
+        if total > 1 + 1e-9:
+            # Shares of one fleet cap: more than all of it would leave some reserve unspendable.
+            return ("agents.*.reserve", f"the agents' reserves add up to {total:.0%} of the fleet "
+                                        "cap; keep their sum at most 1 (100%)")
         for name, table in self.agents.items():
             if name in TOPICS:
                 if table.kind not in (None, name):
@@ -465,6 +490,7 @@ class Settings:
             min_sources=merged["min_sources"], daily_usd=merged["daily_usd"],
             daily_tokens=merged["daily_tokens"],
             model=self.model_override or merged.get("model") or self.provider.model,
+            priority=merged.get("priority") or 0, reserve=merged.get("reserve") or 0.0,
             topics=topics, refresh_after=merged.get("refresh_after"), max_proposals=merged["max_proposals"],
             sources=tuple(SOURCES.get(kind, ()) if merged.get("sources") is None else merged["sources"]),
             key_fields=tuple(dict.fromkeys(("summary", *KEY_FIELDS.get(kind, ()), *(merged.get("key_fields") or ())))),

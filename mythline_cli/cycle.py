@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from filelock import FileLock, Timeout
+from filelock import FileLock
 
-from . import backoff, killswitch, negotiate, notify, paths, planner, pricing, recovery
+from . import backoff, killswitch, negotiate, notify, paths, planner, pricing, recovery, state
 from . import checkpoint as ckpt_mod
 from . import heartbeat as hb_mod
 from .breaker import Breaker, BreakerOpen, ProviderWait, wait_line
@@ -30,13 +30,14 @@ from .checkpoint import Checkpoint
 from .config import Agent, Settings
 from .errors import (
     Aborted,
-    AlreadyRunning,
     BudgetExceeded,
     ExitCode,
     Interrupted,
     LedgerCorrupt,
     LLMError,
     MythlineError,
+    RateLimited,
+    SourcesUnavailable,
     UnknownPrice,
     UsageError,
 )
@@ -46,17 +47,13 @@ from .fleet import topics as fleet_topics
 from .heartbeat import Heartbeat
 from .ledger import Ledger, Reservation
 from .planner import AUDIT_STEPS, RESEARCH_STEPS, Call, Gather, Reject, Store
+from .ratelimit import Limiter
 from .redact import redact, safe_url
 from .stopping import StopFlag
 from .store import store_record
 
 Listener = Callable[[dict[str, Any]], None]
 Result = Literal["stored", "unchanged", "rejected", "quarantined", "queue-empty"]
-
-
-class SourcesUnavailable(MythlineError):
-    """Too few sources this run because hosts are resting or unreachable: a failed run (the
-    agent backs off), not a verdict on the topic."""
 
 
 class _SteppedDown(Exception):
@@ -169,12 +166,12 @@ class _CallBudget:
         usd, source = self._cost(prompt, completion, provider_cost)
         return usd, source, False
 
-    def settle(self, usd: float | None, tokens: int, *, unsettled: bool) -> None:
+    def settle(self, usd: float | None, tokens: int, *, unsettled: bool, generation: str | None = None) -> None:
         assert self.open is not None
         res, self.open = self.open, None
         if unsettled:
             tokens = max(tokens, res.tokens)
-        self.ledger.settle(res, usd=usd, tokens=tokens, unsettled=unsettled)
+        self.ledger.settle(res, usd=usd, tokens=tokens, unsettled=unsettled, generation=generation)
         self._overrun(res, usd)
 
 
@@ -194,6 +191,8 @@ class Cycle:
         self._wait_line: str | None = None
         self._issues: list[str] = []
         self.breaker = Breaker(settings, on_repair=self._breaker_repaired)
+        self.limiter = Limiter(settings, self.breaker, agent=agent.name, sleep=self._nap, check=self._boundary,
+                               force=force, on_repair=self._ratelimit_repaired)
         self.agent = agent
         self.key = key
         self.run_id = new_run_id()
@@ -210,6 +209,10 @@ class Cycle:
         entry = self.events.emit(event, **data)
         if self.listener:
             self.listener(entry)
+
+    def _ratelimit_repaired(self, moved: Any) -> None:
+        self.warnings.append(f"ratelimit.sqlite was unreadable; moved aside to {moved} and started afresh")
+        self.emit("corrupt-state", file="ratelimit", moved_to=str(moved), problem="not an SQLite database")
 
     def _breaker_repaired(self, moved: Any, problem: str) -> None:
         self.warnings.append(f"breaker.json was unreadable ({problem}); moved aside to {moved} and started afresh")
@@ -236,15 +239,14 @@ class Cycle:
     # -- the run -----------------------------------------------------------------------
     def run(self) -> Outcome:
         paths.prepare_agent(self.agent.name, domain=self.agent.domain)
-        lock = FileLock(str(paths.run_lock(self.agent.name)), timeout=0)
+        name = self.agent.name
         try:
-            lock.acquire()
-        except Timeout:
-            raise AlreadyRunning(self.agent.name) from None
-        try:
-            return self._run_locked()
+            # First, before any call: on PostgreSQL this connects, and an unreachable database
+            # ends the run here.
+            with state.run_lock(self.settings, name, lambda: FileLock(str(paths.run_lock(name)), timeout=0)):
+                return self._run_locked()
         finally:
-            lock.release()
+            self.limiter.close()
             if self._client is not None:
                 self._client.close()
 
@@ -257,7 +259,8 @@ class Cycle:
         if not self.force:
             # Before the heartbeat: a run skipped for a backoff or the provider's wait leaves no trace.
             backoff.check(agent.name, previous)
-            self.breaker.check_wait(agent.name)
+            # A short wait is waited out; a long one ends the run with no request (exit 5).
+            self.breaker.check_wait(agent.name, max_wait=self.settings.provider.max_retry_wait, sleep=self._nap)
         ck = Checkpoint.load(agent.name)
         self.hb = Heartbeat(agent.name, self.run_id, previous=previous, pid=os.getpid(), secrets=self.events.secrets)
         self.hb.beat()
@@ -318,6 +321,9 @@ class Cycle:
                              failure=False)
         except ProviderWait as exc:
             self.emit("provider-wait", step=self.hb.data.get("step"), until=exc.until.isoformat())
+            return self._end(t0, "failed", exc.exit_code, topic, str(exc), ck, warnings, failure=False)
+        except RateLimited as exc:
+            self.emit("rate-limited", step=self.hb.data.get("step"), wait_s=round(exc.wait, 3), error=str(exc))
             return self._end(t0, "failed", exc.exit_code, topic, str(exc), ck, warnings, failure=False)
         except LLMError as exc:
             self.emit("error", step=self.hb.data.get("step"), error=str(exc), status=exc.status)
@@ -542,10 +548,14 @@ class Cycle:
         except BaseException:
             budget.charge_failure((0, 0, 0.0))  # never sent: release the hold
             raise
+        sent = datetime.now(timezone.utc)
         try:
             result = client.chat(messages, model=call.model or self.agent.model, max_tokens=p.max_output_tokens,
-                                 response_format=fmt, guard=budget, **vary,
+                                 response_format=fmt, guard=budget, limiter=self.limiter.call(est.tokens), **vary,
                                  **({"extra_body": call.extra_body} if call.extra_body else {}))
+        except (ProviderWait, RateLimited):
+            budget.charge_failure((0, 0, 0.0))  # refused before it was sent: release the hold
+            raise
         except LLMError as exc:
             usd = budget.charge_failure(exc.billed)
             kind, issue = exc.kind, exc.content_issue
@@ -555,10 +565,10 @@ class Cycle:
             self.emit("llm-call", step=step, attempt=attempt, ok=False, estimate=estimate, error=str(exc),
                       kind=kind, status=exc.status, attempts=exc.attempts, usd=usd)
             if kind == "response-format":
-                sent = self.plan_ctx.mode
-                nxt = negotiate.step_down(p, self.agent.model, sent, str(exc))
+                rejected = self.plan_ctx.mode
+                nxt = negotiate.step_down(p, self.agent.model, rejected, str(exc))
                 if nxt is not None:
-                    self.emit("structured-outputs", rejected=sent, chosen=nxt)
+                    self.emit("structured-outputs", rejected=rejected, chosen=nxt)
                     self.plan_ctx = dataclasses.replace(self.plan_ctx, mode=nxt)
                     raise _SteppedDown() from None
             after = exc.retry_after
@@ -580,12 +590,13 @@ class Cycle:
                               "completion_tokens": result.completion_tokens, "usd": usd, "cost_source": source,
                               "model": result.model, "response_id": result.response_id,
                               **({"citations": result.citations} if call.extra_body else {})})
-        budget.settle(usd, result.prompt_tokens + result.completion_tokens, unsettled=unsettled)
+        budget.settle(usd, result.prompt_tokens + result.completion_tokens, unsettled=unsettled,
+                      generation=result.response_id or None)
         self.emit("llm-call", step=step, attempt=attempt, ok=True, estimate=estimate,
                   prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens, usd=usd,
                   cost_source=source, latency_s=round(result.latency, 3), attempts=result.attempts,
                   response_id=result.response_id, model=result.model)
-        self.breaker.record(ok=True)
+        self.breaker.record(ok=True, started=sent)
         if fmt is not None:
             negotiate.accepted(p, self.agent.model, self.plan_ctx.mode)
         notify.budget_crossings(self.settings, self.ledger, self.agent, self.emit)

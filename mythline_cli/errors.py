@@ -19,6 +19,7 @@ class ExitCode(IntEnum):
     OVER_BUDGET = 3
     ALREADY_RUNNING = 4
     PAUSED = 5
+    STATE_UNAVAILABLE = 6
     INTERRUPTED = 130
     TERMINATED = 143
 
@@ -98,6 +99,13 @@ class LedgerCorrupt(MythlineError):
             f"{path}: the budget ledger is unreadable ({problem}); nothing was called. "
             "Rebuild it from its journal with: mythline budget repair"
         )
+
+
+class StateUnavailable(MythlineError):
+    """The shared state (PostgreSQL) cannot be used: unreachable, refusing, lost mid-run, or of a
+    newer schema version."""
+
+    exit_code = ExitCode.STATE_UNAVAILABLE
 
 
 class AlreadyRunning(MythlineError):
@@ -230,6 +238,28 @@ class ProviderWait(MythlineError):
         super().__init__(f"{agent}: {wait_line(entry)}; nothing was called")
 
 
+class RateLimited(MythlineError):
+    """The fleet's share of a provider limit is used up for longer than a run may wait."""
+
+    exit_code = ExitCode.PAUSED
+
+    def __init__(self, agent: str, provider: str, what: str, limit: int, wait: float, setting: str) -> None:
+        import math
+
+        self.agent = agent
+        self.wait = wait
+        super().__init__(
+            f"{agent}: {provider} allows {limit:,} {what} per minute for the whole fleet ({setting}) and the "
+            f"next free place is {math.ceil(wait)}s away, longer than provider.max_retry_wait; nothing was "
+            "called, the next scheduled run tries again")
+
+
+class NoBilling(MythlineError):
+    """The provider has no billing endpoints: nothing to reconcile against (not a failure)."""
+
+    exit_code = ExitCode.OK
+
+
 class StateHomeUnusable(UsageError):
     """A path in the state home is not what mythline writes there (exit 2, nothing written)."""
 
@@ -256,6 +286,23 @@ class CorruptFile(Exception):
 
 class LockTimeout(Exception):
     """The lock stayed held by someone else for the whole timeout."""
+
+
+class UnknownRecord(UsageError):
+    """No stored record has that name (exit 2)."""
+
+
+class Ambiguous(UsageError):
+    """More than one stored record has that name (exit 2)."""
+
+
+class IndexUnavailable(Exception):
+    """The store's index could not be opened or built (a run carries on without it)."""
+
+
+class SourcesUnavailable(MythlineError):
+    """Too few sources this run because hosts are resting or unreachable: a failed run (the
+    agent backs off), not a verdict on the topic."""
 
 
 class WebhookFailed(Exception):

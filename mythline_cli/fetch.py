@@ -157,7 +157,7 @@ class Hosts:
         now = self.clock()
 
         def take(state: dict[str, Any]) -> tuple[float, str | None]:
-            entry = state.get(host) if isinstance(state.get(host), dict) else {}
+            entry = _v if isinstance(_v := state.get(host), dict) else {}
             until = entry.get("backoff_until")
             if isinstance(until, (int, float)) and until > now:
                 return 0.0, f"{host} asked us to back off until {datetime.fromtimestamp(until, timezone.utc):%H:%M:%S} UTC ({entry.get('reason')})"
@@ -172,7 +172,7 @@ class Hosts:
         now = self.clock()
 
         def mark(state: dict[str, Any]) -> float:
-            entry = state.get(host) if isinstance(state.get(host), dict) else {}
+            entry = _v if isinstance(_v := state.get(host), dict) else {}
             strikes = int(entry.get("strikes") or 0) + 1
             wait = seconds if seconds is not None else self.policy.backoff * 2 ** (strikes - 1)
             wait = min(max(wait, self.policy.host_delay), self.policy.max_backoff)

@@ -52,6 +52,14 @@ class CallResult:
         return self.prompt_tokens + self.completion_tokens
 
 
+class Limiter(Protocol):
+    """Admits each request (waiting for its place, or raising) and learns from each answer."""
+
+    def before_request(self) -> None: ...
+
+    def learn(self, status: int | None, headers: Any, wait: float | None) -> None: ...
+
+
 class Guard(Protocol):
     """Pays for a lost attempt after it fails; reserves the next before it is sent, or raises."""
 
@@ -311,6 +319,7 @@ class LLMClient:
         self.clock = clock
         self.jitter = jitter
         self.on_attempt = on_attempt
+        self.last_headers: Any = None
         # An answer can echo the key (a hostile or broken server): it is masked before the
         # answer is checkpointed, stored or parsed.
         self._secrets = (api_key,) if api_key else ()
@@ -332,7 +341,10 @@ class LLMClient:
 
         def call() -> None:
             try:
-                box["resp"] = self._client.chat.completions.create(**kwargs)
+                # The raw response too: its x-ratelimit headers feed the fleet's limiter.
+                raw = self._client.chat.completions.with_raw_response.create(**kwargs)
+                box["headers"] = raw.headers
+                box["resp"] = raw.parse()
             except Exception as exc:  # noqa: BLE001 - handed to the caller's thread
                 box["exc"] = exc
 
@@ -342,6 +354,7 @@ class LLMClient:
         if worker.is_alive():
             raise _timeout(self.provider, f"no complete answer from {safe_url(self.provider.base_url)} within "
                                           f"{self.provider.timeout:g}s")
+        self.last_headers = box.get("headers")
         if "exc" in box:
             raise box["exc"]
         return box["resp"]
@@ -370,9 +383,10 @@ class LLMClient:
 
     def chat(self, messages: list[dict[str, str]], *, model: str, max_tokens: int,
              response_format: dict[str, Any] | None, guard: Guard | None = None,
-             extra_body: dict[str, Any] | None = None, temperature: float | None = None,
-             seed: int | None = None) -> CallResult:
+             extra_body: dict[str, Any] | None = None, limiter: Limiter | None = None,
+             temperature: float | None = None, seed: int | None = None) -> CallResult:
         """One completion; retried on transient failures; raises ``CallFailure`` for good.
+        ``limiter`` admits every request (it may wait, or raise) and reads every answer's headers;
         ``temperature`` and ``seed`` vary a call from the one before (a repair)."""
         p = self.provider
         started = self.clock()
@@ -394,10 +408,19 @@ class LLMClient:
             extra = {**(negotiate.extra_body(response_format) or {}), **(extra_body or {})}
             if extra:
                 kwargs["extra_body"] = extra
+            if limiter is not None:
+                limiter.before_request()
+            self.last_headers = None
             try:
                 resp = self._send(kwargs)
+                if limiter is not None:
+                    limiter.learn(200, self.last_headers, retry_after(self.last_headers, rate_limited=True))
                 content, reason = _check(resp, max_tokens)
             except Exception as exc:  # noqa: BLE001 - classified below, re-raised otherwise
+                if limiter is not None and isinstance(exc, openai.APIStatusError) and exc.response is not None:
+                    headers = exc.response.headers
+                    limiter.learn(exc.status_code, headers,
+                                  retry_after(headers, rate_limited=exc.status_code == 429))
                 failure = _classify(exc, p)
                 failure.attempts = attempts
                 if failure.n_ctx:

@@ -46,7 +46,7 @@ def failure_streak(settings: Settings, agent: str, emit: Emit, streak: int, mess
 
 
 def budget_crossings(settings: Settings, ledger: Ledger, agent: Agent, emit: Emit) -> None:
-    """Alert once per cap and window that spend has reached ``alerts.warn_at`` of."""
+    """Alert once per cap, window and threshold that spend has reached ``alerts.warn_at`` of."""
     from .ledger import crossings
     from .money import usd
 
@@ -59,5 +59,6 @@ def budget_crossings(settings: Settings, ledger: Ledger, agent: Agent, emit: Emi
         spent = usd(hit['spent']) if hit["unit"] == "usd" else f"{int(hit['spent']):,} tokens"
         cap = usd(hit['cap']) if hit["unit"] == "usd" else f"{int(hit['cap']):,} tokens"
         alert(settings, agent.name, emit, "budget-warn", f"{scope} has spent {spent} of its {cap} cap "
-              f"({hit['setting']}) in {hit['window']}", once_key=f"budget-warn:{scope}:{hit['unit']}:{hit['window']}",
+              f"({hit['setting']}) in {hit['window']}", once_key=f"budget-warn:{scope}:{hit['unit']}:{hit['window']}"
+              + (f":{hit['threshold']:g}" if isinstance(settings.config.alerts.warn_at, list) else ""),
               **hit)

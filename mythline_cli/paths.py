@@ -82,6 +82,21 @@ def breaker_lock() -> Path:
     return home() / "breaker.lock"
 
 
+def ratelimit_db() -> Path:
+    """The fleet's shared request and token buckets (SQLite, with ``.lock`` beside it)."""
+    return home() / "ratelimit.sqlite"
+
+
+def ratelimit_learned() -> Path:
+    """Provider limits learned from ``x-ratelimit-*`` headers."""
+    return home() / "ratelimits.json"
+
+
+def provider_key() -> Path:
+    """The provider key's limit and usage as ``budget reconcile`` last read them."""
+    return home() / "provider-key.json"
+
+
 def alerts_state() -> Path:
     return home() / "alerts.json"
 

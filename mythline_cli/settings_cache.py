@@ -64,6 +64,8 @@ def _path(source: Path | None) -> Path:
 def save(settings: Any) -> None:
     """Leave a copy of the settings ``status`` needs; never fails a command."""
     try:
+        if getattr(settings.config, "state", None):
+            return  # the copy has no room for the DSN: status then reads the config itself
         names = [f.name for f in fields(Agent)]
         doc = {
             "fingerprint": fingerprint(settings.source),
@@ -138,8 +140,9 @@ class CachedSettings:
         self.budget = SimpleNamespace(**doc["budget"])
         self.breaker = dict(doc["breaker"])
         # JSON gives lists back where an Agent holds tuples (topics, sources, key fields).
-        self._agents = [Agent(**{k: tuple(v) if isinstance(v, list) else v for k, v in a.items()})
-                        for a in doc["agents"]]
+        fields: list[dict[str, Any]] = [{k: tuple(v) if isinstance(v, list) else v for k, v in a.items()}
+                                        for a in doc["agents"]]
+        self._agents = [Agent(**f) for f in fields]
 
     @property
     def agent_names(self) -> list[str]:

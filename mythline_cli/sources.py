@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import glob
 import urllib.parse
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -86,7 +87,7 @@ def _local(path: Path) -> tuple[str, str] | None:
 
 
 def gather(specs: tuple[str, ...], topic: str, *, fetcher: fetch.Fetcher | None, base_dir: Path | None,
-           domains: dict[str, str], max_bytes: int) -> tuple[list[Source], list[Outcome]]:
+           domains: Mapping[str, str], max_bytes: int) -> tuple[list[Source], list[Outcome]]:
     """Every source ``specs`` give for ``topic``, numbered from 1, and the outcome of each spec."""
     found: list[Source] = []
     outcomes: list[Outcome] = []

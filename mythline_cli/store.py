@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from . import files, paths
-from .errors import UsageError
+from .errors import Ambiguous, UnknownRecord, UsageError  # noqa: F401 - store.UnknownRecord, store.Ambiguous
 from .slug import slug
 
 
@@ -37,12 +37,12 @@ def store_record(*, domain: str, topic: str, record: dict[str, Any], provenance:
         return {"action": "unchanged", "path": str(path), "hash": digest}
     history = []
     if isinstance(existing, dict):
-        old = existing.get("provenance") if isinstance(existing.get("provenance"), dict) else {}
+        old = _v if isinstance(_v := existing.get("provenance"), dict) else {}
         history = [h for h in existing.get("history") or [] if isinstance(h, dict)]
         # The old version itself, not only its hash: a refresh that changed a record can be undone.
         history.append({"content_hash": existing.get("content_hash"), "stored_at": old.get("stored_at"),
                         "run_id": old.get("run_id"), "record": existing.get("record"), "provenance": old})
-    doc = {
+    doc: dict[str, Any] = {
         "domain": domain, "topic": topic, "content_hash": digest, **({"kind": kind} if kind != "record" else {}),
         "provenance": {**provenance, "stored_at": datetime.now(timezone.utc).isoformat()},
         "record": record, "history": history,
@@ -55,14 +55,6 @@ def store_record(*, domain: str, topic: str, record: dict[str, Any], provenance:
 
 
 # -- reading the store (files only: no LLM stack, no config) ----------------------------------
-
-class UnknownRecord(UsageError):
-    """No stored record has that name (exit 2)."""
-
-
-class Ambiguous(UsageError):
-    """More than one stored record has that name (exit 2)."""
-
 
 def read(key: str) -> dict[str, Any]:
     """The record document at ``key`` (``domain/slug.json``, relative to the store)."""
@@ -94,8 +86,8 @@ def evidence_of(doc: dict[str, Any]) -> list[dict[str, Any]]:
     """The record's evidence quotes, whichever shape carries them: a list under the provenance or
     the record (items with a quote and the source it comes from), or quotes kept per source."""
     out: list[dict[str, Any]] = []
-    prov = doc.get("provenance") if isinstance(doc.get("provenance"), dict) else {}
-    record = doc.get("record") if isinstance(doc.get("record"), dict) else {}
+    prov = _v if isinstance(_v := doc.get("provenance"), dict) else {}
+    record = _v if isinstance(_v := doc.get("record"), dict) else {}
     for found in (prov.get("evidence"), record.get("evidence")):
         if not isinstance(found, list):
             continue
@@ -129,7 +121,7 @@ def describe(index: Any, row: dict[str, Any]) -> dict[str, Any]:
     """Everything ``store show`` prints about one record: the document, its citations, evidence,
     versions and the contradictions that cite it."""
     doc = read(row["path"])
-    record = doc.get("record") if isinstance(doc.get("record"), dict) else {}
+    record = _v if isinstance(_v := doc.get("record"), dict) else {}
     history = [h for h in doc.get("history") or [] if isinstance(h, dict)]
     contradictions = []
     for c in index.touching(row["path"]):
@@ -249,12 +241,12 @@ def export(index: Any, *, fmt: str, out_dir: Path | None) -> dict[str, Any]:
         page = Path(row["path"]).with_suffix(".md").as_posix()
         files.write_bytes_atomic(out_dir / page, markdown_page(data).encode("utf-8"), sync_dir=False)
         entries.append((row["domain"], data["name"], page))
-    lines = ["# Mythline lore store", "", f"{len(entries)} records.", ""]
+    index_lines = ["# Mythline lore store", "", f"{len(entries)} records.", ""]
     current = None
     for domain, name, page in sorted(entries, key=lambda e: (e[0], e[1].casefold())):
         if domain != current:
-            lines += ["", f"## {_md(domain)}", ""]
+            index_lines += ["", f"## {_md(domain)}", ""]
             current = domain
-        lines.append(f"- [{_md(name)}]({page})")
-    files.write_bytes_atomic(out_dir / "index.md", ("\n".join(lines) + "\n").encode("utf-8"))
+        index_lines.append(f"- [{_md(name)}]({page})")
+    files.write_bytes_atomic(out_dir / "index.md", ("\n".join(index_lines) + "\n").encode("utf-8"))
     return {"records": len(entries), "written": str(out_dir / "index.md")}

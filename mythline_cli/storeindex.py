@@ -15,6 +15,7 @@ one that cannot be written (a read-only store) is built in memory for the comman
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import re
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from . import files, paths
+from .errors import IndexUnavailable  # noqa: F401 - storeindex.IndexUnavailable
 
 # Bumped whenever the tables or what is extracted into them change: an older index is rebuilt.
 VERSION = 2
@@ -60,10 +62,6 @@ COLUMNS = ("path", "domain", "topic", "name", "agent", "confidence", "stored_at"
            "n_sources", "aliases", "kind")
 
 
-class IndexUnavailable(Exception):
-    """The index could not be opened or built (a run carries on without it)."""
-
-
 def index_path() -> Path:
     return paths.store_dir() / "index.sqlite"
 
@@ -88,8 +86,8 @@ def rel(path: Path) -> str:
 def sources_of(doc: dict[str, Any]) -> list[dict[str, Any]]:
     """A record's citations: the retrieved sources of its provenance when it has them, else
     the ones the record itself lists."""
-    prov = doc.get("provenance") if isinstance(doc.get("provenance"), dict) else {}
-    record = doc.get("record") if isinstance(doc.get("record"), dict) else {}
+    prov = _v if isinstance(_v := doc.get("provenance"), dict) else {}
+    record = _v if isinstance(_v := doc.get("record"), dict) else {}
     for found in (prov.get("sources"), record.get("sources")):
         if isinstance(found, list) and found:
             return [s for s in found if isinstance(s, dict)]
@@ -118,13 +116,13 @@ def extract(doc: Any) -> dict[str, Any]:
     if not isinstance(doc, dict) or not isinstance(doc.get("record"), dict):
         return {"problem": "not a stored record (no record object)"}
     record = doc["record"]
-    prov = doc.get("provenance") if isinstance(doc.get("provenance"), dict) else {}
+    prov = _v if isinstance(_v := doc.get("provenance"), dict) else {}
     topic = doc.get("topic") if isinstance(doc.get("topic"), str) else None
     name = record.get("name") if isinstance(record.get("name"), str) and record["name"].strip() else topic
     confidence = record.get("confidence")
     tiers: dict[str, int] = {}
     for src in sources_of(doc):
-        tier = src.get("tier") if isinstance(src.get("tier"), str) else "unknown"
+        tier = t if isinstance(t := src.get("tier"), str) else "unknown"
         tiers[tier] = tiers.get(tier, 0) + 1
     text: list[str] = []
     _texts(record, text)
@@ -410,7 +408,7 @@ class StoreIndex:
         names = [d[0] for d in cur.description]
         out = []
         for values in cur.fetchall():
-            row = dict(zip(names, values))
+            row = dict(zip(names, values, strict=True))
             for key in ("tiers", "aliases"):
                 if key in row:
                     row[key] = json.loads(row[key]) if row[key] else ({} if key == "tiers" else [])
@@ -419,10 +417,10 @@ class StoreIndex:
 
     def list(self, *, agent: str | None = None, domain: str | None = None, since: str | None = None,
              min_confidence: float | None = None, limit: int | None = None,
-             kind: str | None = None) -> tuple[list[dict[str, Any]], int]:
+             kind: str | None = None) -> tuple[builtins.list[dict[str, Any]], int]:
         """(records newest first, at most ``limit``; how many match in all)."""
-        where: list[str] = []
-        args: list[Any] = []
+        where: builtins.list[str] = []
+        args: builtins.list[Any] = []
         for column, value in (("agent", agent), ("domain", domain), ("kind", kind)):
             if value is not None:
                 where.append(f"{column} = ?")
@@ -440,11 +438,11 @@ class StoreIndex:
             sql += f" LIMIT {int(limit)}"
         return self._rows(sql, args), total
 
-    def problems(self) -> list[dict[str, Any]]:
+    def problems(self) -> builtins.list[dict[str, Any]]:
         """Files in the store that could not be read as records."""
         return self._rows("SELECT path, problem FROM problems ORDER BY path")
 
-    def search(self, text: str, *, limit: int = 20) -> tuple[list[dict[str, Any]], int]:
+    def search(self, text: str, *, limit: int = 20) -> tuple[builtins.list[dict[str, Any]], int]:
         """Records whose name, aliases or content hold every word of ``text`` (name matches first)."""
         words = re.findall(r"\w+", text)
         if not words:
@@ -465,11 +463,11 @@ class StoreIndex:
                           "ORDER BY r.stored_at DESC LIMIT ?", [*args, limit])
         return rows, total
 
-    def named(self, name: str, *, domain: str | None = None) -> list[dict[str, Any]]:
+    def named(self, name: str, *, domain: str | None = None) -> builtins.list[dict[str, Any]]:
         """Records whose name, topic or an alias is ``name`` (compared as ``normal`` names)."""
         cols = ", ".join(f"r.{c}" for c in COLUMNS)
         sql = (f"SELECT DISTINCT {cols} FROM names n JOIN records r ON r.path = n.path WHERE n.norm = ?")
-        args: list[Any] = [normal(name)]
+        args: builtins.list[Any] = [normal(name)]
         if domain is not None:
             sql += " AND r.domain = ?"
             args.append(domain)
@@ -480,13 +478,13 @@ class StoreIndex:
         return {row[0] for row in self.conn.execute(
             "SELECT n.norm FROM names n JOIN records r ON r.path = n.path WHERE r.domain = ?", (domain,))}
 
-    def touching(self, key: str) -> list[dict[str, Any]]:
+    def touching(self, key: str) -> builtins.list[dict[str, Any]]:
         """The contradiction records that cite the record at ``key``."""
         cols = ", ".join(f"r.{c}" for c in COLUMNS)
         return self._rows(f"SELECT DISTINCT {cols} FROM links l JOIN records r ON r.path = l.path "
                           "WHERE l.target = ? ORDER BY r.path", (key,))
 
-    def shared_names(self) -> list[tuple[str, list[str]]]:
+    def shared_names(self) -> builtins.list[tuple[str, builtins.list[str]]]:
         """Names (normal) that more than one record carries: candidates for
         a contradiction. Contradiction records themselves are left out."""
         rows = self.conn.execute(

@@ -84,7 +84,7 @@ def table(rows: list[dict[str, Any]], title: str) -> str:
 
     def line(cells: tuple[str, ...]) -> str:
         parts = [(" " * (w - cell_len(c)) + c) if i in right else (c + " " * (w - cell_len(c)))
-                 for i, (c, w) in enumerate(zip(cells, widths))]
+                 for i, (c, w) in enumerate(zip(cells, widths, strict=True))]
         return "  ".join(parts).rstrip()
 
     return "\n".join([title, "", line(head), "  ".join("\u2500" * w for w in widths), *map(line, body)])

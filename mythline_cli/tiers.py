@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import urllib.parse
+from collections.abc import Mapping
+from typing import Literal
 
-TIERS = ("official", "primary", "secondary", "tertiary")
+Tier = Literal["official", "primary", "secondary", "tertiary"]
+TIERS: tuple[Tier, ...] = ("official", "primary", "secondary", "tertiary")
 # How far a record backed only by sources of a tier may be trusted: its confidence is capped here.
-DEFAULT_WEIGHTS = {"official": 1.0, "primary": 0.9, "secondary": 0.7, "tertiary": 0.4}
+DEFAULT_WEIGHTS: dict[Tier, float] = {"official": 1.0, "primary": 0.9, "secondary": 0.7, "tertiary": 0.4}
 # Keys are domains (a key also covers its subdomains); "local" is the owner's own files.
-DEFAULT_DOMAINS = {
+DEFAULT_DOMAINS: dict[str, Tier] = {
     "blizzard.com": "official",
     "worldofwarcraft.blizzard.com": "official",
     "news.blizzard.com": "official",
@@ -27,7 +30,7 @@ def host_of(url: str) -> str:
     return (urllib.parse.urlsplit(url).hostname or "").lower().rstrip(".")
 
 
-def tier_of(url: str, domains: dict[str, str]) -> str:
+def tier_of(url: str, domains: Mapping[str, str]) -> str:
     """The tier of ``url``: its host's entry, else its closest parent domain's, else tertiary."""
     host = host_of(url)
     table = {k.lower().rstrip("."): v for k, v in domains.items()}

@@ -30,7 +30,7 @@ class Context:
     sources: list[Any] = field(default_factory=list)
     threshold: float = 95.0
     min_quote_chars: int = 20
-    weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+    weights: dict[str, float] = field(default_factory=lambda: {str(k): v for k, v in DEFAULT_WEIGHTS.items()})
 
     @property
     def grounded(self) -> bool:
@@ -68,7 +68,7 @@ def _cited(record: dict[str, Any], ctx: Context) -> dict[int, Any]:
     known = ctx.by_number()
     out = {}
     for cite in record.get("sources") or []:
-        src = known.get(cite.get("source")) if isinstance(cite, dict) else None
+        src = known.get(n) if isinstance(cite, dict) and isinstance(n := cite.get("source"), int) else None
         if src is not None and cite.get("url") in (src.url, src.final_url):
             out[src.n] = src
     return out
@@ -116,7 +116,7 @@ class MinSources(Rule):
 def quote_results(record: dict[str, Any], ctx: Context) -> list[tuple[int, dict[str, Any], Any]]:
     """(index, quote, evidence.Match or a reason string) for every quote of the record."""
     known = _cited(record, ctx)
-    out = []
+    out: list[tuple[int, dict[str, Any], Any]] = []
     for i, q in enumerate(record.get("quotes") or []):
         src = known.get(q.get("source"))
         if src is None:

@@ -14,7 +14,8 @@ from helpers import FAKE_CRONTAB, KEY_ENV, TEST_KEY, write_config
 from llm_server import ScriptedLLMServer
 
 # home_guard: the session's HOME and XDG dirs are its own, and a write to the real ones fails it.
-pytest_plugins = ["home_guard", "pytester"]
+# pg: a real PostgreSQL for the shared-state tests (pg_server, pg_dsn).
+pytest_plugins = ["home_guard", "pg", "pytester"]
 
 
 @pytest.fixture(autouse=True)

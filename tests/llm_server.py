@@ -315,8 +315,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         owner._record(request)
 
         path = self.path.split("?", 1)[0]
-        if path in owner.routes:
-            reply = _resolve(owner.routes[path], request)
+        route = next((fn for suffix, fn in list(owner.routes.items()) if path.endswith(suffix)), None)
+        if route is not None:
+            reply = _resolve(route, request)
         elif not path.endswith("/chat/completions"):
             reply = error(404, f"no route for {self.command} {path}", code="not_found")
         elif self.command != "POST":
@@ -395,7 +396,7 @@ class ScriptedLLMServer:
         self._thread: threading.Thread | None = None
         self.default: ReplySource | None = None
         self.responder: Callable[[dict], Any] | None = None
-        # Other paths (e.g. "/props", "/v1/models"): a Reply or a callable, any method.
+        # Other endpoints of the same server, by path suffix: "/key" -> (request) -> Reply.
         self.routes: dict[str, ReplySource] = {}
         # Set to a lock to answer chat requests one at a time; ``arrived_busy`` counts
         # requests that arrived while another was in generation (0 when clients take turns).

@@ -94,6 +94,7 @@ def test_version() -> None:
 @pytest.mark.parametrize("args", [
     ["status"], ["status", "--json"], ["budget", "show"], ["budget", "show", "--json"], ["--help"],
     ["status", "--help"], ["run", "--help"], ["budget", "--help"], ["home"], ["init"],
+    ["budget", "report"], ["budget", "report", "--json"], ["budget", "reconcile", "--help"],
 ], ids=lambda a: " ".join(a))
 def test_read_only_commands_do_not_import_the_llm_stack(args: list[str]) -> None:
     report = run_app(args)

@@ -7,11 +7,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 
-from helpers import TEST_KEY, delayed, is_audit, lore_responder, mythline, research_recorded, wait_for
+from helpers import TEST_KEY, is_audit, lore_responder, mythline, research_recorded, wait_for
 from llm_server import Reply
 
 AGENT = "world-npcs"
@@ -76,11 +77,23 @@ def test_sigkill_resumes_without_paying_for_research_again(home, config, llm_ser
 
 
 def test_two_runs_of_one_agent_one_wins(home, config, llm_server):
-    llm_server.responder = delayed(lore_responder(AGENT), 1.0)
+    # The first run's research answer is held until the second run has given up, however long a
+    # loaded machine takes to start it: no race on time.
+    released = threading.Event()
+    answer = lore_responder(AGENT)
+
+    def held(request):
+        released.wait(timeout=120)
+        return answer(request)
+
+    llm_server.responder = held
     first = start_run()
     wait_for(lambda: llm_server.count() >= 1)
-    second = mythline("run", AGENT)
-    out, err = first.communicate(timeout=60)
+    try:
+        second = mythline("run", AGENT)
+    finally:
+        released.set()
+    out, err = first.communicate(timeout=120)
     assert first.returncode == 0, err
     assert second.returncode == 4
     assert second.stderr == "mythline: world-npcs is already running; this run did nothing\n"

@@ -60,7 +60,7 @@ def faithful(request: dict[str, Any], **changes: Any) -> dict[str, Any]:
     """A record that cites every given source and quotes each one word for word."""
     srcs = given(request)
     quotes = []
-    for field, src in zip(("summary", "notable_deeds"), srcs * 2):
+    for field, src in zip(("summary", "notable_deeds"), srcs * 2, strict=False):
         body = [line for line in src["text"].splitlines() if len(line) > 60][0]
         quotes.append({"field": field, "source": src["n"], "quote": body.split(". ")[0]})
     rec = record(AGENT, topic_of(request), confidence=0.95,

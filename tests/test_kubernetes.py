@@ -216,13 +216,15 @@ def test_the_configmap_holds_the_config_and_prompts_as_written(starter: Path) ->
     assert data == {"mythline.toml": starter.read_text(encoding="utf-8"),
                     "prompt-system.md": (starter.parent / "prompts" / "system.md").read_text(encoding="utf-8"),
                     "prompt-research.md": prompt.read_text(encoding="utf-8"),
-                    "prompt-validate.md": (starter.parent / "prompts" / "validate.md").read_text(encoding="utf-8")}
+                    "prompt-validate.md": (starter.parent / "prompts" / "validate.md").read_text(encoding="utf-8"),
+                    "prompt-summarise.md": (starter.parent / "prompts" / "summarise.md").read_text(encoding="utf-8")}
     volume = pod_spec(docs["CronJob/mythline-world-npcs"])["volumes"][0]
     assert volume["configMap"]["items"] == [
         {"key": "mythline.toml", "path": "mythline.toml"},
         {"key": "prompt-system.md", "path": "prompts/system.md"},
         {"key": "prompt-research.md", "path": "prompts/research.md"},
         {"key": "prompt-validate.md", "path": "prompts/validate.md"},
+        {"key": "prompt-summarise.md", "path": "prompts/summarise.md"},
     ]
 
 

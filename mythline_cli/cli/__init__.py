@@ -8,10 +8,12 @@ import typer
 
 from .. import __version__
 from . import agents, budget, doctor, init, keys, logs, pause, run, schedule, status, store, topics, watchdog
+from . import state as state_cli
 from ._util import STATE, OneLineErrors
 
 EXIT_CODES = """Exit codes: 0 stored or nothing due · 1 the cycle failed · 2 usage or config error ·
-3 over budget · 4 already running · 5 paused or backing off · 130/143 interrupted."""
+3 over budget · 4 already running · 5 paused or backing off · 6 shared state unreachable ·
+130/143 interrupted."""
 
 app = typer.Typer(
     name="mythline",
@@ -59,3 +61,4 @@ app.command("doctor", help=doctor.HELP)(doctor.doctor_cli)
 app.add_typer(keys.app, name="keys")
 app.add_typer(store.app, name="store")
 app.add_typer(topics.app, name="topics")
+app.add_typer(state_cli.app, name="state")

@@ -96,7 +96,7 @@ def facts(event: dict[str, Any]) -> list[str]:
         if key not in HIDDEN and key not in ORDER and isinstance(value, (str, int, float, bool)):
             # An amount of money reads as one (reserved_usd=$0.0078), not as a float's digits.
             money = key.endswith("_usd") and type(value) in (int, float)
-            parts.append(f"{key}={usd(value) if money else _value(value)}")
+            parts.append(f"{key}={usd(float(value)) if money else _value(value)}")
     return parts
 
 

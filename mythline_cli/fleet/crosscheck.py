@@ -34,7 +34,7 @@ def _value(record: dict[str, Any], field: str) -> str | None:
 def _claim(key: str, doc: dict[str, Any], value: str) -> dict[str, Any]:
     from ..storeindex import sources_of
 
-    prov = doc.get("provenance") if isinstance(doc.get("provenance"), dict) else {}
+    prov = _v if isinstance(_v := doc.get("provenance"), dict) else {}
     return {"path": key, "domain": doc.get("domain"), "topic": doc.get("topic"), "agent": prov.get("agent"),
             "content_hash": doc.get("content_hash"), "value": value,
             "sources": [{k: s[k] for k in ("url", "title", "tier") if k in s} for s in sources_of(doc)]}

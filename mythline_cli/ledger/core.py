@@ -14,8 +14,8 @@ from . import report as reports
 from . import rules
 from .backend import Access, Store
 from .journal import State
-from .storage import LOCK_TIMEOUT, FileStore
-from .windows import current, utcnow, zone
+from .storage import LOCK_TIMEOUT
+from .windows import current, utcnow, window_keys, zone
 
 if TYPE_CHECKING:  # the read-only commands use the ledger without pydantic
     from ..config import Agent, Settings
@@ -49,9 +49,15 @@ class Ledger:
     def __init__(self, settings: Settings, *, now: Callable[[], datetime] = utcnow,
                  lock_timeout: float = LOCK_TIMEOUT, store: Store | None = None) -> None:
         self.settings = settings
-        self.now = now
         self.tz = zone(settings.budget.timezone)
-        self.store: Store = store if store is not None else FileStore(now=now, lock_timeout=lock_timeout)
+        if store is None:
+            from ..state import store_for
+
+            store = store_for(settings, now=now, lock_timeout=lock_timeout)
+        self.store: Store = store
+        # A shared backend's clock (the database's) unless the caller brings its own: hosts
+        # then age reservations alike, whatever their clocks say.
+        self.now = getattr(store, "now", now) if now is utcnow else now
 
     @property
     def last_lock_wait(self) -> float:
@@ -81,7 +87,9 @@ class Ledger:
 
     # -- the money rules, applied to this ledger's settings and clock -------------
     def _caps(self, agent: Agent) -> list[rules.Cap]:
-        return rules.caps(self.settings.budget, agent)
+        from .reconcile import key_cap
+
+        return rules.caps(self.settings.budget, agent, key_cap(window_keys(self.now(), self.tz)["day"]))
 
     usage = staticmethod(rules.usage)
 
@@ -89,8 +97,22 @@ class Ledger:
         """The current windows (see ``windows.current``: they only move forward)."""
         return current(self.now(), self.tz, data.get("latest"))
 
+    def policy(self) -> rules.Policy:
+        """The settings' pacing, priorities and reserves, at this ledger's clock."""
+        budget = self.settings.budget
+        elapsed = None
+        if getattr(budget, "pace", "none") == "even":
+            local = self.now().astimezone(self.tz)
+            midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
+            elapsed = (local - midnight).total_seconds() / 86400
+        agents = self.settings.agents()
+        return rules.Policy(elapsed=elapsed, burst=getattr(budget, "burst", 0.0),
+                            priorities={a.name: a.priority for a in agents if a.priority},
+                            reserves={a.name: a.reserve for a in agents if a.reserve},
+                            headroom=getattr(budget, "priority_headroom", 0.0))
+
     def _refusal(self, data: State, agent: Agent, estimate: Estimate) -> BudgetExceeded | None:
-        return rules.refusal(data, self.current(data), agent, estimate, self._caps(agent))
+        return rules.refusal(data, self.current(data), agent, estimate, self._caps(agent), self.policy())
 
     def check(self, agent: Agent, estimate: Estimate) -> BudgetExceeded | UnknownPrice | None:
         """The decision ``reserve`` would make now, without writing anything (for --dry-run)."""
@@ -127,8 +149,9 @@ class Ledger:
         return int(bucket.get("tokens", 0)), float(bucket.get("usd", 0.0))
 
     def settle(self, reservation: Reservation, *, usd: float | None, tokens: int,
-               unsettled: bool = False) -> bool:
-        """Replace the hold with what the call cost. ``unsettled``: an estimate, not a bill.
+               unsettled: bool = False, generation: str | None = None) -> bool:
+        """Replace the hold with what the call cost. ``unsettled``: an estimate, not a bill;
+        ``generation``: the provider's id of the call, to match it with the bill later.
 
         Returns False when the reservation had already been reclaimed (and so charged).
         """
@@ -139,10 +162,11 @@ class Ledger:
                          "agent": reservation.agent, "usd": usd, "tokens": tokens,
                          "extra_usd": max(0.0, (usd or 0.0) - (reservation.usd or 0.0)),
                          "extra_tokens": max(0, int(tokens) - int(reservation.tokens)),
-                         "windows": list(reservation.windows)})
+                         "windows": list(reservation.windows), **({"generation": generation} if generation else {})})
                 return False
             acc.log({"event": "settle", "reservation": reservation.id, "agent": reservation.agent,
-                     "usd": usd, "tokens": int(tokens), "unsettled": unsettled})
+                     "usd": usd, "tokens": int(tokens), "unsettled": unsettled,
+                     **({"generation": generation} if generation else {}), "windows": list(reservation.windows)})
         return True
 
     def release(self, reservation: Reservation) -> None:
@@ -192,7 +216,7 @@ class Ledger:
         return reports.fleet(data, self.current(data), self.settings)
 
 
-def crossings(ledger: Ledger, agent: Agent, warn_at: float) -> list[dict[str, Any]]:
+def crossings(ledger: Ledger, agent: Agent, warn_at: float | list[float]) -> list[dict[str, Any]]:
     """Every cap that ``agent``'s spend (or the fleet's) has reached ``warn_at`` of."""
     data = ledger.snapshot()
     return rules.crossings(data, ledger.current(data), ledger._caps(agent), warn_at)

@@ -24,13 +24,14 @@ class Entry(TypedDict, total=False):
 
     seq: int
     ts: str
-    event: str  # window-opened, reserve, settle, release, reclaim, late-settle, window-closed, reset
+    event: str  # window-opened, reserve, settle, release, reclaim, late-settle, window-closed, reset, reconcile
     reservation: str
     agent: str
     run_id: str | None
     step: str
     pid: int | None
     host: str
+    holder: int  # the PostgreSQL backend's liveness key (a session advisory lock)
     created: str
     created_ts: float
     usd: float | None
@@ -42,6 +43,10 @@ class Entry(TypedDict, total=False):
     # The provider's id of the call a settle pays for, to match it with the bill; replay keeps
     # unknown fields out of the state, so adding it changes no ledger.
     generation: str
+    # reconcile: a call's charge (``charged``, ``was_unsettled``) replaced by the provider's bill.
+    billed_usd: float
+    charged: float
+    was_unsettled: bool
     window: str
     kind: str
     reason: str
@@ -140,8 +145,8 @@ def apply(data: State, op: Entry | dict[str, Any]) -> None:
         figure(op.get("usd"))
         figure(op.get("tokens", 0))
         data["reservations"][op["reservation"]] = {
-            k: op[k] for k in ("agent", "run_id", "step", "pid", "host", "created", "created_ts", "usd", "tokens",  # type: ignore[literal-required]
-                               "windows") if k in op}
+            k: op[k] for k in ("agent", "run_id", "step", "pid", "host", "holder", "created", "created_ts", "usd",  # type: ignore[literal-required]
+                               "tokens", "windows") if k in op}
     elif kind == "settle":
         usd, tokens = figure(op.get("usd")), figure(op.get("tokens", 0))
         res = data["reservations"].pop(op["reservation"], None)
@@ -164,6 +169,17 @@ def apply(data: State, op: Entry | dict[str, Any]) -> None:
                 spend["usd"] += op.get("extra_usd") or 0.0
                 spend["tokens"] += int(op.get("extra_tokens") or 0)
                 spend["unsettled_usd"] += op.get("extra_usd") or 0.0
+    elif kind == "reconcile":
+        # The bill replaces our figure: more when it is higher, less when it is lower.
+        billed, charged = figure(op.get("billed_usd")), figure(op.get("charged"))
+        for key in op.get("windows", []):
+            window = data["windows"].get(key)
+            if window is None:
+                continue
+            spend = bucket(window, op["agent"])
+            spend["usd"] = max(0.0, spend["usd"] + billed - charged)
+            if op.get("was_unsettled"):
+                spend["unsettled_usd"] = max(0.0, spend["unsettled_usd"] - charged)
     elif kind == "window-closed":
         data["windows"].pop(op["window"], None)
     elif kind == "reset":

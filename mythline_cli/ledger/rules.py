@@ -6,7 +6,7 @@ the entries they ask for; none of them reads a file, a clock or a process table.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..errors import BudgetExceeded, UnknownPrice
@@ -28,8 +28,20 @@ class Cap(NamedTuple):
     setting: str
 
 
-def caps(budget: Budget, agent: Agent) -> list[Cap]:
-    """Every cap that applies to ``agent``'s calls."""
+class Policy(NamedTuple):
+    """How caps narrow for a call beyond their figure: even pacing over the day, and the
+    fleet cap shared by priority and reserve. The default narrows nothing."""
+
+    elapsed: float | None = None  # share of the day window gone (budget.pace = "even"); None: no pacing
+    burst: float = 0.0  # share of a day cap pacing always allows on top
+    priorities: Mapping[str, int] = {}  # agent -> priority (higher runs longer when the fleet cap is scarce)
+    reserves: Mapping[str, float] = {}  # agent -> share of each fleet cap only it may use
+    headroom: float = 0.0  # share of a fleet cap the lowest priority may not touch
+
+
+def caps(budget: Budget, agent: Agent, key_cap: float | None = None) -> list[Cap]:
+    """Every cap that applies to ``agent``'s calls; ``key_cap``: the provider key's remaining
+    limit as a fleet day cap (``budget reconcile`` reads it)."""
     found = [
         Cap("day", agent.name, "usd", agent.daily_usd, f"agents.{agent.name}.daily_usd"),  # type: ignore[arg-type]
         Cap("day", agent.name, "tokens", agent.daily_tokens, f"agents.{agent.name}.daily_tokens"),  # type: ignore[arg-type]
@@ -38,6 +50,8 @@ def caps(budget: Budget, agent: Agent) -> list[Cap]:
         Cap("month", "*", "usd", budget.monthly_usd, "budget.monthly_usd"),  # type: ignore[arg-type]
         Cap("month", "*", "tokens", budget.monthly_tokens, "budget.monthly_tokens"),  # type: ignore[arg-type]
     ]
+    if key_cap is not None and (budget.daily_usd is None or key_cap < budget.daily_usd):
+        found.append(Cap("day", "*", "usd", key_cap, "the provider key's limit (see: mythline budget reconcile)"))
     return [c for c in found if c.cap is not None]
 
 
@@ -55,29 +69,74 @@ def usage(data: State, key: str, scope: str, unit: str) -> tuple[float, float]:
     return spent, reserved
 
 
-def ceiling(cap: Cap) -> float:
+def _used(data: State, key: str, scope: str, unit: str) -> float:
+    spent, reserved = usage(data, key, scope, unit)
+    return spent + reserved
+
+
+def _rank(policy: Policy, agent: str) -> float:
+    """0 for the highest priority in the fleet, 1 for the lowest, evenly between."""
+    levels = sorted(set(policy.priorities.values()) | {policy.priorities.get(agent, 0)})
+    if len(levels) < 2:
+        return 0.0
+    return (len(levels) - 1 - levels.index(policy.priorities.get(agent, 0))) / (len(levels) - 1)
+
+
+def ceiling(cap: Cap, policy: Policy | None = None, *, agent: str | None = None, data: State | None = None,
+            key: str = "", request: float = 0.0) -> float:
     """How much spent + reserved a new reservation may bring ``cap`` to.
 
-    The one place where a policy narrows a cap for a call: even pacing over the window,
-    an agent's priority or its reserved share of the fleet cap."""
+    The one place where a policy narrows a cap for a call: even pacing over the day
+    (``cap x (elapsed + burst)``), the unused reserves of the other agents (never theirs to
+    spend), and, beyond an agent's own reserve, its priority (the lowest stops
+    ``headroom`` short of the fleet cap, the highest at it)."""
+    limit = cap.cap
+    if policy is not None:
+        if policy.elapsed is not None and cap.kind == "day":
+            limit = min(limit, cap.cap * min(1.0, max(0.0, policy.elapsed) + policy.burst))
+        if cap.scope == "*" and agent is not None and data is not None:
+            held = sum(max(0.0, share * cap.cap - _used(data, key, name, cap.unit))
+                       for name, share in policy.reserves.items() if name != agent)
+            limit = min(limit, cap.cap - held)
+            own = policy.reserves.get(agent, 0.0) * cap.cap
+            if policy.headroom and not _used(data, key, agent, cap.unit) + request <= own:
+                limit = min(limit, cap.cap * (1 - policy.headroom * _rank(policy, agent)))
     # The tolerance absorbs float noise only; it never admits a whole call.
-    return cap.cap * (1 + 1e-9)
+    return limit * (1 + 1e-9)
 
 
 def refusal(data: State, current: dict[str, str], agent: Agent, estimate: Estimate,
-            applicable: list[Cap]) -> BudgetExceeded | None:
+            applicable: list[Cap], policy: Policy | None = None) -> BudgetExceeded | None:
     """Why ``estimate`` may not be reserved now, or None when every cap has room."""
     for cap in applicable:
         request = float(estimate.usd or 0.0) if cap.unit == "usd" else float(estimate.tokens)
-        spent, reserved = usage(data, current[cap.kind], cap.scope, cap.unit)
+        key = current[cap.kind]
+        spent, reserved = usage(data, key, cap.scope, cap.unit)
+        limit = ceiling(cap, policy, agent=agent.name, data=data, key=key, request=request)
         # Written as "not within" so that a NaN anywhere refuses instead of admitting everything.
-        if not spent + reserved + request <= ceiling(cap):
+        if not spent + reserved + request <= limit:
+            if limit < cap.cap:
+                cap = cap._replace(setting=f"{cap.setting} (narrowed to {limit / (1 + 1e-9):.6g} for now by "
+                                           f"{_why(cap, policy, agent.name)})")
             return BudgetExceeded(
                 scope=f"agent {agent.name}" if cap.scope != "*" else "the fleet", unit=cap.unit,
                 window="daily" if cap.kind == "day" else "monthly", spent=spent,
                 reserved=reserved, request=request, cap=cap.cap, setting=cap.setting, agent=agent.name,
             )
     return None
+
+
+def _why(cap: Cap, policy: Policy | None, agent: str) -> str:
+    if policy is None:
+        return "policy"
+    reasons = []
+    if policy.elapsed is not None and cap.kind == "day":
+        reasons.append("budget.pace")
+    if cap.scope == "*" and any(n != agent for n in policy.reserves):
+        reasons.append("other agents' reserve")
+    if cap.scope == "*" and policy.headroom and _rank(policy, agent) > 0:
+        reasons.append(f"agents.{agent}.priority")
+    return " and ".join(reasons) or "policy"
 
 
 def unknown_price(agent: Agent, estimate: Estimate, applicable: list[Cap]) -> UnknownPrice | None:
@@ -87,14 +146,18 @@ def unknown_price(agent: Agent, estimate: Estimate, applicable: list[Cap]) -> Un
     return None
 
 
-def crossings(data: State, current: dict[str, str], applicable: list[Cap], warn_at: float) -> list[dict[str, Any]]:
-    """Every cap whose spend has reached ``warn_at`` of it."""
+def crossings(data: State, current: dict[str, str], applicable: list[Cap],
+              warn_at: float | Sequence[float]) -> list[dict[str, Any]]:
+    """Every (cap, threshold) whose spend has reached the threshold's share of the cap;
+    ``warn_at`` is one share or several (each crossing is its own alert)."""
+    shares = [warn_at] if isinstance(warn_at, (int, float)) else list(warn_at)
     out = []
     for kind, scope, unit, cap, setting in applicable:
         spent, _ = usage(data, current[kind], scope, unit)
-        if cap and spent >= warn_at * cap:
-            out.append({"scope": "fleet" if scope == "*" else scope, "unit": unit, "window": current[kind],
-                        "spent": spent, "cap": cap, "setting": setting})
+        for share in sorted(shares):
+            if cap and spent >= share * cap:
+                out.append({"scope": "fleet" if scope == "*" else scope, "unit": unit, "window": current[kind],
+                            "spent": spent, "cap": cap, "setting": setting, "threshold": share})
     return out
 
 

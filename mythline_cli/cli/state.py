@@ -1,0 +1,74 @@
+"""``mythline state init|export|import``: the shared PostgreSQL state's schema, and moving a
+file home's ledger into it and back."""
+
+from __future__ import annotations
+
+import typer
+
+from ..errors import UsageError
+from ._util import boundary, out, settings
+
+app = typer.Typer(no_args_is_help=True, help="The shared state in PostgreSQL (state = \"postgresql://...\" or "
+                  "MYTHLINE_STATE): create its schema, move a file home's ledger in or out.")
+
+
+def _dsn() -> str:
+    from ..state import dsn_of
+
+    dsn = dsn_of(settings())
+    if dsn is None:
+        raise UsageError("no shared state is configured: set MYTHLINE_STATE=postgresql://USER@HOST/DATABASE "
+                         "or state = \"postgresql://...\" in mythline.toml")
+    return dsn
+
+
+@app.command("init", help="Create the schema, or migrate an older one to this version (every run also does "
+                          "this at its first connection); refuses a newer one.")
+def init_cli() -> None:
+    with boundary():
+        from ..ledger import schema
+        from ..state import session
+
+        s = session(_dsn())
+        out().print(f"The shared state at {s.where} is at schema version {schema.version(s.conn)}.", markup=False)
+
+
+@app.command("import", help="Copy the state home's budget ledger and its journal into an empty shared state.")
+def import_cli() -> None:
+    with boundary():
+        from .. import files, paths
+        from ..ledger.postgres import PgStore
+        from ..state import session
+
+        journal = paths.ledger_history()
+        entries = [e for e in files.iter_jsonl(journal) if isinstance(e.get("seq"), int)]
+        if [e["seq"] for e in entries] != list(range(1, len(entries) + 1)):
+            raise UsageError(f"{journal} is not a complete journal (entries 1..n without a gap); "
+                             "run mythline budget repair first, or import nothing")
+        store = PgStore(session(_dsn()))
+        data = store.load(entries)  # type: ignore[arg-type]
+        out().print(f"Imported {len(entries)} journal entries into {store.session.where}: "
+                    f"{len(data['windows'])} window(s), {len(data['reservations'])} open reservation(s).",
+                    markup=False)
+
+
+@app.command("export", help="Copy the shared budget ledger and its journal into the state home, which must "
+                            "have none yet.")
+def export_cli() -> None:
+    with boundary():
+        from .. import files, paths
+        from ..ledger.postgres import PgStore
+        from ..state import session
+
+        store = PgStore(session(_dsn()))
+        for path in (paths.ledger(), paths.ledger_history()):
+            if path.exists():
+                raise UsageError(f"{path} exists; export into a state home without a ledger "
+                                 "(set MYTHLINE_HOME to a new folder)")
+        entries = list(store.journal())
+        data = store.snapshot()
+        paths.home().mkdir(parents=True, exist_ok=True)
+        # The journal first: a ledger.json is only ever a copy of a journal that is complete.
+        files.write_bytes_atomic(paths.ledger_history(), b"".join(files.encode(e, compact=True) for e in entries))
+        files.write_json(paths.ledger(), data, compact=True)
+        out().print(f"Exported {len(entries)} journal entries to {paths.home()}.", markup=False)

@@ -1,0 +1,243 @@
+"""Where the fleet's shared state lives: the state home's files (the default), or PostgreSQL.
+
+``state = "postgresql://..."`` in mythline.toml, or ``MYTHLINE_STATE`` (which wins), names
+the database. Each process opens one connection to it (``Session``), the first time it needs
+it, and keeps it until it exits. That connection holds two kinds of session-level advisory
+locks, which PostgreSQL releases when the session ends however it ends (the process killed,
+its backend terminated, its host cut off - the server's TCP keepalives, set below, notice):
+
+- the process's *holder* lock, a random 63-bit key taken at connect: a reservation names it,
+  and a reservation whose holder lock nobody holds belongs to a dead process, on any host;
+- the *run lock* of the agent it runs (``run_lock``): one run of an agent at a time, fleet-wide.
+
+The DSN's password is never shown: every message names the database by ``describe(dsn)``,
+and any text from the driver is redacted of it.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets as _secrets
+import socket
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
+
+from .errors import AlreadyRunning, StateUnavailable
+from .redact import redact
+
+if TYPE_CHECKING:
+    from .config import Settings
+
+ENV = "MYTHLINE_STATE"
+SCHEMES = ("postgresql", "postgres")
+CONNECT_TIMEOUT = 10  # seconds: an unreachable server fails the run before anything is called
+# Server-side keepalives for this session: a host that loses its network has its session
+# (and so its run lock and its reservations' liveness) ended within about 30 seconds.
+KEEPALIVES = "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3"
+
+
+def dsn_of(settings: Settings | None) -> str | None:
+    """The PostgreSQL DSN in use, or None for the state home's files."""
+    value = os.environ.get(ENV)
+    if value is None and settings is not None:
+        # The settings cache has no ``config``: it is never written for a config with a state.
+        value = getattr(getattr(settings, "config", None), "state", None)
+    value = (value or "").strip()
+    if not value or value == "file":
+        return None
+    scheme = value.split("://", 1)[0].lower() if "://" in value else ""
+    if scheme not in SCHEMES:
+        where = ENV if os.environ.get(ENV) else "state in mythline.toml"
+        raise StateUnavailable(f"{where} is not a PostgreSQL URL ({describe(value)}); write "
+                               'postgresql://USER@HOST:5432/DATABASE, or leave it unset for the state home\'s files')
+    return value
+
+
+def password_of(dsn: str) -> str | None:
+    try:
+        parts = urlsplit(dsn)
+        if parts.password:
+            return unquote(parts.password)
+        for pair in parts.query.split("&"):
+            key, _, val = pair.partition("=")
+            if key == "password" and val:
+                return unquote(val)
+    except ValueError:
+        return None
+    return None
+
+
+def describe(dsn: str) -> str:
+    """``dsn`` without its password and query: scheme://user@host:port/database."""
+    try:
+        parts = urlsplit(dsn)
+        host = parts.hostname or ""
+        if parts.port:
+            host += f":{parts.port}"
+    except ValueError:
+        return "[unreadable DSN]"
+    if "://" not in dsn:
+        return "[not a URL]"
+    user = f"{parts.username}@" if parts.username else ""
+    # A libpq service's name is no secret, and without it "postgresql:///" names nothing.
+    service = [p for p in parts.query.split("&") if p.startswith("service=")]
+    return f"{parts.scheme}://{user}{host}{parts.path}" + (f"?{service[0]}" if service else "")
+
+
+def _clean(dsn: str, text: str) -> str:
+    """A driver's message as one line, without the DSN's password."""
+    password = password_of(dsn)
+    # The driver's first line says what failed; the rest is libpq's advice on how to look.
+    lines = [part for part in str(text).splitlines() if part.strip()]
+    line = " ".join(lines[0].split()) if lines else ""
+    if password:
+        line = line.replace(password, "[redacted]")
+    return str(redact(line, (password,) if password else ()))
+
+
+def _driver() -> Any:
+    try:
+        import psycopg
+    except ImportError:
+        raise StateUnavailable("the state is in PostgreSQL but its driver is not installed; run: "
+                               "pip install 'psycopg[binary]' (or unset MYTHLINE_STATE / state)") from None
+    return psycopg
+
+
+class Session:
+    """This process's one connection to the shared state, and the locks it holds."""
+
+    def __init__(self, dsn: str) -> None:
+        psycopg = _driver()
+        self.dsn = dsn
+        self.where = describe(dsn)
+        self.host = os.environ.get("MYTHLINE_HOST") or socket.gethostname()
+        self.holder = _secrets.randbits(62) + 1
+        self.offset = timedelta(0)
+        self._run_locks: set[str] = set()
+        try:
+            from psycopg.conninfo import conninfo_to_dict
+
+            options = conninfo_to_dict(dsn).get("options") or ""
+            self.conn = psycopg.connect(dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT,
+                                        application_name=f"mythline {self.host} {os.getpid()}",
+                                        options=f"{options} {KEEPALIVES}".strip())
+            row = self.conn.execute("SELECT pg_advisory_lock(%s), clock_timestamp()", (self.holder,)).fetchone()
+        except psycopg.Error as exc:
+            raise self.unavailable(exc) from None
+        # The database's clock, not this host's: every host then ages reservations alike.
+        self.offset = row[1] - datetime.now(UTC)
+        from .ledger import schema
+
+        schema.ensure(self)
+
+    def unavailable(self, exc: BaseException, *, during: str = "") -> StateUnavailable:
+        reason = _clean(self.dsn, str(exc)) or type(exc).__name__
+        if during:
+            return StateUnavailable(f"lost the shared state at {self.where} {during} ({reason}); what was "
+                                    "done before is kept, as after a crash, and the next run resumes")
+        return StateUnavailable(f"the shared state at {self.where} is unreachable or refused the connection "
+                                f"({reason}); nothing was called. Check that PostgreSQL is up and the DSN in "
+                                f"{ENV} or state in mythline.toml (see docs/many-hosts.md)")
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+    def live_holders(self) -> set[int]:
+        """The holder keys of every process connected to this database now."""
+        rows = self.conn.execute(
+            "SELECT (classid::bigint << 32) | objid::bigint FROM pg_locks WHERE locktype = 'advisory' "
+            "AND objsubid = 1 AND granted AND database = (SELECT oid FROM pg_database "
+            "WHERE datname = current_database())").fetchall()
+        return {int(r[0]) for r in rows}
+
+    def try_run_lock(self, agent: str) -> bool:
+        psycopg = _driver()
+        try:
+            got = self.conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))",
+                                    (f"mythline run {agent}",)).fetchone()[0]
+        except psycopg.Error as exc:
+            raise self.unavailable(exc, during="while taking the run lock") from None
+        if got:
+            self._run_locks.add(agent)
+        return bool(got)
+
+    def release_run_lock(self, agent: str) -> None:
+        if agent not in self._run_locks:
+            return
+        self._run_locks.discard(agent)
+        try:
+            self.conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (f"mythline run {agent}",))
+        except Exception:  # noqa: BLE001 - a lost session has released it already
+            pass
+
+    def close(self) -> None:
+        try:
+            self.conn.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+_sessions: dict[str, Session] = {}
+
+
+def session(dsn: str) -> Session:
+    """The process's session for ``dsn``, opened on first use."""
+    found = _sessions.get(dsn)
+    if found is None or found.conn.closed:
+        if found is not None:
+            # The connection was lost: its locks are gone, so this process's reservations are
+            # reclaimed and its run lock may be someone else's. Carrying on would break both.
+            raise StateUnavailable(f"lost the shared state at {found.where} mid-run; what was done before is "
+                                   "kept, as after a crash, and the next run resumes")
+        found = _sessions[dsn] = Session(dsn)
+    return found
+
+
+def forget_sessions() -> None:
+    """Close every session (tests, and a process that forks)."""
+    for s in list(_sessions.values()):
+        s.close()
+    _sessions.clear()
+
+
+def store_for(settings: Settings, *, now: Callable[[], datetime], lock_timeout: float) -> Any:
+    """The ledger's backend for ``settings``: a ``FileStore``, or a ``PgStore`` on its DSN."""
+    dsn = dsn_of(settings)
+    if dsn is None:
+        from .ledger.storage import FileStore
+
+        return FileStore(now=now, lock_timeout=lock_timeout)
+    from .ledger.postgres import PgStore
+
+    return PgStore(session(dsn))
+
+
+@contextmanager
+def run_lock(settings: Settings, agent: str, file_lock: Callable[[], Any]) -> Iterator[None]:
+    """One run of ``agent`` at a time: the file lock ``file_lock()`` makes, or, on PostgreSQL,
+    a session advisory lock that every host sees. ``AlreadyRunning`` when it is held."""
+    dsn = dsn_of(settings)
+    if dsn is None:
+        from filelock import Timeout
+
+        lock = file_lock()
+        try:
+            lock.acquire()
+        except Timeout:
+            raise AlreadyRunning(agent) from None
+        try:
+            yield
+        finally:
+            lock.release()
+        return
+    s = session(dsn)
+    if not s.try_run_lock(agent):
+        raise AlreadyRunning(agent)
+    try:
+        yield
+    finally:
+        s.release_run_lock(agent)

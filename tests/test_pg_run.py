@@ -1,0 +1,128 @@
+"""`mythline run` on PostgreSQL: one run of an agent across hosts, an unreachable database,
+a connection dropped mid-run - each with the real CLI, the real driver and a real server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mythline_cli import state
+
+from helpers import TEST_KEY, delayed, is_audit, lore_responder, mythline, wait_for
+
+AGENT = "world-npcs"
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
+
+
+def host(tmp_path: Path, name: str, dsn: str) -> tuple[Path, dict[str, str]]:
+    """A "host": its own working dir and state home, its own name, only the DSN in common."""
+    root = tmp_path / name
+    (root / "work").mkdir(parents=True, exist_ok=True)
+    return root / "work", {"MYTHLINE_STATE": dsn, "MYTHLINE_HOST": name, "MYTHLINE_HOME": str(root / "home")}
+
+
+def start(cwd: Path, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "mythline_cli", "run", AGENT, *args], cwd=cwd,
+                            env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def journal(dsn: str) -> list[dict[str, Any]]:
+    import psycopg
+
+    with psycopg.connect(dsn) as conn:
+        return [r[0] for r in conn.execute("SELECT entry FROM mythline_journal ORDER BY seq")]
+
+
+def backend_of(dsn: str, host_name: str) -> int | None:
+    import psycopg
+
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT pid FROM pg_stat_activity WHERE application_name LIKE %s",
+                           (f"mythline {host_name} %",)).fetchone()
+    return row[0] if row else None
+
+
+@pytest.mark.parametrize("dsn", [
+    "postgresql://mythline:{key}@127.0.0.1:1/mythline",  # nothing listens there
+    "{server}_missing",  # the server refuses: no such database
+])
+def test_an_unreachable_or_refusing_database_stops_the_run_before_any_call(home, config, llm_server, pg_server,
+                                                                           tmp_path, dsn):
+    from pg import with_password
+
+    dsn = dsn.format(key=TEST_KEY, server=with_password(pg_server, TEST_KEY))
+    llm_server.responder = lore_responder(AGENT)
+    result = mythline("run", AGENT, env={"MYTHLINE_STATE": dsn})
+    assert result.returncode == 6, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("mythline: the shared state at postgresql://mythline@127.0.0.1:")
+    assert "nothing was called" in line and "docs/many-hosts.md" in line
+    assert llm_server.count() == 0
+    # Never a silent fallback to the state home's files.
+    assert not (home / "ledger.json").exists() and not (home / "ledger-history.jsonl").exists()
+    for command in (["status"], ["budget", "show"]):
+        other = mythline(*command, env={"MYTHLINE_STATE": dsn})
+        assert (other.returncode, other.stderr.splitlines()[0]) == (6, line), command
+
+
+def test_one_run_of_an_agent_at_a_time_across_hosts(tmp_path, config, llm_server, pg_dsn):
+    llm_server.responder = delayed(lore_responder(AGENT), 60, only=lambda r: not is_audit(r))
+    cwd_a, env_a = host(tmp_path, "host-a", pg_dsn)
+    cwd_b, env_b = host(tmp_path, "host-b", pg_dsn)
+    first = start(cwd_a, env_a)
+    try:
+        wait_for(lambda: llm_server.count() >= 1)
+        second = mythline("run", AGENT, cwd=cwd_b, env=env_b)
+        assert (second.returncode, second.stderr) == (4, "mythline: world-npcs is already running; this run did nothing\n")
+        assert llm_server.count() == 1
+        os.kill(first.pid, signal.SIGKILL)  # a pod killed: its session, and so its lock, ends with it
+        first.wait(timeout=10)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    llm_server.responder = lore_responder(AGENT)
+    third = mythline("run", AGENT, cwd=cwd_b, env=env_b)
+    assert third.returncode == 0, third.stderr
+    # The killed run's reservation was reclaimed at its estimate by host-b's run.
+    (reclaim,) = [e for e in journal(pg_dsn) if e["event"] == "reclaim"]
+    assert reclaim["reason"] == "process gone" and reclaim["usd"] > 0
+
+
+def test_a_connection_dropped_mid_run_loses_no_money_and_the_run_resumes(home, tmp_path, config, llm_server, pg_dsn):
+    answer = lore_responder(AGENT)
+    llm_server.responder = delayed(answer, 3, only=lambda r: not is_audit(r))
+    env = {"MYTHLINE_STATE": pg_dsn, "MYTHLINE_HOST": "host-a"}
+    run = start(Path.cwd(), env)
+    try:
+        wait_for(lambda: llm_server.count() >= 1)
+        wait_for(lambda: backend_of(pg_dsn, "host-a") is not None)
+        import psycopg
+
+        with psycopg.connect(pg_dsn, autocommit=True) as admin:  # the research call is in flight
+            assert admin.execute("SELECT pg_terminate_backend(%s)", (backend_of(pg_dsn, "host-a"),)).fetchone()[0]
+        out, err = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 6, err
+    assert "lost the shared state at postgresql://mythline@127.0.0.1" in err and TEST_KEY not in out + err
+    reserved = [e for e in journal(pg_dsn) if e["event"] == "reserve"]
+    assert len(reserved) == 1 and not [e for e in journal(pg_dsn) if e["event"] == "settle"]
+
+    llm_server.responder = answer
+    again = mythline("run", AGENT, env=env)
+    assert again.returncode == 0, again.stderr
+    research = [r for r in llm_server.requests if not is_audit(r)]
+    assert len(research) == 1  # the answer bought before the drop was not bought again
+    entries = journal(pg_dsn)
+    (reclaim,) = [e for e in entries if e["event"] == "reclaim"]
+    assert (reclaim["reservation"], reclaim["usd"]) == (reserved[0]["reservation"], reserved[0]["usd"])
+    assert len(list((home / "store").rglob("*.json"))) == 1
+    state.forget_sessions()

@@ -34,7 +34,15 @@ TRIPPING = {"timeout", "connection", "error-in-200", "empty", "bad-response", "h
 _WAIT_KEYS = ("wait_until", "wait_s", "wait_asked_s", "wait_set")
 
 
+# Failures that say nothing about the provider's health whatever their status: a server that
+# rejects the request's response_format answers every such request the same way (a 500 from
+# llama-cpp-python), up or down.
+NOT_TRIPPING = {"response-format"}
+
+
 def trips(kind: str | None, status: int | None) -> bool:
+    if kind in NOT_TRIPPING:
+        return False
     return kind in TRIPPING or (status is not None and status >= 500)
 
 

@@ -52,6 +52,11 @@ def _cap(value: Any) -> Any:
     return value
 
 
+def _auto(value: Any) -> Any:
+    # TOML has no null: "auto" is the unset value of a setting mythline works out itself.
+    return None if isinstance(value, str) and value.strip().lower() == "auto" else value
+
+
 def _shorten(name: str, limit: int = 60) -> str:
     """``repr`` of a user-supplied name, cut short so an error stays one readable line."""
     text = repr(name)
@@ -164,7 +169,7 @@ class Provider(_Model):
     timeout: Annotated[float, _between(1, 86400, "the longest wait for one answer")] = 120.0
     temperature: float = Field(default=0.0, ge=0, le=2)
     max_output_tokens: int = Field(default=4096, gt=0, le=1_000_000)
-    structured_outputs: Literal["json_schema", "json_object"] = "json_schema"
+    structured_outputs: Literal["auto", "json_schema", "json_object_schema", "json_object"] = "auto"
     max_attempts: int = Field(default=5, ge=1, le=20)
     max_retry_wait: Duration = 60.0
     max_retry_time: Duration = 300.0
@@ -175,6 +180,20 @@ class Provider(_Model):
     # can only lower them.
     requests_per_minute: TokenCap = None
     tokens_per_minute: TokenCap = None
+    # Local inference (docs/local-models.md). context_length: the model's context in tokens;
+    # "auto", a local server is asked for it. local: one request at a time across the fleet and
+    # no retry of a timed-out request; "auto", true for a loopback base_url.
+    context_length: Annotated[int | None, BeforeValidator(_auto)] = Field(default=None, gt=0, le=100_000_000)
+    local: Annotated[bool | None, BeforeValidator(_auto)] = None
+
+    @property
+    def is_local(self) -> bool:
+        if self.local is not None:
+            return self.local
+        from urllib.parse import urlsplit
+
+        host = (urlsplit(self.base_url).hostname or "").lower()
+        return host in ("localhost", "127.0.0.1", "::1", "0.0.0.0") or host.endswith(".localhost")
 
     @field_validator("base_url")
     @classmethod

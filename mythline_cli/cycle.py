@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import random
 import threading
 import time
 import uuid
@@ -21,7 +22,7 @@ from typing import Any, Literal
 
 from filelock import FileLock
 
-from . import backoff, killswitch, notify, paths, planner, pricing, recovery, state
+from . import backoff, killswitch, negotiate, notify, paths, planner, pricing, recovery, state
 from . import checkpoint as ckpt_mod
 from . import heartbeat as hb_mod
 from .breaker import Breaker, BreakerOpen, ProviderWait, wait_line
@@ -53,6 +54,14 @@ from .store import store_record
 
 Listener = Callable[[dict[str, Any]], None]
 Result = Literal["stored", "unchanged", "rejected", "quarantined", "queue-empty"]
+
+
+class _SteppedDown(Exception):
+    """The server rejected the structured-output mode; ``auto`` recorded the next one."""
+
+
+# How much warmer a nudged call (planner.Call.nudge: a repair) is sent, with a new seed.
+REPAIR_NUDGE = 0.3
 
 
 class _Rejected(Exception):
@@ -139,10 +148,10 @@ class _CallBudget:
         self._overrun(res, usd)
         return usd
 
-    def before_retry(self, failure: Any) -> None:
-        usd = self.charge_failure(getattr(failure, "billed", None))
-        self.events.emit("llm-retry", step=self.step, error=str(failure), kind=getattr(failure, "kind", None),
-                         retry_after=getattr(failure, "retry_after", None), usd=usd)
+    def before_retry(self, failure: LLMError) -> None:
+        usd = self.charge_failure(failure.billed)
+        self.events.emit("llm-retry", step=self.step, error=str(failure), kind=failure.kind,
+                         retry_after=failure.retry_after, usd=usd)
 
     def before_attempt(self) -> None:
         """A retry is a new call: stop here if asked to, else reserve it like the first."""
@@ -220,7 +229,7 @@ class Cycle:
             else:
                 from .llm import LLMClient  # the openai import costs a second: only when calling
 
-                self._client = LLMClient(self.settings.provider, self.key, sleep=self._nap)
+                self._client = LLMClient(self.settings.provider, self.key, sleep=self._nap, check=self.stop.check)
         return self._client
 
     def today(self) -> dict[str, Any]:
@@ -384,7 +393,12 @@ class Cycle:
                     if action.step in called:  # a recorded answer always moves the plan on
                         raise RuntimeError(f"the planner asked for step {action.step!r} twice")
                     called.add(action.step)
-                    self._call(ck, action, step.attempt)
+                    try:
+                        self._call(ck, action, step.attempt)
+                    except _SteppedDown:
+                        # Nothing was recorded: the same step, planned again in the structured-output
+                        # mode the server takes.
+                        called.discard(action.step)
                 elif isinstance(action, Gather):
                     if "sources" in called:
                         raise RuntimeError("the planner asked for the sources twice")
@@ -441,7 +455,7 @@ class Cycle:
         base = self.settings.source.parent if self.settings.source is not None else None
         with fetch.Fetcher(policy, sleep=self._nap) as fetcher:
             found, outcomes = sources_mod.gather(action.specs, topic, fetcher=fetcher, base_dir=base,
-                                                 domains=cfg.tiers, max_bytes=cfg.max_bytes)
+                                                 domains=dict[str, str](cfg.tiers), max_bytes=cfg.max_bytes)
         for out in outcomes:
             self.emit("source", topic=topic, spec=out.spec, url=out.url, status=out.status,
                       **({"reason": out.reason} if out.reason else {}), **({"cached": out.cached} if out.cached else {}))
@@ -515,6 +529,10 @@ class Cycle:
         self.hb.beat(step=step)
         self.breaker.before_call(self.agent.name, force=self.force)
         est = self._estimate(call)
+        negotiate.check_fits(p, call.model or self.agent.model, est, key=self.key, step=call.step)
+        vary: dict[str, Any] = {}
+        if call.nudge:
+            vary = {"temperature": min(2.0, p.temperature + REPAIR_NUDGE), "seed": random.randrange(1, 2**31)}
         estimate = {"prompt_tokens": est.prompt_tokens, "max_output_tokens": est.max_output_tokens,
                     "usd": est.usd, "counted_by": est.counted_by,
                     "price": est.price.source if est.price else None}
@@ -533,20 +551,27 @@ class Cycle:
         sent = datetime.now(timezone.utc)
         try:
             result = client.chat(messages, model=call.model or self.agent.model, max_tokens=p.max_output_tokens,
-                                 response_format=fmt, guard=budget, limiter=self.limiter.call(est.tokens),
+                                 response_format=fmt, guard=budget, limiter=self.limiter.call(est.tokens), **vary,
                                  **({"extra_body": call.extra_body} if call.extra_body else {}))
         except (ProviderWait, RateLimited):
             budget.charge_failure((0, 0, 0.0))  # refused before it was sent: release the hold
             raise
         except LLMError as exc:
-            usd = budget.charge_failure(getattr(exc, "billed", None))
-            kind, issue = getattr(exc, "kind", None), getattr(exc, "content_issue", None)
+            usd = budget.charge_failure(exc.billed)
+            kind, issue = exc.kind, exc.content_issue
             # A failure tied to the topic's content says nothing about the provider's health:
             # it neither counts toward the breaker nor clears it.
             self.breaker.record(ok=False, kind=None if issue else kind, status=None if issue else exc.status)
             self.emit("llm-call", step=step, attempt=attempt, ok=False, estimate=estimate, error=str(exc),
-                      kind=kind, status=exc.status, attempts=getattr(exc, "attempts", 1), usd=usd)
-            after = getattr(exc, "retry_after", None)
+                      kind=kind, status=exc.status, attempts=exc.attempts, usd=usd)
+            if kind == "response-format":
+                rejected = self.plan_ctx.mode
+                nxt = negotiate.step_down(p, self.agent.model, rejected, str(exc))
+                if nxt is not None:
+                    self.emit("structured-outputs", rejected=rejected, chosen=nxt)
+                    self.plan_ctx = dataclasses.replace(self.plan_ctx, mode=nxt)
+                    raise _SteppedDown() from None
+            after = exc.retry_after
             if after is not None and after > p.max_retry_wait:
                 # The provider asked for longer than a run may wait: the whole fleet waits.
                 entry = self.breaker.hold(after, agent=self.agent.name)
@@ -572,6 +597,8 @@ class Cycle:
                   cost_source=source, latency_s=round(result.latency, 3), attempts=result.attempts,
                   response_id=result.response_id, model=result.model)
         self.breaker.record(ok=True, started=sent)
+        if fmt is not None:
+            negotiate.accepted(p, self.agent.model, self.plan_ctx.mode)
         notify.budget_crossings(self.settings, self.ledger, self.agent, self.emit)
         self.hb.beat(**self.today())
 
@@ -627,11 +654,11 @@ def dry_run(settings: Settings, name: str) -> dict[str, Any]:
         ctx = planner.Context.of(settings, agent)
         ck_topic = ck.peek(step.topic or "")
         msgs = research.messages(agent, step.topic or "", ck_topic.get("feedback") or [], ctx.prompts_dir,
-                                 ctx.schema, ctx.mode)
+                                 ctx.schema, ctx.prompt_mode)
         pending = ("[the run retrieves these sources first and lists them here, numbered: "
                    + ", ".join(out["sources"] or ["web search results"]) + "]")
         msgs = [{**m, "content": m["content"].replace(research.UNGROUNDED, pending)} for m in msgs]
-        action = Call("research", research.clean(msgs), research.response_format(ctx.schema, ctx.mode))
+        action = Call("research", research.clean(msgs), ctx.response_format(ctx.schema))
     if isinstance(action, Reject):
         out["issues"] = action.issues
     elif isinstance(action, Store):
@@ -639,6 +666,14 @@ def dry_run(settings: Settings, name: str) -> dict[str, Any]:
     else:
         assert isinstance(action, Call)
         est = estimate(settings, agent, action)
+        too_big: negotiate.ContextTooSmall | None = None
+        try:
+            # Only a configured or recorded context length: a dry run asks the server nothing.
+            negotiate.check_fits(settings.provider, action.model or agent.model, est, key=None, step=action.step,
+                                 ask=False)
+        except negotiate.ContextTooSmall as exc:
+            too_big = exc
+        out["context"] = {"fits": too_big is None, "reason": str(too_big) if too_big else None}
         refusal = Ledger(settings).check(agent, est)
         out.update(messages=action.messages, response_format=action.response_format,
                    estimate={"prompt_tokens": est.prompt_tokens, "max_output_tokens": est.max_output_tokens,

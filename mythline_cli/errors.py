@@ -119,7 +119,21 @@ class AlreadyRunning(MythlineError):
 
 
 class LLMError(MythlineError):
-    """A chat-completion call failed for good (after any retries)."""
+    """A chat-completion call failed for good (after any retries).
+
+    The class attributes are the defaults of what a failure says about itself (``llm.CallFailure``
+    sets them per failure), so every reader can use them without knowing the subclass."""
+
+    status: int | None = None
+    retryable: bool = False
+    kind: str = "error"
+    retry_after: float | None = None
+    # None: unknown (charge the estimate); else (prompt, completion, provider cost or None).
+    billed: tuple[int, int, float | None] | None = (0, 0, 0.0)
+    attempts: int = 1
+    # Set when the failure is tied to this topic's prompt or answer: the topic's failed
+    # attempt (this text is its feedback), not an outage.
+    content_issue: str | None = None
 
     def __init__(self, message: str, *, status: int | None = None, retryable: bool = False) -> None:
         self.status = status
@@ -299,3 +313,27 @@ class WebhookFailed(Exception):
         self.reason = reason
         self.attempts = attempts
         self.status = status
+
+
+class ContextTooSmall(LLMError):
+    """A prompt and its output budget cannot fit the model's context: refused before the call."""
+
+    kind = "context-too-small"
+
+    def __init__(self, *, step: str, model: str, prompt: int, output: int, limit: int, source: str) -> None:
+        self.limit = limit
+        super().__init__(
+            f"the {step} prompt (~{prompt:,} tokens) plus provider.max_output_tokens ({output:,}) does not fit "
+            f"the context of {model} ({limit:,} tokens, from {source}); nothing was sent. Lower "
+            "provider.max_output_tokens, start the server with a larger context (llama.cpp: --ctx-size), or "
+            "correct provider.context_length")
+
+
+class SlotBusy(Exception):
+    """The local server is busy: with another request for longer than ``wait``, or with an
+    abandoned one until ``until`` (a Unix time)."""
+
+    def __init__(self, waited: float, until: float | None = None) -> None:
+        self.waited = waited
+        self.until = until
+        super().__init__(f"busy for {waited:.0f}s")

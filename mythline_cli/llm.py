@@ -8,7 +8,6 @@ charges the lost attempt and reserves the next one, or refuses.
 
 from __future__ import annotations
 
-import email.utils
 import math
 import random
 import re
@@ -21,9 +20,12 @@ from typing import Any, Protocol
 import openai
 from tenacity import RetryCallState, Retrying, retry_if_exception
 
+from . import negotiate
 from .config import Provider
 from .errors import LLMError
 from .redact import redact, safe_url
+from .retry_after import retry_after
+from .slot import SlotBusy, hold
 
 RETRY_STATUSES = {408, 409, 429}
 MAX_ANSWER_CHARS = 1_000_000
@@ -83,73 +85,14 @@ class CallFailure(LLMError):
     # max_tokens, a content filter, a prompt too long or refused): the same call would fail
     # the same way, so it is the topic's failed attempt (this text is its feedback), not an outage.
     content_issue: str | None = None
+    # The context length the error answer named, when it named one.
+    n_ctx: int | None = None
 
     def __post_init__(self) -> None:
         LLMError.__init__(self, self.message, status=self.status, retryable=self.retryable)
 
     def __str__(self) -> str:
         return self.message
-
-
-_RESET_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-_RESET_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def _reset_seconds(value: str, now: float) -> float | None:
-    """Seconds until an ``x-ratelimit-reset*`` value: a duration (OpenAI's ``6m0s``,
-    ``20ms``), a Unix time in seconds or milliseconds (OpenRouter's), or seconds."""
-    text = value.strip().lower()
-    try:
-        number = float(text)
-    except ValueError:
-        pos, seconds = 0, 0.0
-        for match in _RESET_PART.finditer(text):
-            if match.start() != pos:
-                return None
-            seconds += float(match.group(1)) * _RESET_UNITS[match.group(2)]
-            pos = match.end()
-        return seconds if text and pos == len(text) else None
-    if number > 1e11:
-        return number / 1000 - now  # epoch milliseconds
-    if number > 1e9:
-        return number - now  # epoch seconds
-    return number
-
-
-def _retry_after(headers: Any, *, rate_limited: bool = False) -> float | None:
-    """How long the provider asked us to wait, in seconds, or None: ``retry-after-ms``,
-    ``retry-after`` (seconds or an HTTP date), else, on a 429 (``rate_limited``), the latest
-    ``x-ratelimit-reset*``: providers send those on every answer, where they only say when
-    a window rolls over, not that anything must wait for it."""
-    if not headers:
-        return None
-    seconds: float | None = None
-    ms = headers.get("retry-after-ms")
-    value = headers.get("retry-after")
-    if ms:
-        try:
-            seconds = float(ms) / 1000
-        except ValueError:
-            pass
-    if seconds is None and value:
-        try:
-            seconds = float(value)
-        except ValueError:
-            try:
-                parsed = email.utils.parsedate_to_datetime(value)
-            except (TypeError, ValueError, IndexError):
-                parsed = None  # a header we cannot read is no instruction at all
-            if parsed is not None:
-                seconds = parsed.timestamp() - time.time()
-    if seconds is None and rate_limited:
-        now = time.time()
-        resets = [_reset_seconds(str(v), now) for k, v in headers.items()
-                  if k.lower().startswith("x-ratelimit-reset")]
-        resets = [r for r in resets if r is not None and math.isfinite(r)]
-        seconds = max(resets) if resets else None
-    if seconds is None or not math.isfinite(seconds):
-        return None
-    return max(0.0, seconds)
 
 
 # A 4xx whose text says the prompt itself is the problem: too long for the model, or refused
@@ -176,6 +119,12 @@ def _content_refusal(status: int, detail: str, body: Any) -> str | None:
     return None
 
 
+# Generation that ran past the context: llama-cpp-python answers 500 with numpy's words,
+# llama.cpp a 400 "exceeds the available context size".
+_OVERFLOW_WORDS = re.compile(r"could not broadcast input array|exceeds? the available context size"
+                             r"|context size has been exceeded|n_ctx", re.IGNORECASE)
+
+
 _HINTS = {
     401: "the API key was refused; check the key in ${env} (create one at your provider's dashboard)",
     402: "the provider says the account is out of credits or over its key limit; add credits or raise the key's limit",
@@ -190,9 +139,22 @@ def _classify(exc: BaseException, provider: Provider) -> CallFailure:
     where = safe_url(provider.base_url)
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
-        after = _retry_after(exc.response.headers if exc.response is not None else None, rate_limited=status == 429)
+        after = retry_after(exc.response.headers if exc.response is not None else None, rate_limited=status == 429)
         retryable = status in RETRY_STATUSES or status >= 500 or (status == 402 and after is not None)
         detail = _error_detail(exc)
+        if negotiate.rejects_format(status, detail) and not _OVERFLOW_WORDS.search(detail):
+            # The request's shape, not an outage: the same request fails the same way.
+            return CallFailure(f"HTTP {status} from {where}: the server rejected the structured-output request "
+                               f"({detail}); set provider.structured_outputs = \"auto\" (or \"json_object\") "
+                               "in mythline.toml", status=status, kind="response-format")
+        if _OVERFLOW_WORDS.search(detail) or (status == 400 and "exceed_context" in str(exc.body)):
+            n_ctx = negotiate.context_from_error(exc.body, detail)
+            limit = f" of {n_ctx:,} tokens" if n_ctx else ""
+            return CallFailure(f"HTTP {status} from {where}: the prompt and its answer overflowed the model's "
+                               f"context{limit} ({detail})", status=status, kind="context-overflow", n_ctx=n_ctx,
+                               content_issue=f"the prompt and its answer overflowed the model's context{limit}: "
+                                             "lower provider.max_output_tokens or give the server a larger "
+                                             "context (llama.cpp: --ctx-size)")
         refused = _content_refusal(status, detail, exc.body)
         hint = _HINTS.get(status)
         if refused is not None:
@@ -204,8 +166,15 @@ def _classify(exc: BaseException, provider: Provider) -> CallFailure:
             msg = f"HTTP {status} from {where}: {detail}"
         return CallFailure(msg, status=status, retryable=retryable, retry_after=after, kind=f"http-{status}")
     if isinstance(exc, openai.APITimeoutError):
-        return CallFailure(f"no answer from {where} within {provider.timeout:g}s",
-                           retryable=True, billed=None, kind="timeout")
+        return _timeout(provider, f"no answer from {where} within {provider.timeout:g}s")
+    if isinstance(exc, SlotBusy):
+        if exc.until is not None:
+            when = time.strftime("%H:%M:%S", time.localtime(exc.until))
+            why = f"may still be working on a request that timed out, until about {when}"
+        else:
+            why = f"was busy with another agent's request for {exc.waited:.0f}s (provider.timeout)"
+        return CallFailure(f"the local server at {where} {why}; nothing was sent, the next scheduled run tries "
+                           "again (raise provider.timeout for slow models)", kind="busy")
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__
         # A refused or unresolvable connection never reached the provider: nothing billed.
@@ -220,6 +189,14 @@ def _classify(exc: BaseException, provider: Provider) -> CallFailure:
         return CallFailure(f"unreadable response from {where} ({type(exc).__name__})",
                            retryable=True, billed=None, kind="bad-response")
     raise exc
+
+
+def _timeout(provider: Provider, message: str) -> CallFailure:
+    if provider.is_local:
+        # The server keeps working on an abandoned request: a retry would only queue behind it.
+        return CallFailure(message + "; a local server is not sent the request again while it may still be working "
+                           "on it: raise provider.timeout (see docs/local-models.md)", billed=None, kind="timeout")
+    return CallFailure(message, retryable=True, billed=None, kind="timeout")
 
 
 def _error_detail(exc: openai.APIStatusError) -> str:
@@ -334,8 +311,10 @@ class LLMClient:
 
     def __init__(self, provider: Provider, api_key: str | None, *, sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.monotonic, jitter: Callable[[], float] = random.random,
-                 on_attempt: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 on_attempt: Callable[[dict[str, Any]], None] | None = None,
+                 check: Callable[[], None] = lambda: None) -> None:
         self.provider = provider
+        self.check = check  # called while waiting for a local server's slot: a stop ends the wait
         self.sleep = sleep
         self.clock = clock
         self.jitter = jitter
@@ -373,8 +352,8 @@ class LLMClient:
         worker.start()
         worker.join(self.provider.timeout + 1.0)
         if worker.is_alive():
-            raise CallFailure(f"no complete answer from {safe_url(self.provider.base_url)} within "
-                              f"{self.provider.timeout:g}s", retryable=True, billed=None, kind="timeout")
+            raise _timeout(self.provider, f"no complete answer from {safe_url(self.provider.base_url)} within "
+                                          f"{self.provider.timeout:g}s")
         self.last_headers = box.get("headers")
         if "exc" in box:
             raise box["exc"]
@@ -384,17 +363,31 @@ class LLMClient:
         failure = state.outcome.exception() if state.outcome else None
         base = min(self.provider.max_retry_wait, 1.0 * 2 ** (state.attempt_number - 1))
         wait = base * (0.5 + self.jitter() / 2)
-        after = getattr(failure, "retry_after", None)
+        after = failure.retry_after if isinstance(failure, LLMError) else None
         if after is not None:
             wait = max(wait, after)  # never sooner than the provider asked
         return wait
 
+    def _send(self, kwargs: dict[str, Any]) -> Any:
+        """``_create``, holding a local server's slot (one request at a time across the fleet)."""
+        p = self.provider
+        if not p.is_local:
+            return self._create(kwargs)
+        with hold(p.base_url, wait=p.timeout, check=self.check) as abandoned:
+            try:
+                return self._create(kwargs)
+            except (CallFailure, openai.APITimeoutError) as exc:
+                if isinstance(exc, openai.APITimeoutError) or exc.kind == "timeout":
+                    abandoned(p.timeout)
+                raise
+
     def chat(self, messages: list[dict[str, str]], *, model: str, max_tokens: int,
              response_format: dict[str, Any] | None, guard: Guard | None = None,
-             extra_body: dict[str, Any] | None = None,
-             limiter: Limiter | None = None) -> CallResult:
+             extra_body: dict[str, Any] | None = None, limiter: Limiter | None = None,
+             temperature: float | None = None, seed: int | None = None) -> CallResult:
         """One completion; retried on transient failures; raises ``CallFailure`` for good.
-        ``limiter`` admits every request (it may wait, or raise) and reads every answer's headers."""
+        ``limiter`` admits every request (it may wait, or raise) and reads every answer's headers;
+        ``temperature`` and ``seed`` vary a call from the one before (a repair)."""
         p = self.provider
         started = self.clock()
         attempts = 0
@@ -406,26 +399,32 @@ class LLMClient:
             attempts += 1
             t0 = self.clock()
             kwargs: dict[str, Any] = {"model": model, "messages": messages, "max_tokens": max_tokens,
-                                      "temperature": p.temperature}
+                                      "temperature": p.temperature if temperature is None else temperature}
+            if seed is not None:
+                kwargs["seed"] = seed
             if response_format is not None:
                 kwargs["response_format"] = response_format
-            if extra_body:
-                kwargs["extra_body"] = extra_body
+            # The server's own schema field (negotiate) and the step's own (the web plugin).
+            extra = {**(negotiate.extra_body(response_format) or {}), **(extra_body or {})}
+            if extra:
+                kwargs["extra_body"] = extra
             if limiter is not None:
                 limiter.before_request()
             self.last_headers = None
             try:
-                resp = self._create(kwargs)
+                resp = self._send(kwargs)
                 if limiter is not None:
-                    limiter.learn(200, self.last_headers, _retry_after(self.last_headers, rate_limited=True))
+                    limiter.learn(200, self.last_headers, retry_after(self.last_headers, rate_limited=True))
                 content, reason = _check(resp, max_tokens)
             except Exception as exc:  # noqa: BLE001 - classified below, re-raised otherwise
                 if limiter is not None and isinstance(exc, openai.APIStatusError) and exc.response is not None:
                     headers = exc.response.headers
                     limiter.learn(exc.status_code, headers,
-                                  _retry_after(headers, rate_limited=exc.status_code == 429))
+                                  retry_after(headers, rate_limited=exc.status_code == 429))
                 failure = _classify(exc, p)
                 failure.attempts = attempts
+                if failure.n_ctx:
+                    negotiate.learned_context(p, model, failure.n_ctx, "an error answer of the server")
                 if self.on_attempt:
                     self.on_attempt({"attempt": attempts, "ok": False, "kind": failure.kind, "status": failure.status,
                                      "latency_s": round(self.clock() - t0, 3), "error": failure.message})
@@ -442,7 +441,8 @@ class LLMClient:
             elapsed = self.clock() - started
             failure = state.outcome.exception() if state.outcome else None
             nxt = self._wait(state)
-            if getattr(failure, "retry_after", None) is not None and failure.retry_after > p.max_retry_wait:
+            after = failure.retry_after if isinstance(failure, LLMError) else None
+            if after is not None and after > p.max_retry_wait:
                 return True  # the provider asks for a longer pause than a run should take
             return elapsed + nxt > p.max_retry_time
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import research, validate
+from . import negotiate, research, validate
 from .fleet.schemas import RECORD_MODELS
 
 if TYPE_CHECKING:
@@ -30,6 +30,9 @@ Interpretation = tuple[dict[str, Any] | None, str | None]
 AUDIT_STEPS = ("audit", "audit-repair")
 RESEARCH_STEPS = ("research", "repair")
 CALL_STEPS = RESEARCH_STEPS + AUDIT_STEPS
+# The feedback of an attempt whose repair came back unchanged; the next attempt's first call
+# is varied too.
+REPEAT = "the repair returned the same answer byte for byte"
 
 
 def retrieval_step(name: str) -> bool:
@@ -65,6 +68,9 @@ class Call:
     model: str | None = None  # None: the agent's research model
     extra_body: dict[str, Any] | None = None  # the web plugin, for the search step
     extra_usd: float = 0.0  # a price beyond tokens (search results), reserved with them
+    # Sent warmer and with a new seed (a repair): at temperature 0 the same request brings back
+    # the same answer byte for byte.
+    nudge: bool = False
 
     @property
     def name(self) -> str:
@@ -122,12 +128,21 @@ class Context:
 
     agent: Agent
     prompts_dir: Path | None
-    mode: str  # structured outputs: json_schema or json_object
+    mode: str  # the structured-output mode sent (negotiate.LADDER: ``auto`` resolved)
     sources: Any = None  # config.Sources; None: the defaults
 
     @classmethod
     def of(cls, settings: Settings, agent: Agent) -> Context:
-        return cls(agent, settings.prompts_dir(), settings.provider.structured_outputs, settings.config.sources)
+        return cls(agent, settings.prompts_dir(), negotiate.mode(settings.provider, agent.model),
+                   settings.config.sources)
+
+    @property
+    def prompt_mode(self) -> str:
+        """What the prompts are written for: json_schema, or json_object (the schema in the prompt)."""
+        return negotiate.prompt_mode(self.mode)
+
+    def response_format(self, model: type[Any], name: str | None = None) -> dict[str, Any]:
+        return negotiate.response_format(model, self.mode, name=name)
 
     @property
     def cfg(self) -> Any:
@@ -189,7 +204,9 @@ def _answer(at: Attempt, names: tuple[str, str], messages: Messages, fmt: dict[s
     the step, its repair) when it is unreadable: a call to make, or (answer, last error)."""
     step, fix = names
     if step not in at.steps:
-        return Call(step, research.clean(messages), fmt, model=llm)
+        # After an attempt whose repair came back unchanged, even the first call is varied.
+        nudge = step == "research" and any(REPEAT in str(i) for f in at.feedback[-1:] for i in f.get("issues", []))
+        return Call(step, research.clean(messages), fmt, model=llm, nudge=nudge)
     content = at.steps[step].get("content")
     record, error = interpret(content, model)
     if error is None:
@@ -197,9 +214,14 @@ def _answer(at: Attempt, names: tuple[str, str], messages: Messages, fmt: dict[s
     at.notes.append(("invalid-output", {"step": step, "error": error}))
     if fix not in at.steps:
         repair = research.repair_messages(messages, str(content), error, at.ctx.prompts_dir)
-        return Call(fix, research.clean(repair), fmt, model=llm)
+        return Call(fix, research.clean(repair), fmt, model=llm, nudge=True)
+    first = error
     record, error = interpret(at.steps[fix].get("content"), model)
     if error is not None:
+        if at.steps[fix].get("content") == content:
+            # Paid once for the same text is enough: the attempt ends here.
+            at.notes.append(("repeat-answer", {"step": fix, "of": step}))
+            error = f"{REPEAT}: {first}"
         at.notes.append(("invalid-output", {"step": fix, "error": error}))
     return record, error
 
@@ -253,7 +275,7 @@ def summary_stage(at: Attempt) -> Action | None:
     cfg = at.ctx.cfg
     if not cfg.summarise:
         return None
-    fmt = research.response_format(research.Summary, at.ctx.mode, name="summary")
+    fmt = at.ctx.response_format(research.Summary, name="summary")
     out = []
     for src in at.found:
         if len(src.text) <= cfg.max_excerpt_chars:
@@ -268,7 +290,7 @@ def summary_stage(at: Attempt) -> Action | None:
             if step not in at.steps:
                 return Call(step, research.clean(research.summary_messages(
                     at.topic, src, i, len(parts), part, at.ctx.prompts_dir, words=words, passages=3,
-                    mode=at.ctx.mode)), fmt)
+                    mode=at.ctx.prompt_mode)), fmt)
             got, error = interpret(at.steps[step].get("content"), research.Summary)
             if error is not None or got is None:
                 at.notes.append(("invalid-output", {"step": step, "error": error}))
@@ -284,9 +306,9 @@ def summary_stage(at: Attempt) -> Action | None:
 
 def research_stage(at: Attempt) -> Action | None:
     ctx = at.ctx
-    msgs = research.messages(ctx.agent, at.topic, at.feedback, ctx.prompts_dir, ctx.schema, ctx.mode,
+    msgs = research.messages(ctx.agent, at.topic, at.feedback, ctx.prompts_dir, ctx.schema, ctx.prompt_mode,
                              sources=at.found, max_excerpt_chars=ctx.cfg.max_excerpt_chars)
-    found = _answer(at, RESEARCH_STEPS, msgs, research.response_format(ctx.schema, ctx.mode), ctx.schema)
+    found = _answer(at, RESEARCH_STEPS, msgs, ctx.response_format(ctx.schema), ctx.schema)
     if isinstance(found, Call):
         return found
     record, error = found
@@ -309,9 +331,9 @@ def rules_stage(at: Attempt) -> Action | None:
 def audit_stage(at: Attempt) -> Action | None:
     ctx = at.ctx
     assert at.record is not None
-    msgs = validate.audit_messages(ctx.agent, at.topic, at.record, ctx.prompts_dir, ctx.mode, sources=at.found,
+    msgs = validate.audit_messages(ctx.agent, at.topic, at.record, ctx.prompts_dir, ctx.prompt_mode, sources=at.found,
                                    max_excerpt_chars=ctx.cfg.max_excerpt_chars)
-    fmt = research.response_format(validate.Audit, ctx.mode, name="audit")
+    fmt = ctx.response_format(validate.Audit, name="audit")
     # Repaired like research: one call that shows the model its unreadable answer.
     found = _answer(at, AUDIT_STEPS, msgs, fmt, validate.Audit, llm=ctx.agent.auditor)
     if isinstance(found, Call):

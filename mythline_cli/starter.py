@@ -15,9 +15,46 @@ def _setting(assignment: str, comment: str) -> str:
     return f"# {assignment:<32} # {comment}"
 
 
-def starter_text() -> str:
+# What `init --base-url` writes for a server on this machine (docs/local-models.md): a CPU
+# takes minutes per research call, a timed-out request is never sent again (the server is
+# still working on it), and a refused connection (server not started) is retried briefly.
+LOCAL_PROVIDER = {"timeout": 1800.0, "max_attempts": 3, "max_retry_wait": 10.0, "max_retry_time": 60.0,
+                  "max_output_tokens": 2048}
+LOCAL_RUN_TIMEOUT = 4 * 3600.0
+
+
+def _local_block(base_url: str, model: str) -> list[str]:
+    lp = LOCAL_PROVIDER
+    return [
+        "[provider]",
+        "# A server on this machine (see docs/local-models.md); these values are set, not defaults.",
+        f'base_url = "{base_url}"',
+        f'model = "{model}"',
+        'api_key_env = ""                  # a local server needs no key',
+        f'timeout = "{format_duration(lp["timeout"])}"                  # CPU inference: minutes per research call',
+        f"max_attempts = {lp['max_attempts']}                   # a timed-out local request is never sent again",
+        f'max_retry_wait = "{format_duration(lp["max_retry_wait"])}"',
+        f'max_retry_time = "{format_duration(lp["max_retry_time"])}"            # a server that is not started fails fast',
+        f"max_output_tokens = {lp['max_output_tokens']}          # must fit the server's context with the prompt",
+        '# structured_outputs = "auto"     # JSON Schema where taken, else the schema in the server field',
+        '# context_length = "auto"         # the context in tokens; auto: asked from the server (/props, /v1/models)',
+        '# local = "auto"                  # one request at a time across the fleet; auto: true for localhost',
+        "# temperature = 0",
+        '# tokenizer = "auto"',
+        "# estimate_margin = 1.25",
+        "",
+        "# A local model costs nothing: prices at 0 keep the USD caps meaningful for the rest.",
+        f'[provider.prices."{model}"]',
+        "input_per_million = 0",
+        "output_per_million = 0",
+    ]
+
+
+def starter_text(*, base_url: str | None = None, model: str | None = None) -> str:
+    """The commented config; with ``base_url`` of a local server, its provider block set for it."""
     p, b, a = Provider(), Budget(), DEFAULT_AGENT
-    assert a.interval is not None and a.grace is not None  # the defaults set every field
+    local = base_url is not None and Provider(base_url=base_url).is_local
+    assert a.interval is not None and a.grace is not None and a.refresh_after is not None  # the defaults set every field
     bo, br, al, sc, so = Backoff(), Breaker(), Alerts(), Schedule(), Sources()
     lines = [
         "# Mythline configuration. Every setting is shown with its default; uncomment to change.",
@@ -26,19 +63,25 @@ def starter_text() -> str:
         "# Editable copies of the prompts (written by `mythline init`); delete a file to use the built-in one.",
         'prompts_dir = "prompts"',
         "",
+    ]
+    provider = _local_block(base_url, model or p.model) if local and base_url else [
         "[provider]",
-        f'# base_url = "{OPENROUTER_BASE_URL}"   # any OpenAI-compatible API, e.g. "http://localhost:11434/v1"',
-        f'# model = "{p.model}"',
+        (f'base_url = "{base_url}"' if base_url else
+         f'# base_url = "{OPENROUTER_BASE_URL}"   # any OpenAI-compatible API, e.g. "http://localhost:11434/v1"'),
+        f'model = "{model}"' if model else f'# model = "{p.model}"',
         f'# api_key_env = "{p.api_key_env}"        # name of the variable holding the key; "" for no key',
         f'# timeout = "{format_duration(p.timeout)}"                 # per request',
         f"# temperature = {p.temperature:g}",
         f"# max_output_tokens = {p.max_output_tokens}         # per call; also what the budget reserves for output",
-        f'# structured_outputs = "{p.structured_outputs}"   # or "json_object" for models without JSON Schema support',
+        f'# structured_outputs = "{p.structured_outputs}"          # JSON Schema where the server takes it, else '
+        'json_object_schema, else json_object',
         f"# max_attempts = {p.max_attempts}                   # HTTP attempts per call (retries on 408/409/429/5xx/timeouts)",
         f'# max_retry_wait = "{format_duration(p.max_retry_wait)}"            # longest single wait between attempts',
         f'# max_retry_time = "{format_duration(p.max_retry_time)}"            # longest total time spent retrying one call',
         f'# tokenizer = "{p.tokenizer}"               # "chars" skips tiktoken (a conservative byte count)',
         f"# estimate_margin = {p.estimate_margin:g}          # prompt-token estimate multiplier (other vendors' tokenizers)",
+        '# context_length = "auto"         # the model\'s context in tokens; auto: asked from a local server',
+        '# local = "auto"                  # one request at a time across the fleet; auto: true for localhost',
         '# requests_per_minute = "none"   # for the whole fleet; the provider\'s x-ratelimit headers can lower it',
         '# tokens_per_minute = "none"',
         "",
@@ -46,6 +89,9 @@ def starter_text() -> str:
         '# [provider.prices."my-local-model"]',
         "# input_per_million = 0",
         "# output_per_million = 0",
+    ]
+    run_timeout = LOCAL_RUN_TIMEOUT if local else b.run_timeout
+    lines += provider + [
         "",
         "[budget]",
         f'# timezone = "{b.timezone}"                # when the daily window starts; an IANA name like "Europe/Berlin"',
@@ -53,7 +99,8 @@ def starter_text() -> str:
         f"# daily_tokens = {b.daily_tokens}",
         '# monthly_usd = "none"',
         '# monthly_tokens = "none"',
-        f'# run_timeout = "{format_duration(b.run_timeout)}"              # older: treated as hung (1m..31d)',
+        (f'run_timeout = "{format_duration(run_timeout)}"                # slow local calls: a run may take hours'
+         if local else f'# run_timeout = "{format_duration(run_timeout)}"              # older: treated as hung (1m..31d)'),
         f'# pace = "{b.pace}"                    # "even": a day cap is spent no faster than the day passes',
         f"# burst = {b.burst:g}                     # with pace = \"even\": this share of a day cap is always allowed",
         f"# priority_headroom = {b.priority_headroom:g}         # the last share of a fleet cap only the highest priority spends",
@@ -153,10 +200,10 @@ def starter_text() -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_starter(path: Path, *, force: bool) -> list[Path]:
+def write_starter(path: Path, *, force: bool, base_url: str | None = None, model: str | None = None) -> list[Path]:
     """Write the config and prompt copies; refuse to overwrite anything without ``force``."""
     prompt_dir = path.parent / "prompts"
-    targets = {path: starter_text()}
+    targets = {path: starter_text(base_url=base_url, model=model)}
     for name in prompts.NAMES:
         targets[prompt_dir / f"{name}.md"] = prompts.packaged(name)
     existing = [t for t in targets if t.exists()]

@@ -27,7 +27,7 @@ def write_config(path: Path, *, base_url: str, sections: dict[str, dict[str, Any
     """A config that talks to the scripted server with a known price and fast retries."""
     prov = {"base_url": base_url, "model": MODEL, "api_key_env": KEY_ENV, "tokenizer": "chars",
             "timeout": "5s", "max_attempts": 3, "max_retry_wait": "2s", "max_retry_time": "20s",
-            "max_output_tokens": 500}
+            "max_output_tokens": 500, "local": False}
     prov.update(provider or {})
     lines = ["[provider]"] + [f"{k} = {toml_value(v)}" for k, v in prov.items()]
     lines += ['[provider.prices."test/model"]', "input_per_million = 1.0", "output_per_million = 2.0"]

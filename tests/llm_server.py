@@ -324,6 +324,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             reply = error(405, f"method {self.command} not allowed", code="method_not_allowed")
         else:
             reply = owner._next_reply(request)
+            if owner.serial is not None:
+                # One generation at a time, as a CPU server works: the next request waits.
+                owner._arrive()
+                with owner.serial:
+                    owner._enter()
+                    try:
+                        self._send(reply)
+                    finally:
+                        owner._leave()
+                return
         self._send(reply)
 
     def _send(self, reply: Reply) -> None:
@@ -388,6 +398,23 @@ class ScriptedLLMServer:
         self.responder: Callable[[dict], Any] | None = None
         # Other endpoints of the same server, by path suffix: "/key" -> (request) -> Reply.
         self.routes: dict[str, ReplySource] = {}
+        # Set to a lock to answer chat requests one at a time; ``arrived_busy`` counts
+        # requests that arrived while another was in generation (0 when clients take turns).
+        self.serial: threading.Lock | None = None
+        self.arrived_busy = 0
+        self._in_generation = 0
+
+    def _arrive(self) -> None:
+        with self._lock:
+            self.arrived_busy += int(self._in_generation > 0)
+
+    def _enter(self) -> None:
+        with self._lock:
+            self._in_generation += 1
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._in_generation -= 1
 
     # -- lifecycle ------------------------------------------------------
     def start(self) -> ScriptedLLMServer:

@@ -145,7 +145,7 @@ def test_a_provider_wait_is_capped_at_backoff_max(home, config, llm_server):
     ({"x-ratelimit-reset": "nan"}, True, None),
 ])
 def test_one_parser_reads_every_wait_header(headers, rate_limited, expected):
-    from mythline_cli.llm import _retry_after
+    from mythline_cli.retry_after import retry_after as _retry_after
 
     assert _retry_after(headers, rate_limited=rate_limited) == expected
 

@@ -27,6 +27,11 @@ scheduler entries match the config (crontab on Linux/macOS, Task Scheduler on Wi
 which tokenizer works offline, and that the model has a known price when USD caps are set.
 Exit 1 when any check fails; warnings (e.g. nothing scheduled yet) do not fail.
 
+--probe sends one tiny request to the provider (reserved in the budget ledger like any
+call, so it costs what the provider charges for a few tokens) and reports whether the key
+and model work, the structured-output mode in use (what "auto" chose, and why) and the
+model's context length.
+
 --scheduled also runs each installed crontab line as cron would (env -i with HOME,
 LOGNAME, PATH=/usr/bin:/bin, SHELL=/bin/sh, then the crontab's own variables), with the
 same executable and variables but a probe in place of the run (no network, no writes), and
@@ -196,7 +201,7 @@ def check_audit(cfg: Any) -> list[Check]:
 
 # -- what a scheduled run sees ----------------------------------------------------------------
 
-PROBE = ["doctor", "--probe"]
+PROBE = ["doctor", "--seen"]
 _REDIRECT = re.compile(r"\s*>>\s*(?:'(?:[^']|'\"'\"')*'|\S+)\s+2>&1\s*$")
 # The command after the quoted executable (or `-m mythline_cli`), never a word inside a path.
 _COMMAND = re.compile(r"(?:(?<=')|(?<=mythline_cli))\s+(?:run|watchdog)(?:\s.*)?$")
@@ -401,6 +406,83 @@ def _check_tasks(cfg: Any, query: Callable[[str], str | None]) -> list[Check]:
     return checks
 
 
+def check_provider(cfg: Any) -> list[Check]:
+    """One tiny request, paid through the ledger: key, model, structured outputs, context."""
+    from pydantic import BaseModel
+
+    from .. import negotiate, pricing
+    from ..cycle import api_key, new_run_id
+    from ..errors import LLMError, MythlineError
+    from ..ledger import Ledger
+    from ..llm import LLMClient
+
+    class Probe(BaseModel):
+        ok: bool
+
+    p = cfg.provider
+    agents = [a for a in cfg.agents() if a.enabled] or cfg.agents()
+    agent = agents[0]  # the probe's spend is booked to the first agent, and to the fleet
+    try:
+        key = api_key(cfg)
+    except MythlineError as exc:
+        return [Check("probe", "fail", str(exc))]
+    messages = [{"role": "user", "content": 'Answer with the JSON object {"ok": true} and nothing else.'}]
+    ledger, run_id = Ledger(cfg), new_run_id()
+    client = LLMClient(p, key)
+    checks: list[Check] = []
+    try:
+        for _ in negotiate.LADDER:
+            mode = negotiate.mode(p, agent.model)
+            fmt = negotiate.response_format(Probe, mode, name="probe")
+            est = pricing.estimate(messages, model=agent.model, max_output_tokens=64, provider=p,
+                                   response_format=fmt)
+            res = ledger.reserve(agent, est, run_id=run_id, step="doctor-probe")
+            try:
+                result = client.chat(messages, model=agent.model, max_tokens=64, response_format=fmt)
+            except LLMError as exc:
+                if exc.billed is None:  # the provider may have billed it: charge the estimate
+                    ledger.settle(res, usd=res.usd, tokens=res.tokens, unsettled=True)
+                else:
+                    ledger.release(res)
+                if exc.kind == "response-format" and negotiate.step_down(p, agent.model, mode, str(exc)):
+                    continue
+                return [Check("probe", "fail", f"{agent.model}: {exc}")]
+            usd = result.provider_cost if result.provider_cost is not None else \
+                pricing.cost_of(result.prompt_tokens, result.completion_tokens, est.price)
+            ledger.settle(res, usd=usd, tokens=result.tokens)
+            negotiate.accepted(p, agent.model, mode)
+            checks.append(Check("probe", "ok", f"key and model {agent.model} answered in {result.latency:.1f}s "
+                                f"({result.tokens} tokens)"))
+            break
+    except MythlineError as exc:  # over budget, unknown price, an unreadable ledger
+        return [Check("probe", "fail", str(exc))]
+    finally:
+        client.close()
+    facts = negotiate.entry(p, agent.model)
+    if p.structured_outputs == "auto":
+        why = facts.get("structured_why")
+        text = f"auto chose {negotiate.mode(p, agent.model)}" + (f" ({why})" if why else " (the server took it)")
+    else:
+        text = f"{p.structured_outputs} (provider.structured_outputs)"
+    checks.append(Check("structured outputs", "ok", text))
+    limit, source = negotiate.context_length(p, agent.model, key=key)
+    if limit is None:
+        try:
+            found = negotiate.ask_context(p, agent.model, key=key)
+        except ConnectionError:
+            found = None
+        limit, source = found if found else (None, "")
+    if limit is None:
+        checks.append(Check("context", "info", "the server does not say its context length; set "
+                            "provider.context_length to have prompts that cannot fit refused before the call"))
+    else:
+        fits = p.max_output_tokens < limit
+        checks.append(Check("context", "ok" if fits else "fail",
+                            f"{limit:,} tokens (from {source}); provider.max_output_tokens is {p.max_output_tokens:,}"
+                            + ("" if fits else ": lower it, or start the server with a larger context")))
+    return checks
+
+
 def run_checks() -> tuple[list[Check], Any]:
     """The default checks, and the settings they used (None when the config is invalid)."""
     checks, cfg = check_config()
@@ -417,13 +499,18 @@ def doctor_cli(json_out: bool = typer.Option(False, "--json", help="Print the ch
                scheduled: bool = typer.Option(False, "--scheduled", help="Also run each installed scheduler "
                                               "entry as the scheduler would, with a probe instead of the run, and "
                                               "report the key, config, state home and executable it sees."),
-               probe_only: bool = typer.Option(False, "--probe", hidden=True, help="Print what this process sees "
+               live: bool = typer.Option(False, "--probe", help="Also send one tiny request to the provider "
+                                         "(reserved in the budget ledger): checks the key, the model, the "
+                                         "structured-output mode (what auto chose) and the context length."),
+               probe_only: bool = typer.Option(False, "--seen", hidden=True, help="Print what this process sees "
                                                "(paths, where the key is) as JSON; what --scheduled runs.")) -> None:
     with boundary():
         if probe_only:
             print_json(probe())
             raise typer.Exit(0)
         checks, cfg = run_checks()
+        if live and cfg is not None:
+            checks += check_provider(cfg)
         if scheduled and cfg is not None:
             checks += check_scheduled(cfg)
         failed = any(c.status == "fail" for c in checks)

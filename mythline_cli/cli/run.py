@@ -65,7 +65,9 @@ def run_cli(
                 _print_plan(report, source=cfg.describe_source())
             # Only a call can be refused: storing, rejecting and an empty queue cost nothing.
             allowed = report.get("budget", {"allowed": True})["allowed"]
-            code = ExitCode.OK if allowed else ExitCode.OVER_BUDGET
+            fits = report.get("context", {"fits": True})["fits"]
+            # The exit code the run would end with: a call that cannot fit fails before the budget.
+            code = ExitCode.FAILED if not fits else ExitCode.OK if allowed else ExitCode.OVER_BUDGET
             raise typer.Exit(code)
 
 
@@ -135,6 +137,9 @@ def _print_plan(report: dict[str, Any], *, source: str) -> None:
     con.print(f"prompt ≤ {est['prompt_tokens']:,} tokens (counted by {est['counted_by']}) + output ≤ "
               f"{est['max_output_tokens']:,} tokens = {est['tokens']:,} tokens, {usd}"
               + (f"  [price: {est['price']}]" if est["price"] else ""), markup=False)
+    context = report.get("context") or {}
+    if context.get("fits") is False:
+        con.print(f"context: refused — {context['reason']}", markup=False)
     budget = report["budget"]
     if budget["allowed"]:
         con.print("budget: allowed — a real run would reserve this and send the call.")

@@ -183,7 +183,7 @@ def collect(settings: Settings, *, now: datetime | None = None) -> StatusReport:
     breaker_until = parse_time(breaker["until"]) if breaker and breaker["cooling_down"] else None
     for agent in settings.agents():
         hb = heartbeat.read_only(agent.name)
-        pause_note = killswitch.note(agent.name)
+        pause_note = killswitch.describe(agent.name)
         paused = pause_note is not None
         # One listing instead of a failed open per rarely-there file (a thousand agents add up).
         try:

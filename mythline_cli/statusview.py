@@ -232,8 +232,9 @@ def render(data: StatusReport, *, all_rows: bool = False) -> None:
         con.print(errors)
     for stray in data.get("start_failures") or []:
         who = f"mythline run {stray['agent']}" if stray.get("agent") else "a mythline run"
-        con.print(f"[bold]{escape(who)}[/] could not start {_ago(stray['at'], now)}: {escape(stray['error'])} "
-                  f"(log: {escape(stray['log'])})", markup=True)
+        log = f" (log: {escape(stray['log'])})" if stray.get("log") else ""
+        con.print(f"[bold]{escape(who)}[/] could not start {_ago(stray['at'], now)}: {escape(stray['error'])}{log}",
+                  markup=True)
     if data.get("ledger_error"):
         con.print(f"[red]ledger:[/] {escape(str(data['ledger_error']))}", markup=True)
 

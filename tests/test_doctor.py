@@ -380,7 +380,7 @@ def test_head_closing_the_pipe_is_quiet(tmp_path: Path) -> None:
     assert proc.returncode in (0, 1)
 
 
-def test_windows_shows_each_tasks_action_and_working_directory() -> None:
+def test_windows_shows_each_tasks_action_and_working_directory(home: Path) -> None:
     path = config()
     cfg = load_settings()
     plans, _ = schedule.plan_windows(cfg, exe=r"C:\v\Scripts\mythlinew.exe", windows=True)
@@ -388,9 +388,18 @@ def test_windows_shows_each_tasks_action_and_working_directory() -> None:
     checks = doctor.check_scheduled(cfg, windows=True, query=registered.get)
     by_name = {c.name: c for c in checks}
     npcs = by_name["scheduled world-npcs"]
-    assert (npcs.status, npcs.message) == ("ok", rf"runs C:\v\Scripts\mythlinew.exe --config {path} run world-npcs "
+    exe = r"C:\v\Scripts\mythlinew.exe"
+    assert (npcs.status, npcs.message) == ("ok", rf"runs {exe} --home {home} --config {path} run world-npcs "
                                            r"· working directory none (Task Scheduler starts it in C:\Windows\System32)")
-    assert by_name["scheduled watchdog"].message.startswith(rf"runs C:\v\Scripts\mythlinew.exe --config {path} watchdog")
+    assert by_name["scheduled watchdog"].message.startswith(rf"runs {exe} --home {home} --config {path} watchdog")
+    # A task written before it carried the state home reads the default one: named, and how to fix it.
+    old = schedule.task_name("world-npcs")
+    registered[old] = registered[old].replace(f"--home {home} ", "")
+    npcs = {c.name: c for c in doctor.check_scheduled(cfg, windows=True, query=registered.get)}["scheduled world-npcs"]
+    assert npcs.status == "fail" and npcs.message.endswith(
+        f"; it names no --home, so it will not use the state home {home} (MYTHLINE_HOME here): regenerate with "
+        "mythline schedule windows --out DIR")
+    registered = {schedule.task_name(p.name): schedule.task_xml(p) for p in plans}
     del registered[schedule.task_name("watchdog")]
     dog = {c.name: c for c in doctor.check_scheduled(cfg, windows=True, query=registered.get)}["scheduled watchdog"]
     assert dog.status == "fail" and "no Mythline\\watchdog task" in dog.message

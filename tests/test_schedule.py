@@ -7,6 +7,7 @@ round trip uses the real one, and xmllint checks the task XML against the schema
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -408,7 +409,7 @@ def read_task(path: Path) -> tuple[str, ET.Element]:
     return text, ET.fromstring(data)
 
 
-def test_windows_writes_one_task_per_agent_and_scripts(tmp_path: Path) -> None:
+def test_windows_writes_one_task_per_agent_and_scripts(tmp_path: Path, home: Path) -> None:
     write_toml('[agents.world-items]\nenabled = false\n[schedule]\nwindows_logon = "S4U"\n')
     out = tmp_path / "tasks"
     (out).mkdir()
@@ -438,7 +439,7 @@ def test_windows_writes_one_task_per_agent_and_scripts(tmp_path: Path) -> None:
     assert root.find("t:Actions", NS).get("Context") == "Author"
     assert root.findtext("t:Actions/t:Exec/t:Command", namespaces=NS) == r"C:\venv\Scripts\mythlinew.exe"
     config = Path("mythline.toml").absolute()
-    assert root.findtext("t:Actions/t:Exec/t:Arguments", namespaces=NS) == f"--config {config} run world-npcs"
+    assert root.findtext("t:Actions/t:Exec/t:Arguments", namespaces=NS) == f"--home {home} --config {config} run world-npcs"
     assert "\r\n" in text and "\n" not in text.replace("\r\n", "")
 
     starts = {read_task(out / f"{a}.xml")[1].findtext("t:Triggers/t:TimeTrigger/t:StartBoundary", namespaces=NS)
@@ -457,9 +458,37 @@ def test_windows_writes_one_task_per_agent_and_scripts(tmp_path: Path) -> None:
     # The watchdog task: same launcher and config, every 5 minutes.
     _, dog = read_task(out / "watchdog.xml")
     assert dog.findtext("t:Actions/t:Exec/t:Command", namespaces=NS) == r"C:\venv\Scripts\mythlinew.exe"
-    assert dog.findtext("t:Actions/t:Exec/t:Arguments", namespaces=NS) == f"--config {config} watchdog"
+    assert dog.findtext("t:Actions/t:Exec/t:Arguments", namespaces=NS) == f"--home {home} --config {config} watchdog"
     assert dog.findtext("t:Triggers/t:TimeTrigger/t:Repetition/t:Interval", namespaces=NS) == "PT5M"
     assert 'schtasks /Create /TN "Mythline\\watchdog" /XML "%~dp0watchdog.xml" /F || set FAILED=1' in lines
+
+
+def test_a_task_reads_the_state_home_and_config_it_was_written_for(tmp_path: Path, home: Path) -> None:
+    """A task has no environment: run its arguments with neither MYTHLINE_HOME nor
+    MYTHLINE_CONFIG set, from another directory, and it still reads this home and config."""
+    config = write_toml('[agents.world-npcs]\ninterval = "90m"\n')
+    out = tmp_path / "tasks"
+    assert invoke("schedule", "windows", "--out", str(out), "--exe", r"C:\m\mythlinew.exe").exit_code == 0
+    env = {k: v for k, v in os.environ.items() if k not in ("MYTHLINE_HOME", "MYTHLINE_CONFIG")}
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for task in ("world-npcs", "watchdog"):
+        text, root = read_task(out / f"{task}.xml")
+        arguments = root.findtext("t:Actions/t:Exec/t:Arguments", namespaces=NS)
+        assert "KEY" not in text and "sk-" not in text
+        words = shlex.split(arguments)  # list2cmdline's quoting, read the same for these paths
+        command = words.index("run" if task != "watchdog" else "watchdog")
+        # The task's own global options in front of read-only commands that show what they read.
+        seen = subprocess.run([sys.executable, "-m", "mythline_cli", *words[:command], "status", "--json"],
+                              capture_output=True, text=True, env=env, cwd=elsewhere, timeout=60)
+        assert seen.returncode in (0, 1), seen.stderr
+        assert json.loads(seen.stdout)["home"] == str(home)
+        agents = subprocess.run([sys.executable, "-m", "mythline_cli", *words[:command], "agents", "--json"],
+                                capture_output=True, text=True, env=env, cwd=elsewhere, timeout=60)
+        assert agents.returncode == 0, agents.stderr
+        npcs = next(a for a in json.loads(agents.stdout) if a["agent"] == "world-npcs")
+        assert npcs["interval_s"] == 5400.0  # from the config, not the built-in 30m
+    assert str(config) in arguments
 
 
 def test_windows_time_limit_and_password_logon(tmp_path: Path) -> None:
@@ -703,7 +732,7 @@ def test_the_shells_model_and_base_url_are_carried_not_dropped(tmp_path: Path, h
     assert invoke("schedule", "windows", "--out", str(out), "--agent", "world-npcs", "--exe", "C:\\m.exe").exit_code == 0
     _, root = read_task(out / "world-npcs.xml")
     assert root.findtext("t:Actions/t:Exec/t:Arguments", namespaces=NS) == \
-        "run world-npcs --model vendor/model-x --base-url http://127.0.0.1:8000/v1"
+        f"--home {home} run world-npcs --model vendor/model-x --base-url http://127.0.0.1:8000/v1"
 
 
 def test_a_base_url_with_a_password_is_refused(home: Path, monkeypatch: pytest.MonkeyPatch,

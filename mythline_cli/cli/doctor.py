@@ -396,9 +396,13 @@ def _check_tasks(cfg: Any, query: Callable[[str], str | None]) -> list[Check]:
         cwd = root.findtext("t:Actions/t:Exec/t:WorkingDirectory", default="", namespaces=ns).strip()
         where = cwd or r"none (Task Scheduler starts it in C:\Windows\System32)"
         status, note = "ok", ""
-        if "--config" not in arguments and cfg.source is not None:
+        words = arguments.split()
+        if "--config" not in words and cfg.source is not None:
             status, note = "fail", (f"; it names no --config, so it will not read {cfg.source}: regenerate with "
                                     "mythline schedule windows --out DIR")
+        elif "--home" not in words and (home := schedule.carried_home(None)):
+            status, note = "fail", (f"; it names no --home, so it will not use the state home {home} "
+                                    "(MYTHLINE_HOME here): regenerate with mythline schedule windows --out DIR")
         label = "scheduled watchdog" if name == schedule.WATCHDOG_TASK else f"scheduled {name}"
         checks.append(Check(label, status, f"runs {command} {arguments} · working directory {where}{note}"))
     if not checks:

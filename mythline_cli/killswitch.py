@@ -40,20 +40,27 @@ def _note_of(lines: list[str]) -> str:
     return next((line for line in lines if not line.startswith(STAMP)), "")[:MAX_NOTE].strip()
 
 
-def describe(agent: str) -> str | None:
-    """The note with when the pause began, as the user reads times (``upgrading, since 14:05``);
-    None when the agent is not paused, "" when the flag says neither."""
-    from .durations import local_clock
+def state(agent: str) -> tuple[str, datetime | None] | None:
+    """(note, when the pause began) from one read of the flag; None when not paused."""
     from .heartbeat import parse_time
 
     lines = _flag_lines(agent)
     if lines is None:
         return None
-    text = _note_of(lines)
     stamp = next((line.removeprefix(STAMP).strip() for line in lines if line.startswith(STAMP)), None)
-    at = parse_time(stamp) if stamp else None
-    since = f"since {local_clock(at)}" if at is not None else ""
-    return ", ".join(part for part in (text, since) if part)
+    return _note_of(lines), parse_time(stamp) if stamp else None
+
+
+def describe(agent: str) -> str | None:
+    """The note with when the pause began, as the user reads times (``upgrading, since 14:05``);
+    None when the agent is not paused, "" when the flag says neither."""
+    from .durations import local_clock
+
+    found = state(agent)
+    if found is None:
+        return None
+    text, at = found
+    return ", ".join(part for part in (text, f"since {local_clock(at)}" if at else "") if part)
 
 
 def is_paused(agent: str) -> bool:

@@ -83,7 +83,9 @@ def table_parts(data: StatusReport, rows: list[StatusRow], *, wide: bool,
                 ("USD today" if wide else "USD", "right")]
     body: list[list[Cell]] = []
     for row in rows:
-        state = row["state"] + (f" ({row['note']})" if row["note"] else "")
+        about = ", ".join(part for part in (row["note"], row.get("paused_at") and f"since {_clock(row['paused_at'])}")
+                          if part)
+        state = row["state"] + (f" ({about})" if about else "")
         t = row["topics"]
         fails = row["consecutive_failures"] or 0
         cells = [(row["agent"], ""), (state, STYLES.get(row["state"], "")), (_ago(row["last_run"], now), "")]

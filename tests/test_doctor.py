@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -315,6 +317,54 @@ def test_a_key_only_in_the_shell_is_not_found_under_cron(home: Path, monkeypatch
                          f"runs with: mythline keys set {KEY_ENV} (or set provider.api_key_env = \"\" for a local "
                          "server that needs no key)")
     assert STORED not in result.stdout
+
+
+@pytest.fixture
+def shell_home_not_passwd_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """$HOME is not this user's passwd home (cron's), and no XDG_CONFIG_HOME: the key store
+    under $HOME is not where a cron job would look by itself."""
+    import pwd
+
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    monkeypatch.delenv("MYTHLINE_KEYS_FILE", raising=False)
+    passwd_home = Path(pwd.getpwuid(os.getuid()).pw_dir)
+    assert Path.home() != passwd_home  # the suite gives every test its own HOME
+    assert not (passwd_home / ".config" / "mythline" / "keys.json").exists()
+    return passwd_home
+
+
+def test_a_home_other_than_the_passwd_one_still_finds_the_stored_key(home: Path, shell_home_not_passwd_home: Path,
+                                                                     offline: Path) -> None:
+    path = config()
+    store_key()
+    store = Path.home() / ".config" / "mythline" / "keys.json"
+    assert store.is_file()
+    install()
+    assert f"MYTHLINE_KEYS_FILE='{store}'" in offline.read_text(encoding="utf-8")
+    result = doctor_run("--scheduled")
+    line = scheduled(result)["scheduled world-npcs"]
+    assert line.startswith(f"ok key {KEY_ENV} found (key store) · config {path} · home {home} · exe "), line
+    assert STORED not in result.stdout + result.stderr
+
+
+def test_a_line_that_reads_another_key_store_says_so_not_store_it_again(home: Path, shell_home_not_passwd_home: Path,
+                                                                        offline: Path) -> None:
+    config()
+    store_key()
+    install()
+    # As a line written without the store's path reads: the store under cron's HOME.
+    table = offline.read_text(encoding="utf-8")
+    offline.write_text(re.sub(r"MYTHLINE_KEYS_FILE='[^']*' ", "", table), encoding="utf-8")
+    result = doctor_run("--scheduled")
+    assert result.exit_code == 1
+    line = scheduled(result)["scheduled world-npcs"]
+    cron_store = shell_home_not_passwd_home / ".config" / "mythline" / "keys.json"
+    assert line.startswith(f"FAIL key {KEY_ENV} NOT found"), line
+    assert line.endswith(f"; {KEY_ENV} is in this shell's key store {Path.home() / '.config/mythline/keys.json'}, "
+                         f"but the line reads {cron_store} (cron starts jobs with HOME={shell_home_not_passwd_home}, "
+                         f"this shell has HOME={Path.home()}); reinstall from this shell with: mythline schedule "
+                         "cron --install (the lines then name the store)"), line
+    assert STORED not in result.stdout + result.stderr
 
 
 def test_a_key_in_the_crontab_is_found_and_warned_about(home: Path, offline: Path) -> None:

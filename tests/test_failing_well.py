@@ -128,6 +128,8 @@ def test_a_pause_without_a_note_shows_when_it_began_not_a_raw_timestamp(home, co
     table = mythline("status", env={"COLUMNS": "200"})
     row = next(line for line in table.stdout.splitlines() if line.strip().startswith(AGENT))
     assert f"paused (since {since})" in row
+    data = json.loads(mythline("status", "--json").stdout)
+    assert next(r for r in data["agents"] if r["agent"] == AGENT)["note"] is None
     assert stamp.removeprefix("paused at ") not in table.stdout + table.stderr
     result = mythline("run", AGENT)
     assert result.returncode == 5
@@ -144,7 +146,9 @@ def test_paused_run_sends_no_request(home, config, llm_server):
                              "called. Run: mythline resume world-npcs\n")
     status = json.loads(run("status", "--json").stdout)
     row = next(r for r in status["agents"] if r["agent"] == AGENT)
-    assert row["state"] == "paused" and row["note"] == f"checking sources, since {since}"
+    assert row["state"] == "paused" and row["note"] == "checking sources"
+    stamp = (home / "agents" / AGENT / "paused").read_text(encoding="utf-8").splitlines()[-1]
+    assert row["paused_at"] == stamp.removeprefix("paused at ")
     assert run("resume", AGENT).exit_code == 0
     assert run("run", AGENT).exit_code == 0 and llm_server.count() == 2
 

@@ -40,9 +40,14 @@ FOREIGN = 'MAILTO=""\n# backups\n15 3 * * * /usr/local/bin/backup --quiet\n@rebo
 
 @pytest.fixture(autouse=True)
 def plain_user_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A home without XDG_CONFIG_HOME, as most users have: cron finds the key store by itself."""
+    """A home without XDG_CONFIG_HOME, as most users have: cron finds the key store by itself.
+
+    Most users' $HOME is also their passwd entry's, the HOME cron gives jobs; this test user's
+    passwd home is root's, so that one lookup answers this HOME (tests/test_doctor.py has the
+    case of a $HOME that differs, with the real lookup)."""
     monkeypatch.setenv("HOME", str(tmp_path / "user-home"))
     monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    monkeypatch.setattr(schedule.common, "cron_home", lambda: Path(os.environ["HOME"]))
 
 
 def invoke(*args: str):

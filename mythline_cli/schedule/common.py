@@ -58,20 +58,46 @@ def carried_env(environ: dict[str, str] | None = None) -> dict[str, str]:
     return {name: env[name] for name in CARRIED_ENV if env.get(name)}
 
 
+def cron_home() -> Path | None:
+    """The HOME cron gives this user's jobs: the passwd entry's, not this shell's $HOME."""
+    try:
+        import pwd
+    except ImportError:  # Windows: no cron
+        return None
+    try:
+        return Path(pwd.getpwuid(os.getuid()).pw_dir)
+    except KeyError:  # a uid without a passwd entry (some containers)
+        return None
+
+
+def cron_keys_path() -> Path | None:
+    """Where a cron job finds the key store by itself: the user config dir under cron's HOME,
+    with no XDG_CONFIG_HOME and no MYTHLINE_KEYS_FILE."""
+    from .. import keys
+
+    home = cron_home()
+    if home is None:
+        return None
+    config = "Library/Application Support" if sys.platform == "darwin" else ".config"
+    return home / config / "mythline" / keys.FILE_NAME
+
+
 def keys_file_env() -> dict[str, str]:
     """MYTHLINE_KEYS_FILE for the lines, when cron would not find the key store by itself.
 
-    Cron starts jobs with HOME and none of the shell's XDG_* variables: a store found
-    through $XDG_CONFIG_HOME or $MYTHLINE_KEYS_FILE here would be missing there.
+    Cron starts jobs with the passwd entry's HOME and none of the shell's XDG_* variables: a
+    store found through $XDG_CONFIG_HOME, $MYTHLINE_KEYS_FILE or a $HOME that is not the
+    passwd one would be missing there.
     """
     from .. import keys
 
-    xdg = os.environ.get("XDG_CONFIG_HOME", "")
-    if xdg and Path(xdg).expanduser().absolute() == Path("~/.config").expanduser().absolute():
-        xdg = ""  # where cron looks anyway
-    if sys.platform == "win32" or not (os.environ.get("MYTHLINE_KEYS_FILE") or xdg):
+    if sys.platform == "win32":
         return {}
-    return {"MYTHLINE_KEYS_FILE": str(keys.path())}
+    here = keys.path()
+    cron = cron_keys_path()
+    if cron is not None and here == cron.absolute():
+        return {}
+    return {"MYTHLINE_KEYS_FILE": str(here)}
 
 
 def windowless_command(*, which: Callable[[str], str | None] = shutil.which,

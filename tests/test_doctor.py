@@ -367,6 +367,19 @@ def test_a_line_that_reads_another_key_store_says_so_not_store_it_again(home: Pa
     assert STORED not in result.stdout + result.stderr
 
 
+def test_lines_installed_with_no_config_read_the_one_this_shell_reads_later(home: Path,
+                                                                          shell_home_not_passwd_home: Path) -> None:
+    assert not Path("mythline.toml").exists()
+    install()
+    # The user then writes the config where this shell finds it from any directory.
+    later = Path.home() / ".config" / "mythline" / "mythline.toml"
+    later.parent.mkdir(parents=True)
+    later.write_text(GOOD, encoding="utf-8")
+    store_key()
+    line = scheduled(doctor_run("--scheduled"))["scheduled world-npcs"]
+    assert line.startswith(f"ok key {KEY_ENV} found (key store) · config {later} · home {home} · exe "), line
+
+
 def test_a_key_in_the_crontab_is_found_and_warned_about(home: Path, offline: Path) -> None:
     config()
     install()

@@ -757,9 +757,44 @@ def test_a_key_store_cron_would_not_find_is_named_in_the_lines(tmp_path: Path, h
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     result = invoke("schedule", "cron", "--exe", EXE)
     for line in job_lines(result.stdout):
-        assert f" MYTHLINE_KEYS_FILE='{tmp_path / 'xdg' / 'mythline' / 'keys.json'}' '{EXE}' " in line
+        # With no config file, the user config dir too: where this shell would find one.
+        assert f" MYTHLINE_KEYS_FILE='{tmp_path / 'xdg' / 'mythline' / 'keys.json'}' " \
+               f"XDG_CONFIG_HOME='{tmp_path / 'xdg'}' '{EXE}' " in line
     monkeypatch.delenv("XDG_CONFIG_HOME")
-    assert "MYTHLINE_KEYS_FILE" not in invoke("schedule", "cron", "--exe", EXE).stdout
+    text = invoke("schedule", "cron", "--exe", EXE).stdout
+    assert "MYTHLINE_KEYS_FILE" not in text and "XDG_CONFIG_HOME" not in text
+
+
+def test_with_no_config_file_the_lines_look_for_one_where_this_shell_does(tmp_path: Path, home: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    assert not Path("mythline.toml").exists()
+    result = invoke("schedule", "cron", "--exe", EXE)
+    assert result.exit_code == 0, result.output
+    for line in job_lines(result.stdout):
+        assert "MYTHLINE_CONFIG" not in line and f" XDG_CONFIG_HOME='{tmp_path / 'xdg'}' " in line
+    # A file given names itself: no lookup to carry.
+    config = write_toml("")
+    for line in job_lines(invoke("schedule", "cron", "--exe", EXE).stdout):
+        assert f"MYTHLINE_CONFIG='{config}'" in line and "XDG_CONFIG_HOME" not in line
+
+
+def test_a_config_only_cron_would_read_is_refused(tmp_path: Path, home: Path, fake_crontab: Path) -> None:
+    # Cron starts jobs in the passwd home: a mythline.toml there is read by the job, not by this
+    # shell (started elsewhere, with no config found).
+    stray = Path(os.environ["HOME"]) / "mythline.toml"
+    stray.parent.mkdir(parents=True, exist_ok=True)
+    stray.write_text('[defaults]\ninterval = "5m"\n', encoding="utf-8")
+    for args in (["cron"], ["cron", "--install"]):
+        result = invoke("schedule", *args, "--exe", EXE)
+        assert result.exit_code == 2, result.output
+        assert result.stderr == (f"mythline: cron starts jobs in {stray.parent}, so the lines would read {stray}, "
+                                 "which this shell does not (it uses the built-in defaults); pass --config "
+                                 f"{stray}, or move that file into {tmp_path / 'user-home' / '.config' / 'mythline'}"
+                                 "\n")
+    assert not fake_crontab.exists()
+    result = invoke("--config", str(stray), "schedule", "cron", "--exe", EXE)
+    assert result.exit_code == 0 and f"MYTHLINE_CONFIG='{stray}'" in result.stdout
 
 
 def test_the_lines_run_the_mythline_that_ran_not_the_first_on_path(tmp_path: Path, home: Path) -> None:

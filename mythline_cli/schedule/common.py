@@ -82,6 +82,31 @@ def cron_keys_path() -> Path | None:
     return home / config / "mythline" / keys.FILE_NAME
 
 
+def config_lookup_env() -> dict[str, str]:
+    """With no config file, what makes a cron job look for one where this shell does.
+
+    The shell read the built-in defaults, and reads the user config dir's mythline.toml once
+    it exists; a job must do the same, not read a file this shell never saw. Cron starts jobs
+    in the passwd home with no XDG_CONFIG_HOME: a different user config dir is carried as
+    XDG_CONFIG_HOME, and a mythline.toml in the passwd home (the job's working directory) is
+    refused, as the job would read it and this shell does not."""
+    from .. import paths
+    from ..errors import UsageError
+
+    home = cron_home()
+    if home is None or sys.platform == "win32":
+        return {}
+    stray = home / paths.CONFIG_NAME
+    if stray.is_file():
+        raise UsageError(f"cron starts jobs in {home}, so the lines would read {stray}, which this shell does not "
+                         f"(it uses the built-in defaults); pass --config {stray}, or move that file into "
+                         f"{paths.user_config_dir()}")
+    here = paths.user_config_dir().absolute()
+    if sys.platform == "darwin" or here == home / ".config" / paths.APP:
+        return {}  # macOS reads no XDG_CONFIG_HOME: its config dir follows HOME alone
+    return {"XDG_CONFIG_HOME": str(here.parent)}
+
+
 def keys_file_env() -> dict[str, str]:
     """MYTHLINE_KEYS_FILE for the lines, when cron would not find the key store by itself.
 

@@ -684,6 +684,16 @@ def test_windowless_run_writes_its_output_to_the_agents_log(home: Path) -> None:
     assert (home / "logs" / "fleet.log").read_text(encoding="utf-8") == f"{home}\n"
 
 
+@pytest.mark.skipif(os.name == "nt", reason="closing the standard streams before exec is POSIX")
+def test_a_windowless_run_given_home_logs_and_records_there(home: Path, tmp_path: Path) -> None:
+    other = tmp_path / "task-home"
+    code = _without_console("--home", str(other), "run", "world-npcs")
+    assert code == 2  # no API key
+    assert "OPENROUTER_API_KEY is not set" in (other / "logs" / "world-npcs.log").read_text(encoding="utf-8")
+    assert (other / "agents" / "world-npcs" / "start-failure.json").is_file()
+    assert not (home / "logs").exists() and not (home / "agents").exists()
+
+
 def test_gui_script_is_declared() -> None:
     import tomllib
 

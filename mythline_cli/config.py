@@ -449,7 +449,11 @@ class Settings:
 
     def agent(self, name: str) -> Agent:
         if name not in TOPICS and name not in self.config.agents:
-            raise UsageError(f"unknown agent {_shorten(name)}; the fleet is: {_name_list(self.agent_names)} "
+            import difflib
+
+            close = difflib.get_close_matches(name, self.agent_names, n=1, cutoff=0.8)  # a typo, not a guess
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise UsageError(f"unknown agent {_shorten(name)}{hint}; the fleet is: {_name_list(self.agent_names)} "
                              "(see: mythline status)")
         return self._resolve(name, self._base())
 

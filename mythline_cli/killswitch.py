@@ -9,13 +9,11 @@ from . import files, paths
 from .errors import Paused  # noqa: F401 - re-exported: killswitch.Paused
 
 MAX_NOTE = 200
+STAMP = "paused at "  # the line pause() adds under the note
 
 
-def note(agent: str) -> str | None:
-    """The pause note, or None when the agent is not paused.
-
-    Whatever the flag holds: its first line, at most ``MAX_NOTE`` printable characters (a
-    control character could rewrite the terminal that shows it); "" when it cannot be read."""
+def _flag_lines(agent: str) -> list[str] | None:
+    """The flag's printable lines (None when the agent is not paused), from its first bytes only."""
     path = paths.paused_flag(agent)
     try:
         with path.open("rb") as fh:
@@ -23,10 +21,46 @@ def note(agent: str) -> str | None:
     except FileNotFoundError:
         return None
     except OSError:  # a directory, no permission: still a thrown switch
-        return ""
-    text = raw.decode("utf-8", errors="replace").strip()
-    first = text.splitlines()[:1]
-    return "".join(ch for ch in first[0] if ch.isprintable())[:MAX_NOTE].strip() if first else ""
+        return []
+    text = raw.decode("utf-8", errors="replace")
+    # A control character could rewrite the terminal that shows it.
+    return [clean for line in text.splitlines() if (clean := "".join(ch for ch in line if ch.isprintable()).strip())]
+
+
+def note(agent: str) -> str | None:
+    """The pause note, or None when the agent is not paused.
+
+    The flag's first line that is not its ``paused at`` stamp, at most ``MAX_NOTE``
+    characters; "" when there is none or the flag cannot be read."""
+    lines = _flag_lines(agent)
+    return None if lines is None else _note_of(lines)
+
+
+def _note_of(lines: list[str]) -> str:
+    return next((line for line in lines if not line.startswith(STAMP)), "")[:MAX_NOTE].strip()
+
+
+def state(agent: str) -> tuple[str, datetime | None] | None:
+    """(note, when the pause began) from one read of the flag; None when not paused."""
+    from .heartbeat import parse_time
+
+    lines = _flag_lines(agent)
+    if lines is None:
+        return None
+    stamp = next((line.removeprefix(STAMP).strip() for line in lines if line.startswith(STAMP)), None)
+    return _note_of(lines), parse_time(stamp) if stamp else None
+
+
+def describe(agent: str) -> str | None:
+    """The note with when the pause began, as the user reads times (``upgrading, since 14:05``);
+    None when the agent is not paused, "" when the flag says neither."""
+    from .durations import local_clock
+
+    found = state(agent)
+    if found is None:
+        return None
+    text, at = found
+    return ", ".join(part for part in (text, f"since {local_clock(at)}" if at else "") if part)
 
 
 def is_paused(agent: str) -> bool:
@@ -34,7 +68,7 @@ def is_paused(agent: str) -> bool:
 
 
 def check(agent: str, *, mid_run: bool = False) -> None:
-    text = note(agent)
+    text = describe(agent)
     if text is not None:
         raise Paused(agent, text or None, mid_run=mid_run)
 
@@ -42,7 +76,7 @@ def check(agent: str, *, mid_run: bool = False) -> None:
 def pause(agent: str, text: str | None) -> None:
     paths.check_home()
     stamp = datetime.now(timezone.utc).isoformat()
-    body = (text.strip() if text else "") + f"\npaused at {stamp}\n"
+    body = (text.strip() if text else "") + f"\n{STAMP}{stamp}\n"
     files.write_bytes_atomic(paths.paused_flag(agent), body.encode("utf-8"))
 
 
@@ -59,8 +93,8 @@ def resume(agent: str) -> bool:
         text = ""
     paused_at = None
     for line in text.splitlines():
-        if line.startswith("paused at "):
-            paused_at = line.removeprefix("paused at ").strip()
+        if line.startswith(STAMP):
+            paused_at = line.removeprefix(STAMP).strip()
     # Left beside the agent's files, so the watchdog does not count the pause as silence.
     files.write_json(_resumed(agent), {"paused_at": paused_at, "resumed_at": datetime.now(timezone.utc).isoformat()},
                      durable=False)

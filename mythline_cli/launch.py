@@ -146,7 +146,10 @@ def _record(agent: str | None, message: str, code: int, *, configured: bool | No
                                                    start_failure_path(str(agent))) if per_agent else ()),
                        fleet_failures_path())
     entry: dict[str, Any] = {"ts": now.isoformat(), "agent": agent, "event": "start-failed", "exit_code": code,
-                             "error": line, "pid": os.getpid(), "log": str(log)}
+                             "error": line, "pid": os.getpid(),
+                             # Cron's redirect creates the log before the run starts; a run typed in a
+                             # terminal has none, and its line went to that terminal.
+                             "log": str(log) if log.is_file() else None}
     if not per_agent:
         # Whatever was typed where the agent's name goes is masked too: a pasted key, say.
         files.append_jsonl(fleet_failures_path(), redact(entry, secrets))
@@ -186,6 +189,11 @@ def latest_start_failure(agent: str) -> dict[str, Any] | None:
             "log": str(paths.agent_log(agent))}
 
 
+def _existing(log: Any) -> str | None:
+    """A recorded log path that is there to read (a stale record may name one removed since)."""
+    return log if isinstance(log, str) and log and Path(log).is_file() else None
+
+
 def recent_fleet_failures(*, since: datetime, limit: int = 20) -> list[dict[str, Any]]:
     """Start failures that named no configured agent, newer than ``since``, newest last."""
     found = []
@@ -194,7 +202,7 @@ def recent_fleet_failures(*, since: datetime, limit: int = 20) -> list[dict[str,
         if at is not None and at > since:
             found.append({"at": at.isoformat(), "agent": entry.get("agent") if isinstance(entry.get("agent"), str)
                           else None, "error": str(entry.get("error") or "")[:MAX_LINE],
-                          "exit_code": entry.get("exit_code"), "log": str(entry.get("log") or "")})
+                          "exit_code": entry.get("exit_code"), "log": _existing(entry.get("log"))})
     return found
 
 

@@ -41,6 +41,7 @@ class StatusRow(TypedDict):
     agent: str
     state: str
     note: str | None
+    paused_at: str | None  # when the pause began (the flag's stamp), while paused
     last_run: str | None
     last_success: str | None
     next_due: str | None
@@ -183,8 +184,9 @@ def collect(settings: Settings, *, now: datetime | None = None) -> StatusReport:
     breaker_until = parse_time(breaker["until"]) if breaker and breaker["cooling_down"] else None
     for agent in settings.agents():
         hb = heartbeat.read_only(agent.name)
-        pause_note = killswitch.note(agent.name)
-        paused = pause_note is not None
+        flag = killswitch.state(agent.name)
+        pause_note, paused_at = flag if flag is not None else (None, None)
+        paused = flag is not None
         # One listing instead of a failed open per rarely-there file (a thousand agents add up).
         try:
             present = set(os.listdir(paths.agent_dir(agent.name))) if hb is not None or paused else None
@@ -233,6 +235,7 @@ def collect(settings: Settings, *, now: datetime | None = None) -> StatusReport:
         log = paths.agent_log(agent.name) if failing else None
         rows.append(StatusRow({
             "agent": agent.name, "state": state, "note": note,
+            "paused_at": paused_at.isoformat() if paused and paused_at else None,
             "last_run": last_run.isoformat() if last_run else None,
             "last_success": last_success.isoformat() if last_success else None,
             "next_due": due.isoformat() if due else None,

@@ -83,8 +83,8 @@ def table_parts(data: StatusReport, rows: list[StatusRow], *, wide: bool,
                 ("USD today" if wide else "USD", "right")]
     body: list[list[Cell]] = []
     for row in rows:
-        about = ", ".join(part for part in (row["note"], row.get("paused_at") and f"since {_clock(row['paused_at'])}")
-                          if part)
+        paused_at = row.get("paused_at")
+        about = ", ".join(part for part in (row["note"], paused_at and f"since {_clock(paused_at)}") if part)
         state = row["state"] + (f" ({about})" if about else "")
         t = row["topics"]
         fails = row["consecutive_failures"] or 0

@@ -14,7 +14,7 @@ from mythline_cli.fleet.topics import TOPICS
 
 from factories import record
 from helpers import is_audit, lore_responder, mythline, topic_of
-from llm_server import completion
+from llm_server import Reply, completion
 
 AGENT = "world-npcs"
 FIRST, SECOND = TOPICS[AGENT][:2]
@@ -468,3 +468,28 @@ def test_a_resumed_json_with_bad_values_is_ignored_by_status_and_the_watchdog(ho
     assert row["state"] == "down", status.stderr  # a day of silence, no pause to excuse it
     watch = mythline("watchdog")
     assert watch.returncode == 1 and watch.stderr == "" and watch.stdout.startswith(f"down {AGENT} is down")
+
+
+@pytest.mark.parametrize("junk", [b"\xff\xfe", b"\xc3", b"\xed\xa0\x80"], ids=["not-utf8", "cut-sequence",
+                                                                                "encoded-surrogate"])
+def test_an_answer_with_invalid_utf8_bytes_is_recorded_once_with_replacements(home, config, llm_server, junk):
+    # The body's bytes themselves are not UTF-8 (a gateway that cut a character, or encoded a
+    # lone surrogate as CESU-8), with a NUL escape beside them.
+    marker = "MARK"
+    body = completion(json.dumps(record(AGENT, FIRST, summary=f"{FIRST} {marker} \u0000 rallies the Horde.")))
+    raw = json.dumps(body.json).encode("utf-8").replace(marker.encode(), b"bad " + junk + b" bytes")
+    normal = lore_responder(AGENT)
+
+    def respond(request):
+        if not is_audit(request) and topic_of(request) == FIRST:
+            return Reply(status=200, raw=raw, headers={"content-type": "application/json"})
+        return normal(request)
+
+    llm_server.responder = respond
+    for _ in range(3):
+        result = run()
+        assert result.exit_code == 0, result.output
+        assert "unexpected" not in result.output
+    assert research_asked(llm_server, FIRST) == 1  # paid once, never bought again
+    doc = stored(home, FIRST)
+    assert doc is not None and "bad \ufffd" in doc["record"]["summary"] and "bytes" in doc["record"]["summary"]

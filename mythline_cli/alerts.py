@@ -97,20 +97,43 @@ def post_json(url: str, body: dict[str, Any], *, timeout: float, retries: int,
 
 # -- alerts.json -----------------------------------------------------------------------------
 
+def _stamp(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _incident(value: Any) -> bool:
+    return (isinstance(value, dict) and isinstance(value.get("since"), str) and _stamp(value.get("opened"))
+            and isinstance(value.get("key"), str) and isinstance(value.get("note"), (str, type(None))))
+
+
+def checked(data: Any) -> dict[str, Any]:
+    """alerts.json through its schema: ``ValueError`` when its shape is wrong; an entry with a
+    bad value is dropped (forgetting a once-key risks one repeated alert, a crash stops every
+    alert of the fleet)."""
+    if not isinstance(data, dict):
+        raise ValueError(f"the file holds a JSON {type(data).__name__}, not an object")
+    for name in ("sent", "incidents"):
+        if not isinstance(data.get(name, {}), dict):
+            raise ValueError(f"{name} is a JSON {type(data[name]).__name__}, not an object")
+    return {**data,
+            "sent": {k: v for k, v in data.get("sent", {}).items() if _stamp(v)},
+            "incidents": {k: v for k, v in data.get("incidents", {}).items() if _incident(v)}}
+
+
 def _load_state(path: Path) -> dict[str, Any]:
     try:
         data = files.read_json(path)
-    except files.CorruptFile:
+        return checked({} if data is None else data)
+    except (files.CorruptFile, ValueError):
         # Losing the dedup memory risks one repeated alert; refusing every alert would be worse.
         files.quarantine_corrupt(path)
-        data = None
-    if not isinstance(data, dict):
-        data = {}
-    if not isinstance(data.get("sent"), dict):
-        data["sent"] = {}
-    if not isinstance(data.get("incidents"), dict):
-        data["incidents"] = {}
-    return data
+        return {"sent": {}, "incidents": {}}
 
 
 def _update(change: Callable[[dict[str, Any]], Any]) -> Any:
@@ -166,10 +189,10 @@ def open_incidents() -> dict[str, dict[str, Any]]:
     """Read-only view of the open incidents (no lock: a snapshot is enough to decide to look closer)."""
     try:
         data = files.read_json(paths.alerts_state())
-    except files.CorruptFile:
+        incidents: dict[str, dict[str, Any]] = checked({} if data is None else data)["incidents"]
+    except (files.CorruptFile, ValueError):  # the next locked change moves it aside
         return {}
-    incidents = data.get("incidents") if isinstance(data, dict) else None
-    return {k: v for k, v in incidents.items() if isinstance(v, dict)} if isinstance(incidents, dict) else {}
+    return incidents
 
 
 def close_incident(agent: str, key: str) -> None:

@@ -122,5 +122,7 @@ def last_pause(agent: str) -> tuple[datetime | None, datetime] | None:
         return None
     if not isinstance(data, dict):
         return None
-    resumed = parse_time(data.get("resumed_at"))
-    return (parse_time(data.get("paused_at")), resumed) if resumed is not None else None
+    resumed, paused = parse_time(data.get("resumed_at")), parse_time(data.get("paused_at"))
+    if resumed is None or (paused is not None and paused > resumed):  # no pause ends before it began
+        return None
+    return paused, resumed

@@ -207,13 +207,132 @@ def decode(body: bytes, content_type: str) -> str:
 
 
 def extract(html: str) -> tuple[str, str]:
-    """(title, main text) of an HTML page, boilerplate (navigation, sidebars, footers) removed."""
-    import trafilatura  # about 0.2 s: only when a page is extracted
+    """(title, main text) of an HTML page, boilerplate (navigation, sidebars, footers) removed.
 
-    doc = trafilatura.bare_extraction(html, with_metadata=True, include_comments=False, include_tables=True)
+    The text is trafilatura's ``bare_extraction`` (comments off, tables on); the title is the
+    one its metadata pass gives (OpenGraph and other meta tags, then JSON-LD, then the page's
+    own title or heading), without the rest of that pass: a page's date, author and licence
+    are never used, and finding the date is what needs htmldate."""
+    core, metadata, utils = _extractor()
+    doc = core.bare_extraction(html, with_metadata=False, include_comments=False, include_tables=True)
     if doc is None:
         return "", ""
-    return (getattr(doc, "title", None) or "").strip(), (getattr(doc, "text", None) or "").strip()
+    return _title(metadata, utils.load_html(html)), (getattr(doc, "text", None) or "").strip()
+
+
+def _title(metadata: Any, tree: Any) -> str:
+    """The title ``bare_extraction(with_metadata=True)`` reports, by the same steps in the same
+    order (``trafilatura.metadata.extract_metadata``)."""
+    if tree is None:
+        return ""
+    meta = metadata.examine_meta(tree)
+    if meta.author and " " not in meta.author:  # as extract_metadata does, before JSON-LD
+        meta.author = None
+    try:
+        meta = metadata.extract_meta_json(tree, meta)
+    except Exception:  # noqa: BLE001 - extract_metadata ignores a broken JSON-LD block too
+        pass
+    if not meta.title:
+        meta.title = metadata.extract_title(tree)
+    meta.clean_and_trim()
+    return (meta.title or "").strip()
+
+
+# What trafilatura's modules import at load time but extraction calls only for some pages:
+# courlan (URLs in meta tags), justext (the rescue of a page the main extractor finds little
+# in), charset_normalizer (bytes input: we pass text), htmldate (dates: never asked for),
+# urllib3 (responses: never passed). Together they are most of trafilatura's import time.
+_DEFERRED_MODULES = ("courlan", "htmldate", "justext", "justext.core", "justext.utils", "charset_normalizer",
+                     "urllib3", "urllib3.response")
+
+
+class _Later:
+    """``name`` of ``module``, imported the first time it is called or looked into."""
+
+    def __init__(self, module: str, name: str) -> None:
+        self._where = (module, name)
+
+    def _target(self) -> Any:
+        import importlib
+
+        module, name = self._where
+        return getattr(importlib.import_module(module), name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._target()(*args, **kwargs)
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        return getattr(self._target(), attr)
+
+
+def _placeholder(module: str) -> Any:
+    import types
+
+    class Placeholder(types.ModuleType):
+        def __getattr__(self, name: str) -> Any:
+            if name.startswith("__"):
+                raise AttributeError(name)
+            if name == "HTTPResponse":  # only in isinstance() and a type alias: a class no input is
+                return type(name, (), {"__module__": module})
+            return _Later(module, name)
+
+    return Placeholder(module)
+
+
+def _extractor() -> tuple[Any, Any, Any]:
+    """trafilatura's ``core``, ``metadata`` and ``utils`` modules, loaded without the package's
+    ``__init__`` (its downloader needs urllib3 at import) and with the packages in
+    ``_DEFERRED_MODULES`` imported only when a page needs them. When trafilatura is already imported, or the
+    deferred load fails (another trafilatura release), the plain import."""
+    import sys
+
+    if "trafilatura.core" not in sys.modules:
+        try:
+            _load_deferred()
+        except Exception:  # noqa: BLE001 - any surprise: the plain import below
+            for name in [m for m in sys.modules if m == "trafilatura" or m.startswith("trafilatura.")]:
+                del sys.modules[name]
+    import trafilatura.core
+    import trafilatura.metadata
+    import trafilatura.utils
+
+    return trafilatura.core, trafilatura.metadata, trafilatura.utils
+
+
+def _load_deferred() -> None:
+    import importlib
+    import importlib.util
+    import logging
+    import sys
+    import types
+
+    spec = importlib.util.find_spec("trafilatura")
+    if spec is None or spec.submodule_search_locations is None or spec.loader is None:
+        raise ImportError("trafilatura is not installed as a package")
+    package = types.ModuleType("trafilatura")
+    package.__spec__, package.__file__, package.__package__ = spec, spec.origin, "trafilatura"
+    package.__path__ = list(spec.submodule_search_locations)
+    loader = spec.loader
+
+    def complete(name: str) -> Any:  # `import trafilatura` later in the process: the whole package
+        del package.__getattr__
+        loader.exec_module(package)
+        return getattr(package, name)
+
+    package.__getattr__ = complete  # type: ignore[method-assign]
+    # What the skipped __init__ does besides importing: trafilatura's warnings stay off stderr.
+    logging.getLogger("trafilatura").addHandler(logging.NullHandler())
+    placed = [m for m in _DEFERRED_MODULES if m.split(".")[0] not in sys.modules]
+    sys.modules.update({m: _placeholder(m) for m in placed})
+    sys.modules["trafilatura"] = package
+    try:
+        for name in ("trafilatura.core", "trafilatura.metadata", "trafilatura.utils"):
+            importlib.import_module(name)
+    finally:
+        for m in placed:
+            del sys.modules[m]
 
 
 class Fetcher:

@@ -5,7 +5,8 @@ per ``host_delay`` across every process of the fleet (a file-locked table under 
 home), a timeout on the whole download, a redirect limit, a size cap, a content-type check
 and the page's charset. HTML is reduced to its main text by trafilatura, imported only when
 a page is extracted. Pages are cached under the state home by URL and revalidated with
-ETag / Last-Modified: a 304 downloads nothing.
+ETag / Last-Modified: a 304 downloads nothing. An extraction is kept by the sha256 of the
+HTML it came from: the same HTML downloaded again is not extracted again.
 
 A fetch never raises for what a server does: every outcome is a ``Page`` whose ``status``
 says what happened (``ok``, ``gone``, ``blocked``, ``skipped``, ``backoff``, ``failed``).
@@ -35,6 +36,8 @@ HTML_TYPES = ("text/html", "application/xhtml+xml")
 TEXT_TYPES = ("text/plain", "text/markdown", "text/x-markdown")
 ROBOTS_MAX_AGE = 86400.0
 MAX_ROBOTS_BYTES = 500_000
+# Bumped when extract() changes what it gives for the same HTML (see extractor_tag).
+EXTRACTION = 1
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset=["']?([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
 
 
@@ -218,6 +221,21 @@ def extract(html: str) -> tuple[str, str]:
     if doc is None:
         return "", ""
     return _title(metadata, utils.load_html(html)), (getattr(doc, "text", None) or "").strip()
+
+
+def extractor_tag() -> str:
+    """What made an extraction, so a kept one from another trafilatura release is not reused:
+    our own version of it and the installed trafilatura's ``__init__.py`` (which carries its
+    version), found without importing it."""
+    import importlib.util
+    import os
+
+    spec = importlib.util.find_spec("trafilatura")
+    try:
+        st = os.stat(spec.origin) if spec is not None and spec.origin else None
+    except OSError:
+        st = None
+    return f"{EXTRACTION}/" + (f"{st.st_size}-{st.st_mtime_ns}" if st is not None else "?")
 
 
 def _title(metadata: Any, tree: Any) -> str:
@@ -458,6 +476,27 @@ class Fetcher:
                     text=text, fetched_at=cached.get("fetched_at"), sha256=cached["sha256"], cached=how,
                     http_status=cached.get("http_status"))
 
+    def _extracted(self, html: str) -> tuple[str, str]:
+        """``extract(html)``, or what it gave the last time this exact HTML was downloaded (a
+        page fetched again after ``cache_max_age`` from a server that cannot answer 304, the
+        same page under a second URL): kept by the HTML's sha256, never extracted twice."""
+        digest = text_sha(html)
+        path = paths.page_cache("extract-" + digest[:24])
+        tag = extractor_tag()
+        try:
+            kept = files.read_json(path)
+        except files.CorruptFile:
+            kept = None
+        if isinstance(kept, dict) and kept.get("html_sha256") == digest and kept.get("extractor") == tag:
+            text = load_text(str(kept.get("sha256")))
+            if text is not None:
+                return str(kept.get("title") or ""), text
+        title, text = extract(html)
+        if text.strip():
+            files.write_json(path, {"html_sha256": digest, "extractor": tag, "title": title,
+                                    "sha256": save_text(text)})
+        return title, text
+
     def _download(self, url: str, host: str, headers: dict[str, str], cached: dict[str, Any] | None,
                   cache_path: Any) -> Page:
         deadline = time.monotonic() + self.policy.timeout
@@ -506,7 +545,7 @@ class Fetcher:
         text = decode(body, ctype)
         title = ""
         if kind in HTML_TYPES:
-            title, text = extract(text)
+            title, text = self._extracted(text)
         if not text.strip():
             return Page(url, "skipped", final_url=final_url, http_status=status, reason="no main text on the page")
         digest = save_text(text)

@@ -20,7 +20,9 @@ cache (``auto`` then counts with tiktoken; the file is rebuilt from bpe-openai's
 the tests do), the first run in a home (no caches yet), the run with the interpreter's shutdown collection not skipped, the run's
 imports alone, and ``python -c pass``. Also printed once: ``-X importtime`` top 10 self
 costs of ``run``, and which of ``tokencost`` / ``anthropic`` / ``tiktoken`` / ``requests``
-/ ``openai`` the run left in ``sys.modules``.
+/ ``openai`` the run left in ``sys.modules``, and of trafilatura's parts (its downloader and
+the packages extraction defers to the pages that need them: htmldate, courlan, justext,
+charset_normalizer, urllib3).
 """
 
 from __future__ import annotations
@@ -59,7 +61,8 @@ BASE = "baseline: import openai"
 PROBE = """\
 import atexit, runpy, sys
 sys.argv = ['mythline', 'run', {agent!r}]
-WATCH = ('tokencost', 'anthropic', 'tiktoken', 'requests', 'openai', 'httpx', 'tenacity', 'pydantic', 'typer._adapters')
+WATCH = ('tokencost', 'anthropic', 'tiktoken', 'requests', 'openai', 'httpx', 'tenacity', 'pydantic', 'typer._adapters',
+         'trafilatura.core', 'trafilatura.downloads', 'htmldate', 'courlan', 'justext', 'charset_normalizer', 'urllib3')
 atexit.register(lambda: sys.stderr.write(
     'MODULES ' + ' '.join(m + ('=yes' if m in sys.modules else '=no') for m in WATCH)
     + ' COUNT %d\\n' % len(sys.modules)))
@@ -191,6 +194,10 @@ def main() -> int:
             print(f"\nsys.modules at exit of a run, {label} (exit {proc.returncode}): {line[len('MODULES '):]}")
         bad = [m for m in ("tokencost", "anthropic", "requests") if any(f"{m}=yes" in ln for ln in lines.values())]
         print("tokencost/anthropic/requests imported: " + (", ".join(bad) if bad else "none (as designed)"))
+        deferred = [m for m in ("trafilatura.downloads", "htmldate", "courlan", "justext", "charset_normalizer", "urllib3")
+                    if any(f"{m}=yes" in ln for ln in lines.values())]
+        print("trafilatura's downloader / deferred packages imported: "
+              + (", ".join(deferred) if deferred else "none (as designed for the test wiki's pages)"))
         if args.json:
             args.json.write_text(json.dumps({"summary": summary, "target": TARGET, "modules": lines}, indent=2))
         return 0

@@ -1,6 +1,6 @@
 """A whole ``mythline run world-npcs`` cycle against an instantly answering local server.
 
-    python benchmarks/bench_run.py [--runs 12] [--json results.json]
+    python benchmarks/bench_run.py [--runs 12] [--json results.json] [--compare DIR]
 
 The headline is the config ``mythline init`` writes (``tokenizer = "auto"``, the default
 model priced from the bundled table, the prompt copies beside it, the built-in fleet grounded
@@ -107,6 +107,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=12, help="timed runs per case (>= 10)")
     ap.add_argument("--json", type=Path, help="also write the summary here")
+    ap.add_argument("--compare", type=Path, metavar="DIR",
+                    help="also time the headline with the mythline_cli of another checkout (e.g. `git archive main "
+                         "| tar -x -C DIR`), imported through PYTHONPATH=DIR, in the same rounds")
     args = ap.parse_args()
 
     work = fresh_dir("run")
@@ -137,8 +140,10 @@ def main() -> int:
             run_timed([*cli, "run", AGENT], {**env, "MYTHLINE_HOME": str(seed)})
 
         def one_run(cfg: Path = config, tiktoken: Path = empty_cache, cmd: list[str] | None = None,
-                    cached: bool = True) -> float:
+                    cached: bool = True, pythonpath: Path | None = None) -> float:
             env, home = env_for_fresh_home(cfg, tiktoken)
+            if pythonpath is not None:
+                env["PYTHONPATH"] = str(pythonpath)
             if cached:
                 shutil.copytree(seed / "cache", home / "cache")
             elapsed = run_timed(cmd or [*cli, "run", AGENT], env)
@@ -162,6 +167,11 @@ def main() -> int:
             "run's imports only (no work)": lambda: run_timed(imports, base),
             "python -c pass (interpreter floor)": lambda: run_timed([PY, "-c", "pass"], base),
         }
+        if args.compare is not None:
+            other = args.compare.resolve()
+            if not (other / "mythline_cli" / "__init__.py").is_file():
+                raise SystemExit(f"--compare {other}: no mythline_cli package there")
+            cases[f"{HEADLINE}, the checkout in {other}"] = lambda: one_run(pythonpath=other)
         print(f"command: {' '.join(cli)}   server: {server.base_url} (answers at once)   runs: {args.runs}")
         before = server.count()
         results = interleave(cases, args.runs)

@@ -4,7 +4,8 @@
 the database. Each process opens one connection to it (``Session``), the first time it needs
 it, and keeps it until it exits. That connection holds two kinds of session-level advisory
 locks, which PostgreSQL releases when the session ends however it ends (the process killed,
-its backend terminated, its host cut off - the server's TCP keepalives, set below, notice):
+its backend terminated, its host cut off - the server's TCP keepalives, set below, notice; and
+this side's keepalives end the cut-off process's wait within about 30 seconds too):
 
 - the process's *holder* lock, a random 63-bit key taken at connect: a reservation names it,
   and a reservation whose holder lock nobody holds belongs to a dead process, on any host;
@@ -37,6 +38,12 @@ CONNECT_TIMEOUT = 10  # seconds: an unreachable server fails the run before anyt
 # Server-side keepalives for this session: a host that loses its network has its session
 # (and so its run lock and its reservations' liveness) ended within about 30 seconds.
 KEEPALIVES = "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3"
+# The same on this side: without them, a process cut off from the server waits on its dead
+# socket for the kernel's retransmissions (about 15 minutes) before it learns that its session,
+# and every lock of it, is gone. Keepalives cover a wait for an answer; the user timeout (ms)
+# covers a query sent into the void, whose unacknowledged bytes keep keepalives from starting.
+CLIENT_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
+                     "tcp_user_timeout": 30_000}
 
 
 def dsn_of(settings: Settings | None) -> str | None:
@@ -124,7 +131,7 @@ class Session:
             options = conninfo_to_dict(dsn).get("options") or ""
             self.conn = psycopg.connect(dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT,
                                         application_name=f"mythline {self.host} {os.getpid()}",
-                                        options=f"{options} {KEEPALIVES}".strip())
+                                        options=f"{options} {KEEPALIVES}".strip(), **CLIENT_KEEPALIVES)
             row = self.conn.execute("SELECT pg_advisory_lock(%s), clock_timestamp()", (self.holder,)).fetchone()
         except psycopg.Error as exc:
             raise self.unavailable(exc) from None

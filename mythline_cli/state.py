@@ -128,10 +128,16 @@ class Session:
         try:
             from psycopg.conninfo import conninfo_to_dict
 
+            from .ledger.storage import LOCK_TIMEOUT
+
             options = conninfo_to_dict(dsn).get("options") or ""
+            # A ledger access waits for the row as long as for the file lock, and a session that
+            # sits in a transaction that long is stuck (an access takes milliseconds: frozen,
+            # or cut off with its keepalives still answered): the server ends it, freeing the row.
+            held = f"-c lock_timeout={LOCK_TIMEOUT:.0f}s -c idle_in_transaction_session_timeout={LOCK_TIMEOUT:.0f}s"
             self.conn = psycopg.connect(dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT,
                                         application_name=f"mythline {self.host} {os.getpid()}",
-                                        options=f"{options} {KEEPALIVES}".strip(), **CLIENT_KEEPALIVES)
+                                        options=f"{options} {KEEPALIVES} {held}".strip(), **CLIENT_KEEPALIVES)
             row = self.conn.execute("SELECT pg_advisory_lock(%s), clock_timestamp()", (self.holder,)).fetchone()
         except psycopg.Error as exc:
             raise self.unavailable(exc) from None
@@ -220,7 +226,7 @@ def store_for(settings: Settings, *, now: Callable[[], datetime], lock_timeout: 
         return FileStore(now=now, lock_timeout=lock_timeout)
     from .ledger.postgres import PgStore
 
-    return PgStore(session(dsn))
+    return PgStore(session(dsn), lock_timeout=lock_timeout)
 
 
 @contextmanager

@@ -63,18 +63,24 @@ def dsn_of(settings: Settings | None) -> str | None:
     return value
 
 
-def password_of(dsn: str) -> str | None:
-    try:
-        parts = urlsplit(dsn)
-        if parts.password:
-            return unquote(parts.password)
-        for pair in parts.query.split("&"):
-            key, _, val = pair.partition("=")
-            if key == "password" and val:
-                return unquote(val)
-    except ValueError:
-        return None
-    return None
+def passwords_of(dsn: str) -> set[str]:
+    """The DSN's passwords (the URL's, ``password=``, ``sslpassword=``), as written and decoded.
+
+    Parsed by hand, not by ``urlsplit``: a DSN it cannot read (an unclosed ``[``) is exactly
+    one that libpq quotes back whole in its error."""
+    rest = dsn.split("://", 1)[1] if "://" in dsn else dsn
+    netloc, _, after = rest.partition("/")
+    netloc, _, query = netloc.partition("?")
+    query = query or after.partition("?")[2]
+    found = []
+    userinfo = netloc.rpartition("@")[0]
+    if ":" in userinfo:
+        found.append(userinfo.split(":", 1)[1])
+    for pair in query.split("&"):
+        key, _, val = pair.partition("=")
+        if key in ("password", "sslpassword"):
+            found.append(val)
+    return {form for raw in found if raw for form in (raw, unquote(raw)) if form}
 
 
 def describe(dsn: str) -> str:
@@ -96,13 +102,14 @@ def describe(dsn: str) -> str:
 
 def _clean(dsn: str, text: str) -> str:
     """A driver's message as one line, without the DSN's password."""
-    password = password_of(dsn)
+    secrets = sorted(passwords_of(dsn), key=len, reverse=True)
     # The driver's first line says what failed; the rest is libpq's advice on how to look.
     lines = [part for part in str(text).splitlines() if part.strip()]
     line = " ".join(lines[0].split()) if lines else ""
-    if password:
-        line = line.replace(password, "[redacted]")
-    return str(redact(line, (password,) if password else ()))
+    line = line.replace(dsn, describe(dsn))
+    for secret in secrets:
+        line = line.replace(secret, "[redacted]")
+    return str(redact(line, tuple(secrets)))
 
 
 def _driver() -> Any:

@@ -106,6 +106,10 @@ def test_a_connection_dropped_mid_run_loses_no_money_and_the_run_resumes(home, t
         import psycopg
 
         with psycopg.connect(pg_dsn, autocommit=True) as admin:  # the research call is in flight
+            # No transaction is open across the call, so no lock of the ledger row is held.
+            (status,) = admin.execute("SELECT state FROM pg_stat_activity WHERE pid = %s",
+                                      (backend_of(pg_dsn, "host-a"),)).fetchone()
+            assert status == "idle"
             assert admin.execute("SELECT pg_terminate_backend(%s)", (backend_of(pg_dsn, "host-a"),)).fetchone()[0]
         out, err = run.communicate(timeout=60)
     finally:

@@ -139,8 +139,8 @@ class Session:
 
             options = conninfo_to_dict(dsn).get("options") or ""
             # A ledger access waits for the row as long as for the file lock, and a session that
-            # sits in a transaction that long is stuck (an access takes milliseconds: frozen,
-            # or cut off with its keepalives still answered): the server ends it, freeing the row.
+            # sits in a transaction that long is stuck (an access takes milliseconds; a frozen
+            # process's kernel still answers keepalives): the server ends it, freeing the row.
             held = f"-c lock_timeout={LOCK_TIMEOUT:.0f}s -c idle_in_transaction_session_timeout={LOCK_TIMEOUT:.0f}s"
             self.conn = psycopg.connect(dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT,
                                         application_name=f"mythline {self.host} {os.getpid()}",

@@ -106,6 +106,10 @@ def test_a_connection_dropped_mid_run_loses_no_money_and_the_run_resumes(home, t
         import psycopg
 
         with psycopg.connect(pg_dsn, autocommit=True) as admin:  # the research call is in flight
+            # No transaction is open across the call, so no lock of the ledger row is held.
+            (status,) = admin.execute("SELECT state FROM pg_stat_activity WHERE pid = %s",
+                                      (backend_of(pg_dsn, "host-a"),)).fetchone()
+            assert status == "idle"
             assert admin.execute("SELECT pg_terminate_backend(%s)", (backend_of(pg_dsn, "host-a"),)).fetchone()[0]
         out, err = run.communicate(timeout=60)
     finally:
@@ -126,3 +130,21 @@ def test_a_connection_dropped_mid_run_loses_no_money_and_the_run_resumes(home, t
     assert (reclaim["reservation"], reclaim["usd"]) == (reserved[0]["reservation"], reserved[0]["usd"])
     assert len(list((home / "store").rglob("*.json"))) == 1
     state.forget_sessions()
+
+
+@pytest.mark.parametrize("dsn", [
+    "postgresql://mythline:{key}@[::1/mythline",  # libpq quotes the whole URI back
+    "postgresql://mythline:{key}%zz@127.0.0.1:1/mythline",  # and a bad token of the password
+    "postgresql://mythline@127.0.0.1:1/mythline?password={key}%zz",
+])
+def test_a_malformed_dsn_is_one_line_without_its_password(home, config, llm_server, dsn):
+    # A password that looks like nothing in particular: no key pattern or known value hides it.
+    password = "pw-DO-NOT-LEAK-7"
+    llm_server.responder = lore_responder(AGENT)
+    for command in (["run", AGENT], ["status"], ["budget", "show"]):
+        result = mythline(*command, env={"MYTHLINE_STATE": dsn.format(key=password)})
+        assert result.returncode == 6, result.stderr
+        (line,) = result.stderr.splitlines()
+        assert line.startswith("mythline: the shared state at ") and "nothing was called" in line
+        assert "DO-NOT-LEAK" not in result.stdout + result.stderr, command
+    assert llm_server.count() == 0

@@ -72,9 +72,11 @@ def test_status_and_budget_show_read_postgresql_without_openai_or_tokencost(home
         path.write_text(f'state = "{dsn}"\n' + path.read_text())
     assert mythline("run", AGENT).returncode == 0
     assert not (home / "ledger.json").exists()  # the spend is in PostgreSQL only
-    for args in (["status", "--json"], ["budget", "show", "--json"]):
+    for args in (["status", "--json"], ["budget", "show", "--json"], ["budget", "report", "--json"]):
         result = run_main(*args)
         assert result.returncode == 0, result.stderr
         assert not result.llm_stack
+    economics = json.loads(mythline("budget", "report", "--json").stdout)
+    assert economics["agents"][AGENT]["usd"] > 0  # the journal read from PostgreSQL
     report = json.loads(mythline("budget", "show", "--json").stdout)
     assert report["agents"][AGENT]["usd"]["spent"] > 0

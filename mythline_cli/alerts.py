@@ -18,7 +18,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from . import __version__, files, paths
+from . import __version__, files, paths, statedocs
 from .agent import valid_name
 from .clock import utcnow
 from .errors import WebhookFailed  # noqa: F401 - re-exported: alerts.WebhookFailed
@@ -97,12 +97,13 @@ def post_json(url: str, body: dict[str, Any], *, timeout: float, retries: int,
 
 # -- alerts.json -----------------------------------------------------------------------------
 
-def _load_state(path: Path) -> dict[str, Any]:
+def _load_state() -> dict[str, Any]:
+    docs = statedocs.backend()
     try:
-        data = files.read_json(path)
+        data = docs.read("alerts")
     except files.CorruptFile:
         # Losing the dedup memory risks one repeated alert; refusing every alert would be worse.
-        files.quarantine_corrupt(path)
+        docs.move_aside("alerts")
         data = None
     if not isinstance(data, dict):
         data = {}
@@ -115,8 +116,7 @@ def _load_state(path: Path) -> dict[str, Any]:
 
 def _update(change: Callable[[dict[str, Any]], Any]) -> Any:
     """Apply ``change`` to alerts.json under its lock, write it back, and return its result."""
-    return files.update_json(paths.alerts_state(), paths.alerts_lock(), change, load=_load_state,
-                             timeout=LOCK_TIMEOUT)
+    return statedocs.backend().update("alerts", "", change, load=_load_state, timeout=LOCK_TIMEOUT)
 
 
 def _prune(sent: dict[str, Any], now: datetime) -> None:
@@ -165,7 +165,7 @@ def open_incident(agent: str, *, since: str, now: datetime, note: str | None = N
 def open_incidents() -> dict[str, dict[str, Any]]:
     """Read-only view of the open incidents (no lock: a snapshot is enough to decide to look closer)."""
     try:
-        data = files.read_json(paths.alerts_state())
+        data = statedocs.backend().read("alerts")
     except files.CorruptFile:
         return {}
     incidents = data.get("incidents") if isinstance(data, dict) else None
@@ -228,8 +228,10 @@ def _webhook_url(cfg: Any) -> tuple[str | None, str | None]:
 
 def _log(agent: str | None, entry: dict[str, Any]) -> None:
     # Any configured agent has its own log; a name that is not a safe file name never becomes a path.
-    path = paths.events(agent) if valid_name(agent) else fleet_log()
-    files.append_jsonl(path, entry)
+    if valid_name(agent):
+        statedocs.backend().append("events", str(agent), [entry])
+    else:
+        statedocs.backend().append("alerts", "", [entry])
 
 
 def send(settings, *, kind: str, message: str, agent: str | None = None, once_key: str | None = None,

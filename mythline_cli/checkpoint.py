@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from . import files, paths
+from . import files, paths, statedocs
 from .clock import stamp as _now
 from .slug import slug
 
@@ -122,7 +122,7 @@ def _defaults(data: dict[str, Any]) -> dict[str, Any]:
 class Checkpoint:
     """One agent's checkpoint, loaded once per run and saved after every change."""
 
-    def __init__(self, agent: str, data: dict[str, Any], *, moved_aside: Path | None = None,
+    def __init__(self, agent: str, data: dict[str, Any], *, moved_aside: Path | str | None = None,
                  problem: str | None = None) -> None:
         self.agent = agent
         self.data = data
@@ -133,18 +133,18 @@ class Checkpoint:
     def load(cls, agent: str, *, repair: bool = True) -> Checkpoint:
         """The saved checkpoint; one that is unreadable or holds a value that cannot be is moved
         aside (when ``repair``) and replaced."""
-        path = paths.checkpoint(agent)
+        docs = statedocs.backend()
         found = None
         try:
-            data = files.read_json(path)
+            data = docs.read("checkpoint", agent)
         except files.CorruptFile as exc:
             data, found = None, exc.problem
         if data is not None:
             found = problem(data)
         if found is None:
             return cls(agent, _defaults(data) if data is not None else _blank(agent))
-        moved = files.quarantine_corrupt(path) if repair else None
-        return cls(agent, _blank(agent), moved_aside=moved or path, problem=found)
+        moved = docs.move_aside("checkpoint", agent) if repair else None
+        return cls(agent, _blank(agent), moved_aside=moved or docs.where("checkpoint", agent), problem=found)
 
     def recover(self, queue: tuple[str, ...], *, domain: str) -> dict[str, int]:
         """After a corrupt checkpoint was moved aside: rebuild what the other files still say,
@@ -163,7 +163,7 @@ class Checkpoint:
                              stored={"path": str(paths.record(domain, slug(topic))), "hash": doc.get("content_hash")})
                 done += 1
         wanted = set(queue)
-        for event in files.iter_jsonl(paths.events(self.agent)):
+        for event in statedocs.backend().entries("events", self.agent):
             named = event.get("topic")
             if event.get("event") == "quarantine" and named in wanted and self.peek(named)["status"] != DONE:
                 state = self.topic_state(named)
@@ -176,7 +176,7 @@ class Checkpoint:
         return {"done": done, "quarantined": quarantined}
 
     def save(self) -> None:
-        files.write_json(paths.checkpoint(self.agent), self.data)
+        statedocs.backend().write("checkpoint", self.agent, self.data)
 
     # -- the queue ------------------------------------------------------------------
     def queue(self, configured: tuple[str, ...]) -> tuple[str, ...]:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from pathlib import Path
 
-from . import files, paths
+from . import files, paths, statedocs
 from .errors import Paused  # noqa: F401 - re-exported: killswitch.Paused
 
 MAX_NOTE = 200
@@ -16,21 +15,17 @@ def note(agent: str) -> str | None:
 
     Whatever the flag holds: its first line, at most ``MAX_NOTE`` printable characters (a
     control character could rewrite the terminal that shows it); "" when it cannot be read."""
-    path = paths.paused_flag(agent)
-    try:
-        with path.open("rb") as fh:
-            raw = fh.read(4 * MAX_NOTE)  # a huge flag file is never read whole
-    except FileNotFoundError:
+    # Unreadable (a directory, no permission): "", still a thrown switch. A huge flag is never read whole.
+    raw = statedocs.backend().read_text("paused", agent, 4 * MAX_NOTE)
+    if raw is None:
         return None
-    except OSError:  # a directory, no permission: still a thrown switch
-        return ""
-    text = raw.decode("utf-8", errors="replace").strip()
+    text = raw.strip()
     first = text.splitlines()[:1]
     return "".join(ch for ch in first[0] if ch.isprintable())[:MAX_NOTE].strip() if first else ""
 
 
 def is_paused(agent: str) -> bool:
-    return paths.paused_flag(agent).exists()
+    return statedocs.backend().exists("paused", agent)
 
 
 def check(agent: str, *, mid_run: bool = False) -> None:
@@ -40,42 +35,35 @@ def check(agent: str, *, mid_run: bool = False) -> None:
 
 
 def pause(agent: str, text: str | None) -> None:
-    paths.check_home()
+    docs = statedocs.backend()
+    if not docs.shared:
+        paths.check_home()
     stamp = datetime.now(timezone.utc).isoformat()
     body = (text.strip() if text else "") + f"\npaused at {stamp}\n"
-    files.write_bytes_atomic(paths.paused_flag(agent), body.encode("utf-8"))
+    docs.write_text("paused", agent, body)
 
 
 def resume(agent: str) -> bool:
-    flag = paths.paused_flag(agent)
-    if flag.is_dir() and not flag.is_symlink():
-        raise paths.StateHomeUnusable(flag, "is a directory, not the pause flag",
-                                      "remove that directory to resume the agent")
-    try:
-        text = flag.read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
+    docs = statedocs.backend()
+    if not docs.shared:
+        flag = paths.paused_flag(agent)
+        if flag.is_dir() and not flag.is_symlink():
+            raise paths.StateHomeUnusable(flag, "is a directory, not the pause flag",
+                                          "remove that directory to resume the agent")
+    text = docs.read_text("paused", agent, 1 << 20)
+    if text is None:
         return False
-    except OSError:
-        text = ""
     paused_at = None
     for line in text.splitlines():
         if line.startswith("paused at "):
             paused_at = line.removeprefix("paused at ").strip()
     # Left beside the agent's files, so the watchdog does not count the pause as silence.
-    files.write_json(_resumed(agent), {"paused_at": paused_at, "resumed_at": datetime.now(timezone.utc).isoformat()},
-                     durable=False)
-    try:
-        flag.unlink()
-    except FileNotFoundError:
-        return False
-    return True
+    docs.write("resumed", agent, {"paused_at": paused_at, "resumed_at": datetime.now(timezone.utc).isoformat()},
+               durable=False)
+    return docs.remove("paused", agent)
 
 
 RESUMED = "resumed.json"
-
-
-def _resumed(agent: str) -> Path:
-    return paths.agent_dir(agent) / RESUMED
 
 
 def last_pause(agent: str) -> tuple[datetime | None, datetime] | None:
@@ -83,7 +71,7 @@ def last_pause(agent: str) -> tuple[datetime | None, datetime] | None:
     from .heartbeat import parse_time
 
     try:
-        data = files.read_json(_resumed(agent))
+        data = statedocs.backend().read("resumed", agent)
     except (files.CorruptFile, OSError):
         return None
     if not isinstance(data, dict):

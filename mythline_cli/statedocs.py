@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -65,6 +64,11 @@ class Docs(Protocol):
         ...
 
     def exists(self, kind: str, agent: str = "") -> bool: ...
+
+    def names(self, agent: str) -> set[str] | None:
+        """The file names (``FILE_NAMES``) of the agent's documents that exist, in one look;
+        None when that cannot be told at once."""
+        ...
 
     def read_text(self, kind: str, agent: str, limit: int) -> str | None:
         """The first ``limit`` bytes of a text document as text; None when absent, "" when
@@ -143,6 +147,12 @@ class FileDocs:
 
     def exists(self, kind: str, agent: str = "") -> bool:
         return self.path(kind, agent).exists()
+
+    def names(self, agent: str) -> set[str] | None:
+        try:
+            return set(os.listdir(paths.agent_dir(agent)))
+        except OSError:
+            return None
 
     def read_text(self, kind: str, agent: str, limit: int) -> str | None:
         try:
@@ -296,6 +306,11 @@ class PgDocs:
 
     def exists(self, kind: str, agent: str = "") -> bool:
         return self._run(f"while reading {kind}", lambda conn: self._body(conn, kind, agent)) is not None
+
+    def names(self, agent: str) -> set[str] | None:
+        rows = self._run("while reading the agent's state", lambda conn: conn.execute(
+            "SELECT kind FROM mythline_docs WHERE agent = %s", (agent,)).fetchall())
+        return {FILE_NAMES[k] for (k,) in rows if k in FILE_NAMES}
 
     def read_text(self, kind: str, agent: str, limit: int) -> str | None:
         body = self._run(f"while reading {kind}", lambda conn: self._body(conn, kind, agent))

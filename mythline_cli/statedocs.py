@@ -81,6 +81,14 @@ class Docs(Protocol):
         """Remove the document; False when there was none."""
         ...
 
+    def documents(self) -> list[tuple[str, str]]:
+        """(kind, agent) of every document there is (for ``state export`` and ``import``)."""
+        ...
+
+    def logs(self) -> list[tuple[str, str]]:
+        """(log, agent) of every log there is."""
+        ...
+
     def append(self, log: str, agent: str, entries: list[dict[str, Any]], *, fsync: bool = True) -> None:
         """Append entries to a log (``events`` of an agent, or a fleet log with agent "")."""
         ...
@@ -177,6 +185,21 @@ class FileDocs:
         except FileNotFoundError:
             return False
         return True
+
+    def _agents(self) -> list[str]:
+        try:
+            return sorted(e.name for e in os.scandir(paths.home() / "agents") if e.is_dir(follow_symlinks=False))
+        except OSError:
+            return []
+
+    def documents(self) -> list[tuple[str, str]]:
+        found = [(kind, "") for kind in FLEET_KINDS if self.path(kind).is_file()]
+        return found + [(kind, agent) for agent in self._agents() for kind in FILE_NAMES
+                        if self.path(kind, agent).is_file()]
+
+    def logs(self) -> list[tuple[str, str]]:
+        found = [(log, "") for log in LOGS[1:] if self.log_path(log).is_file()]
+        return found + [("events", agent) for agent in self._agents() if self.log_path("events", agent).is_file()]
 
     def append(self, log: str, agent: str, entries: list[dict[str, Any]], *, fsync: bool = True) -> None:
         files.append_jsonl_many(self.log_path(log, agent), entries, fsync=fsync)
@@ -325,6 +348,16 @@ class PgDocs:
             "DELETE FROM mythline_docs WHERE kind = %s AND agent = %s", (kind, agent)))
         return bool(cur.rowcount)
 
+    def documents(self) -> list[tuple[str, str]]:
+        rows = self._run("while listing the documents", lambda conn: conn.execute(
+            "SELECT kind, agent FROM mythline_docs WHERE kind = ANY(%s) ORDER BY agent, kind", (list(KINDS),)).fetchall())
+        return [(str(k), str(a)) for k, a in rows]
+
+    def logs(self) -> list[tuple[str, str]]:
+        rows = self._run("while listing the logs", lambda conn: conn.execute(
+            "SELECT DISTINCT log, agent FROM mythline_events ORDER BY agent, log").fetchall())
+        return [(str(k), str(a)) for k, a in rows]
+
     def append(self, log: str, agent: str, entries: list[dict[str, Any]], *, fsync: bool = True) -> None:
         if not entries:
             return
@@ -363,6 +396,22 @@ class PgDocs:
             (log, agent, int(position or 0))).fetchall())
         found = [obj for obj in (_parse(r[1]) for r in rows) if obj is not None]
         return found, (int(rows[-1][0]) if rows else position)
+
+
+def copy(source: Docs, target: Docs) -> dict[str, int]:
+    """Every document (as its text, a bad one too) and every readable log entry of ``source``
+    into ``target``, which has none; returns how many of each."""
+    docs = source.documents()
+    for kind, agent in docs:
+        text = source.read_text(kind, agent, 1 << 30)
+        if text is not None:
+            target.write_text(kind, agent, text)
+    count = 0
+    for log, agent in source.logs():
+        entries = list(source.entries(log, agent))
+        target.append(log, agent, entries)
+        count += len(entries)
+    return {"documents": len(docs), "entries": count}
 
 
 # -- which one ----------------------------------------------------------------------------------

@@ -50,10 +50,10 @@ def import_cli() -> None:
         dsn = _dsn()
         store = PgStore(session(dsn))
         shared = statedocs.PgDocs(dsn)
-        if shared.documents() or shared.logs():
+        if (shared.documents() or shared.logs()) and not store.snapshot().get("seq"):
             raise StateUnavailable(f"the shared state at {store.session.where} already holds agents' documents "
                                    "or events; import only into a new database")
-        data = store.load(entries)  # type: ignore[arg-type]
+        data = store.load(entries)  # type: ignore[arg-type]  # refuses a database that holds a ledger
         copied = statedocs.copy(statedocs.FileDocs(), shared)
         out().print(f"Imported {len(entries)} journal entries into {store.session.where}: "
                     f"{len(data['windows'])} window(s), {len(data['reservations'])} open reservation(s); "

@@ -6,7 +6,6 @@ the first step without a recorded result and never pays for a recorded one again
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -337,33 +336,17 @@ def send(agent: str, change: dict[str, Any]) -> dict[str, Any]:
     """Append one queue change to ``agent``'s inbox (no lock: one whole-line append); the agent
     applies it under its run lock, at once or when its next run starts."""
     entry = {"at": _now(), **change}
-    files.append_jsonl(inbox_path(agent), entry)
+    statedocs.backend().append("inbox", agent, [entry])
     return entry
 
 
 def read_inbox(agent: str, offset: int) -> tuple[list[dict[str, Any]], int]:
-    """(the complete changes after byte ``offset``, the offset after them). A torn last line (its
-    writer killed mid-append) is left for later: the next append starts on a fresh line."""
-    try:
-        with inbox_path(agent).open("rb") as fh:
-            if os.fstat(fh.fileno()).st_size < offset:
-                offset = 0  # the inbox was removed and started again
-            fh.seek(offset)
-            data = fh.read()
-    except FileNotFoundError:
-        return [], 0
-    import json
-
-    end = data.rfind(b"\n") + 1
-    out = []
-    for raw in data[:end].split(b"\n"):
-        try:
-            item = json.loads(raw)
-        except (ValueError, RecursionError):
-            continue
-        if isinstance(item, dict):
-            out.append(item)
-    return out, offset + end
+    """(the complete changes after ``offset`` (a byte offset in the file, a row id in PostgreSQL),
+    the offset after them). A torn last line (its writer killed mid-append) is left for later:
+    the next append starts on a fresh line; an inbox removed and started again is read from
+    its start."""
+    out, end = statedocs.backend().follow("inbox", agent, offset)
+    return out, int(end)
 
 
 def pending_changes(ck: Checkpoint) -> list[dict[str, Any]]:

@@ -33,7 +33,7 @@ T = TypeVar("T")
 # The document kinds and the logs; the fleet's own have the agent "".
 KINDS = ("checkpoint", "heartbeat", "paused", "resumed", "start-failure", "breaker", "alerts")
 FLEET_KINDS = ("breaker", "alerts")
-LOGS = ("events", "alerts", "start-failures")  # events: per agent; the others: the fleet's
+LOGS = ("events", "inbox", "alerts", "start-failures")  # events, inbox: per agent; the others: the fleet's
 
 
 class Docs(Protocol):
@@ -127,6 +127,8 @@ class FileDocs:
     def log_path(self, log: str, agent: str = "") -> Path:
         if log == "events":
             return paths.events(agent)
+        if log == "inbox":
+            return paths.agent_dir(agent) / "inbox.jsonl"
         return paths.home() / f"{log}.jsonl"
 
     def _lock(self, kind: str, agent: str) -> Path:
@@ -198,8 +200,9 @@ class FileDocs:
                         if self.path(kind, agent).is_file()]
 
     def logs(self) -> list[tuple[str, str]]:
-        found = [(log, "") for log in LOGS[1:] if self.log_path(log).is_file()]
-        return found + [("events", agent) for agent in self._agents() if self.log_path("events", agent).is_file()]
+        found = [(log, "") for log in LOGS[2:] if self.log_path(log).is_file()]
+        return found + [(log, agent) for agent in self._agents() for log in LOGS[:2]
+                        if self.log_path(log, agent).is_file()]
 
     def append(self, log: str, agent: str, entries: list[dict[str, Any]], *, fsync: bool = True) -> None:
         files.append_jsonl_many(self.log_path(log, agent), entries, fsync=fsync)
@@ -400,18 +403,39 @@ class PgDocs:
 
 def copy(source: Docs, target: Docs) -> dict[str, int]:
     """Every document (as its text, a bad one too) and every readable log entry of ``source``
-    into ``target``, which has none; returns how many of each."""
+    into ``target``, which has none; returns how many of each.
+
+    An inbox's position is the backend's own (a byte offset, a row id): only the changes a
+    checkpoint has not applied yet are carried, and it is set to apply them from the start."""
     docs = source.documents()
+    waiting: dict[str, list[dict[str, Any]]] = {}
     for kind, agent in docs:
         text = source.read_text(kind, agent, 1 << 30)
-        if text is not None:
-            target.write_text(kind, agent, text)
+        if text is None:
+            continue
+        if kind == "checkpoint":
+            data = _parse(text)
+            if data is not None:
+                offset = data.get("inbox_offset") or 0
+                waiting[agent] = source.follow("inbox", agent, offset if type(offset) is int else 0)[0]
+                data["inbox_offset"] = 0
+                text = _text(data)
+        target.write_text(kind, agent, text)
     count = 0
     for log, agent in source.logs():
-        entries = list(source.entries(log, agent))
+        entries = waiting.get(agent, []) if log == "inbox" and agent in waiting else list(source.entries(log, agent))
         target.append(log, agent, entries)
         count += len(entries)
     return {"documents": len(docs), "entries": count}
+
+
+def run_lock(agent: str) -> Any:
+    """The agent's run lock, wherever the state is (a context manager; ``AlreadyRunning``)."""
+    from filelock import FileLock
+
+    from .state import run_lock as lock
+
+    return lock(_settings, agent, lambda: FileLock(str(paths.run_lock(agent)), timeout=0))
 
 
 # -- which one ----------------------------------------------------------------------------------

@@ -217,3 +217,42 @@ def test_a_bad_value_in_a_shared_document_is_moved_aside_as_a_bad_file_is(tmp_pa
     assert doc(pg_dsn, "heartbeat")["state"] == "ok"
     repaired = {e["file"] for e in events(pg_dsn) if e["event"] == "corrupt-state"}
     assert repaired == {"heartbeat", "checkpoint", "breaker"}
+
+
+def test_a_queue_change_on_one_host_waits_for_the_run_on_another_then_applies(tmp_path, config, llm_server,
+                                                                              pg_dsn):
+    import threading
+
+    config(sections={"agents.world-npcs": {"topics": ["Thrall"]}})
+    release = threading.Event()
+    answer = lore_responder(AGENT)
+
+    def held(request: dict[str, Any]) -> Reply:
+        if not is_audit(request):
+            release.wait(60)  # the research answer waits until the change has been made
+        return answer(request)
+
+    llm_server.responder = held
+    cwd_a, env_a = host(tmp_path, "host-a", pg_dsn)
+    cwd_b, env_b = host(tmp_path, "host-b", pg_dsn)
+    running = start(cwd_a, env_a)
+    try:
+        wait_for(lambda: llm_server.count() >= 1)
+        result = mythline("topics", "add", AGENT, "Rexxar", cwd=cwd_b, env=env_b)
+        assert result.returncode == 0, result.stderr
+        # host-b's file lock is free, but the run on host-a holds the agent's lock: not applied now.
+        assert result.stdout == "add 'Rexxar' (world-npcs): the agent is running: applies when its next run starts\n"
+        waiting = json.loads(mythline("topics", "ls", AGENT, "--json", cwd=cwd_a, env=env_a).stdout)["waiting"]
+        assert [(w["op"], w["topic"]) for w in waiting] == [("add", "Rexxar")]
+        release.set()
+        assert running.wait(timeout=60) == 0, running.stderr.read() if running.stderr else ""
+    finally:
+        release.set()
+        if running.poll() is None:
+            running.kill()
+    assert "Rexxar" not in (doc(pg_dsn, "checkpoint").get("added") or [])
+    llm_server.responder = answer
+    assert mythline("run", AGENT, cwd=cwd_b, env=env_b).returncode == 0  # applies it, and researches it
+    rows = json.loads(mythline("topics", "ls", AGENT, "--json", cwd=cwd_a, env=env_a).stdout)
+    assert {r["topic"]: r["state"] for r in rows["topics"]} == {"Thrall": "done", "Rexxar": "done"}
+    assert rows["waiting"] == []

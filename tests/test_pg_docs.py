@@ -256,3 +256,26 @@ def test_a_queue_change_on_one_host_waits_for_the_run_on_another_then_applies(tm
     rows = json.loads(mythline("topics", "ls", AGENT, "--json", cwd=cwd_a, env=env_a).stdout)
     assert {r["topic"]: r["state"] for r in rows["topics"]} == {"Thrall": "done", "Rexxar": "done"}
     assert rows["waiting"] == []
+
+
+def test_logs_follow_on_one_host_prints_the_events_of_a_run_on_another(tmp_path, config, llm_server, pg_dsn):
+    llm_server.responder = lore_responder(AGENT)
+    cwd_a, env_a = host(tmp_path, "host-a", pg_dsn)
+    cwd_b, env_b = host(tmp_path, "host-b", pg_dsn)
+    assert mythline("state", "init", cwd=cwd_b, env=env_b).returncode == 0
+    printed = tmp_path / "followed.jsonl"
+    with printed.open("w") as fh:
+        follower = subprocess.Popen([sys.executable, "-m", "mythline_cli", "logs", AGENT, "--follow", "--json",
+                                     "--poll", "0.1"], cwd=cwd_b, env={**os.environ, **env_b}, stdout=fh,
+                                    stderr=subprocess.PIPE, text=True)
+        try:
+            assert mythline("run", AGENT, cwd=cwd_a, env=env_a).returncode == 0
+            wait_for(lambda: '"run-end"' in printed.read_text())
+            follower.send_signal(signal.SIGINT)
+            assert follower.wait(timeout=30) == 130
+        finally:
+            if follower.poll() is None:
+                follower.kill()
+    seen = [json.loads(line) for line in printed.read_text().splitlines()]
+    assert seen == events(pg_dsn)  # every event of host-a's run, once, in order
+    assert seen[0]["event"] == "run-start" and seen[-1]["event"] == "run-end"

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from . import files, paths
 from .clock import utcnow
-from .errors import CorruptFile
+from .errors import CorruptFile, LockTimeout
 
 if TYPE_CHECKING:
     from .state import Session
@@ -276,6 +276,9 @@ class PgDocs:
         try:
             with s.conn.transaction():
                 return action(s.conn)
+        except psycopg.errors.LockNotAvailable:
+            # An update's lock_timeout: another process held the document all that time.
+            raise LockTimeout(f"{s.where} ({during})") from None
         except psycopg.Error as exc:
             raise s.unavailable(exc, during=during) from None
 

@@ -269,11 +269,15 @@ class PgDocs:
     def where(self, kind: str, agent: str = "") -> str:
         return f"{self.session.where} ({kind}" + (f" of {agent})" if agent else ")")
 
-    def _run(self, during: str, action: Callable[[Any], T]) -> T:
+    def _run(self, during: str, action: Callable[[Any], T], *, transaction: bool = False) -> T:
+        """``action(conn)``; in one transaction when it is more than one statement (a single
+        statement on the autocommit connection is one already, and a round trip cheaper)."""
         import psycopg
 
         s = self.session
         try:
+            if not transaction:
+                return action(s.conn)
             with s.conn.transaction():
                 return action(s.conn)
         except psycopg.errors.LockNotAvailable:
@@ -324,7 +328,7 @@ class PgDocs:
                 self._put(conn, kind, agent, _text(data))
             return result
 
-        return self._run(f"while updating {kind}", locked)
+        return self._run(f"while updating {kind}", locked, transaction=True)
 
     def move_aside(self, kind: str, agent: str = "") -> str:
         stamp = utcnow().strftime("%Y%m%dT%H%M%S%fZ")
@@ -373,7 +377,7 @@ class PgDocs:
                 cur.executemany("INSERT INTO mythline_events (log, agent, entry) VALUES (%s, %s, %s)",
                                 [(log, agent, _text(e)) for e in entries])
 
-        self._run(f"while writing the {log} log", insert)
+        self._run(f"while writing the {log} log", insert, transaction=len(entries) > 1)
 
     def entries(self, log: str, agent: str = "") -> Iterator[dict[str, Any]]:
         rows = self._run(f"while reading the {log} log", lambda conn: conn.execute(
@@ -390,7 +394,7 @@ class PgDocs:
                                 "ORDER BY id DESC LIMIT %s", (log, agent, top, max(n, 0))).fetchall()
             return rows, int(top)
 
-        rows, top = self._run(f"while reading the {log} log", last)
+        rows, top = self._run(f"while reading the {log} log", last, transaction=True)
         found = [obj for obj in (_parse(r[0]) for r in reversed(rows)) if obj is not None]
         return found, top
 

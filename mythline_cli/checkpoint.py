@@ -328,10 +328,6 @@ def topic_problem(topic: str) -> str | None:
     return None
 
 
-def inbox_path(agent: str) -> Path:
-    return paths.agent_dir(agent) / "inbox.jsonl"
-
-
 def send(agent: str, change: dict[str, Any]) -> dict[str, Any]:
     """Append one queue change to ``agent``'s inbox (no lock: one whole-line append); the agent
     applies it under its run lock, at once or when its next run starts."""

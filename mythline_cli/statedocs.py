@@ -152,8 +152,8 @@ class FileDocs:
         return files.update_json(self.path(kind, agent), self._lock(kind, agent), change,
                                  load=lambda _path: load(), timeout=timeout)
 
-    def move_aside(self, kind: str, agent: str = "") -> str:
-        return str(files.quarantine_corrupt(self.path(kind, agent)))
+    def move_aside(self, kind: str, agent: str = "") -> Any:
+        return files.quarantine_corrupt(self.path(kind, agent))  # the Path, as before
 
     def exists(self, kind: str, agent: str = "") -> bool:
         return self.path(kind, agent).exists()

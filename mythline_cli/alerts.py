@@ -18,7 +18,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from . import __version__, files, paths
+from . import __version__, files, paths, statedocs
 from .agent import valid_name
 from .clock import utcnow
 from .errors import WebhookFailed  # noqa: F401 - re-exported: alerts.WebhookFailed
@@ -126,20 +126,20 @@ def checked(data: Any) -> dict[str, Any]:
             "incidents": {k: v for k, v in data.get("incidents", {}).items() if _incident(v)}}
 
 
-def _load_state(path: Path) -> dict[str, Any]:
+def _load_state() -> dict[str, Any]:
+    docs = statedocs.backend()
     try:
-        data = files.read_json(path)
+        data = docs.read("alerts")
         return checked({} if data is None else data)
     except (files.CorruptFile, ValueError):
         # Losing the dedup memory risks one repeated alert; refusing every alert would be worse.
-        files.quarantine_corrupt(path)
+        docs.move_aside("alerts")
         return {"sent": {}, "incidents": {}}
 
 
 def _update(change: Callable[[dict[str, Any]], Any]) -> Any:
     """Apply ``change`` to alerts.json under its lock, write it back, and return its result."""
-    return files.update_json(paths.alerts_state(), paths.alerts_lock(), change, load=_load_state,
-                             timeout=LOCK_TIMEOUT)
+    return statedocs.backend().update("alerts", "", change, load=_load_state, timeout=LOCK_TIMEOUT)
 
 
 def _prune(sent: dict[str, Any], now: datetime) -> None:
@@ -188,7 +188,7 @@ def open_incident(agent: str, *, since: str, now: datetime, note: str | None = N
 def open_incidents() -> dict[str, dict[str, Any]]:
     """Read-only view of the open incidents (no lock: a snapshot is enough to decide to look closer)."""
     try:
-        data = files.read_json(paths.alerts_state())
+        data = statedocs.backend().read("alerts")
         incidents: dict[str, dict[str, Any]] = checked({} if data is None else data)["incidents"]
     except (files.CorruptFile, ValueError):  # the next locked change moves it aside
         return {}
@@ -251,8 +251,10 @@ def _webhook_url(cfg: Any) -> tuple[str | None, str | None]:
 
 def _log(agent: str | None, entry: dict[str, Any]) -> None:
     # Any configured agent has its own log; a name that is not a safe file name never becomes a path.
-    path = paths.events(agent) if valid_name(agent) else fleet_log()
-    files.append_jsonl(path, entry)
+    if valid_name(agent):
+        statedocs.backend().append("events", str(agent), [entry])
+    else:
+        statedocs.backend().append("alerts", "", [entry])
 
 
 def send(settings, *, kind: str, message: str, agent: str | None = None, once_key: str | None = None,

@@ -596,6 +596,9 @@ def load_settings(explicit: Path | None = None, overrides: dict[str, Any] | None
             raise ConfigError(f"not valid TOML ({exc})", path=path) from None
     settings = parse_config(data, path)
     settings.found_by = found_by
+    from .statedocs import use
+
+    use(settings)  # its `state` names where the per-agent documents are
     if overrides:
         merged = settings.config.provider.model_dump() | {k: v for k, v in overrides.items() if v is not None}
         try:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from pathlib import Path
 
-from . import files, paths
+from . import files, paths, statedocs
 from .errors import Paused  # noqa: F401 - re-exported: killswitch.Paused
 
 MAX_NOTE = 200
@@ -14,15 +13,10 @@ STAMP = "paused at "  # the line pause() adds under the note
 
 def _flag_lines(agent: str) -> list[str] | None:
     """The flag's printable lines (None when the agent is not paused), from its first bytes only."""
-    path = paths.paused_flag(agent)
-    try:
-        with path.open("rb") as fh:
-            raw = fh.read(4 * MAX_NOTE)  # a huge flag file is never read whole
-    except FileNotFoundError:
+    # Unreadable (a directory, no permission): no lines, still a thrown switch. A huge flag is never read whole.
+    text = statedocs.backend().read_text("paused", agent, 4 * MAX_NOTE)
+    if text is None:
         return None
-    except OSError:  # a directory, no permission: still a thrown switch
-        return []
-    text = raw.decode("utf-8", errors="replace")
     # A control character could rewrite the terminal that shows it.
     return [clean for line in text.splitlines() if (clean := "".join(ch for ch in line if ch.isprintable()).strip())]
 
@@ -64,7 +58,7 @@ def describe(agent: str) -> str | None:
 
 
 def is_paused(agent: str) -> bool:
-    return paths.paused_flag(agent).exists()
+    return statedocs.backend().exists("paused", agent)
 
 
 def check(agent: str, *, mid_run: bool = False) -> None:
@@ -74,42 +68,35 @@ def check(agent: str, *, mid_run: bool = False) -> None:
 
 
 def pause(agent: str, text: str | None) -> None:
-    paths.check_home()
+    docs = statedocs.backend()
+    if not docs.shared:
+        paths.check_home()
     stamp = datetime.now(timezone.utc).isoformat()
     body = (text.strip() if text else "") + f"\n{STAMP}{stamp}\n"
-    files.write_bytes_atomic(paths.paused_flag(agent), body.encode("utf-8"))
+    docs.write_text("paused", agent, body)
 
 
 def resume(agent: str) -> bool:
-    flag = paths.paused_flag(agent)
-    if flag.is_dir() and not flag.is_symlink():
-        raise paths.StateHomeUnusable(flag, "is a directory, not the pause flag",
-                                      "remove that directory to resume the agent")
-    try:
-        text = flag.read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
+    docs = statedocs.backend()
+    if not docs.shared:
+        flag = paths.paused_flag(agent)
+        if flag.is_dir() and not flag.is_symlink():
+            raise paths.StateHomeUnusable(flag, "is a directory, not the pause flag",
+                                          "remove that directory to resume the agent")
+    text = docs.read_text("paused", agent, 1 << 20)
+    if text is None:
         return False
-    except OSError:
-        text = ""
     paused_at = None
     for line in text.splitlines():
         if line.startswith(STAMP):
             paused_at = line.removeprefix(STAMP).strip()
     # Left beside the agent's files, so the watchdog does not count the pause as silence.
-    files.write_json(_resumed(agent), {"paused_at": paused_at, "resumed_at": datetime.now(timezone.utc).isoformat()},
-                     durable=False)
-    try:
-        flag.unlink()
-    except FileNotFoundError:
-        return False
-    return True
+    docs.write("resumed", agent, {"paused_at": paused_at, "resumed_at": datetime.now(timezone.utc).isoformat()},
+               durable=False)
+    return docs.remove("paused", agent)
 
 
 RESUMED = "resumed.json"
-
-
-def _resumed(agent: str) -> Path:
-    return paths.agent_dir(agent) / RESUMED
 
 
 def last_pause(agent: str) -> tuple[datetime | None, datetime] | None:
@@ -117,7 +104,7 @@ def last_pause(agent: str) -> tuple[datetime | None, datetime] | None:
     from .heartbeat import parse_time
 
     try:
-        data = files.read_json(_resumed(agent))
+        data = statedocs.backend().read("resumed", agent)
     except (files.CorruptFile, OSError):
         return None
     if not isinstance(data, dict):

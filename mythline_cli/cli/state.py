@@ -33,10 +33,12 @@ def init_cli() -> None:
         out().print(f"The shared state at {s.where} is at schema version {schema.version(s.conn)}.", markup=False)
 
 
-@app.command("import", help="Copy the state home's budget ledger and its journal into an empty shared state.")
+@app.command("import", help="Copy the state home's budget ledger and its journal, and every agent's documents "
+                            "and events, into an empty shared state.")
 def import_cli() -> None:
     with boundary():
-        from .. import files, paths
+        from .. import files, paths, statedocs
+        from ..errors import StateUnavailable
         from ..ledger.postgres import PgStore
         from ..state import session
 
@@ -45,30 +47,44 @@ def import_cli() -> None:
         if [e["seq"] for e in entries] != list(range(1, len(entries) + 1)):
             raise UsageError(f"{journal} is not a complete journal (entries 1..n without a gap); "
                              "run mythline budget repair first, or import nothing")
-        store = PgStore(session(_dsn()))
-        data = store.load(entries)  # type: ignore[arg-type]
+        dsn = _dsn()
+        store = PgStore(session(dsn))
+        shared = statedocs.PgDocs(dsn)
+        if (shared.documents() or shared.logs()) and not store.snapshot().get("seq"):
+            raise StateUnavailable(f"the shared state at {store.session.where} already holds agents' documents "
+                                   "or events; import only into a new database")
+        data = store.load(entries)  # type: ignore[arg-type]  # refuses a database that holds a ledger
+        copied = statedocs.copy(statedocs.FileDocs(), shared)
         out().print(f"Imported {len(entries)} journal entries into {store.session.where}: "
-                    f"{len(data['windows'])} window(s), {len(data['reservations'])} open reservation(s).",
+                    f"{len(data['windows'])} window(s), {len(data['reservations'])} open reservation(s); "
+                    f"{copied['documents']} document(s) and {copied['entries']} event(s) of the agents.",
                     markup=False)
 
 
-@app.command("export", help="Copy the shared budget ledger and its journal into the state home, which must "
-                            "have none yet.")
+@app.command("export", help="Copy the shared budget ledger and its journal, and every agent's documents and "
+                            "events, into the state home, which must have none yet.")
 def export_cli() -> None:
     with boundary():
-        from .. import files, paths
+        from .. import files, paths, statedocs
         from ..ledger.postgres import PgStore
         from ..state import session
 
-        store = PgStore(session(_dsn()))
+        dsn = _dsn()
+        store = PgStore(session(dsn))
         for path in (paths.ledger(), paths.ledger_history()):
             if path.exists():
                 raise UsageError(f"{path} exists; export into a state home without a ledger "
                                  "(set MYTHLINE_HOME to a new folder)")
+        here = statedocs.FileDocs()
+        if here.documents() or here.logs():
+            raise UsageError(f"{paths.home()} holds agents' state already; export into a new state home "
+                             "(set MYTHLINE_HOME to a new folder)")
         entries = list(store.journal())
         data = store.snapshot()
         paths.home().mkdir(parents=True, exist_ok=True)
         # The journal first: a ledger.json is only ever a copy of a journal that is complete.
         files.write_bytes_atomic(paths.ledger_history(), b"".join(files.encode(e, compact=True) for e in entries))
         files.write_json(paths.ledger(), data, compact=True)
-        out().print(f"Exported {len(entries)} journal entries to {paths.home()}.", markup=False)
+        copied = statedocs.copy(statedocs.PgDocs(dsn), here)
+        out().print(f"Exported {len(entries)} journal entries to {paths.home()}; {copied['documents']} document(s) "
+                    f"and {copied['entries']} event(s) of the agents.", markup=False)

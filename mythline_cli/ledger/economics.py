@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from .. import files, paths
+from .. import statedocs
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -107,7 +107,7 @@ def economics(settings: Settings, *, days: int, today: date, store: Store | None
             charge(str(op.get("agent")), _day_of(op.get("windows")), part, delta)
 
     for name in names:
-        for entry in files.iter_jsonl(paths.events(name)):
+        for entry in statedocs.backend().entries("events", name):
             if str(entry.get("ts", ""))[:10] < first:
                 continue
             if entry.get("event") == "store" and entry.get("action") != "unchanged":

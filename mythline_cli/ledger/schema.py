@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ..state import Session
 
-VERSION = 1
 _SCHEMA_LOCK = 0x6D7974686C696E65  # "mythline": the advisory key creation and migration wait on
 
 # Each step brings the schema from version i to i + 1.
@@ -26,7 +25,18 @@ STEPS: list[str] = [
     INSERT INTO mythline_ledger VALUES (1, 0, '{"version": 1, "windows": {}, "reservations": {}}')
         ON CONFLICT DO NOTHING;
     """,
+    # The per-agent state documents and event logs (statedocs.PgDocs). Bodies are text as
+    # written, not json: a bad value reads back as a bad file does, and is moved aside.
+    """
+    CREATE TABLE IF NOT EXISTS mythline_docs (kind text NOT NULL, agent text NOT NULL, body text NOT NULL,
+                                              updated timestamptz NOT NULL DEFAULT now(),
+                                              PRIMARY KEY (kind, agent));
+    CREATE TABLE IF NOT EXISTS mythline_events (id bigserial PRIMARY KEY, log text NOT NULL, agent text NOT NULL,
+                                                entry text NOT NULL);
+    CREATE INDEX IF NOT EXISTS mythline_events_by_log ON mythline_events (log, agent, id);
+    """,
 ]
+VERSION = len(STEPS)
 
 
 def version(conn: Any) -> int:

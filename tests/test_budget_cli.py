@@ -11,7 +11,7 @@ import pytest
 from freezegun import freeze_time
 from typer.testing import CliRunner
 
-from mythline_cli import paths
+from mythline_cli import paths, statedocs
 from mythline_cli.cli import app
 from mythline_cli.config import load_settings
 from mythline_cli.files import iter_jsonl
@@ -224,7 +224,7 @@ def test_reset_with_yes_as_a_real_command(settings: Any, backend: Any) -> None:
     report = Ledger(settings).report()
     assert report["agents"][AGENT]["usd"]["spent"] == 0.0
     assert report["agents"]["world-zones"]["usd"]["spent"] == pytest.approx(0.05)
-    assert [e["event"] for e in iter_jsonl(paths.events(AGENT))] == ["budget-reset"]
+    assert [e["event"] for e in statedocs.backend().entries("events", AGENT)] == ["budget-reset"]
 
 
 @pytest.mark.parametrize("yes", [["--yes"], []])

@@ -166,7 +166,7 @@ def test_pause_on_one_host_stops_a_run_on_another(tmp_path, config, llm_server, 
     assert "stopped at a step boundary, checkpoint saved" in err
     assert llm_server.count() == 1 and research_recorded(pg_dsn)  # the audit was never called
     again = mythline("run", AGENT, cwd=cwd_a, env=env_a)
-    assert again.returncode == 5 and "is paused (checking sources)" in again.stderr
+    assert again.returncode == 5 and "is paused (checking sources, since " in again.stderr
     row = next(r for r in json.loads(mythline("status", "--json", cwd=cwd_a, env=env_a).stdout)["agents"]
                if r["agent"] == AGENT)
     assert row["state"] == "paused" and row["note"] == "checking sources"

@@ -106,7 +106,7 @@ def test_an_agent_without_events_prints_nothing() -> None:
 def test_an_unknown_agent_is_exit_2() -> None:
     result = runner.invoke(app, ["logs", "world-npc"])
     assert result.exit_code == 2
-    assert result.stderr.startswith("mythline: unknown agent 'world-npc'; the fleet is: world-zones, world-npcs")
+    assert result.stderr.startswith("mythline: unknown agent 'world-npc' (did you mean world-npcs?); the fleet is: world-zones, world-npcs")
 
 
 def test_follow_reads_appends_truncation_and_rotation_from_a_writer_thread() -> None:

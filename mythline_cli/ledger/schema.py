@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ..state import Session
 
-VERSION = 1
 _SCHEMA_LOCK = 0x6D7974686C696E65  # "mythline": the advisory key creation and migration wait on
 
 # Each step brings the schema from version i to i + 1.
@@ -26,7 +25,24 @@ STEPS: list[str] = [
     INSERT INTO mythline_ledger VALUES (1, 0, '{"version": 1, "windows": {}, "reservations": {}}')
         ON CONFLICT DO NOTHING;
     """,
+    # The store of records (storepg.py): one row per (domain, slug), the document as written,
+    # beside the columns the file backend's SQLite index derives from it. ``doc`` is json, not
+    # jsonb: its keys stay in the order written, so an export is the file backend's to the byte.
+    """
+    CREATE TABLE IF NOT EXISTS mythline_records (
+        key text PRIMARY KEY, domain text NOT NULL, topic text, name text NOT NULL, agent text,
+        confidence double precision, stored_at text, content_hash text NOT NULL, tiers text NOT NULL,
+        n_sources integer NOT NULL, aliases text NOT NULL, kind text NOT NULL, names text[] NOT NULL,
+        links text[] NOT NULL, words tsvector NOT NULL, doc json NOT NULL);
+    CREATE INDEX IF NOT EXISTS mythline_records_stored ON mythline_records ((stored_at COLLATE "C"));
+    CREATE INDEX IF NOT EXISTS mythline_records_agent ON mythline_records (agent, (stored_at COLLATE "C"));
+    CREATE INDEX IF NOT EXISTS mythline_records_domain ON mythline_records (domain, (stored_at COLLATE "C"));
+    CREATE INDEX IF NOT EXISTS mythline_records_names ON mythline_records USING gin (names);
+    CREATE INDEX IF NOT EXISTS mythline_records_links ON mythline_records USING gin (links);
+    CREATE INDEX IF NOT EXISTS mythline_records_words ON mythline_records USING gin (words);
+    """,
 ]
+VERSION = len(STEPS)
 
 
 def version(conn: Any) -> int:

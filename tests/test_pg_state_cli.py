@@ -8,8 +8,9 @@ import json
 import pytest
 from probe import run_main
 
-from helpers import lore_responder, mythline
 from mythline_cli.ledger import schema
+
+from helpers import lore_responder, mythline
 
 AGENT = "world-npcs"
 

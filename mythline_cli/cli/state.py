@@ -3,6 +3,8 @@ file home's ledger into it and back."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 from ..errors import UsageError
@@ -33,7 +35,46 @@ def init_cli() -> None:
         out().print(f"The shared state at {s.where} is at schema version {schema.version(s.conn)}.", markup=False)
 
 
-@app.command("import", help="Copy the state home's budget ledger and its journal into an empty shared state.")
+def _store_files() -> list[tuple[str, dict[str, Any]]]:
+    """Every record file of the state home's store, as (key, document); refused whole when one
+    cannot be read, so that an import never leaves a record behind unsaid."""
+    from .. import files, paths
+
+    root = paths.store_dir()
+    found = []
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        if not folder.is_dir() or folder.name.startswith("."):
+            continue
+        # Our temp files (".x.tmp") and files moved aside ("x.json.corrupt-...") are no records.
+        for path in sorted(p for p in folder.iterdir() if p.name.endswith(".json") and not p.name.startswith(".")):
+            try:
+                doc = files.read_json(path)
+            except files.CorruptFile as exc:
+                raise UsageError(f"{path}: {exc.problem}; fix or remove it, then import again") from None
+            if not isinstance(doc, dict) or not isinstance(doc.get("record"), dict):
+                raise UsageError(f"{path} is not a stored record; move it out of the store, then import again")
+            found.append((f"{folder.name}/{path.name}", doc))
+    return found
+
+
+def _export_store(shared: Any) -> int:
+    """Write the shared store's records as the state home's record files (which must have none)."""
+    from .. import files, paths
+
+    root = paths.store_dir()
+    held = [p for p in root.glob("*/*.json") if not p.name.startswith(".")] if root.is_dir() else []
+    if held:
+        raise UsageError(f"{root} holds records ({held[0]}, ...); export into a state home without a store "
+                         "(set MYTHLINE_HOME to a new folder)")
+    count = 0
+    for key, doc in shared.documents():
+        files.write_json(root / key, doc)
+        count += 1
+    return count
+
+
+@app.command("import", help="Copy the state home's budget ledger and its journal, and its store of records, into "
+                            "an empty shared state.")
 def import_cli() -> None:
     with boundary():
         from .. import files, paths
@@ -45,15 +86,22 @@ def import_cli() -> None:
         if [e["seq"] for e in entries] != list(range(1, len(entries) + 1)):
             raise UsageError(f"{journal} is not a complete journal (entries 1..n without a gap); "
                              "run mythline budget repair first, or import nothing")
+        from ..storepg import PgRecords
+
+        records = _store_files()
         store = PgStore(session(_dsn()))
+        shared = PgRecords(store.session)
+        if records and not shared.empty():  # before the ledger: all of the import or none
+            shared.load([])  # refuses, saying what the database holds
         data = store.load(entries)  # type: ignore[arg-type]
+        stored = shared.load(records)
         out().print(f"Imported {len(entries)} journal entries into {store.session.where}: "
-                    f"{len(data['windows'])} window(s), {len(data['reservations'])} open reservation(s).",
-                    markup=False)
+                    f"{len(data['windows'])} window(s), {len(data['reservations'])} open reservation(s); "
+                    f"{stored} stored record(s).", markup=False)
 
 
-@app.command("export", help="Copy the shared budget ledger and its journal into the state home, which must "
-                            "have none yet.")
+@app.command("export", help="Copy the shared budget ledger and its journal, and the store of records, into the "
+                            "state home, which must have none yet.")
 def export_cli() -> None:
     with boundary():
         from .. import files, paths
@@ -68,7 +116,11 @@ def export_cli() -> None:
         entries = list(store.journal())
         data = store.snapshot()
         paths.home().mkdir(parents=True, exist_ok=True)
+        from ..storepg import PgRecords
+
+        records = _export_store(PgRecords(store.session))
         # The journal first: a ledger.json is only ever a copy of a journal that is complete.
         files.write_bytes_atomic(paths.ledger_history(), b"".join(files.encode(e, compact=True) for e in entries))
         files.write_json(paths.ledger(), data, compact=True)
-        out().print(f"Exported {len(entries)} journal entries to {paths.home()}.", markup=False)
+        out().print(f"Exported {len(entries)} journal entries and {records} stored record(s) to {paths.home()}.",
+                    markup=False)

@@ -217,8 +217,8 @@ def test_an_unreadable_record_file_stops_an_import_before_anything_moves(home, c
     broken.write_text("{not json")
     result = mythline("state", "import", env={"MYTHLINE_STATE": pg_dsn})
     assert result.returncode == 2
-    assert result.stderr == f"mythline: {broken}: not valid JSON (line 1, column 2); fix or remove it, then import again\n" \
-        or result.stderr.startswith(f"mythline: {broken}: not valid JSON"), result.stderr
+    assert result.stderr.startswith(f"mythline: {broken}: not valid JSON"), result.stderr
+    assert result.stderr.endswith("; fix or remove it, then import again\n") and len(result.stderr.splitlines()) == 1
     assert rows(pg_dsn) == []
 
 
@@ -234,7 +234,7 @@ def test_a_corrupt_checkpoint_is_rebuilt_from_the_shared_store(home, config, llm
     assert result.returncode == 0, result.stderr
     assert "(1 topics done, 0 quarantined)" in result.stderr
     done = json.loads(checkpoint.read_text())["topics"]["Thrall"]
-    assert done["status"] == "done" and done["stored"]["hash"] == dict((k, h) for k, h, _ in rows(pg_dsn))[
+    assert done["status"] == "done" and done["stored"]["hash"] == {k: h for k, h, _ in rows(pg_dsn)}[
         f"npcs/{slug('Thrall')}.json"]
     assert done["stored"]["path"].endswith(f"#npcs/{slug('Thrall')}.json")
 

@@ -57,6 +57,32 @@ def query_of(text: str) -> str:
     return " & ".join(terms)
 
 
+_FIELDS = ("domain", "topic", "name", "agent", "confidence", "stored_at", "content_hash", "tiers", "n_sources",
+           "aliases", "kind", "names", "links")
+_INSERT = (f"INSERT INTO mythline_records ({', '.join(_FIELDS)}, words, doc, key) "
+           f"VALUES ({', '.join(['%s'] * len(_FIELDS))}, {_WORDS}, %s, %s)")
+_UPDATE = (f"UPDATE mythline_records SET {', '.join(f + ' = %s' for f in _FIELDS)}, words = {_WORDS}, doc = %s "
+           "WHERE key = %s")
+
+
+def _values(key: str, domain: str, doc: dict[str, Any]) -> tuple[Any, ...]:
+    """The row of ``doc``: what ``storeindex.extract`` finds in it, its search text, itself."""
+    from . import files
+
+    row = extract(doc)
+    aliases = json.loads(row["aliases"])
+    name_text = " ".join(dict.fromkeys([row["name"], normal(row["name"]), row["topic"] or ""]))
+    # PostgreSQL's text holds no NUL (the document, as JSON, keeps it escaped).
+    def text(value: Any) -> Any:
+        return value.replace("\x00", "") if isinstance(value, str) else value
+
+    return (domain, text(row["topic"]), text(row["name"]), text(row["agent"]), row["confidence"],
+            text(row["stored_at"]), row["content_hash"] or "", row["tiers"], row["n_sources"], row["aliases"],
+            text(row["kind"]), sorted(map(text, row["names"])), [text(v) for v in row["links"]], folded(name_text),
+            folded(" ".join([*aliases, *map(normal, aliases)])), folded(row["body"]),
+            files.encode(doc, compact=True).decode("utf-8"), key)
+
+
 class PgRecords:
     """The store in the shared PostgreSQL: written by ``put``, read like a ``StoreIndex``."""
 
@@ -132,43 +158,26 @@ class PgRecords:
 
     @staticmethod
     def _write(conn: Any, key: str, domain: str, doc: dict[str, Any], *, insert: bool) -> bool:
-        from . import files
-
-        row = extract(doc)
-        aliases = json.loads(row["aliases"])
-        name_text = " ".join(dict.fromkeys([row["name"], normal(row["name"]), row["topic"] or ""]))
-        values = (domain, row["topic"], row["name"], row["agent"], row["confidence"], row["stored_at"],
-                  row["content_hash"] or "", row["tiers"], row["n_sources"], row["aliases"], row["kind"],
-                  sorted(row["names"]), row["links"], folded(name_text),
-                  folded(" ".join([*aliases, *map(normal, aliases)])), folded(row["body"]),
-                  files.encode(doc, compact=True).decode("utf-8"))
         if insert:
-            cur = conn.execute(
-                "INSERT INTO mythline_records (domain, topic, name, agent, confidence, stored_at, content_hash, "
-                "tiers, n_sources, aliases, kind, names, links, words, doc, key) VALUES (%s, %s, %s, %s, %s, %s, "
-                f"%s, %s, %s, %s, %s, %s, %s, {_WORDS}, %s, %s) ON CONFLICT (key) DO NOTHING", (*values, key))
+            cur = conn.execute(_INSERT + " ON CONFLICT (key) DO NOTHING", _values(key, domain, doc))
         else:
-            cur = conn.execute(
-                "UPDATE mythline_records SET domain = %s, topic = %s, name = %s, agent = %s, confidence = %s, "
-                "stored_at = %s, content_hash = %s, tiers = %s, n_sources = %s, aliases = %s, kind = %s, "
-                f"names = %s, links = %s, words = {_WORDS}, doc = %s WHERE key = %s", (*values, key))
+            cur = conn.execute(_UPDATE, _values(key, domain, doc))
         return bool(cur.rowcount == 1)
 
     def load(self, docs: Iterable[tuple[str, dict[str, Any]]]) -> int:
         """Fill an empty store with ``docs`` (key, document) as they are: ``state import``."""
         from .errors import StateUnavailable
 
-        count = 0
+        rows = [_values(key, key.split("/", 1)[0], doc) for key, doc in docs]
         with self._transaction("while importing the store") as conn:
             conn.execute("LOCK TABLE mythline_records IN EXCLUSIVE MODE")
             held = conn.execute("SELECT count(*) FROM mythline_records").fetchone()[0]
             if held:
                 raise StateUnavailable(f"the shared state at {self.session.where} already holds {held} stored "
                                        "records; import only into a new database")
-            for key, doc in docs:
-                self._write(conn, key, key.split("/", 1)[0], doc, insert=True)
-                count += 1
-        return count
+            with conn.cursor() as cur:
+                cur.executemany(_INSERT, rows)  # pipelined: one round trip for many rows
+        return len(rows)
 
     def empty(self) -> bool:
         return not self._query("SELECT 1 FROM mythline_records LIMIT 1")

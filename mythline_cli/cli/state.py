@@ -57,6 +57,19 @@ def _store_files() -> list[tuple[str, dict[str, Any]]]:
     return found
 
 
+def _import_both(store: Any, shared: Any, entries: list[Any], records: list[Any]) -> tuple[Any, int]:
+    """The ledger and the records in one transaction (each load's own is a savepoint in it):
+    a refusal of either, or a lost connection, leaves the database as it was."""
+    import psycopg
+
+    try:
+        with store.session.conn.transaction():
+            data = store.load(entries)
+            return data, shared.load(records)
+    except psycopg.Error as exc:
+        raise store.session.unavailable(exc, during="while importing") from None
+
+
 def _export_store(shared: Any) -> int:
     """Write the shared store's records as the state home's record files (which must have none)."""
     from .. import files, paths
@@ -90,11 +103,7 @@ def import_cli() -> None:
 
         records = _store_files()
         store = PgStore(session(_dsn()))
-        shared = PgRecords(store.session)
-        if records and not shared.empty():  # before the ledger: all of the import or none
-            shared.load([])  # refuses, saying what the database holds
-        data = store.load(entries)  # type: ignore[arg-type]
-        stored = shared.load(records)
+        data, stored = _import_both(store, PgRecords(store.session), entries, records)
         out().print(f"Imported {len(entries)} journal entries into {store.session.where}: "
                     f"{len(data['windows'])} window(s), {len(data['reservations'])} open reservation(s); "
                     f"{stored} stored record(s).", markup=False)

@@ -286,3 +286,26 @@ def test_an_unreachable_database_is_one_line_and_exit_6(home, args):
     assert re.match(r"mythline: the shared state at postgresql://mythline@127\.0\.0\.1:1/mythline is unreachable "
                     r"or refused the connection \(.+\); nothing was called\.", line), line
     assert not paths.store_dir().exists()  # no quiet fallback to the state home's files
+
+
+def test_lore_crosscheck_finds_a_contradiction_in_the_shared_store(home, config, llm_server, pg_dsn, monkeypatch):
+    from mythline_cli.store import store_record
+
+    monkeypatch.setenv("MYTHLINE_STATE", pg_dsn)
+    config(sections={"agents.lore-crosscheck": {"topics": ["Thrall was born on Draenor"]}})
+    first = record(AGENT, "Cairne Bloodhoof", status="dead")
+    store_record(domain="npcs", topic="Cairne Bloodhoof", record=first, provenance={"agent": AGENT})
+    other = {**first, "name": "Cairne", "aliases": ["Cairne Bloodhoof"], "status": "alive"}
+    store_record(domain="npcs", topic="Cairne", record=other, provenance={"agent": "my-npcs"})
+    llm_server.responder = lore_responder("lore-crosscheck")
+    for _ in range(2):  # found again on the next run: stored once
+        result = mythline("run", "lore-crosscheck")
+        assert result.returncode == 0, result.stderr
+    found = [doc for key, _, doc in rows(pg_dsn) if key.startswith("crosschecks/contradiction-")]
+    (doc,) = found
+    assert doc["kind"] == "contradiction" and doc["record"]["field"] == "status"
+    assert sorted(c["path"] for c in doc["record"]["claims"]) == sorted(
+        [f"npcs/{slug('Cairne Bloodhoof')}.json", f"npcs/{slug('Cairne')}.json"])
+    shown = mythline("store", "show", "Cairne")
+    assert shown.returncode == 0 and "Contradictions" in shown.stdout and "'dead'" in shown.stdout
+    assert not paths.store_dir().exists()

@@ -79,7 +79,7 @@ def dsn_for(config: Path | None) -> str | None:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot be read ({exc})", path=source) from None
     if value is not None and not isinstance(value, str):
-        raise ConfigError("state must be a string: postgresql://USER@HOST:5432/DATABASE, or unset for the state "
+        raise ConfigError("must be a string: postgresql://USER@HOST:5432/DATABASE, or unset for the state "
                           "home's files", path=source, key="state")
     return dsn_of(SimpleNamespace(config=SimpleNamespace(state=value)))  # type: ignore[arg-type]
 

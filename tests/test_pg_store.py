@@ -309,3 +309,26 @@ def test_lore_crosscheck_finds_a_contradiction_in_the_shared_store(home, config,
     shown = mythline("store", "show", "Cairne")
     assert shown.returncode == 0 and "Contradictions" in shown.stdout and "'dead'" in shown.stdout
     assert not paths.store_dir().exists()
+
+
+@pytest.mark.parametrize("text,code,line", [
+    ("state = \n", 2, "not valid TOML (Invalid value (at line 1, column 9))"),
+    ("state = 5\n", 2, "state: must be a string: postgresql://USER@HOST:5432/DATABASE, or unset for the state home's files"),
+])
+def test_a_config_that_cannot_say_where_the_store_is_is_one_line(home, tmp_path, monkeypatch, text, code, line):
+    path = tmp_path / "mythline.toml"
+    path.write_text(text)
+    monkeypatch.setenv("MYTHLINE_CONFIG", str(path))
+    for args in (["store", "ls"], ["store", "show", "Thrall"]):
+        result = mythline(*args)
+        assert (result.returncode, result.stderr) == (code, f"mythline: {path}: {line}\n"), args
+
+
+def test_a_state_that_is_no_postgresql_url_stops_the_store_commands(home, tmp_path, monkeypatch):
+    path = tmp_path / "mythline.toml"
+    path.write_text('state = "mysql://lore@db/lore"\n')
+    monkeypatch.setenv("MYTHLINE_CONFIG", str(path))
+    result = mythline("store", "search", "thrall")
+    assert result.returncode == 6
+    assert result.stderr == ("mythline: state in mythline.toml is not a PostgreSQL URL (mysql://lore@db/lore); write "
+                             "postgresql://USER@HOST:5432/DATABASE, or leave it unset for the state home's files\n")

@@ -150,6 +150,12 @@ def resolve(index: Any, name: str, *, domain: str | None = None) -> dict[str, An
     raise UnknownRecord(f"no stored record is named {name!r}{scope}{hint} (see: mythline store search TEXT)")
 
 
+def read_key(key: str, settings: Any = None) -> dict[str, Any]:
+    """``read`` on either backend: the record document at ``key``."""
+    shared = shared_store(settings)
+    return read(key) if shared is None else shared.read(key)
+
+
 def evidence_of(doc: dict[str, Any]) -> list[dict[str, Any]]:
     """The record's evidence quotes, whichever shape carries them: a list under the provenance or
     the record (items with a quote and the source it comes from), or quotes kept per source."""

@@ -79,7 +79,7 @@ def scan(settings: Any, agent: Any, ck: Any, emit: Callable[..., Any]) -> Any:
     (at most ``MAX_NEW_PER_RUN`` new ones), mark those that no longer hold as resolved, and add up
     to ``agent.max_proposals`` of the new ones to its own queue as claims to check. Returns the
     agent with its queue as it is now. Never fails the run."""
-    from ..store import open_index, store_record
+    from ..store import open_index, read_key, store_record
 
     try:
         with open_index(settings, timeout=5.0) as index:
@@ -106,8 +106,7 @@ def scan(settings: Any, agent: Any, ck: Any, emit: Callable[..., Any]) -> Any:
         for topic, row in existing.items():
             if topic in live:
                 continue
-            with open_index(settings, timeout=5.0) as index:
-                doc = index.read(row["path"])
+            doc = read_key(row["path"], settings)
             record = dict(doc.get("record") or {})
             if record.get("status") == "open":
                 record["status"] = "resolved"

@@ -194,7 +194,7 @@ class _Pod:
 
     def job(self, *, labels: dict[str, str], args: list[str], env: list[dict[str, Any]],
             resources: dict[str, Any], deadline: float) -> dict[str, Any]:
-        mounts = [{"name": "home", "mountPath": HOME_DIR}, {"name": "tmp", "mountPath": "/tmp"}]
+        mounts: list[dict[str, Any]] = [{"name": "home", "mountPath": HOME_DIR}, {"name": "tmp", "mountPath": "/tmp"}]
         volumes: list[dict[str, Any]] = [{"name": "home", "emptyDir": {"sizeLimit": "256Mi"}},
                                          {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}]
         if self.items:
@@ -257,7 +257,9 @@ def plan(settings: Settings, *, image: str = DEFAULT_IMAGE, namespace: str = DEF
          paused: Callable[[str], bool] | None = None) -> Plan:
     """The ConfigMap and one CronJob per agent (suspended when paused or disabled), plus the watchdog's."""
     if paused is None:
-        from .killswitch import is_paused as paused
+        from .killswitch import is_paused
+
+        paused = is_paused
 
         root = paths.home()
         if root.exists() and not root.is_dir():  # every flag would look absent: say so instead

@@ -447,8 +447,9 @@ class LLMClient:
             return elapsed + nxt > p.max_retry_time
 
         def before_sleep(state: RetryCallState) -> None:
-            failure = state.outcome.exception()
-            if guard is not None:
+            # tenacity sleeps only after an attempt that `retry` accepted: always a CallFailure.
+            failure = state.outcome.exception() if state.outcome else None
+            if guard is not None and isinstance(failure, CallFailure):
                 guard.before_retry(failure)
 
         retrying = Retrying(

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from .config import Provider
 
@@ -88,12 +88,16 @@ def _candidates(model: str) -> list[str]:
     return names
 
 
+def _rate(value: object) -> TypeGuard[float]:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+
+
 def _table_price(name: str) -> Price | None:
     entry = price_table().get(name)
     if not isinstance(entry, dict):
         return None
     inp, out = entry.get("input_cost_per_token"), entry.get("output_cost_per_token")
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in (inp, out)):
+    if not (_rate(inp) and _rate(out)):
         return None
     if inp == 0 and out == 0:
         # The table says $0 for experimental, local and promotional models: that is a

@@ -106,7 +106,7 @@ def agent_state(hb: dict[str, Any] | None, *, interval: float, grace: float, run
         if not enabled:
             return "never-run", None, "disabled"
         if installed is not None:
-            due = installed + timedelta(seconds=interval)
+            due: datetime | None = installed + timedelta(seconds=interval)
             silent = _silence(installed, interval=interval, grace=grace, now=now)
             if silent:
                 return silent, due, "never ran since the schedule was installed"

@@ -70,6 +70,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from httpd import Background, Server
+
 __all__ = [
     "Reply",
     "ScriptedLLMServer",
@@ -226,23 +228,12 @@ def empty_choices(*, prompt_tokens: int = 100, completion_tokens: int = 0) -> Re
 # --------------------------------------------------------------------------
 
 
-class _HTTPServer(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    owner: ScriptedLLMServer
-
-    def handle_error(self, request, client_address) -> None:  # noqa: ANN001
-        # Clients hanging up (timeouts, aborted connections) are expected in
-        # tests; do not spray tracebacks on stderr.
-        return
-
-
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     # Headers and body go out in separate writes; without TCP_NODELAY, Nagle
     # plus delayed ACKs adds ~40 ms to every reply on a kept-alive connection.
     disable_nagle_algorithm = True
-    server: _HTTPServer
+    server: Server
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         return
@@ -383,17 +374,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.close_connection = True
 
 
-class ScriptedLLMServer:
+class ScriptedLLMServer(Background):
     """Real HTTP server on 127.0.0.1 speaking OpenAI chat-completions."""
 
+    handler = _Handler
+
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        super().__init__()
         self._queue: collections.deque[ReplySource] = collections.deque()
         self._requests: list[dict] = []
-        self._conns: set[socket.socket] = set()
-        self._stopping = threading.Event()
-        self._httpd: _HTTPServer | None = None
-        self._thread: threading.Thread | None = None
         self.default: ReplySource | None = None
         self.responder: Callable[[dict], Any] | None = None
         # Other endpoints of the same server, by path suffix: "/key" -> (request) -> Reply.
@@ -416,55 +405,7 @@ class ScriptedLLMServer:
         with self._lock:
             self._in_generation -= 1
 
-    # -- lifecycle ------------------------------------------------------
-    def start(self) -> ScriptedLLMServer:
-        if self._httpd is not None:
-            return self
-        self._stopping.clear()
-        httpd = _HTTPServer(("127.0.0.1", 0), _Handler)
-        httpd.owner = self
-        self._httpd = httpd
-        self._thread = threading.Thread(
-            target=httpd.serve_forever,
-            kwargs={"poll_interval": 0.01},
-            name=f"ScriptedLLMServer:{httpd.server_address[1]}",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        httpd = self._httpd
-        if httpd is None:
-            return
-        self._stopping.set()
-        httpd.shutdown()
-        httpd.server_close()
-        with self._lock:
-            conns = list(self._conns)
-        for conn in conns:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._httpd = None
-        self._thread = None
-
-    def __enter__(self) -> ScriptedLLMServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     # -- addressing -----------------------------------------------------
-    @property
-    def port(self) -> int:
-        if self._httpd is None:
-            raise RuntimeError("server is not running")
-        return self._httpd.server_address[1]
-
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
@@ -495,14 +436,6 @@ class ScriptedLLMServer:
             )
 
     # -- internals (called from handler threads) ------------------------
-    def _track(self, conn: socket.socket) -> None:
-        with self._lock:
-            self._conns.add(conn)
-
-    def _untrack(self, conn: socket.socket) -> None:
-        with self._lock:
-            self._conns.discard(conn)
-
     def _record(self, request: dict) -> None:
         with self._lock:
             self._requests.append(request)

@@ -29,11 +29,11 @@ from __future__ import annotations
 
 import hashlib
 import http.server
-import socket
-import threading
 import time
 import urllib.parse
 from typing import Any
+
+from httpd import Background, Server
 
 __all__ = ["SourceServer", "article", "chronicle"]
 
@@ -79,19 +79,10 @@ when the survivors gathered under a new banner in the hills.</p>
 """
 
 
-class _HTTPServer(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    owner: SourceServer
-
-    def handle_error(self, request, client_address) -> None:  # noqa: ANN001
-        return  # clients hanging up (the slow body, timeouts) are expected
-
-
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
-    server: _HTTPServer
+    server: Server
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         return
@@ -192,51 +183,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         return self._send(404, b"<html><body>no such page</body></html>")
 
 
-class SourceServer:
+class SourceServer(Background):
     """Real HTTP server on 127.0.0.1 serving wiki-like source pages and their failure modes."""
 
+    handler = _Handler
+
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        super().__init__()
         self._requests: list[dict[str, Any]] = []
         self._seen: set[str] = set()
-        self._stopping = threading.Event()
-        self._httpd: _HTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self._conns: list[socket.socket] = []
         self.pages: dict[str, str] = {}
         self.robots: str | None = ROBOTS
         self.retry_after = 1
         self.text = "Plain notes about the world.\n"
-
-    def start(self) -> SourceServer:
-        httpd = _HTTPServer(("127.0.0.1", 0), _Handler)
-        httpd.owner = self
-        self._httpd = httpd
-        self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.01},
-                                        name=f"SourceServer:{httpd.server_address[1]}", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._httpd is None:
-            return
-        self._stopping.set()
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._httpd = None
-
-    def __enter__(self) -> SourceServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        assert self._httpd is not None
-        return self._httpd.server_address[1]
 
     @property
     def base_url(self) -> str:

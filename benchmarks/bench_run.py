@@ -1,6 +1,6 @@
 """A whole ``mythline run world-npcs`` cycle against an instantly answering local server.
 
-    python benchmarks/bench_run.py [--runs 12] [--json results.json]
+    python benchmarks/bench_run.py [--runs 12] [--json results.json] [--compare DIR]
 
 The headline is the config ``mythline init`` writes (``tokenizer = "auto"``, the default
 model priced from the bundled table, the prompt copies beside it, the built-in fleet grounded
@@ -20,7 +20,9 @@ cache (``auto`` then counts with tiktoken; the file is rebuilt from bpe-openai's
 the tests do), the first run in a home (no caches yet), the run with the interpreter's shutdown collection not skipped, the run's
 imports alone, and ``python -c pass``. Also printed once: ``-X importtime`` top 10 self
 costs of ``run``, and which of ``tokencost`` / ``anthropic`` / ``tiktoken`` / ``requests``
-/ ``openai`` the run left in ``sys.modules``.
+/ ``openai`` the run left in ``sys.modules``, and of trafilatura's parts (its downloader and
+the packages extraction defers to the pages that need them: htmldate, courlan, justext,
+charset_normalizer, urllib3).
 """
 
 from __future__ import annotations
@@ -59,7 +61,8 @@ BASE = "baseline: import openai"
 PROBE = """\
 import atexit, runpy, sys
 sys.argv = ['mythline', 'run', {agent!r}]
-WATCH = ('tokencost', 'anthropic', 'tiktoken', 'requests', 'openai', 'httpx', 'tenacity', 'pydantic', 'typer._adapters')
+WATCH = ('tokencost', 'anthropic', 'tiktoken', 'requests', 'openai', 'httpx', 'tenacity', 'pydantic', 'typer._adapters',
+         'trafilatura.core', 'trafilatura.downloads', 'htmldate', 'courlan', 'justext', 'charset_normalizer', 'urllib3')
 atexit.register(lambda: sys.stderr.write(
     'MODULES ' + ' '.join(m + ('=yes' if m in sys.modules else '=no') for m in WATCH)
     + ' COUNT %d\\n' % len(sys.modules)))
@@ -104,6 +107,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=12, help="timed runs per case (>= 10)")
     ap.add_argument("--json", type=Path, help="also write the summary here")
+    ap.add_argument("--compare", type=Path, metavar="DIR",
+                    help="also time the headline with the mythline_cli of another checkout (e.g. `git archive main "
+                         "| tar -x -C DIR`), imported through PYTHONPATH=DIR, in the same rounds")
     args = ap.parse_args()
 
     work = fresh_dir("run")
@@ -134,8 +140,10 @@ def main() -> int:
             run_timed([*cli, "run", AGENT], {**env, "MYTHLINE_HOME": str(seed)})
 
         def one_run(cfg: Path = config, tiktoken: Path = empty_cache, cmd: list[str] | None = None,
-                    cached: bool = True) -> float:
+                    cached: bool = True, pythonpath: Path | None = None) -> float:
             env, home = env_for_fresh_home(cfg, tiktoken)
+            if pythonpath is not None:
+                env["PYTHONPATH"] = str(pythonpath)
             if cached:
                 shutil.copytree(seed / "cache", home / "cache")
             elapsed = run_timed(cmd or [*cli, "run", AGENT], env)
@@ -159,6 +167,11 @@ def main() -> int:
             "run's imports only (no work)": lambda: run_timed(imports, base),
             "python -c pass (interpreter floor)": lambda: run_timed([PY, "-c", "pass"], base),
         }
+        if args.compare is not None:
+            other = args.compare.resolve()
+            if not (other / "mythline_cli" / "__init__.py").is_file():
+                raise SystemExit(f"--compare {other}: no mythline_cli package there")
+            cases[f"{HEADLINE}, the checkout in {other}"] = lambda: one_run(pythonpath=other)
         print(f"command: {' '.join(cli)}   server: {server.base_url} (answers at once)   runs: {args.runs}")
         before = server.count()
         results = interleave(cases, args.runs)
@@ -191,6 +204,10 @@ def main() -> int:
             print(f"\nsys.modules at exit of a run, {label} (exit {proc.returncode}): {line[len('MODULES '):]}")
         bad = [m for m in ("tokencost", "anthropic", "requests") if any(f"{m}=yes" in ln for ln in lines.values())]
         print("tokencost/anthropic/requests imported: " + (", ".join(bad) if bad else "none (as designed)"))
+        deferred = [m for m in ("trafilatura.downloads", "htmldate", "courlan", "justext", "charset_normalizer", "urllib3")
+                    if any(f"{m}=yes" in ln for ln in lines.values())]
+        print("trafilatura's downloader / deferred packages imported: "
+              + (", ".join(deferred) if deferred else "none (as designed for the test wiki's pages)"))
         if args.json:
             args.json.write_text(json.dumps({"summary": summary, "target": TARGET, "modules": lines}, indent=2))
         return 0

@@ -33,6 +33,23 @@ def _global_options(argv: list[str]) -> tuple[Path | None, bool, list[str]] | No
     return config, debug, args
 
 
+def _apply_home(argv: list[str]) -> None:
+    """``--home DIR`` before the command sets MYTHLINE_HOME before anything reads it (the
+    windowless launcher opens its log under the state home first)."""
+    args = list(argv)
+    while args:
+        name, eq, value = args.pop(0).partition("=")
+        option = grammar.find(grammar.GLOBAL, name)
+        if option is None:
+            return
+        if option.valued and not eq:
+            if not args:
+                return
+            value = args.pop(0)
+        if option.names[0] == "--home" and value:
+            os.environ["MYTHLINE_HOME"] = str(Path(value).expanduser().absolute())
+
+
 def _fast_read(argv: list[str]) -> int | None:
     """``mythline [--config PATH] status [--json | --all]`` and ``... budget show [--json]``
     without Typer: from the settings cache (neither Typer nor pydantic, most of a command's
@@ -185,6 +202,7 @@ def main() -> None:
     # and the scan costs tens of milliseconds on every command that validates the config.
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     argv = sys.argv[1:]
+    _apply_home(argv)
     code = _fast_read(argv)
     if code is None:
         code = _fast_run(argv)
@@ -286,6 +304,7 @@ def main_windowless() -> None:
     ``sys.stderr`` are None: anything printed would be lost or raise. Point both at the log.
     """
     if sys.stdout is None or sys.stderr is None:
+        _apply_home(sys.argv[1:])
         stream = _open_log(sys.argv[1:])
         if sys.stdout is None:
             sys.stdout = stream

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from . import __version__, files, paths
+from . import __version__, files, paths, statedocs
 from .agent import valid_name
 from .clock import utcnow
 from .errors import WebhookFailed  # noqa: F401 - re-exported: alerts.WebhookFailed
@@ -97,26 +97,49 @@ def post_json(url: str, body: dict[str, Any], *, timeout: float, retries: int,
 
 # -- alerts.json -----------------------------------------------------------------------------
 
-def _load_state(path: Path) -> dict[str, Any]:
+def _stamp(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
     try:
-        data = files.read_json(path)
-    except files.CorruptFile:
-        # Losing the dedup memory risks one repeated alert; refusing every alert would be worse.
-        files.quarantine_corrupt(path)
-        data = None
+        datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _incident(value: Any) -> bool:
+    return (isinstance(value, dict) and isinstance(value.get("since"), str) and _stamp(value.get("opened"))
+            and isinstance(value.get("key"), str) and isinstance(value.get("note"), (str, type(None))))
+
+
+def checked(data: Any) -> dict[str, Any]:
+    """alerts.json through its schema: ``ValueError`` when its shape is wrong; an entry with a
+    bad value is dropped (forgetting a once-key risks one repeated alert, a crash stops every
+    alert of the fleet)."""
     if not isinstance(data, dict):
-        data = {}
-    if not isinstance(data.get("sent"), dict):
-        data["sent"] = {}
-    if not isinstance(data.get("incidents"), dict):
-        data["incidents"] = {}
-    return data
+        raise ValueError(f"the file holds a JSON {type(data).__name__}, not an object")
+    for name in ("sent", "incidents"):
+        if not isinstance(data.get(name, {}), dict):
+            raise ValueError(f"{name} is a JSON {type(data[name]).__name__}, not an object")
+    return {**data,
+            "sent": {k: v for k, v in data.get("sent", {}).items() if _stamp(v)},
+            "incidents": {k: v for k, v in data.get("incidents", {}).items() if _incident(v)}}
+
+
+def _load_state() -> dict[str, Any]:
+    docs = statedocs.backend()
+    try:
+        data = docs.read("alerts")
+        return checked({} if data is None else data)
+    except (files.CorruptFile, ValueError):
+        # Losing the dedup memory risks one repeated alert; refusing every alert would be worse.
+        docs.move_aside("alerts")
+        return {"sent": {}, "incidents": {}}
 
 
 def _update(change: Callable[[dict[str, Any]], Any]) -> Any:
     """Apply ``change`` to alerts.json under its lock, write it back, and return its result."""
-    return files.update_json(paths.alerts_state(), paths.alerts_lock(), change, load=_load_state,
-                             timeout=LOCK_TIMEOUT)
+    return statedocs.backend().update("alerts", "", change, load=_load_state, timeout=LOCK_TIMEOUT)
 
 
 def _prune(sent: dict[str, Any], now: datetime) -> None:
@@ -165,11 +188,11 @@ def open_incident(agent: str, *, since: str, now: datetime, note: str | None = N
 def open_incidents() -> dict[str, dict[str, Any]]:
     """Read-only view of the open incidents (no lock: a snapshot is enough to decide to look closer)."""
     try:
-        data = files.read_json(paths.alerts_state())
-    except files.CorruptFile:
+        data = statedocs.backend().read("alerts")
+        incidents: dict[str, dict[str, Any]] = checked({} if data is None else data)["incidents"]
+    except (files.CorruptFile, ValueError):  # the next locked change moves it aside
         return {}
-    incidents = data.get("incidents") if isinstance(data, dict) else None
-    return {k: v for k, v in incidents.items() if isinstance(v, dict)} if isinstance(incidents, dict) else {}
+    return incidents
 
 
 def close_incident(agent: str, key: str) -> None:
@@ -228,8 +251,10 @@ def _webhook_url(cfg: Any) -> tuple[str | None, str | None]:
 
 def _log(agent: str | None, entry: dict[str, Any]) -> None:
     # Any configured agent has its own log; a name that is not a safe file name never becomes a path.
-    path = paths.events(agent) if valid_name(agent) else fleet_log()
-    files.append_jsonl(path, entry)
+    if valid_name(agent):
+        statedocs.backend().append("events", str(agent), [entry])
+    else:
+        statedocs.backend().append("alerts", "", [entry])
 
 
 def send(settings, *, kind: str, message: str, agent: str | None = None, once_key: str | None = None,

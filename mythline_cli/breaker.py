@@ -19,7 +19,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import files, paths
+from . import files, statedocs
 from .clock import utcnow as _utcnow
 from .durations import format_duration, local_clock
 from .errors import BreakerOpen, ProviderWait  # noqa: F401 - re-exported
@@ -119,10 +119,10 @@ def _validate(data: Any) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _load(path: Path) -> tuple[dict[str, dict[str, Any]], str | None]:
+def _load(docs: statedocs.Docs) -> tuple[dict[str, dict[str, Any]], str | None]:
     """(the breaker's entries, None), or ({}, what is wrong) for a file that cannot be used."""
     try:
-        data = files.read_json(path)
+        data = docs.read("breaker")
     except files.CorruptFile as exc:
         return {}, exc.problem
     except RecursionError:
@@ -141,7 +141,7 @@ class Breaker:
     """Read-modify-write of ``breaker.json`` under its own short-held file lock."""
 
     def __init__(self, settings: Settings, *, now: Callable[[], datetime] = _utcnow,
-                 on_repair: Callable[[Path, str], None] = lambda moved, problem: None) -> None:
+                 on_repair: Callable[[Path | str, str], None] = lambda moved, problem: None) -> None:
         self.settings = settings
         # Keyed by the URL without user info or query: those may hold credentials.
         self.key = safe_url(settings.provider.base_url)
@@ -157,12 +157,14 @@ class Breaker:
             and not entry.get("wait_until")
 
     def _update(self, change: Callable[[dict[str, Any]], Any]) -> Any:
-        def load(path: Path) -> dict[str, Any]:
-            data, problem = _load(path)
+        docs = statedocs.backend()
+
+        def load() -> dict[str, Any]:
+            data, problem = _load(docs)
             if problem is not None:
                 # Losing breaker state only costs a few extra calls before it trips again; a bad
                 # value left in place would stop every agent of the fleet.
-                self.on_repair(files.quarantine_corrupt(path), problem)
+                self.on_repair(docs.move_aside("breaker"), problem)
             return data
 
         def apply(data: dict[str, Any]) -> Any:
@@ -170,7 +172,7 @@ class Breaker:
             data[self.key] = entry
             return change(entry)
 
-        return files.update_json(paths.breaker(), paths.breaker_lock(), apply, load=load, timeout=30)
+        return docs.update("breaker", "", apply, load=load, timeout=30)
 
     def _check_wait(self, entry: dict[str, Any], agent: str) -> None:
         until = entry.get("wait_until")
@@ -280,7 +282,7 @@ class Breaker:
         """This provider's entry, read without the lock; a file that cannot be used reads as
         not quiet, so the next change takes the locked path, which moves it aside."""
         try:
-            data, problem = _load(paths.breaker())
+            data, problem = _load(statedocs.backend())
         except OSError:
             problem = "unreadable"
         if problem is not None:
@@ -293,7 +295,7 @@ def open_state(base_url: str, *, cooldown: float, now: datetime) -> dict[str, An
     None when it is closed, else ``provider``, ``failures``, ``since``, ``until`` (ISO
     times), ``probing`` (a probe call is out now) and ``reason``."""
     try:
-        data = files.read_json(paths.breaker())
+        data = statedocs.backend().read("breaker")
     except (files.CorruptFile, OSError):
         return None
     key = safe_url(base_url)

@@ -6,11 +6,10 @@ the first step without a recorded result and never pays for a recorded one again
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
-from . import files, paths
+from . import files, statedocs
 from .clock import stamp as _now
 
 VERSION = 1
@@ -121,7 +120,7 @@ def _defaults(data: dict[str, Any]) -> dict[str, Any]:
 class Checkpoint:
     """One agent's checkpoint, loaded once per run and saved after every change."""
 
-    def __init__(self, agent: str, data: dict[str, Any], *, moved_aside: Path | None = None,
+    def __init__(self, agent: str, data: dict[str, Any], *, moved_aside: Path | str | None = None,
                  problem: str | None = None) -> None:
         self.agent = agent
         self.data = data
@@ -132,18 +131,18 @@ class Checkpoint:
     def load(cls, agent: str, *, repair: bool = True) -> Checkpoint:
         """The saved checkpoint; one that is unreadable or holds a value that cannot be is moved
         aside (when ``repair``) and replaced."""
-        path = paths.checkpoint(agent)
+        docs = statedocs.backend()
         found = None
         try:
-            data = files.read_json(path)
+            data = docs.read("checkpoint", agent)
         except files.CorruptFile as exc:
             data, found = None, exc.problem
         if data is not None:
             found = problem(data)
         if found is None:
             return cls(agent, _defaults(data) if data is not None else _blank(agent))
-        moved = files.quarantine_corrupt(path) if repair else None
-        return cls(agent, _blank(agent), moved_aside=moved or path, problem=found)
+        moved = docs.move_aside("checkpoint", agent) if repair else None
+        return cls(agent, _blank(agent), moved_aside=moved or docs.where("checkpoint", agent), problem=found)
 
     def recover(self, queue: tuple[str, ...], *, domain: str, settings: Any = None) -> dict[str, int]:
         """After a corrupt checkpoint was moved aside: rebuild what the other files still say,
@@ -160,7 +159,7 @@ class Checkpoint:
                 state.update(status=DONE, recovered=_now(), stored={"path": found[0], "hash": found[1].get("content_hash")})
                 done += 1
         wanted = set(queue)
-        for event in files.iter_jsonl(paths.events(self.agent)):
+        for event in statedocs.backend().entries("events", self.agent):
             named = event.get("topic")
             if event.get("event") == "quarantine" and named in wanted and self.peek(named)["status"] != DONE:
                 state = self.topic_state(named)
@@ -173,7 +172,7 @@ class Checkpoint:
         return {"done": done, "quarantined": quarantined}
 
     def save(self) -> None:
-        files.write_json(paths.checkpoint(self.agent), self.data)
+        statedocs.backend().write("checkpoint", self.agent, self.data)
 
     # -- the queue ------------------------------------------------------------------
     def queue(self, configured: tuple[str, ...]) -> tuple[str, ...]:
@@ -326,41 +325,21 @@ def topic_problem(topic: str) -> str | None:
     return None
 
 
-def inbox_path(agent: str) -> Path:
-    return paths.agent_dir(agent) / "inbox.jsonl"
-
-
 def send(agent: str, change: dict[str, Any]) -> dict[str, Any]:
     """Append one queue change to ``agent``'s inbox (no lock: one whole-line append); the agent
     applies it under its run lock, at once or when its next run starts."""
     entry = {"at": _now(), **change}
-    files.append_jsonl(inbox_path(agent), entry)
+    statedocs.backend().append("inbox", agent, [entry])
     return entry
 
 
 def read_inbox(agent: str, offset: int) -> tuple[list[dict[str, Any]], int]:
-    """(the complete changes after byte ``offset``, the offset after them). A torn last line (its
-    writer killed mid-append) is left for later: the next append starts on a fresh line."""
-    try:
-        with inbox_path(agent).open("rb") as fh:
-            if os.fstat(fh.fileno()).st_size < offset:
-                offset = 0  # the inbox was removed and started again
-            fh.seek(offset)
-            data = fh.read()
-    except FileNotFoundError:
-        return [], 0
-    import json
-
-    end = data.rfind(b"\n") + 1
-    out = []
-    for raw in data[:end].split(b"\n"):
-        try:
-            item = json.loads(raw)
-        except (ValueError, RecursionError):
-            continue
-        if isinstance(item, dict):
-            out.append(item)
-    return out, offset + end
+    """(the complete changes after ``offset`` (a byte offset in the file, a row id in PostgreSQL),
+    the offset after them). A torn last line (its writer killed mid-append) is left for later:
+    the next append starts on a fresh line; an inbox removed and started again is read from
+    its start."""
+    out, end = statedocs.backend().follow("inbox", agent, offset)
+    return out, int(end)
 
 
 def pending_changes(ck: Checkpoint) -> list[dict[str, Any]]:

@@ -449,7 +449,11 @@ class Settings:
 
     def agent(self, name: str) -> Agent:
         if name not in TOPICS and name not in self.config.agents:
-            raise UsageError(f"unknown agent {_shorten(name)}; the fleet is: {_name_list(self.agent_names)} "
+            import difflib
+
+            close = difflib.get_close_matches(name, self.agent_names, n=1, cutoff=0.8)  # a typo, not a guess
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise UsageError(f"unknown agent {_shorten(name)}{hint}; the fleet is: {_name_list(self.agent_names)} "
                              "(see: mythline status)")
         return self._resolve(name, self._base())
 
@@ -592,6 +596,9 @@ def load_settings(explicit: Path | None = None, overrides: dict[str, Any] | None
             raise ConfigError(f"not valid TOML ({exc})", path=path) from None
     settings = parse_config(data, path)
     settings.found_by = found_by
+    from .statedocs import use
+
+    use(settings)  # its `state` names where the per-agent documents are
     if overrides:
         merged = settings.config.provider.model_dump() | {k: v for k, v in overrides.items() if v is not None}
         try:

@@ -49,7 +49,7 @@ from .ledger import Ledger, Reservation
 from .planner import AUDIT_STEPS, RESEARCH_STEPS, Call, Gather, Reject, Store
 from .ratelimit import Limiter
 from .redact import redact, safe_url
-from .stopping import StopFlag
+from .stopping import StopFlag, code_of
 from .store import store_record
 
 Listener = Callable[[dict[str, Any]], None]
@@ -271,6 +271,12 @@ class Cycle:
             self.emit("interrupted", step=self.hb.data.get("step"), signal=exc.signame, aborted=True)
             return self._end(t0, "interrupted", exc.exit_code, self.hb.data.get("topic"), f"{agent.name}: {exc}",
                              ck, warnings, failure=False)
+        except MythlineError as exc:
+            if not self.stop:
+                raise
+            # Failed after the signal (a wait that ran out its timeout): the stop it asked for.
+            return self._end(t0, "failed", exc.exit_code, self.hb.data.get("topic"), f"{agent.name}: {exc}",
+                             ck, warnings, error=exc)
 
     def _run_started(self, t0: float, ck: Checkpoint, hb_moved: Any) -> Outcome:
         agent = self.agent
@@ -338,7 +344,9 @@ class Cycle:
             raise  # recorded as an interruption by the caller
         except (MythlineError, KeyboardInterrupt, Exception) as exc:
             self.emit("error", step=self.hb.data.get("step"), error=f"{type(exc).__name__}: {exc}")
-            self._end(t0, "failed", ExitCode.FAILED, topic, f"{agent.name}: {exc}", ck, warnings)
+            out = self._end(t0, "failed", ExitCode.FAILED, topic, f"{agent.name}: {exc}", ck, warnings)
+            if out.state == "interrupted":
+                return out
             raise
         message: str | None = None
         if result == "quarantined":
@@ -354,7 +362,15 @@ class Cycle:
             return {}
 
     def _end(self, t0: float, state: str, code: int, topic: str | None, message: str | None, ck: Checkpoint,
-             warnings: list[str], *, failure: bool = True, result: Result | None = None) -> Outcome:
+             warnings: list[str], *, failure: bool = True, result: Result | None = None,
+             error: BaseException | None = None) -> Outcome:
+        if state == "failed" and failure and self.stop.signame is not None:
+            # A step that failed after a signal (a lock wait or a source fetch running out its
+            # timeout) ends as the stop the signal asked for: no failure, no backoff.
+            stopped = Interrupted(self.stop.signame, code_of(self.stop.signame))
+            self.emit("interrupted", step=self.hb.data.get("step"), signal=self.stop.signame,
+                      error=redact(message if error is None else str(error), self.events.secrets))
+            state, code, message, failure = "interrupted", stopped.exit_code, f"{self.agent.name}: {stopped}", False
         now = datetime.now(timezone.utc).isoformat()
         fields: dict[str, Any] = {"topics": ck.counts(self.agent.topics), **self._today_safe()}
         if state == "ok":

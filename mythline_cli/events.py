@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from . import files, paths
+from . import paths, statedocs
 from .redact import redact
 
 
@@ -24,5 +24,5 @@ class EventLog:
         entry = redact(entry, self.secrets)
         # No fsync: a killed process loses nothing (the page cache survives it), and the money
         # trail that must survive a power cut is the ledger journal, which is fsynced.
-        files.append_jsonl(self.path, entry, fsync=False)
+        statedocs.backend().append("events", self.agent, [entry], fsync=False)
         return entry

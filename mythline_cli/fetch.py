@@ -5,7 +5,8 @@ per ``host_delay`` across every process of the fleet (a file-locked table under 
 home), a timeout on the whole download, a redirect limit, a size cap, a content-type check
 and the page's charset. HTML is reduced to its main text by trafilatura, imported only when
 a page is extracted. Pages are cached under the state home by URL and revalidated with
-ETag / Last-Modified: a 304 downloads nothing.
+ETag / Last-Modified: a 304 downloads nothing. An extraction is kept by the sha256 of the
+HTML it came from: the same HTML downloaded again is not extracted again.
 
 A fetch never raises for what a server does: every outcome is a ``Page`` whose ``status``
 says what happened (``ok``, ``gone``, ``blocked``, ``skipped``, ``backoff``, ``failed``).
@@ -35,6 +36,8 @@ HTML_TYPES = ("text/html", "application/xhtml+xml")
 TEXT_TYPES = ("text/plain", "text/markdown", "text/x-markdown")
 ROBOTS_MAX_AGE = 86400.0
 MAX_ROBOTS_BYTES = 500_000
+# Bumped when extract() changes what it gives for the same HTML (see extractor_tag).
+EXTRACTION = 1
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset=["']?([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
 
 
@@ -207,13 +210,147 @@ def decode(body: bytes, content_type: str) -> str:
 
 
 def extract(html: str) -> tuple[str, str]:
-    """(title, main text) of an HTML page, boilerplate (navigation, sidebars, footers) removed."""
-    import trafilatura  # about 0.2 s: only when a page is extracted
+    """(title, main text) of an HTML page, boilerplate (navigation, sidebars, footers) removed.
 
-    doc = trafilatura.bare_extraction(html, with_metadata=True, include_comments=False, include_tables=True)
+    The text is trafilatura's ``bare_extraction`` (comments off, tables on); the title is the
+    one its metadata pass gives (OpenGraph and other meta tags, then JSON-LD, then the page's
+    own title or heading), without the rest of that pass: a page's date, author and licence
+    are never used, and finding the date is what needs htmldate."""
+    core, metadata, utils = _extractor()
+    doc = core.bare_extraction(html, with_metadata=False, include_comments=False, include_tables=True)
     if doc is None:
         return "", ""
-    return (getattr(doc, "title", None) or "").strip(), (getattr(doc, "text", None) or "").strip()
+    return _title(metadata, utils.load_html(html)), (getattr(doc, "text", None) or "").strip()
+
+
+def extractor_tag() -> str:
+    """What made an extraction, so a kept one from another trafilatura release is not reused:
+    our own version of it and the installed trafilatura's ``__init__.py`` (which carries its
+    version), found without importing it."""
+    import importlib.util
+    import os
+
+    spec = importlib.util.find_spec("trafilatura")
+    try:
+        st = os.stat(spec.origin) if spec is not None and spec.origin else None
+    except OSError:
+        st = None
+    return f"{EXTRACTION}/" + (f"{st.st_size}-{st.st_mtime_ns}" if st is not None else "?")
+
+
+def _title(metadata: Any, tree: Any) -> str:
+    """The title ``bare_extraction(with_metadata=True)`` reports, by the same steps in the same
+    order (``trafilatura.metadata.extract_metadata``)."""
+    if tree is None:
+        return ""
+    meta = metadata.examine_meta(tree)
+    if meta.author and " " not in meta.author:  # as extract_metadata does, before JSON-LD
+        meta.author = None
+    try:
+        meta = metadata.extract_meta_json(tree, meta)
+    except Exception:  # noqa: BLE001 - extract_metadata ignores a broken JSON-LD block too
+        pass
+    if not meta.title:
+        meta.title = metadata.extract_title(tree)
+    meta.clean_and_trim()
+    return (meta.title or "").strip()
+
+
+# What trafilatura's modules import at load time but extraction calls only for some pages:
+# courlan (URLs in meta tags), justext (the rescue of a page the main extractor finds little
+# in), charset_normalizer (bytes input: we pass text), htmldate (dates: never asked for),
+# urllib3 (responses: never passed). Together they are most of trafilatura's import time.
+_DEFERRED_MODULES = ("courlan", "htmldate", "justext", "justext.core", "justext.utils", "charset_normalizer",
+                     "urllib3", "urllib3.response")
+
+
+class _Later:
+    """``name`` of ``module``, imported the first time it is called or looked into."""
+
+    def __init__(self, module: str, name: str) -> None:
+        self._where = (module, name)
+
+    def _target(self) -> Any:
+        import importlib
+
+        module, name = self._where
+        return getattr(importlib.import_module(module), name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._target()(*args, **kwargs)
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        return getattr(self._target(), attr)
+
+
+def _placeholder(module: str) -> Any:
+    import types
+
+    class Placeholder(types.ModuleType):
+        def __getattr__(self, name: str) -> Any:
+            if name.startswith("__"):
+                raise AttributeError(name)
+            if name == "HTTPResponse":  # only in isinstance() and a type alias: a class no input is
+                return type(name, (), {"__module__": module})
+            return _Later(module, name)
+
+    return Placeholder(module)
+
+
+def _extractor() -> tuple[Any, Any, Any]:
+    """trafilatura's ``core``, ``metadata`` and ``utils`` modules, loaded without the package's
+    ``__init__`` (its downloader needs urllib3 at import) and with the packages in
+    ``_DEFERRED_MODULES`` imported only when a page needs them. When trafilatura is already imported, or the
+    deferred load fails (another trafilatura release), the plain import."""
+    import sys
+
+    if "trafilatura.core" not in sys.modules:
+        try:
+            _load_deferred()
+        except Exception:  # noqa: BLE001 - any surprise: the plain import below
+            for name in [m for m in sys.modules if m == "trafilatura" or m.startswith("trafilatura.")]:
+                del sys.modules[name]
+    import trafilatura.core
+    import trafilatura.metadata
+    import trafilatura.utils
+
+    return trafilatura.core, trafilatura.metadata, trafilatura.utils
+
+
+def _load_deferred() -> None:
+    import importlib
+    import importlib.util
+    import logging
+    import sys
+    import types
+
+    spec = importlib.util.find_spec("trafilatura")
+    if spec is None or spec.submodule_search_locations is None or spec.loader is None:
+        raise ImportError("trafilatura is not installed as a package")
+    package = types.ModuleType("trafilatura")
+    package.__spec__, package.__file__, package.__package__ = spec, spec.origin, "trafilatura"
+    package.__path__ = list(spec.submodule_search_locations)
+    loader = spec.loader
+
+    def complete(name: str) -> Any:  # `import trafilatura` later in the process: the whole package
+        del package.__getattr__
+        loader.exec_module(package)
+        return getattr(package, name)
+
+    package.__getattr__ = complete  # type: ignore[method-assign]
+    # What the skipped __init__ does besides importing: trafilatura's warnings stay off stderr.
+    logging.getLogger("trafilatura").addHandler(logging.NullHandler())
+    placed = [m for m in _DEFERRED_MODULES if m.split(".")[0] not in sys.modules]
+    sys.modules.update({m: _placeholder(m) for m in placed})
+    sys.modules["trafilatura"] = package
+    try:
+        for name in ("trafilatura.core", "trafilatura.metadata", "trafilatura.utils"):
+            importlib.import_module(name)
+    finally:
+        for m in placed:
+            del sys.modules[m]
 
 
 class Fetcher:
@@ -339,6 +476,27 @@ class Fetcher:
                     text=text, fetched_at=cached.get("fetched_at"), sha256=cached["sha256"], cached=how,
                     http_status=cached.get("http_status"))
 
+    def _extracted(self, html: str) -> tuple[str, str]:
+        """``extract(html)``, or what it gave the last time this exact HTML was downloaded (a
+        page fetched again after ``cache_max_age`` from a server that cannot answer 304, the
+        same page under a second URL): kept by the HTML's sha256, never extracted twice."""
+        digest = text_sha(html)
+        path = paths.page_cache("extract-" + digest[:24])
+        tag = extractor_tag()
+        try:
+            kept = files.read_json(path)
+        except files.CorruptFile:
+            kept = None
+        if isinstance(kept, dict) and kept.get("html_sha256") == digest and kept.get("extractor") == tag:
+            text = load_text(str(kept.get("sha256")))
+            if text is not None:
+                return str(kept.get("title") or ""), text
+        title, text = extract(html)
+        if text.strip():
+            files.write_json(path, {"html_sha256": digest, "extractor": tag, "title": title,
+                                    "sha256": save_text(text)})
+        return title, text
+
     def _download(self, url: str, host: str, headers: dict[str, str], cached: dict[str, Any] | None,
                   cache_path: Any) -> Page:
         deadline = time.monotonic() + self.policy.timeout
@@ -387,7 +545,7 @@ class Fetcher:
         text = decode(body, ctype)
         title = ""
         if kind in HTML_TYPES:
-            title, text = extract(text)
+            title, text = self._extracted(text)
         if not text.strip():
             return Page(url, "skipped", final_url=final_url, http_status=status, reason="no main text on the page")
         digest = save_text(text)

@@ -24,6 +24,7 @@ class Option:
 GLOBAL = (
     Option(("--config", "-c"), valued=True, fast=True),
     Option(("--debug",), fast=True),
+    Option(("--home",), valued=True, fast=True),
     Option(("--version",)),
 )
 

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import files, paths
+from . import files, statedocs
 from .clock import stamp as _now
 from .redact import redact
 
@@ -76,23 +76,23 @@ def _aware(text: str) -> datetime | bool | None:
     return parsed if parsed.tzinfo is not None else False
 
 
-def read(agent: str) -> tuple[dict[str, Any] | None, Path | None]:
+def read(agent: str) -> tuple[dict[str, Any] | None, Path | str | None]:
     """(the last heartbeat or None, where an unreadable one, or one holding a value that cannot
     be, was moved aside or None)."""
-    path = paths.heartbeat(agent)
+    docs = statedocs.backend()
     try:
-        data = files.read_json(path)
+        data = docs.read("heartbeat", agent)
     except files.CorruptFile:
-        return None, files.quarantine_corrupt(path)
+        return None, docs.move_aside("heartbeat", agent)
     if data is not None and problem(data) is not None:
-        return None, files.quarantine_corrupt(path)
+        return None, docs.move_aside("heartbeat", agent)
     return data, None
 
 
 def read_only(agent: str) -> dict[str, Any] | None:
     """Like ``read`` but never touches the disk (for status)."""
     try:
-        data = files.read_json(paths.heartbeat(agent))
+        data = statedocs.backend().read("heartbeat", agent)
     except files.CorruptFile:
         return {"state": "failed", "last_error": "heartbeat file is unreadable"}
     if data is None:
@@ -126,7 +126,7 @@ class Heartbeat:
         self.data.update(redact(fields, self.secrets))
         self.data["updated"] = _now()
         # Rewritten at every step and rebuilt from the next run if lost: no fsync needed.
-        files.write_json(paths.heartbeat(self.data["agent"]), self.data, durable=False)
+        statedocs.backend().write("heartbeat", self.data["agent"], self.data, durable=False)
 
     def finish(self, state: str, *, started_at: float, ended_at: float, **fields: Any) -> None:
         self.data["finished"] = _now()

@@ -257,9 +257,17 @@ def plan(settings: Settings, *, image: str = DEFAULT_IMAGE, namespace: str = DEF
          paused: Callable[[str], bool] | None = None) -> Plan:
     """The ConfigMap and one CronJob per agent (suspended when paused or disabled), plus the watchdog's."""
     if paused is None:
+        from .errors import StateUnavailable
         from .killswitch import is_paused
 
-        paused = is_paused
+        def _paused(agent: str) -> bool:
+            # The manifests need no database: one out of reach here suspends nothing.
+            try:
+                return is_paused(agent)
+            except StateUnavailable:
+                return False
+
+        paused = _paused
 
         root = paths.home()
         if root.exists() and not root.is_dir():  # every flag would look absent: say so instead

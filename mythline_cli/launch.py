@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import files, paths
+from . import files, paths, statedocs
 from .agent import valid_name
 from .heartbeat import parse_time
 
@@ -70,7 +70,7 @@ class StartGuard:
         self.agent = agent
         self.configured: bool | None = None
         self.started = started or datetime.now(timezone.utc)
-        self.recorded: Path | None = None
+        self.recorded: Path | str | None = None
 
     def known(self, settings: Any) -> None:
         self.configured = self.agent in settings.agent_names if self.agent is not None else False
@@ -112,7 +112,7 @@ class StartGuard:
 
 # Where this process recorded a start failure: one failure is recorded once, however many
 # layers (the run command, then the exit-code catch in __main__) see it.
-_RECORDED: list[Path] = []
+_RECORDED: list[Path | str] = []
 
 
 def recorded_here() -> bool:
@@ -120,7 +120,7 @@ def recorded_here() -> bool:
 
 
 def record_start_failure(agent: str | None, message: str, code: int, *, configured: bool | None,
-                         now: datetime | None = None) -> Path | None:
+                         now: datetime | None = None) -> Path | str | None:
     """Record that ``mythline run AGENT`` ended with ``code`` before its cycle began.
 
     ``configured``: whether AGENT is in the config (None: the config could not be read).
@@ -132,7 +132,7 @@ def record_start_failure(agent: str | None, message: str, code: int, *, configur
         return None
 
 
-def _record(agent: str | None, message: str, code: int, *, configured: bool | None, now: datetime) -> Path:
+def _record(agent: str | None, message: str, code: int, *, configured: bool | None, now: datetime) -> Path | str:
     from .redact import redact
 
     secrets = _secrets()
@@ -146,11 +146,15 @@ def _record(agent: str | None, message: str, code: int, *, configured: bool | No
                                                    start_failure_path(str(agent))) if per_agent else ()),
                        fleet_failures_path())
     entry: dict[str, Any] = {"ts": now.isoformat(), "agent": agent, "event": "start-failed", "exit_code": code,
-                             "error": line, "pid": os.getpid(), "log": str(log)}
+                             "error": line, "pid": os.getpid(),
+                             # Cron's redirect creates the log before the run starts; a run typed in a
+                             # terminal has none, and its line went to that terminal.
+                             "log": str(log) if log.is_file() else None}
     if not per_agent:
         # Whatever was typed where the agent's name goes is masked too: a pasted key, say.
-        files.append_jsonl(fleet_failures_path(), redact(entry, secrets))
-        return fleet_failures_path()
+        docs = statedocs.backend()
+        docs.append("start-failures", "", [redact(entry, secrets)])
+        return fleet_failures_path() if not docs.shared else docs.where("start-failures")
     entry = redact(entry, secrets)
     assert agent is not None
     from . import heartbeat
@@ -161,16 +165,17 @@ def _record(agent: str | None, message: str, code: int, *, configured: bool | No
     ongoing = previous is not None and (last_run is None or previous["at"] > last_run)
     entry["count"] = (previous["count"] + 1) if ongoing and previous else 1
     entry["since"] = previous["since"].isoformat() if ongoing and previous else entry["ts"]
-    files.append_jsonl(paths.events(agent), {**entry, "run_id": "start"}, fsync=False)
-    files.write_json(start_failure_path(agent), entry, durable=False)
-    return start_failure_path(agent)
+    docs = statedocs.backend()
+    docs.append("events", agent, [{**entry, "run_id": "start"}], fsync=False)
+    docs.write("start-failure", agent, entry, durable=False)
+    return start_failure_path(agent) if not docs.shared else docs.where("start-failure", agent)
 
 
 def latest_start_failure(agent: str) -> dict[str, Any] | None:
     """The agent's last start failure: ``at``, ``since`` (datetimes), ``count``, ``error``,
     ``exit_code``, ``log``; None when there is none (or it cannot be read)."""
     try:
-        data = files.read_json(start_failure_path(agent))
+        data = statedocs.backend().read("start-failure", agent)
     except (files.CorruptFile, OSError):
         return None
     if not isinstance(data, dict):
@@ -186,15 +191,20 @@ def latest_start_failure(agent: str) -> dict[str, Any] | None:
             "log": str(paths.agent_log(agent))}
 
 
+def _existing(log: Any) -> str | None:
+    """A recorded log path that is there to read (a stale record may name one removed since)."""
+    return log if isinstance(log, str) and log and Path(log).is_file() else None
+
+
 def recent_fleet_failures(*, since: datetime, limit: int = 20) -> list[dict[str, Any]]:
     """Start failures that named no configured agent, newer than ``since``, newest last."""
     found = []
-    for entry in files.tail_jsonl(fleet_failures_path(), limit):
+    for entry in statedocs.backend().tail("start-failures", "", limit)[0]:
         at = parse_time(entry.get("ts"))
         if at is not None and at > since:
             found.append({"at": at.isoformat(), "agent": entry.get("agent") if isinstance(entry.get("agent"), str)
                           else None, "error": str(entry.get("error") or "")[:MAX_LINE],
-                          "exit_code": entry.get("exit_code"), "log": str(entry.get("log") or "")})
+                          "exit_code": entry.get("exit_code"), "log": _existing(entry.get("log"))})
     return found
 
 

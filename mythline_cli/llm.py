@@ -344,7 +344,15 @@ class LLMClient:
                 # The raw response too: its x-ratelimit headers feed the fleet's limiter.
                 raw = self._client.chat.completions.with_raw_response.create(**kwargs)
                 box["headers"] = raw.headers
-                box["resp"] = raw.parse()
+                try:
+                    box["resp"] = raw.parse()
+                except UnicodeDecodeError:
+                    # Bytes that are not UTF-8 (a gateway cut a character): a paid answer is read
+                    # with U+FFFD in their place rather than lost and bought again.
+                    import json
+
+                    text = raw.http_response.content.decode("utf-8", errors="replace")
+                    box["resp"] = openai.types.chat.ChatCompletion.construct(**json.loads(text))
             except Exception as exc:  # noqa: BLE001 - handed to the caller's thread
                 box["exc"] = exc
 

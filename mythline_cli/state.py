@@ -4,7 +4,8 @@
 the database. Each process opens one connection to it (``Session``), the first time it needs
 it, and keeps it until it exits. That connection holds two kinds of session-level advisory
 locks, which PostgreSQL releases when the session ends however it ends (the process killed,
-its backend terminated, its host cut off - the server's TCP keepalives, set below, notice):
+its backend terminated, its host cut off - the server's TCP keepalives, set below, notice; and
+this side's keepalives end the cut-off process's wait within about 30 seconds too):
 
 - the process's *holder* lock, a random 63-bit key taken at connect: a reservation names it,
   and a reservation whose holder lock nobody holds belongs to a dead process, on any host;
@@ -38,6 +39,12 @@ CONNECT_TIMEOUT = 10  # seconds: an unreachable server fails the run before anyt
 # Server-side keepalives for this session: a host that loses its network has its session
 # (and so its run lock and its reservations' liveness) ended within about 30 seconds.
 KEEPALIVES = "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3"
+# The same on this side: without them, a process cut off from the server waits on its dead
+# socket for the kernel's retransmissions (about 15 minutes) before it learns that its session,
+# and every lock of it, is gone. Keepalives cover a wait for an answer; the user timeout (ms)
+# covers a query sent into the void, whose unacknowledged bytes keep keepalives from starting.
+CLIENT_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
+                     "tcp_user_timeout": 30_000}
 
 
 def dsn_of(settings: Settings | None) -> str | None:
@@ -84,18 +91,24 @@ def dsn_for(config: Path | None) -> str | None:
     return dsn_of(SimpleNamespace(config=SimpleNamespace(state=value)))  # type: ignore[arg-type]
 
 
-def password_of(dsn: str) -> str | None:
-    try:
-        parts = urlsplit(dsn)
-        if parts.password:
-            return unquote(parts.password)
-        for pair in parts.query.split("&"):
-            key, _, val = pair.partition("=")
-            if key == "password" and val:
-                return unquote(val)
-    except ValueError:
-        return None
-    return None
+def passwords_of(dsn: str) -> set[str]:
+    """The DSN's passwords (the URL's, ``password=``, ``sslpassword=``), as written and decoded.
+
+    Parsed by hand, not by ``urlsplit``: a DSN it cannot read (an unclosed ``[``) is exactly
+    one that libpq quotes back whole in its error."""
+    rest = dsn.split("://", 1)[1] if "://" in dsn else dsn
+    netloc, _, after = rest.partition("/")
+    netloc, _, query = netloc.partition("?")
+    query = query or after.partition("?")[2]
+    found = []
+    userinfo = netloc.rpartition("@")[0]
+    if ":" in userinfo:
+        found.append(userinfo.split(":", 1)[1])
+    for pair in query.split("&"):
+        key, _, val = pair.partition("=")
+        if key in ("password", "sslpassword"):
+            found.append(val)
+    return {form for raw in found if raw for form in (raw, unquote(raw)) if form}
 
 
 def describe(dsn: str) -> str:
@@ -117,13 +130,14 @@ def describe(dsn: str) -> str:
 
 def _clean(dsn: str, text: str) -> str:
     """A driver's message as one line, without the DSN's password."""
-    password = password_of(dsn)
+    secrets = sorted(passwords_of(dsn), key=len, reverse=True)
     # The driver's first line says what failed; the rest is libpq's advice on how to look.
     lines = [part for part in str(text).splitlines() if part.strip()]
     line = " ".join(lines[0].split()) if lines else ""
-    if password:
-        line = line.replace(password, "[redacted]")
-    return str(redact(line, (password,) if password else ()))
+    line = line.replace(dsn, describe(dsn))
+    for secret in secrets:
+        line = line.replace(secret, "[redacted]")
+    return str(redact(line, tuple(secrets)))
 
 
 def _driver() -> Any:
@@ -149,10 +163,16 @@ class Session:
         try:
             from psycopg.conninfo import conninfo_to_dict
 
+            from .ledger.storage import LOCK_TIMEOUT
+
             options = conninfo_to_dict(dsn).get("options") or ""
+            # A ledger access waits for the row as long as for the file lock, and a session that
+            # sits in a transaction that long is stuck (an access takes milliseconds; a frozen
+            # process's kernel still answers keepalives): the server ends it, freeing the row.
+            held = f"-c lock_timeout={LOCK_TIMEOUT:.0f}s -c idle_in_transaction_session_timeout={LOCK_TIMEOUT:.0f}s"
             self.conn = psycopg.connect(dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT,
                                         application_name=f"mythline {self.host} {os.getpid()}",
-                                        options=f"{options} {KEEPALIVES}".strip())
+                                        options=f"{options} {KEEPALIVES} {held}".strip(), **CLIENT_KEEPALIVES)
             row = self.conn.execute("SELECT pg_advisory_lock(%s), clock_timestamp()", (self.holder,)).fetchone()
         except psycopg.Error as exc:
             raise self.unavailable(exc) from None
@@ -241,7 +261,7 @@ def store_for(settings: Settings, *, now: Callable[[], datetime], lock_timeout: 
         return FileStore(now=now, lock_timeout=lock_timeout)
     from .ledger.postgres import PgStore
 
-    return PgStore(session(dsn))
+    return PgStore(session(dsn), lock_timeout=lock_timeout)
 
 
 @contextmanager

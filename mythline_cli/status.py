@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import socket
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from . import heartbeat, killswitch, paths
+from . import heartbeat, killswitch, paths, statedocs
 from .heartbeat import parse_time
 from .ledger import Ledger
 from .procs import pid_alive
@@ -41,6 +40,7 @@ class StatusRow(TypedDict):
     agent: str
     state: str
     note: str | None
+    paused_at: str | None  # when the pause began (the flag's stamp), while paused
     last_run: str | None
     last_success: str | None
     next_due: str | None
@@ -181,17 +181,16 @@ def collect(settings: Settings, *, now: datetime | None = None) -> StatusReport:
     installed = launch.installed_agents()
     breaker = _breaker(settings, now)
     breaker_until = parse_time(breaker["until"]) if breaker and breaker["cooling_down"] else None
+    docs = statedocs.backend()
     for agent in settings.agents():
         hb = heartbeat.read_only(agent.name)
-        pause_note = killswitch.note(agent.name)
-        paused = pause_note is not None
+        flag = killswitch.state(agent.name)
+        pause_note, paused_at = flag if flag is not None else (None, None)
+        paused = flag is not None
         # One listing instead of a failed open per rarely-there file (a thousand agents add up).
-        try:
-            present = set(os.listdir(paths.agent_dir(agent.name))) if hb is not None or paused else None
-        except OSError:
-            present = None
+        present = docs.names(agent.name) if hb is not None or paused or docs.shared else None
         if present is None:
-            present = {launch.START_FAILURE} if launch.start_failure_path(agent.name).exists() else set()
+            present = {launch.START_FAILURE} if docs.exists("start-failure", agent.name) else set()
         state, due, note = agent_state(hb, interval=agent.interval, grace=agent.grace,
                                        run_timeout=settings.budget.run_timeout, now=now, paused=paused,
                                        enabled=agent.enabled, installed=installed.get(agent.name),
@@ -233,6 +232,7 @@ def collect(settings: Settings, *, now: datetime | None = None) -> StatusReport:
         log = paths.agent_log(agent.name) if failing else None
         rows.append(StatusRow({
             "agent": agent.name, "state": state, "note": note,
+            "paused_at": paused_at.isoformat() if paused and paused_at else None,
             "last_run": last_run.isoformat() if last_run else None,
             "last_success": last_success.isoformat() if last_success else None,
             "next_due": due.isoformat() if due else None,

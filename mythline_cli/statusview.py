@@ -83,7 +83,9 @@ def table_parts(data: StatusReport, rows: list[StatusRow], *, wide: bool,
                 ("USD today" if wide else "USD", "right")]
     body: list[list[Cell]] = []
     for row in rows:
-        state = row["state"] + (f" ({row['note']})" if row["note"] else "")
+        paused_at = row.get("paused_at")
+        about = ", ".join(part for part in (row["note"], paused_at and f"since {_clock(paused_at)}") if part)
+        state = row["state"] + (f" ({about})" if about else "")
         t = row["topics"]
         fails = row["consecutive_failures"] or 0
         cells = [(row["agent"], ""), (state, STYLES.get(row["state"], "")), (_ago(row["last_run"], now), "")]
@@ -232,8 +234,9 @@ def render(data: StatusReport, *, all_rows: bool = False) -> None:
         con.print(errors)
     for stray in data.get("start_failures") or []:
         who = f"mythline run {stray['agent']}" if stray.get("agent") else "a mythline run"
-        con.print(f"[bold]{escape(who)}[/] could not start {_ago(stray['at'], now)}: {escape(stray['error'])} "
-                  f"(log: {escape(stray['log'])})", markup=True)
+        log = f" (log: {escape(stray['log'])})" if stray.get("log") else ""
+        con.print(f"[bold]{escape(who)}[/] could not start {_ago(stray['at'], now)}: {escape(stray['error'])}{log}",
+                  markup=True)
     if data.get("ledger_error"):
         con.print(f"[red]ledger:[/] {escape(str(data['ledger_error']))}", markup=True)
 

@@ -112,3 +112,84 @@ def pg_dsn(pg_server: str) -> Iterator[str]:
     yield with_password(database(pg_server, name), TEST_KEY)
     with psycopg.connect(pg_server, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _host() -> str:
+    return os.environ.get("MYTHLINE_HOST") or socket.gethostname()
+
+
+class Backend:
+    """The ledger's backend a test runs on, and its state read straight from where it lives
+    (the state home's files, or the database's tables), not through the code under test."""
+
+    def __init__(self, name: str, dsn: str | None) -> None:
+        self.name = name
+        self.dsn = dsn
+
+    @property
+    def pg(self) -> bool:
+        return self.dsn is not None
+
+    def state(self, home: Any = None) -> dict[str, Any]:
+        """The ledger as stored (``ledger.json`` of ``home`` or of this test's state home, or the
+        ledger row)."""
+        if self.dsn is None:
+            import json
+            from pathlib import Path
+
+            from mythline_cli import paths
+
+            path = Path(home) / "ledger.json" if home is not None else paths.ledger()
+            return json.loads(path.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+        import psycopg
+
+        with psycopg.connect(self.dsn) as conn:
+            return conn.execute("SELECT state FROM mythline_ledger WHERE id = 1").fetchone()[0]  # type: ignore[index,no-any-return]
+
+    def gone(self) -> None:
+        """Wait until the server has ended the session of every other process (a killed
+        process's socket is closed at once, but its backend ends a moment later); files: no wait."""
+        if self.dsn is None:
+            return
+        import psycopg
+
+        from helpers import wait_for
+
+        def ended() -> bool:
+            with psycopg.connect(self.dsn) as conn:  # type: ignore[arg-type]
+                row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                   "AND application_name LIKE 'mythline %%' AND pid <> pg_backend_pid() "
+                                   "AND application_name <> %s", (f"mythline {_host()} {os.getpid()}",)).fetchone()
+                return row is not None and row[0] == 0
+
+        wait_for(ended, timeout=30)
+
+    def journal(self) -> list[dict[str, Any]]:
+        """Every journal entry, in order."""
+        if self.dsn is None:
+            from mythline_cli import files, paths
+
+            return list(files.iter_jsonl(paths.ledger_history()))
+        import psycopg
+
+        with psycopg.connect(self.dsn) as conn:
+            return [row[0] for row in conn.execute("SELECT entry FROM mythline_journal ORDER BY seq")]
+
+
+@pytest.fixture(params=["file", "postgresql"])
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Backend]:
+    """The money, crash and concurrency tests that use it run on both ledger backends: the
+    state home's files, and a fresh database of the session's PostgreSQL (``MYTHLINE_STATE``
+    is set, so every process the test starts uses it too)."""
+    if request.param == "file":
+        monkeypatch.delenv("MYTHLINE_STATE", raising=False)
+        yield Backend("file", None)
+        return
+    dsn = request.getfixturevalue("pg_dsn")
+    monkeypatch.setenv("MYTHLINE_STATE", dsn)
+    from mythline_cli import state
+
+    try:
+        yield Backend("postgresql", dsn)
+    finally:
+        state.forget_sessions()

@@ -13,7 +13,9 @@ from helpers import TEST_KEY
 # What a read-only command must never pay for: the LLM stack, and the page extraction and
 # quote matching that only a grounded run needs.
 LLM_STACK = frozenset({"openai", "tokencost", "anthropic", "tiktoken", "trafilatura", "rapidfuzz"})
-WATCHED = (*sorted(LLM_STACK), "pydantic", "typer", "mythline_cli.cli")
+# What page extraction loads only for the pages that need it (fetch._DEFERRED_MODULES).
+EXTRACTION_DEFERRED = ("courlan", "htmldate", "justext", "charset_normalizer", "urllib3")
+WATCHED = (*sorted(LLM_STACK), "pydantic", "typer", "mythline_cli.cli", *EXTRACTION_DEFERRED)
 MARK = "PROBE-MODULES "
 
 # ``mythline ARGS`` exactly as the console script runs it (fast paths included); the report

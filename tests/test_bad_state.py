@@ -14,7 +14,7 @@ from mythline_cli.fleet.topics import TOPICS
 
 from factories import record
 from helpers import is_audit, lore_responder, mythline, topic_of
-from llm_server import completion
+from llm_server import Reply, completion
 
 AGENT = "world-npcs"
 FIRST, SECOND = TOPICS[AGENT][:2]
@@ -384,3 +384,112 @@ def test_every_command_says_a_state_home_that_is_a_file_is_one(home, config, arg
     assert result.returncode == 2, result.stderr
     assert result.stderr.count("\n") == 1 and "unexpected" not in result.stderr
     assert f"{home} is not a directory, so it cannot be the state home" in result.stderr
+
+
+# -- fleet-wide files: alerts.json, and the kill switch's resumed.json ------------------------
+
+def _beat(home: Path, agent: str, minutes_ago: float) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    at = (datetime.now(timezone.utc) - timedelta(minutes=minutes_ago)).isoformat()
+    path = home / "agents" / agent / "heartbeat.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"agent": agent, "run_id": "r", "pid": 999_999_999, "state": "ok", "started": at,
+                                "updated": at, "finished": at, "consecutive_failures": 0,
+                                "topics": {"done": 1, "pending": 14, "quarantined": 0}}), encoding="utf-8")
+
+
+GOOD_INCIDENT = {"since": "2026-12-01T00:00:00+00:00", "opened": "2026-12-01T01:00:00+00:00", "note": None,
+                 "key": "down:world-zones:2026-12-01T00:00:00+00:00:2026-12-01T01:00:00+00:00"}
+BAD_INCIDENTS = {
+    "opened-a-number": {**GOOD_INCIDENT, "opened": 42},
+    "opened-a-list": {**GOOD_INCIDENT, "opened": ["yesterday"]},
+    "opened-a-word": {**GOOD_INCIDENT, "opened": "yesterday"},
+    "key-a-number": {**GOOD_INCIDENT, "key": 7},
+    "since-an-object": {**GOOD_INCIDENT, "since": {"x": 1}},
+    "note-a-number": {**GOOD_INCIDENT, "note": 3},
+    "incident-a-string": "down",
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_INCIDENTS))
+def test_a_bad_incident_in_alerts_json_stops_no_watchdog_and_no_other_agent(home, config, name):
+    # Two agents were down and are back: one incident holds a bad value, the other is sound.
+    _beat(home, AGENT, 1)
+    _beat(home, "world-zones", 1)
+    good = {**GOOD_INCIDENT}
+    (home / "alerts.json").write_text(json.dumps({
+        "sent": {"budget-warn:world-npcs:day:2026-12-01": "2026-12-01T00:00:00+00:00"},
+        "incidents": {AGENT: BAD_INCIDENTS[name], "world-zones": good}}), encoding="utf-8")
+    result = mythline("watchdog", "--json")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    sent = json.loads(result.stdout)["sent"]
+    # The sound incident is closed with its recovery alert; the bad one is forgotten, not fatal.
+    assert [(s["kind"], s["agent"]) for s in sent] == [("recovered", "world-zones")]
+    state = json.loads((home / "alerts.json").read_text())
+    assert state["incidents"] == {}
+    assert "budget-warn:world-npcs:day:2026-12-01" in state["sent"]  # the rest of the file is kept
+    assert mythline("status").returncode == 0
+
+
+@pytest.mark.parametrize("content", [
+    pytest.param(["sent"], id="not-an-object"),
+    pytest.param({"sent": "everything", "incidents": {}}, id="sent-a-string"),
+    pytest.param({"sent": {}, "incidents": [AGENT]}, id="incidents-a-list"),
+])
+def test_an_alerts_json_of_the_wrong_shape_is_moved_aside_and_alerts_still_go(home, config, content):
+    _beat(home, AGENT, 24 * 60)  # down: the watchdog opens an incident and alerts
+    (home / "alerts.json").write_text(json.dumps(content), encoding="utf-8")
+    result = mythline("watchdog", "--json")
+    assert result.returncode == 1, result.stderr  # an agent is down: a check, not a crash
+    assert result.stderr == ""
+    assert [(s["kind"], s["agent"]) for s in json.loads(result.stdout)["sent"]] == [("down", AGENT)]
+    (moved,) = home.glob("alerts.json.corrupt-*")
+    assert json.loads(moved.read_text()) == content
+    assert list(json.loads((home / "alerts.json").read_text())["incidents"]) == [AGENT]
+
+
+@pytest.mark.parametrize("content", [
+    pytest.param({"paused_at": 42, "resumed_at": ["now"]}, id="times-not-text"),
+    pytest.param({"paused_at": "2026-12-01T00:00:00+00:00", "resumed_at": "soon"}, id="resumed-a-word"),
+    pytest.param({"paused_at": "2026-12-02T00:00:00+00:00", "resumed_at": "2026-12-01T00:00:00+00:00"},
+                 id="resumed-before-paused"),
+    pytest.param([1, 2], id="not-an-object"),
+])
+def test_a_resumed_json_with_bad_values_is_ignored_by_status_and_the_watchdog(home, config, content):
+    _beat(home, AGENT, 24 * 60)
+    (home / "agents" / AGENT / "resumed.json").write_text(json.dumps(content), encoding="utf-8")
+    from mythline_cli import killswitch
+
+    assert killswitch.last_pause(AGENT) is None  # no pause can be read from it
+    status = mythline("status", "--json")
+    row = next(r for r in json.loads(status.stdout)["agents"] if r["agent"] == AGENT)
+    assert row["state"] == "down", status.stderr  # a day of silence, no pause to excuse it
+    watch = mythline("watchdog")
+    assert watch.returncode == 1 and watch.stderr == "" and watch.stdout.startswith(f"down {AGENT} is down")
+
+
+@pytest.mark.parametrize("junk", [b"\xff\xfe", b"\xc3", b"\xed\xa0\x80"], ids=["not-utf8", "cut-sequence",
+                                                                                "encoded-surrogate"])
+def test_an_answer_with_invalid_utf8_bytes_is_recorded_once_with_replacements(home, config, llm_server, junk):
+    # The body's bytes themselves are not UTF-8 (a gateway that cut a character, or encoded a
+    # lone surrogate as CESU-8), with a NUL escape beside them.
+    marker = "MARK"
+    body = completion(json.dumps(record(AGENT, FIRST, summary=f"{FIRST} {marker} \u0000 rallies the Horde.")))
+    raw = json.dumps(body.json).encode("utf-8").replace(marker.encode(), b"bad " + junk + b" bytes")
+    normal = lore_responder(AGENT)
+
+    def respond(request):
+        if not is_audit(request) and topic_of(request) == FIRST:
+            return Reply(status=200, raw=raw, headers={"content-type": "application/json"})
+        return normal(request)
+
+    llm_server.responder = respond
+    for _ in range(3):
+        result = run()
+        assert result.exit_code == 0, result.output
+        assert "unexpected" not in result.output
+    assert research_asked(llm_server, FIRST) == 1  # paid once, never bought again
+    doc = stored(home, FIRST)
+    assert doc is not None and "bad \ufffd" in doc["record"]["summary"] and "bytes" in doc["record"]["summary"]

@@ -11,7 +11,7 @@ import pytest
 from freezegun import freeze_time
 from typer.testing import CliRunner
 
-from mythline_cli import paths
+from mythline_cli import paths, statedocs
 from mythline_cli.cli import app
 from mythline_cli.config import load_settings
 from mythline_cli.files import iter_jsonl
@@ -110,7 +110,7 @@ def test_show_json_reports_spent_reserved_and_caps(settings: Any, runner: CliRun
     assert report["fleet"]["month"]["window"] == "2026-05"
 
 
-def test_show_json_as_a_real_command(settings: Any) -> None:
+def test_show_json_as_a_real_command(settings: Any, backend: Any) -> None:
     seed(settings)
     proc = mythline("budget", "show", "--json")
     assert proc.returncode == 0, proc.stderr
@@ -214,15 +214,17 @@ def test_reset_without_yes_as_a_real_command_exits_2(settings: Any) -> None:
     assert paths.ledger().read_bytes() == before
 
 
-def test_reset_with_yes_as_a_real_command(settings: Any) -> None:
+def test_reset_with_yes_as_a_real_command(settings: Any, backend: Any) -> None:
     seed(settings)
     proc = mythline("budget", "reset", "--agent", AGENT, "--yes", stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith(f"Reset agent {AGENT} for day:")
+    (reset,) = [e for e in backend.journal() if e["event"] == "reset"]
+    assert reset["cleared"][reset["windows"][0]][AGENT]["usd"] == pytest.approx(0.12)
     report = Ledger(settings).report()
     assert report["agents"][AGENT]["usd"]["spent"] == 0.0
     assert report["agents"]["world-zones"]["usd"]["spent"] == pytest.approx(0.05)
-    assert [e["event"] for e in iter_jsonl(paths.events(AGENT))] == ["budget-reset"]
+    assert [e["event"] for e in statedocs.backend().entries("events", AGENT)] == ["budget-reset"]
 
 
 @pytest.mark.parametrize("yes", [["--yes"], []])

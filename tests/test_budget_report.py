@@ -15,7 +15,7 @@ from llm_server import error
 AGENT = "world-npcs"
 
 
-def test_the_report_splits_spend_and_counts_records_over_the_days(home, config, llm_server):
+def test_the_report_splits_spend_and_counts_records_over_the_days(home, config, llm_server, backend):
     config(sections={"budget": {"timezone": "UTC"}})
     from mythline_cli.config import load_settings
     from mythline_cli.ledger import Ledger

@@ -4,6 +4,7 @@ that goes by agent name (run, status on both paths, agents, schedule, pause, bud
 from __future__ import annotations
 
 import json
+import os
 import tomllib
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -288,7 +289,8 @@ def test_dry_run_and_unknown_custom_agent(config, llm_server) -> None:
     assert (data["agent"], data["topic"], data["step"]) == ("eastern-zones", "Dun Morogh", "research")
     result = runner.invoke(app, ["run", "western-zones", "--dry-run"])
     assert result.exit_code == 2
-    assert "unknown agent 'western-zones'; the fleet is: world-zones" in one_line(result.stderr)
+    assert "unknown agent 'western-zones' (did you mean eastern-zones?); the fleet is: world-zones" in \
+        one_line(result.stderr)
     assert "eastern-zones (see: mythline status)" in result.stderr
 
 
@@ -422,6 +424,10 @@ def test_agents_shows_the_kind_of_custom_agents() -> None:
 def test_cron_and_windows_entries_for_custom_agents(home: Path, tmp_path: Path, fake_crontab: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("XDG_CONFIG_HOME")  # else the lines name the key store (MYTHLINE_KEYS_FILE)
+    # ... as they do when $HOME is not the passwd entry's home, which cron uses: make it so.
+    from mythline_cli.schedule import common
+
+    monkeypatch.setattr(common, "cron_home", lambda: Path(os.environ["HOME"]))
     config = local_config(custom("eastern-zones") + 'interval = "1h"\n' + custom("npcs-2", "world-npcs"))
     result = runner.invoke(app, ["schedule", "cron", "--exe", "/opt/venv/bin/mythline"])
     assert result.exit_code == 0, result.stderr

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -317,6 +319,67 @@ def test_a_key_only_in_the_shell_is_not_found_under_cron(home: Path, monkeypatch
     assert STORED not in result.stdout
 
 
+@pytest.fixture
+def shell_home_not_passwd_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """$HOME is not this user's passwd home (cron's), and no XDG_CONFIG_HOME: the key store
+    under $HOME is not where a cron job would look by itself."""
+    import pwd
+
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    monkeypatch.delenv("MYTHLINE_KEYS_FILE", raising=False)
+    passwd_home = Path(pwd.getpwuid(os.getuid()).pw_dir)
+    assert Path.home() != passwd_home  # the suite gives every test its own HOME
+    assert not (passwd_home / ".config" / "mythline" / "keys.json").exists()
+    return passwd_home
+
+
+def test_a_home_other_than_the_passwd_one_still_finds_the_stored_key(home: Path, shell_home_not_passwd_home: Path,
+                                                                     offline: Path) -> None:
+    path = config()
+    store_key()
+    store = Path.home() / ".config" / "mythline" / "keys.json"
+    assert store.is_file()
+    install()
+    assert f"MYTHLINE_KEYS_FILE='{store}'" in offline.read_text(encoding="utf-8")
+    result = doctor_run("--scheduled")
+    line = scheduled(result)["scheduled world-npcs"]
+    assert line.startswith(f"ok key {KEY_ENV} found (key store) · config {path} · home {home} · exe "), line
+    assert STORED not in result.stdout + result.stderr
+
+
+def test_a_line_that_reads_another_key_store_says_so_not_store_it_again(home: Path, shell_home_not_passwd_home: Path,
+                                                                        offline: Path) -> None:
+    config()
+    store_key()
+    install()
+    # As a line written without the store's path reads: the store under cron's HOME.
+    table = offline.read_text(encoding="utf-8")
+    offline.write_text(re.sub(r"MYTHLINE_KEYS_FILE='[^']*' ", "", table), encoding="utf-8")
+    result = doctor_run("--scheduled")
+    assert result.exit_code == 1
+    line = scheduled(result)["scheduled world-npcs"]
+    cron_store = shell_home_not_passwd_home / ".config" / "mythline" / "keys.json"
+    assert line.startswith(f"FAIL key {KEY_ENV} NOT found"), line
+    assert line.endswith(f"; {KEY_ENV} is in this shell's key store {Path.home() / '.config/mythline/keys.json'}, "
+                         f"but the line reads {cron_store} (cron starts jobs with HOME={shell_home_not_passwd_home}, "
+                         f"this shell has HOME={Path.home()}); reinstall from this shell with: mythline schedule "
+                         "cron --install (the lines then name the store)"), line
+    assert STORED not in result.stdout + result.stderr
+
+
+def test_lines_installed_with_no_config_read_the_one_this_shell_reads_later(home: Path,
+                                                                          shell_home_not_passwd_home: Path) -> None:
+    assert not Path("mythline.toml").exists()
+    install()
+    # The user then writes the config where this shell finds it from any directory.
+    later = Path.home() / ".config" / "mythline" / "mythline.toml"
+    later.parent.mkdir(parents=True)
+    later.write_text(GOOD, encoding="utf-8")
+    store_key()
+    line = scheduled(doctor_run("--scheduled"))["scheduled world-npcs"]
+    assert line.startswith(f"ok key {KEY_ENV} found (key store) · config {later} · home {home} · exe "), line
+
+
 def test_a_key_in_the_crontab_is_found_and_warned_about(home: Path, offline: Path) -> None:
     config()
     install()
@@ -380,7 +443,7 @@ def test_head_closing_the_pipe_is_quiet(tmp_path: Path) -> None:
     assert proc.returncode in (0, 1)
 
 
-def test_windows_shows_each_tasks_action_and_working_directory() -> None:
+def test_windows_shows_each_tasks_action_and_working_directory(home: Path) -> None:
     path = config()
     cfg = load_settings()
     plans, _ = schedule.plan_windows(cfg, exe=r"C:\v\Scripts\mythlinew.exe", windows=True)
@@ -388,9 +451,18 @@ def test_windows_shows_each_tasks_action_and_working_directory() -> None:
     checks = doctor.check_scheduled(cfg, windows=True, query=registered.get)
     by_name = {c.name: c for c in checks}
     npcs = by_name["scheduled world-npcs"]
-    assert (npcs.status, npcs.message) == ("ok", rf"runs C:\v\Scripts\mythlinew.exe --config {path} run world-npcs "
+    exe = r"C:\v\Scripts\mythlinew.exe"
+    assert (npcs.status, npcs.message) == ("ok", rf"runs {exe} --home {home} --config {path} run world-npcs "
                                            r"· working directory none (Task Scheduler starts it in C:\Windows\System32)")
-    assert by_name["scheduled watchdog"].message.startswith(rf"runs C:\v\Scripts\mythlinew.exe --config {path} watchdog")
+    assert by_name["scheduled watchdog"].message.startswith(rf"runs {exe} --home {home} --config {path} watchdog")
+    # A task written before it carried the state home reads the default one: named, and how to fix it.
+    old = schedule.task_name("world-npcs")
+    registered[old] = registered[old].replace(f"--home {home} ", "")
+    npcs = {c.name: c for c in doctor.check_scheduled(cfg, windows=True, query=registered.get)}["scheduled world-npcs"]
+    assert npcs.status == "fail" and npcs.message.endswith(
+        f"; it names no --home, so it will not use the state home {home} (MYTHLINE_HOME here): regenerate with "
+        "mythline schedule windows --out DIR")
+    registered = {schedule.task_name(p.name): schedule.task_xml(p) for p in plans}
     del registered[schedule.task_name("watchdog")]
     dog = {c.name: c for c in doctor.check_scheduled(cfg, windows=True, query=registered.get)}["scheduled watchdog"]
     assert dog.status == "fail" and "no Mythline\\watchdog task" in dog.message

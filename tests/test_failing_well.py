@@ -112,16 +112,43 @@ def test_backoff_in_the_past_lets_the_run_go(home, config, llm_server):
 
 # -- kill switch ---------------------------------------------------------------------------
 
+def paused_since(home: Path, agent: str = AGENT) -> str:
+    """When the flag says the pause began, as local HH:MM (what status and run show)."""
+    from mythline_cli.durations import local_clock
+
+    stamp = (home / "agents" / agent / "paused").read_text(encoding="utf-8").splitlines()[-1]
+    assert stamp.startswith("paused at ")
+    return local_clock(datetime.fromisoformat(stamp.removeprefix("paused at ")))
+
+
+def test_a_pause_without_a_note_shows_when_it_began_not_a_raw_timestamp(home, config):
+    assert run("pause", AGENT).exit_code == 0
+    since = paused_since(home)
+    stamp = (home / "agents" / AGENT / "paused").read_text(encoding="utf-8").splitlines()[-1]
+    table = mythline("status", env={"COLUMNS": "200"})
+    row = next(line for line in table.stdout.splitlines() if line.strip().startswith(AGENT))
+    assert f"paused (since {since})" in row
+    data = json.loads(mythline("status", "--json").stdout)
+    assert next(r for r in data["agents"] if r["agent"] == AGENT)["note"] is None
+    assert stamp.removeprefix("paused at ") not in table.stdout + table.stderr
+    result = mythline("run", AGENT)
+    assert result.returncode == 5
+    assert result.stderr == (f"mythline: {AGENT} is paused (since {since}); nothing was called. "
+                             f"Run: mythline resume {AGENT}\n")
+
 def test_paused_run_sends_no_request(home, config, llm_server):
     llm_server.responder = lore_responder(AGENT)
     assert run("pause", AGENT, "--note", "checking sources").exit_code == 0
+    since = paused_since(home)
     result = run("run", AGENT)
     assert result.exit_code == 5 and llm_server.count() == 0
-    assert result.stderr == ("mythline: world-npcs is paused (checking sources); nothing was called. "
-                             "Run: mythline resume world-npcs\n")
+    assert result.stderr == (f"mythline: world-npcs is paused (checking sources, since {since}); nothing was "
+                             "called. Run: mythline resume world-npcs\n")
     status = json.loads(run("status", "--json").stdout)
     row = next(r for r in status["agents"] if r["agent"] == AGENT)
     assert row["state"] == "paused" and row["note"] == "checking sources"
+    stamp = (home / "agents" / AGENT / "paused").read_text(encoding="utf-8").splitlines()[-1]
+    assert row["paused_at"] == stamp.removeprefix("paused at ")
     assert run("resume", AGENT).exit_code == 0
     assert run("run", AGENT).exit_code == 0 and llm_server.count() == 2
 

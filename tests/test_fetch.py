@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import source_server
 from source_server import SourceServer
 
 from mythline_cli import fetch, paths
@@ -161,3 +162,55 @@ def test_a_kept_text_that_is_not_whole_is_written_again(home, pages):
     kept.write_text("torn")
     again = fetcher()[0].fetch(url)  # the cache points at a text that fails its hash: fetched again
     assert again.ok and again.cached is None and kept.read_text(encoding="utf-8") == page.text
+
+
+# A page fetched again in a fresh interpreter, as the next run fetches it: whether it was
+# extracted again shows in whether trafilatura was imported.
+FETCH_AGAIN = """
+import json, sys
+from mythline_cli import fetch
+f = fetch.Fetcher(fetch.Policy(host_delay=0.0, timeout=5.0, cache_max_age=0.0))
+pages = [f.fetch(url) for url in sys.argv[1:]]
+print(json.dumps({"pages": [[p.status, p.title, p.text, p.cached] for p in pages],
+                  "extracted": "trafilatura.core" in sys.modules}))
+"""
+
+
+def fetch_again(*urls: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", FETCH_AGAIN, *urls], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_the_same_html_downloaded_again_is_not_extracted_again(home, pages):
+    chronicle = pages.base_url + "/chronicle/Thrall"  # Last-Modified but no 304: always the whole page
+    f, _ = fetcher()
+    first = [f.fetch(chronicle), f.fetch(pages.base_url + "/wiki/Thrall")]
+    assert all(p.ok for p in first)
+    # Stale (cache_max_age 0): downloaded again, and the wiki page once more under a second URL.
+    again = fetch_again(chronicle, pages.base_url + "/redirect/1/Thrall")
+    assert pages.hits("/chronicle/Thrall") == 2 and pages.hits("/redirect/1/Thrall") == 1
+    assert again["pages"] == [["ok", p.title, p.text, None] for p in first]
+    assert again["extracted"] is False
+
+
+def test_changed_html_is_extracted_afresh(home, pages):
+    url = pages.base_url + "/wiki/Thrall"
+    f, _ = fetcher()
+    assert "long winter" in f.fetch(url).text
+    pages.pages["Thrall"] = source_server.article("Thrall").replace("the long winter", "the endless summer")
+    again = fetch_again(url)
+    assert again["extracted"] is True
+    status, title, text, cached = again["pages"][0]
+    assert (status, title, cached) == ("ok", "Thrall", None)
+    assert "the endless summer" in text and "long winter" not in text
+
+
+def test_a_torn_kept_extraction_is_extracted_again(home, pages):
+    url = pages.base_url + "/chronicle/Thrall"
+    f, _ = fetcher()
+    page = f.fetch(url)
+    kept = paths.source_text(page.sha256)
+    kept.write_bytes(kept.read_bytes()[:20])  # a kept text that is not whole cannot stand in for it
+    again = fetch_again(url)
+    assert again["extracted"] is True and again["pages"][0][2] == page.text

@@ -386,8 +386,9 @@ HOLDER = textwrap.dedent("""
 """)
 
 
-def test_reservation_of_a_killed_process_is_reclaimed_at_its_estimate(home: Path) -> None:
+def test_reservation_of_a_killed_process_is_reclaimed_at_its_estimate(home: Path, backend: Any) -> None:
     data = config_data()
+    ledger_file, history = backend.state, backend.journal
     proc = subprocess.Popen([sys.executable, "-c", HOLDER, json.dumps(data), str(home)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -405,6 +406,7 @@ def test_reservation_of_a_killed_process_is_reclaimed_at_its_estimate(home: Path
         proc.wait(timeout=30)
         proc.stdout.close()
         proc.stderr.close()
+    backend.gone()
 
     ledger.release(ledger.reserve(settings.agent(OTHER), est(0.01), run_id="r", step="s"))
 
@@ -423,7 +425,8 @@ def test_reservation_of_a_killed_process_is_reclaimed_at_its_estimate(home: Path
     ledger.reserve(settings.agent(AGENT), est(0.25), run_id="r", step="s")
 
 
-def test_reservation_older_than_run_timeout_is_reclaimed_even_if_alive() -> None:
+def test_reservation_older_than_run_timeout_is_reclaimed_even_if_alive(backend: Any) -> None:
+    ledger_file, history = backend.state, backend.journal
     clock = Clock()
     settings = make_settings(budget={"run_timeout": "30m"})
     ledger = Ledger(settings, now=clock)
@@ -523,7 +526,8 @@ def _run_workers(target: Any, args_list: list[tuple[Any, ...]], barrier: Any, re
     return got
 
 
-def test_ten_processes_racing_for_a_fleet_cap_that_fits_four(home: Path) -> None:
+def test_ten_processes_racing_for_a_fleet_cap_that_fits_four(home: Path, backend: Any) -> None:
+    ledger_file = backend.state
     # 4 x 0.22 = 0.88 fits under 1.0; a fifth would not. Agent caps are per agent and roomy.
     data = config_data(budget={"daily_usd": 1.0}, defaults={"daily_usd": 0.5})
     settings = parse_config(data)
@@ -543,6 +547,7 @@ def test_ten_processes_racing_for_a_fleet_cap_that_fits_four(home: Path) -> None
     assert total == pytest.approx(0.88)
     assert total <= 1.0
     # Once they have exited, the next access charges the holds at their estimate.
+    backend.gone()
     ledger = Ledger(settings)
     ledger.release(ledger.reserve(settings.agent(AGENT), est(0.01), run_id="r", step="s"))
     report = ledger.report()
@@ -550,18 +555,23 @@ def test_ten_processes_racing_for_a_fleet_cap_that_fits_four(home: Path) -> None
     assert report["fleet"]["day"]["usd"]["spent"] == pytest.approx(0.88)
 
 
-@pytest.mark.parametrize("locks", [
-    pytest.param("flock", id="flock"),
-    pytest.param("filelock", id="filelock", marks=pytest.mark.skipif(sys.platform == "win32", reason="default")),
-    pytest.param("mixed", id="mixed", marks=pytest.mark.skipif(sys.platform == "win32", reason="POSIX only")),
-])
-def test_settle_storm_never_exceeds_the_cap_and_loses_nothing(home: Path, locks: str) -> None:
+@pytest.mark.parametrize(("locks", "backend"), [
+    pytest.param("flock", "file", id="flock"),
+    pytest.param("filelock", "file", id="filelock",
+                 marks=pytest.mark.skipif(sys.platform == "win32", reason="default")),
+    pytest.param("mixed", "file", id="mixed", marks=pytest.mark.skipif(sys.platform == "win32", reason="POSIX only")),
+    # The file lock's kinds mean nothing there: the ledger row's lock is PostgreSQL's.
+    pytest.param(None, "postgresql", id="postgresql"),
+], indirect=["backend"])
+def test_settle_storm_never_exceeds_the_cap_and_loses_nothing(home: Path, locks: str | None, backend: Any) -> None:
     """Ten processes; with "mixed", half wait in the kernel's queue and half poll (filelock)."""
+    ledger_file, history = backend.state, backend.journal
     cap = 1.0
     data = config_data(budget={"daily_usd": cap, "daily_tokens": "none"},
                        defaults={"daily_usd": "none", "daily_tokens": "none"})
     barrier, results = CTX.Barrier(10), CTX.Queue()
-    kinds = {"flock": [None] * 10, "filelock": ["filelock"] * 10, "mixed": ["flock", "filelock"] * 5}[locks]
+    kinds = {"flock": [None] * 10, "filelock": ["filelock"] * 10, "mixed": ["flock", "filelock"] * 5,
+             None: [None] * 10}[locks]
     if sys.platform == "win32":
         kinds = [None] * 10
     got = _run_workers(_storm_worker, [(str(home), data, i, 20, kinds[i]) for i in range(10)], barrier, results)

@@ -45,7 +45,7 @@ class MemoryAccess:
     def log(self, entry: Entry) -> Entry:
         numbered: Any = {"seq": int(self.state.get("seq", 0)) + 1, "ts": self.store.now().isoformat(), **entry}
         apply(self.state, numbered)
-        self.store.journal.append(numbered)
+        self.store.entries.append(numbered)
         return numbered  # type: ignore[no-any-return]
 
     def holder(self) -> dict[str, Any]:
@@ -61,7 +61,7 @@ class MemoryStore:
     def __init__(self, now: Clock) -> None:
         self.now = now
         self.state: State = empty()
-        self.journal: list[dict[str, Any]] = []
+        self.entries: list[dict[str, Any]] = []
         self.lease = 1
         self.expired: set[str] = set()
         self.last_lock_wait = self.last_lock_held = 0.0
@@ -75,6 +75,9 @@ class MemoryStore:
 
     def snapshot(self) -> State:
         return self.state
+
+    def journal(self) -> Iterator[Entry]:
+        yield from self.entries  # type: ignore[misc]
 
     def repair(self) -> dict[str, Any]:
         return {"moved_aside": None, "seq": self.state.get("seq", 0)}
@@ -127,7 +130,7 @@ def test_the_same_script_decides_the_same_over_either_backend(home: Path) -> Non
     assert any(d[0] == "refused" for d in on_disk if isinstance(d, tuple))  # the caps did bite
     assert store.state == replay(paths.ledger_history())
     assert [{k: v for k, v in e.items() if k not in ("reservation", "pid", "host", "created_ts")}
-            for e in store.journal] == \
+            for e in store.entries] == \
         [{k: v for k, v in e.items() if k not in ("reservation", "pid", "host", "created_ts")}
          for e in replay_lines()]
 
@@ -148,7 +151,7 @@ def test_a_holder_the_backend_says_is_gone_is_reclaimed_at_its_estimate() -> Non
     assert res.id in store.state["reservations"]  # its lease is alive: kept
     store.expired.add("lease-1")
     ledger.housekeep()
-    (reclaim,) = [e for e in store.journal if e["event"] == "reclaim"]
+    (reclaim,) = [e for e in store.entries if e["event"] == "reclaim"]
     assert (reclaim["reservation"], reclaim["usd"], reclaim["reason"]) == (res.id, 0.4, "process gone")
     assert ledger.report()["agents"][AGENT]["usd"] == {"spent": 0.4, "reserved": 0.0, "cap": 0.5}
     assert ledger.settle(res, usd=0.45, tokens=500) is False  # late: only the excess is added

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_ledger import CTX, _run_workers, _storm_worker, config_data
+from test_ledger import config_data
 
 from mythline_cli import state
 from mythline_cli.config import parse_config
@@ -95,29 +95,3 @@ def test_three_hosts_of_twenty_processes_share_one_fleet_cap(tmp_path: Path, pg_
     assert report["open_reservations"] == 0
     for root, _ in procs:  # nothing of the ledger was written on any host
         assert not (root / "home" / "ledger.json").exists() and not (root / "home" / "ledger-history.jsonl").exists()
-
-
-def test_the_settle_storm_on_postgresql_never_exceeds_the_cap_and_loses_nothing(home: Path, pg_dsn: str,
-                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    cap = 1.0
-    data = config_data(budget={"daily_usd": cap, "daily_tokens": "none"},
-                       defaults={"daily_usd": "none", "daily_tokens": "none"})
-    monkeypatch.setenv("MYTHLINE_STATE", pg_dsn)  # the spawned workers inherit it
-    barrier, results = CTX.Barrier(10), CTX.Queue()
-    got = _run_workers(_storm_worker, [(str(home), data, i, 20, None) for i in range(10)], barrier, results)
-    settled_usd, settled_tokens = sum(g[2] for g in got), sum(g[3] for g in got)
-    ok, refused = sum(g[4] for g in got), sum(g[5] for g in got)
-    assert ok + refused == 200 and refused > 0 and ok >= 100
-    try:
-        ledger = Ledger(parse_config(data))
-        report = ledger.report()
-        entries = list(ledger.store.journal())  # type: ignore[attr-defined]
-    finally:
-        state.forget_sessions()
-    spent = report["fleet"]["day"]["usd"]["spent"]
-    assert spent <= cap * (1 + 1e-9)
-    assert spent == pytest.approx(settled_usd, abs=1e-9)
-    assert report["fleet"]["day"]["tokens"]["spent"] == settled_tokens
-    assert report["open_reservations"] == 0
-    assert not [e for e in entries if e["event"] in ("reclaim", "late-settle")]
-    assert not (home / "ledger.json").exists()

@@ -130,3 +130,75 @@ def test_windows_only_move_forward_whatever_each_hosts_clock(home: Path, pg_dsn:
     assert late.windows == ("day:2026-05-06", "month:2026-05")
     assert "day:2026-05-05" not in slow.snapshot()["windows"]
     assert slow.report()["agents"][AGENT]["usd"]["reserved"] == pytest.approx(0.2)
+
+
+STUCK = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, sys.argv[1])
+    from mythline_cli.ledger import Ledger
+    from test_ledger_backends import settings
+    ledger = Ledger(settings(), lock_timeout=float(sys.argv[2]))
+    with ledger._access() as acc:  # a process frozen with the ledger row locked
+        print("in", flush=True)
+        time.sleep(600)
+""")
+
+WAITER = textwrap.dedent("""
+    import os, sys, time
+    sys.path.insert(0, sys.argv[1])
+    from mythline_cli.errors import MythlineError
+    from mythline_cli.ledger import Ledger
+    from test_ledger_backends import est, settings
+    ledger = Ledger(settings(), lock_timeout=1)
+    ledger.snapshot()  # connected, without waiting for the row
+    while len(sys.argv) > 2 and not os.path.exists(sys.argv[2]):
+        time.sleep(0.01)
+    try:
+        ledger.reserve(ledger.settings.agent("world-npcs"), est(0.1), run_id="r", step="s")
+    except MythlineError as exc:
+        print(type(exc).__name__, exc)
+    else:
+        print("reserved")
+""")
+
+
+def test_a_stuck_holder_of_the_ledger_row_times_out_its_waiters_and_loses_its_session(
+        home: Path, pg_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As with the file lock: a waiter gives up after its lock_timeout with one line, nothing
+    called; and the server ends the stuck session after as long, so the fleet is not held."""
+    monkeypatch.setenv("MYTHLINE_STATE", pg_dsn)
+    tests = str(Path(__file__).parent)
+    go = home.parent / "go"
+    # Up and connected first: the stuck session's time then starts when the waiter is ready.
+    first = subprocess.Popen([sys.executable, "-c", WAITER, tests, str(go)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    stuck = subprocess.Popen([sys.executable, "-c", STUCK, tests, "5"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        assert stuck.stdout.readline().strip() == "in", stuck.stderr.read()  # type: ignore[union-attr]
+        go.touch()
+        out, err = first.communicate(timeout=60)
+        waiter = subprocess.CompletedProcess(first.args, first.returncode, out, err)
+        assert waiter.returncode == 0, waiter.stderr
+        assert waiter.stdout.startswith("MythlineError the budget ledger in the shared state at "
+                                        "postgresql://mythline@127.0.0.1:"), waiter.stdout
+        assert "stayed locked for 1s" in waiter.stdout and "nothing was called" in waiter.stdout
+        assert "DO-NOT-LEAK" not in waiter.stdout
+        from helpers import wait_for
+
+        ledger = pg_ledger(pg_dsn, monkeypatch, lock_timeout=60)
+
+        def through() -> bool:  # once the server has ended the stuck session, the row is free
+            again = subprocess.run([sys.executable, "-c", WAITER, tests], capture_output=True, text=True, timeout=60)
+            return again.stdout.strip() == "reserved"
+
+        wait_for(through, timeout=60)
+    finally:
+        for proc in (first, stuck):
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
+    # What the stuck access had logged was never committed: the journal starts with the waiter's.
+    entries = list(ledger.store.journal())  # type: ignore[attr-defined]
+    assert [e["seq"] for e in entries] == list(range(1, len(entries) + 1))
+    assert [e["event"] for e in entries if e["event"] == "reserve"] == ["reserve"]

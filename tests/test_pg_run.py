@@ -3,6 +3,7 @@ a connection dropped mid-run - each with the real CLI, the real driver and a rea
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -95,17 +96,33 @@ def test_one_run_of_an_agent_at_a_time_across_hosts(tmp_path, config, llm_server
     assert reclaim["reason"] == "process gone" and reclaim["usd"] > 0
 
 
+def research_recorded(dsn: str) -> bool:
+    import psycopg
+
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT body FROM mythline_docs WHERE kind = 'checkpoint' AND agent = %s",
+                           (AGENT,)).fetchone()
+    return row is not None and "research" in ((json.loads(row[0]).get("current") or {}).get("steps") or {})
+
+
 def test_a_connection_dropped_mid_run_loses_no_money_and_the_run_resumes(home, tmp_path, config, llm_server, pg_dsn):
     answer = lore_responder(AGENT)
-    llm_server.responder = delayed(answer, 3, only=lambda r: not is_audit(r))
+    llm_server.responder = delayed(answer, 3, only=is_audit)
     env = {"MYTHLINE_STATE": pg_dsn, "MYTHLINE_HOST": "host-a"}
     run = start(Path.cwd(), env)
     try:
-        wait_for(lambda: llm_server.count() >= 1)
+        wait_for(lambda: llm_server.count() >= 2)
         wait_for(lambda: backend_of(pg_dsn, "host-a") is not None)
+        assert research_recorded(pg_dsn)
         import psycopg
 
-        with psycopg.connect(pg_dsn, autocommit=True) as admin:  # the research call is in flight
+        # The audit call is in flight. (An answer that arrives after the drop cannot be recorded
+        # in the lost state: it is bought again by the next run, and reclaimed at its estimate.)
+        with psycopg.connect(pg_dsn, autocommit=True) as admin:
+            # No transaction is open across the call, so no lock of the ledger row is held.
+            (status,) = admin.execute("SELECT state FROM pg_stat_activity WHERE pid = %s",
+                                      (backend_of(pg_dsn, "host-a"),)).fetchone()
+            assert status == "idle"
             assert admin.execute("SELECT pg_terminate_backend(%s)", (backend_of(pg_dsn, "host-a"),)).fetchone()[0]
         out, err = run.communicate(timeout=60)
     finally:
@@ -114,7 +131,8 @@ def test_a_connection_dropped_mid_run_loses_no_money_and_the_run_resumes(home, t
     assert run.returncode == 6, err
     assert "lost the shared state at postgresql://mythline@127.0.0.1" in err and TEST_KEY not in out + err
     reserved = [e for e in journal(pg_dsn) if e["event"] == "reserve"]
-    assert len(reserved) == 1 and not [e for e in journal(pg_dsn) if e["event"] == "settle"]
+    settled = [e for e in journal(pg_dsn) if e["event"] == "settle"]
+    assert len(reserved) == 2 and [e["reservation"] for e in settled] == [reserved[0]["reservation"]]
 
     llm_server.responder = answer
     again = mythline("run", AGENT, env=env)
@@ -123,7 +141,25 @@ def test_a_connection_dropped_mid_run_loses_no_money_and_the_run_resumes(home, t
     assert len(research) == 1  # the answer bought before the drop was not bought again
     entries = journal(pg_dsn)
     (reclaim,) = [e for e in entries if e["event"] == "reclaim"]
-    assert (reclaim["reservation"], reclaim["usd"]) == (reserved[0]["reservation"], reserved[0]["usd"])
+    assert (reclaim["reservation"], reclaim["usd"]) == (reserved[1]["reservation"], reserved[1]["usd"])
     with psycopg.connect(pg_dsn) as conn:  # the record is in the shared store
         assert conn.execute("SELECT count(*) FROM mythline_records").fetchone()[0] == 1
     state.forget_sessions()
+
+
+@pytest.mark.parametrize("dsn", [
+    "postgresql://mythline:{key}@[::1/mythline",  # libpq quotes the whole URI back
+    "postgresql://mythline:{key}%zz@127.0.0.1:1/mythline",  # and a bad token of the password
+    "postgresql://mythline@127.0.0.1:1/mythline?password={key}%zz",
+])
+def test_a_malformed_dsn_is_one_line_without_its_password(home, config, llm_server, dsn):
+    # A password that looks like nothing in particular: no key pattern or known value hides it.
+    password = "pw-DO-NOT-LEAK-7"
+    llm_server.responder = lore_responder(AGENT)
+    for command in (["run", AGENT], ["status"], ["budget", "show"]):
+        result = mythline(*command, env={"MYTHLINE_STATE": dsn.format(key=password)})
+        assert result.returncode == 6, result.stderr
+        (line,) = result.stderr.splitlines()
+        assert line.startswith("mythline: the shared state at ") and "nothing was called" in line
+        assert "DO-NOT-LEAK" not in result.stdout + result.stderr, command
+    assert llm_server.count() == 0

@@ -7,6 +7,7 @@ round trip uses the real one, and xmllint checks the task XML against the schema
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -39,9 +40,14 @@ FOREIGN = 'MAILTO=""\n# backups\n15 3 * * * /usr/local/bin/backup --quiet\n@rebo
 
 @pytest.fixture(autouse=True)
 def plain_user_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A home without XDG_CONFIG_HOME, as most users have: cron finds the key store by itself."""
+    """A home without XDG_CONFIG_HOME, as most users have: cron finds the key store by itself.
+
+    Most users' $HOME is also their passwd entry's, the HOME cron gives jobs; this test user's
+    passwd home is root's, so that one lookup answers this HOME (tests/test_doctor.py has the
+    case of a $HOME that differs, with the real lookup)."""
     monkeypatch.setenv("HOME", str(tmp_path / "user-home"))
     monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    monkeypatch.setattr(schedule.common, "cron_home", lambda: Path(os.environ["HOME"]))
 
 
 def invoke(*args: str):
@@ -408,7 +414,7 @@ def read_task(path: Path) -> tuple[str, ET.Element]:
     return text, ET.fromstring(data)
 
 
-def test_windows_writes_one_task_per_agent_and_scripts(tmp_path: Path) -> None:
+def test_windows_writes_one_task_per_agent_and_scripts(tmp_path: Path, home: Path) -> None:
     write_toml('[agents.world-items]\nenabled = false\n[schedule]\nwindows_logon = "S4U"\n')
     out = tmp_path / "tasks"
     (out).mkdir()
@@ -438,7 +444,7 @@ def test_windows_writes_one_task_per_agent_and_scripts(tmp_path: Path) -> None:
     assert root.find("t:Actions", NS).get("Context") == "Author"
     assert root.findtext("t:Actions/t:Exec/t:Command", namespaces=NS) == r"C:\venv\Scripts\mythlinew.exe"
     config = Path("mythline.toml").absolute()
-    assert root.findtext("t:Actions/t:Exec/t:Arguments", namespaces=NS) == f"--config {config} run world-npcs"
+    assert root.findtext("t:Actions/t:Exec/t:Arguments", namespaces=NS) == f"--home {home} --config {config} run world-npcs"
     assert "\r\n" in text and "\n" not in text.replace("\r\n", "")
 
     starts = {read_task(out / f"{a}.xml")[1].findtext("t:Triggers/t:TimeTrigger/t:StartBoundary", namespaces=NS)
@@ -457,9 +463,37 @@ def test_windows_writes_one_task_per_agent_and_scripts(tmp_path: Path) -> None:
     # The watchdog task: same launcher and config, every 5 minutes.
     _, dog = read_task(out / "watchdog.xml")
     assert dog.findtext("t:Actions/t:Exec/t:Command", namespaces=NS) == r"C:\venv\Scripts\mythlinew.exe"
-    assert dog.findtext("t:Actions/t:Exec/t:Arguments", namespaces=NS) == f"--config {config} watchdog"
+    assert dog.findtext("t:Actions/t:Exec/t:Arguments", namespaces=NS) == f"--home {home} --config {config} watchdog"
     assert dog.findtext("t:Triggers/t:TimeTrigger/t:Repetition/t:Interval", namespaces=NS) == "PT5M"
     assert 'schtasks /Create /TN "Mythline\\watchdog" /XML "%~dp0watchdog.xml" /F || set FAILED=1' in lines
+
+
+def test_a_task_reads_the_state_home_and_config_it_was_written_for(tmp_path: Path, home: Path) -> None:
+    """A task has no environment: run its arguments with neither MYTHLINE_HOME nor
+    MYTHLINE_CONFIG set, from another directory, and it still reads this home and config."""
+    config = write_toml('[agents.world-npcs]\ninterval = "90m"\n')
+    out = tmp_path / "tasks"
+    assert invoke("schedule", "windows", "--out", str(out), "--exe", r"C:\m\mythlinew.exe").exit_code == 0
+    env = {k: v for k, v in os.environ.items() if k not in ("MYTHLINE_HOME", "MYTHLINE_CONFIG")}
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for task in ("world-npcs", "watchdog"):
+        text, root = read_task(out / f"{task}.xml")
+        arguments = root.findtext("t:Actions/t:Exec/t:Arguments", namespaces=NS)
+        assert "KEY" not in text and "sk-" not in text
+        words = shlex.split(arguments)  # list2cmdline's quoting, read the same for these paths
+        command = words.index("run" if task != "watchdog" else "watchdog")
+        # The task's own global options in front of read-only commands that show what they read.
+        seen = subprocess.run([sys.executable, "-m", "mythline_cli", *words[:command], "status", "--json"],
+                              capture_output=True, text=True, env=env, cwd=elsewhere, timeout=60)
+        assert seen.returncode in (0, 1), seen.stderr
+        assert json.loads(seen.stdout)["home"] == str(home)
+        agents = subprocess.run([sys.executable, "-m", "mythline_cli", *words[:command], "agents", "--json"],
+                                capture_output=True, text=True, env=env, cwd=elsewhere, timeout=60)
+        assert agents.returncode == 0, agents.stderr
+        npcs = next(a for a in json.loads(agents.stdout) if a["agent"] == "world-npcs")
+        assert npcs["interval_s"] == 5400.0  # from the config, not the built-in 30m
+    assert str(config) in arguments
 
 
 def test_windows_time_limit_and_password_logon(tmp_path: Path) -> None:
@@ -650,6 +684,16 @@ def test_windowless_run_writes_its_output_to_the_agents_log(home: Path) -> None:
     assert (home / "logs" / "fleet.log").read_text(encoding="utf-8") == f"{home}\n"
 
 
+@pytest.mark.skipif(os.name == "nt", reason="closing the standard streams before exec is POSIX")
+def test_a_windowless_run_given_home_logs_and_records_there(home: Path, tmp_path: Path) -> None:
+    other = tmp_path / "task-home"
+    code = _without_console("--home", str(other), "run", "world-npcs")
+    assert code == 2  # no API key
+    assert "OPENROUTER_API_KEY is not set" in (other / "logs" / "world-npcs.log").read_text(encoding="utf-8")
+    assert (other / "agents" / "world-npcs" / "start-failure.json").is_file()
+    assert not (home / "logs").exists() and not (home / "agents").exists()
+
+
 def test_gui_script_is_declared() -> None:
     import tomllib
 
@@ -703,7 +747,7 @@ def test_the_shells_model_and_base_url_are_carried_not_dropped(tmp_path: Path, h
     assert invoke("schedule", "windows", "--out", str(out), "--agent", "world-npcs", "--exe", "C:\\m.exe").exit_code == 0
     _, root = read_task(out / "world-npcs.xml")
     assert root.findtext("t:Actions/t:Exec/t:Arguments", namespaces=NS) == \
-        "run world-npcs --model vendor/model-x --base-url http://127.0.0.1:8000/v1"
+        f"--home {home} run world-npcs --model vendor/model-x --base-url http://127.0.0.1:8000/v1"
 
 
 def test_a_base_url_with_a_password_is_refused(home: Path, monkeypatch: pytest.MonkeyPatch,
@@ -723,9 +767,44 @@ def test_a_key_store_cron_would_not_find_is_named_in_the_lines(tmp_path: Path, h
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     result = invoke("schedule", "cron", "--exe", EXE)
     for line in job_lines(result.stdout):
-        assert f" MYTHLINE_KEYS_FILE='{tmp_path / 'xdg' / 'mythline' / 'keys.json'}' '{EXE}' " in line
+        # With no config file, the user config dir too: where this shell would find one.
+        assert f" MYTHLINE_KEYS_FILE='{tmp_path / 'xdg' / 'mythline' / 'keys.json'}' " \
+               f"XDG_CONFIG_HOME='{tmp_path / 'xdg'}' '{EXE}' " in line
     monkeypatch.delenv("XDG_CONFIG_HOME")
-    assert "MYTHLINE_KEYS_FILE" not in invoke("schedule", "cron", "--exe", EXE).stdout
+    text = invoke("schedule", "cron", "--exe", EXE).stdout
+    assert "MYTHLINE_KEYS_FILE" not in text and "XDG_CONFIG_HOME" not in text
+
+
+def test_with_no_config_file_the_lines_look_for_one_where_this_shell_does(tmp_path: Path, home: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    assert not Path("mythline.toml").exists()
+    result = invoke("schedule", "cron", "--exe", EXE)
+    assert result.exit_code == 0, result.output
+    for line in job_lines(result.stdout):
+        assert "MYTHLINE_CONFIG" not in line and f" XDG_CONFIG_HOME='{tmp_path / 'xdg'}' " in line
+    # A file given names itself: no lookup to carry.
+    config = write_toml("")
+    for line in job_lines(invoke("schedule", "cron", "--exe", EXE).stdout):
+        assert f"MYTHLINE_CONFIG='{config}'" in line and "XDG_CONFIG_HOME" not in line
+
+
+def test_a_config_only_cron_would_read_is_refused(tmp_path: Path, home: Path, fake_crontab: Path) -> None:
+    # Cron starts jobs in the passwd home: a mythline.toml there is read by the job, not by this
+    # shell (started elsewhere, with no config found).
+    stray = Path(os.environ["HOME"]) / "mythline.toml"
+    stray.parent.mkdir(parents=True, exist_ok=True)
+    stray.write_text('[defaults]\ninterval = "5m"\n', encoding="utf-8")
+    for args in (["cron"], ["cron", "--install"]):
+        result = invoke("schedule", *args, "--exe", EXE)
+        assert result.exit_code == 2, result.output
+        assert result.stderr == (f"mythline: cron starts jobs in {stray.parent}, so the lines would read {stray}, "
+                                 "which this shell does not (it uses the built-in defaults); pass --config "
+                                 f"{stray}, or move that file into {tmp_path / 'user-home' / '.config' / 'mythline'}"
+                                 "\n")
+    assert not fake_crontab.exists()
+    result = invoke("--config", str(stray), "schedule", "cron", "--exe", EXE)
+    assert result.exit_code == 0 and f"MYTHLINE_CONFIG='{stray}'" in result.stdout
 
 
 def test_the_lines_run_the_mythline_that_ran_not_the_first_on_path(tmp_path: Path, home: Path) -> None:

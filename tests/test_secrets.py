@@ -127,3 +127,56 @@ def test_an_echo_on_a_failed_run_is_redacted_in_stderr_and_heartbeat(tmp_path, h
 ])
 def test_basic_credentials_are_masked_without_knowing_them(text, expected):
     assert redact.redact(text, ()) == expected
+
+
+def test_after_every_hostile_server_case_no_secret_is_in_any_file_or_output(tmp_path, home, config, llm_server):
+    """One state home through every way a credential reaches us (a URL password, a key in the
+    URL's query, an echoed Bearer and Basic header, the key echoed in an error, in an error
+    inside a 200 and in an answer's record), then every file and every output is searched."""
+    from llm_server import error_in_200
+
+    config(provider={"max_attempts": 2, "max_retry_wait": "1s"})
+    outputs: list[str] = []
+
+    def cli(*args: str, env: dict[str, str] | None = None):
+        result = mythline(*args, env={KEY_ENV: TEST_KEY, **(env or {})})
+        outputs.extend((result.stdout, result.stderr))
+        return result
+
+    # A password in MYTHLINE_BASE_URL: refused, never sent, never written.
+    for args in (("run", AGENT), ("status",), ("doctor",)):
+        cli(*args, env={"MYTHLINE_BASE_URL": with_userinfo(llm_server.base_url)})
+    assert llm_server.count() == 0
+    # The provider echoes the Authorization header (and an upstream Basic credential) in an
+    # error, then in the record it answers with.
+    echoing_server(llm_server, fail_first=True)
+    assert cli("run", AGENT, "--force").returncode == 0
+    # The key echoed in an error, and in an error inside a 200.
+    llm_server.responder = None
+    llm_server.enqueue(error(400, f"invalid request for key {TEST_KEY} (authorization: Basic {BASIC})"),
+                       error(400, f"invalid request for key {TEST_KEY} (authorization: Basic {BASIC})"))
+    assert cli("run", AGENT, "--force").returncode == 1
+    llm_server.enqueue(error_in_200(f"upstream refused {TEST_KEY}"), error_in_200(f"upstream refused {TEST_KEY}"))
+    assert cli("run", AGENT, "--force").returncode == 1
+
+    # The key echoed in the record of an answer, which is stored; a key in the base URL's query.
+    def echo_key(request):
+        if is_audit(request):
+            return completion(json.dumps({"score": 0.9, "issues": []}))
+        rec = record(AGENT, topic_of(request))
+        field = next(k for k, v in rec.items() if isinstance(v, str) and k != "name")
+        rec[field] = f"{rec[field]} (as the key {TEST_KEY} says; authorization: Basic {BASIC})"
+        return completion(json.dumps(rec))
+
+    llm_server.responder = echo_key
+    assert cli("run", AGENT, "--force").returncode == 0
+    # (The scripted server knows no route with a query: a 404, whose line names the URL.)
+    assert cli("run", AGENT, "--force", env={"MYTHLINE_BASE_URL": f"{llm_server.base_url}?key={PASSWORD}"}
+               ).returncode == 1
+    for args in (("status",), ("status", "--json"), ("logs", AGENT), ("budget", "show"), ("agents",),
+                 ("watchdog",), ("doctor",), ("run", AGENT, "--dry-run")):
+        cli(*args)
+    assert len(list((home / "store").rglob("*.json"))) == 2
+    assert "[redacted]" in (home / "agents" / AGENT / "events.jsonl").read_text()
+    assert any((home / "cache").glob("settings-*.json"))
+    assert_nowhere(tmp_path, *outputs)

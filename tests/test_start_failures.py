@@ -92,6 +92,37 @@ def test_an_unknown_agent_is_a_fleet_start_failure(home: Path, config) -> None:
     assert "old-agent" in mythline("status").stdout
 
 
+def test_a_typo_from_a_terminal_suggests_the_name_and_names_no_log_that_is_not_there(home: Path, config) -> None:
+    result = mythline("run", "world-npx")
+    assert result.returncode == 2
+    assert result.stderr.startswith("mythline: unknown agent 'world-npx' (did you mean world-npcs?); the fleet is: ")
+    [stray] = status()[1]["start_failures"]
+    assert stray["agent"] == "world-npx" and stray["log"] is None
+    assert not (home / "logs" / "world-npx.log").exists()
+    table = mythline("status", env={"COLUMNS": "400"}).stdout
+    line = next(ln for ln in table.splitlines() if "could not start" in ln)
+    assert "world-npx.log" not in line and "(log: " not in line
+
+
+def test_a_typo_in_a_crontab_line_names_the_log_cron_wrote_to(home: Path, config) -> None:
+    # Cron's redirect creates the file before the run starts: that log is there, so it is named.
+    log = home / "logs" / "world-npx.log"
+    log.parent.mkdir(parents=True)
+    with log.open("a") as out:
+        result = subprocess.run([sys.executable, "-m", "mythline_cli", "run", "world-npx"], stdout=out,
+                                stderr=subprocess.STDOUT, timeout=60)
+    assert result.returncode == 2
+    assert "did you mean world-npcs?" in log.read_text(encoding="utf-8")
+    [stray] = status()[1]["start_failures"]
+    assert stray["log"] == str(log)
+    assert f"(log: {log})" in mythline("status", env={"COLUMNS": "400"}).stdout
+
+
+def test_a_name_far_from_any_agent_gets_no_guess(home: Path, config) -> None:
+    result = mythline("run", "zz-unrelated")
+    assert result.returncode == 2 and "did you mean" not in result.stderr
+
+
 def test_a_bad_config_is_recorded_under_an_agent_that_ran_before(home: Path, tmp_path: Path) -> None:
     bad = tmp_path / "broken.toml"
     bad.write_text("[provider\n", encoding="utf-8")

@@ -106,7 +106,7 @@ def test_status_all_lists_every_agent_with_its_error() -> None:
     errors = [ln for ln in lines if ln.startswith("agent-")]
     assert errors == [f"{row['agent']}: provider said no" for row in data["agents"] if row["last_error"]]
     assert len(errors) == 10
-    assert any(ln.startswith(" agent-004") and "paused (Prüfung 🐉)" in ln for ln in lines)
+    assert any(ln.startswith(" agent-004") and "paused (Prüfung 🐉, since " in ln for ln in lines)
 
 
 def test_every_row_has_exactly_the_typed_fields() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -39,11 +40,17 @@ def main(
                                 "./mythline.toml, the user config dir, then built-in defaults).",
                                 dir_okay=False),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks instead of one-line errors."),
+    home: Path = typer.Option(None, "--home", help="State home to use (else $MYTHLINE_HOME, then the user data "
+                              "dir). Task Scheduler's tasks pass it: a task has no environment of its own.",
+                              file_okay=False),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help="Print the version and exit."),
 ) -> None:
     STATE.config = config
     STATE.debug = debug
+    if home is not None:
+        # Read by paths.home() everywhere, the processes run --due starts included.
+        os.environ["MYTHLINE_HOME"] = str(home.expanduser().absolute())
 
 
 app.command("run", help=run.HELP)(run.run_cli)

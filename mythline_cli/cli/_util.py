@@ -68,11 +68,40 @@ def _one_line(exc: Exception, fallback: str) -> Exception:
     (of ``fallback`` when Click does not say which command it was parsing)."""
     if isinstance(exc, _OneLineUsageError) or type(exc).__name__ == "NoArgsIsHelpError":
         return exc  # no arguments at all: the help itself is the answer
+    _plain_words(exc)
     message = exc.format_message().strip()  # type: ignore[attr-defined]
     message = message[:1].lower() + message[1:].rstrip(".")
     ctx = getattr(exc, "ctx", None)
     command = ctx.command_path if ctx is not None else fallback
     return _OneLineUsageError(f"{message} (see: {command} --help)", ctx)
+
+
+# Typer checks option values with pydantic, whose wording ("Input should be a valid
+# integer, unable to parse string as an integer") names no value; ours names it.
+_KINDS = {"int_parsing": "a whole number", "int_from_float": "a whole number", "float_parsing": "a number",
+          "bool_parsing": "true or false"}
+_BOUNDS = {"greater_than_equal": ("ge", "at least"), "greater_than": ("gt", "more than"),
+           "less_than_equal": ("le", "at most"), "less_than": ("lt", "less than")}
+
+
+def _plain_words(exc: Exception) -> None:
+    cause = exc.__cause__
+    errors = getattr(cause, "errors", None)
+    if type(cause).__name__ != "ValidationError" or not callable(errors) or not hasattr(exc, "message"):
+        return
+    try:
+        first = errors()[0]
+    except (IndexError, TypeError):
+        return
+    value, kind, limits = first.get("input"), first.get("type"), first.get("ctx") or {}
+    shown = repr(value) if isinstance(value, str) else str(value)
+    if kind in _KINDS:
+        exc.message = f"{shown} is not {_KINDS[kind]}"
+    elif kind in _BOUNDS and _BOUNDS[kind][0] in limits:
+        exc.message = f"{shown} is too {'small' if kind.startswith('greater') else 'large'}; it must be " \
+                      f"{_BOUNDS[kind][1]} {limits[_BOUNDS[kind][0]]}"
+    else:
+        exc.message = f"{shown} is not a valid value"
 
 
 def _command_path(ctx: Any) -> str:

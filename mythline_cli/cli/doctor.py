@@ -13,6 +13,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -344,7 +345,16 @@ def check_scheduled(cfg: Any, *, windows: bool | None = None,
         problems = []
         info = data.get("key") or {}
         if info.get("name") and not info.get("found") and key != schedule.WATCHDOG:
-            problems.append(keys.missing(info["name"]))
+            store, cron_home = data.get("keys_file"), schedule.cron_home()
+            if store and store != str(keys.path()) and info["name"] in keys.load():
+                # Stored from this shell, in a store the job does not read: storing it again would not help.
+                why = (f" (cron starts jobs with HOME={cron_home}, this shell has HOME={Path.home()})"
+                       if cron_home is not None and cron_home != Path.home() else "")
+                problems.append(f"{info['name']} is in this shell's key store {keys.path()}, but the line reads "
+                                f"{store}{why}; reinstall from this shell with: mythline schedule cron --install "
+                                "(the lines then name the store)")
+            else:
+                problems.append(keys.missing(info["name"]))
         if data.get("config") != here_config:
             problems.append(f"it reads config {data.get('config') or 'none (built-in defaults)'}, this shell "
                             f"{here_config or 'none'}; reinstall from this shell with: mythline schedule cron --install")
@@ -396,9 +406,13 @@ def _check_tasks(cfg: Any, query: Callable[[str], str | None]) -> list[Check]:
         cwd = root.findtext("t:Actions/t:Exec/t:WorkingDirectory", default="", namespaces=ns).strip()
         where = cwd or r"none (Task Scheduler starts it in C:\Windows\System32)"
         status, note = "ok", ""
-        if "--config" not in arguments and cfg.source is not None:
+        words = arguments.split()
+        if "--config" not in words and cfg.source is not None:
             status, note = "fail", (f"; it names no --config, so it will not read {cfg.source}: regenerate with "
                                     "mythline schedule windows --out DIR")
+        elif "--home" not in words and (home := schedule.carried_home(None)):
+            status, note = "fail", (f"; it names no --home, so it will not use the state home {home} "
+                                    "(MYTHLINE_HOME here): regenerate with mythline schedule windows --out DIR")
         label = "scheduled watchdog" if name == schedule.WATCHDOG_TASK else f"scheduled {name}"
         checks.append(Check(label, status, f"runs {command} {arguments} · working directory {where}{note}"))
     if not checks:

@@ -221,10 +221,14 @@ def _identity(path: Path) -> tuple[int, int] | None:
 def show_logs(agent: str, *, n: int, follow_: bool, as_json: bool, poll: float,
               stop: Callable[[], bool] | None = None) -> int:
     """Print the events; returns how many were printed."""
-    from .. import paths
+    from .. import paths, statedocs
 
-    path = paths.events(agent)
+    docs = statedocs.backend()
     printer = Printer(as_json=as_json, colour=is_tty())
+    if docs.shared:
+        return _show_shared(docs, agent, n=n, follow_=follow_, as_json=as_json, poll=poll, stop=stop,
+                            printer=printer)
+    path = paths.events(agent)
     events, offset = snapshot(path, n)
     for event in events:
         printer(event)
@@ -235,6 +239,25 @@ def show_logs(agent: str, *, n: int, follow_: bool, as_json: bool, poll: float,
         for event in follow(path, offset=offset, poll=poll, stop=stop):
             printer(event)
             count += 1
+    return count
+
+
+def _show_shared(docs: Any, agent: str, *, n: int, follow_: bool, as_json: bool, poll: float,
+                 stop: Callable[[], bool] | None, printer: Printer, sleep: Callable[[float], None] = time.sleep) -> int:
+    """``show_logs`` for a shared state: the events are rows, followed by their ids."""
+    events, position = docs.tail("events", agent, n)
+    for event in events:
+        printer(event)
+    count = len(events)
+    if not events and not follow_ and is_tty() and not as_json:
+        out().print(f"no events yet for {agent} ({docs.where('events', agent)})", markup=False)
+    while follow_ and (stop is None or not stop()):
+        more, position = docs.follow("events", agent, position)
+        for event in more:
+            printer(event)
+            count += 1
+        if not more:
+            sleep(poll)
     return count
 
 

@@ -41,7 +41,10 @@ The tasks (and watchdog.xml, the watchdog every 5 minutes) run mythlinew.exe (no
 window; output goes to the agent's log), repeat
 at the agent's interval from a staggered start, skip a start while a run is going, run on
 battery, catch up a missed start, and are stopped after budget.run_timeout + 5 minutes.
-The logon type comes from schedule.windows_logon. Register them with DIR\\install.cmd.
+A task has no environment: each passes --home (this state home) and --config (this config
+file), and MYTHLINE_MODEL / MYTHLINE_BASE_URL from this shell as --model / --base-url; no
+secret (store the key with `mythline keys set NAME`). The logon type comes from
+schedule.windows_logon. Register them with DIR\\install.cmd.
 
 Example:
 
@@ -126,7 +129,8 @@ def windows_cli(
     agent: str = typer.Option(None, "--agent", help="Only this agent's task."),
     exe: str = typer.Option(None, "--exe", help="Windowless launcher the tasks run (default: mythlinew.exe beside "
                             "the installed mythline.exe)."),
-    home: str = typer.Option(None, "--home", help="State home named in the task descriptions (default: this one)."),
+    home: str = typer.Option(None, "--home", help="State home the tasks use, passed to each run as --home "
+                             "(default: this one)."),
 ) -> None:
     with boundary():
         from .. import schedule

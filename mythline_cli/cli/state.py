@@ -86,11 +86,12 @@ def _export_store(shared: Any) -> int:
     return count
 
 
-@app.command("import", help="Copy the state home's budget ledger and its journal, and its store of records, into "
-                            "an empty shared state.")
+@app.command("import", help="Copy the state home's budget ledger and its journal, its store of records, and every "
+                            "agent's documents and events, into an empty shared state.")
 def import_cli() -> None:
     with boundary():
-        from .. import files, paths
+        from .. import files, paths, statedocs
+        from ..errors import StateUnavailable
         from ..ledger.postgres import PgStore
         from ..state import session
 
@@ -99,29 +100,41 @@ def import_cli() -> None:
         if [e["seq"] for e in entries] != list(range(1, len(entries) + 1)):
             raise UsageError(f"{journal} is not a complete journal (entries 1..n without a gap); "
                              "run mythline budget repair first, or import nothing")
+        dsn = _dsn()
+        store = PgStore(session(dsn))
+        shared = statedocs.PgDocs(dsn)
+        if (shared.documents() or shared.logs()) and not store.snapshot().get("seq"):
+            raise StateUnavailable(f"the shared state at {store.session.where} already holds agents' documents "
+                                   "or events; import only into a new database")
         from ..storepg import PgRecords
 
         records = _store_files()
-        store = PgStore(session(_dsn()))
         data, stored = _import_both(store, PgRecords(store.session), entries, records)
+        copied = statedocs.copy(statedocs.FileDocs(), shared)
         out().print(f"Imported {len(entries)} journal entries into {store.session.where}: "
                     f"{len(data['windows'])} window(s), {len(data['reservations'])} open reservation(s); "
-                    f"{stored} stored record(s).", markup=False)
+                    f"{stored} stored record(s); {copied['documents']} document(s) and {copied['entries']} event(s) "
+                    "of the agents.", markup=False)
 
 
-@app.command("export", help="Copy the shared budget ledger and its journal, and the store of records, into the "
-                            "state home, which must have none yet.")
+@app.command("export", help="Copy the shared budget ledger and its journal, the store of records, and every "
+                            "agent's documents and events, into the state home, which must have none yet.")
 def export_cli() -> None:
     with boundary():
-        from .. import files, paths
+        from .. import files, paths, statedocs
         from ..ledger.postgres import PgStore
         from ..state import session
 
-        store = PgStore(session(_dsn()))
+        dsn = _dsn()
+        store = PgStore(session(dsn))
         for path in (paths.ledger(), paths.ledger_history()):
             if path.exists():
                 raise UsageError(f"{path} exists; export into a state home without a ledger "
                                  "(set MYTHLINE_HOME to a new folder)")
+        here = statedocs.FileDocs()
+        if here.documents() or here.logs():
+            raise UsageError(f"{paths.home()} holds agents' state already; export into a new state home "
+                             "(set MYTHLINE_HOME to a new folder)")
         entries = list(store.journal())
         data = store.snapshot()
         paths.home().mkdir(parents=True, exist_ok=True)
@@ -131,5 +144,7 @@ def export_cli() -> None:
         # The journal first: a ledger.json is only ever a copy of a journal that is complete.
         files.write_bytes_atomic(paths.ledger_history(), b"".join(files.encode(e, compact=True) for e in entries))
         files.write_json(paths.ledger(), data, compact=True)
-        out().print(f"Exported {len(entries)} journal entries and {records} stored record(s) to {paths.home()}.",
+        copied = statedocs.copy(statedocs.PgDocs(dsn), here)
+        out().print(f"Exported {len(entries)} journal entries and {records} stored record(s) to {paths.home()}; "
+                    f"{copied['documents']} document(s) and {copied['entries']} event(s) of the agents.",
                     markup=False)

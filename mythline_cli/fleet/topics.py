@@ -428,8 +428,6 @@ def change(agent, op: str, topic: str) -> dict:  # noqa: ANN001 - Agent
     """Add, remove or requeue one topic of ``agent``'s queue. The change is appended to the agent's
     inbox, then applied to its checkpoint under its run lock at once; while the agent runs, the
     lock is not taken and the change applies when its next run starts. Returns what happened."""
-    from filelock import FileLock, Timeout
-
     from .. import paths
     from ..checkpoint import QUARANTINED, Checkpoint, pending_changes, send, topic_problem
     from ..errors import UsageError
@@ -456,10 +454,16 @@ def change(agent, op: str, topic: str) -> dict:  # noqa: ANN001 - Agent
             raise UsageError(f"{topic!r} is {status}, not quarantined: only a quarantined topic is requeued ({hint})")
     paths.check_inside(paths.agent_dir(agent.name), paths.checkpoint(agent.name))
     send(agent.name, {"op": op, "topic": topic, "by": "mythline topics"})
-    lock = FileLock(str(paths.run_lock(agent.name)), timeout=0)
+    from contextlib import ExitStack
+
+    from .. import statedocs
+    from ..errors import AlreadyRunning
+
+    # The run lock wherever the state is: on PostgreSQL a run on another host holds it.
+    lock = ExitStack()
     try:
-        lock.acquire()
-    except Timeout:
+        lock.enter_context(statedocs.run_lock(agent.name))
+    except AlreadyRunning:
         return {"agent": agent.name, "op": op, "topic": topic, "result": "next-run"}
     try:
         ck = Checkpoint.load(agent.name, repair=False)
@@ -485,7 +489,7 @@ def change(agent, op: str, topic: str) -> dict:  # noqa: ANN001 - Agent
         for done in applied:
             log.emit(f"topic-{done['op']}", **{k: v for k, v in done.items() if k != "op"}, by="mythline topics")
     finally:
-        lock.release()
+        lock.close()
     return {"agent": agent.name, "op": op, "topic": topic, "result": "applied"}
 # Where each agent looks first: the two big Warcraft wikis, one page per topic. A topic that
 # is a claim rather than a page name (lore-crosscheck) goes through the wiki's search, which

@@ -7,6 +7,7 @@ Liveness is the backend's: a PID on one host, a lease across hosts.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
@@ -47,6 +48,10 @@ class Store(Protocol):
 
     def snapshot(self) -> State:
         """The ledger as its journal says it is, without waiting for a turn."""
+        ...
+
+    def journal(self) -> Iterator[Entry]:
+        """Every journal entry, in order (``budget reconcile`` and ``budget report`` read it)."""
         ...
 
     def repair(self) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """``budget report``: unit economics over the last N days, from the journal and the events.
 
-Spend is read from the ledger's journal (every reserve names its agent, step and windows;
+Spend is read from the ledger's journal, through its backend (every reserve names its agent, step and windows;
 its settle, reclaim, late-settle and reconcile entries say what it cost), so closed days
 count as well as today. A reservation is a retry when its run already reserved the same
 step; an unsettled charge (an estimate: a reclaim, or no usage reported) counts as
@@ -13,10 +13,11 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from .. import files, paths
+from .. import statedocs
 
 if TYPE_CHECKING:
     from ..config import Settings
+    from .backend import Store
 
 PARTS = ("research", "audit", "repair", "retries", "unsettled")
 _PART_OF_STEP = {"research": "research", "audit": "audit", "repair": "repair", "audit-repair": "repair"}
@@ -56,8 +57,15 @@ def _num(value: Any) -> float:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value else 0.0
 
 
-def economics(settings: Settings, *, days: int, today: date) -> EconomicsReport:
-    """The last ``days`` days up to ``today``, per agent and for the fleet."""
+def economics(settings: Settings, *, days: int, today: date, store: Store | None = None) -> EconomicsReport:
+    """The last ``days`` days up to ``today``, per agent and for the fleet; the journal is
+    read from ``store``, by default the settings' backend (the files, or the shared state)."""
+    if store is None:
+        from ..state import store_for
+        from .storage import LOCK_TIMEOUT
+        from .windows import utcnow
+
+        store = store_for(settings, now=utcnow, lock_timeout=LOCK_TIMEOUT)
     span = [(today - timedelta(days=n)).isoformat() for n in range(days - 1, -1, -1)]
     first = span[0]
     names = [a.name for a in settings.agents()]
@@ -74,7 +82,8 @@ def economics(settings: Settings, *, days: int, today: date) -> EconomicsReport:
         econ["split"][part] += usd
         daily[day] += usd
 
-    for op in files.iter_jsonl(paths.ledger_history()):
+    for entry in store.journal():
+        op: dict[str, Any] = dict(entry)
         event = op.get("event")
         if event == "reserve":
             step = str(op.get("step") or "")
@@ -98,7 +107,7 @@ def economics(settings: Settings, *, days: int, today: date) -> EconomicsReport:
             charge(str(op.get("agent")), _day_of(op.get("windows")), part, delta)
 
     for name in names:
-        for entry in files.iter_jsonl(paths.events(name)):
+        for entry in statedocs.backend().entries("events", name):
             if str(entry.get("ts", ""))[:10] < first:
                 continue
             if entry.get("event") == "store" and entry.get("action") != "unchanged":

@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from .journal import Entry, State, apply, empty
+from .storage import LOCK_TIMEOUT
 
 if TYPE_CHECKING:
     from ..state import Session
@@ -64,8 +65,11 @@ class PgAccess:
 class PgStore:
     """The ledger in PostgreSQL, changed one transaction at a time."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, *, lock_timeout: float = LOCK_TIMEOUT) -> None:
         self.session = session
+        # The session's own (state.Session) unless told otherwise: how long an access waits for
+        # the row, and how long a session may sit in a transaction before the server ends it.
+        self.lock_timeout = lock_timeout
         self.now = session.now
         self.last_lock_wait = 0.0
         self.last_lock_held = 0.0
@@ -78,7 +82,17 @@ class PgStore:
         conn = self.session.conn
         try:
             with conn.transaction():
+                if self.lock_timeout != LOCK_TIMEOUT:
+                    ms = f"{max(1, round(self.lock_timeout * 1000))}ms"
+                    conn.execute("SELECT set_config('lock_timeout', %s, true), "
+                                 "set_config('idle_in_transaction_session_timeout', %s, true)", (ms, ms))
                 yield conn
+        except psycopg.errors.LockNotAvailable:
+            from ..errors import MythlineError
+
+            raise MythlineError(f"the budget ledger in the shared state at {self.session.where} stayed locked for "
+                                f"{self.lock_timeout:.0f}s; is a process stuck? nothing was called (the server "
+                                "ends a session that holds it that long)") from None
         except psycopg.Error as exc:
             raise self.session.unavailable(exc, during=during) from None
 

@@ -26,6 +26,7 @@ from ..errors import MythlineError, NoBilling
 from ..redact import safe_url
 
 if TYPE_CHECKING:
+    from .backend import Store
     from .core import Ledger
 
 TRIES = 3  # per generation not ready yet, in one run
@@ -85,13 +86,12 @@ def _number(value: Any) -> float | None:
     return value if math.isfinite(value) and value >= 0 else None
 
 
-def calls(since: date | None) -> tuple[list[dict[str, Any]], set[str]]:
+def calls(store: Store, since: date | None) -> tuple[list[dict[str, Any]], set[str]]:
     """The journal's settled calls with a generation id (from ``since``), and the ids already
-    reconciled."""
+    reconciled; read from the ledger's backend, the files or the shared state."""
     out, done = [], set()
-    for op in files.iter_jsonl(paths.ledger_history()):
-        if not isinstance(op.get("seq"), int):
-            continue
+    for entry in store.journal():
+        op: dict[str, Any] = dict(entry)
         if op.get("event") == "reconcile" and op.get("generation"):
             done.add(op["generation"])
         elif op.get("event") == "settle" and op.get("generation"):
@@ -106,7 +106,7 @@ def reconcile(ledger: Ledger, billing: Billing, *, since: date | None = None,
     """Replace each unreconciled call's figure with its bill; keep the key's limit as a cap.
     Returns what was done (``reconciled``, ``pending``, ``extra_usd``, ``days``, ``key``)."""
     key = billing.key_info()  # first: a provider without the endpoints changes nothing
-    todo, done = calls(since)
+    todo, done = calls(ledger.store, since)
     todo = [op for op in todo if op["generation"] not in done]
     billed: dict[str, float] = {}
     pending = list(todo)

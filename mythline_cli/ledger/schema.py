@@ -25,6 +25,16 @@ STEPS: list[str] = [
     INSERT INTO mythline_ledger VALUES (1, 0, '{"version": 1, "windows": {}, "reservations": {}}')
         ON CONFLICT DO NOTHING;
     """,
+    # The per-agent state documents and event logs (statedocs.PgDocs). Bodies are text as
+    # written, not json: a bad value reads back as a bad file does, and is moved aside.
+    """
+    CREATE TABLE IF NOT EXISTS mythline_docs (kind text NOT NULL, agent text NOT NULL, body text NOT NULL,
+                                              updated timestamptz NOT NULL DEFAULT now(),
+                                              PRIMARY KEY (kind, agent));
+    CREATE TABLE IF NOT EXISTS mythline_events (id bigserial PRIMARY KEY, log text NOT NULL, agent text NOT NULL,
+                                                entry text NOT NULL);
+    CREATE INDEX IF NOT EXISTS mythline_events_by_log ON mythline_events (log, agent, id);
+    """,
     # The store of records (storepg.py): one row per (domain, slug), the document as written,
     # beside the columns the file backend's SQLite index derives from it. ``doc`` is json, not
     # jsonb: its keys stay in the order written, so an export is the file backend's to the byte.

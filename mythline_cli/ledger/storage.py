@@ -303,6 +303,13 @@ class FileStore:
         return {"moved_aside": str(moved) if moved else None, "seq": data.get("seq", 0),
                 "reservations": len(data["reservations"]), "windows": sorted(data["windows"])}
 
+    def journal(self) -> Iterator[Entry]:
+        """Every entry of ``ledger-history.jsonl``, in order, without the lock (lines are
+        appended whole; a torn or foreign line is skipped, as ``replay`` does)."""
+        for op in files.iter_jsonl(paths.ledger_history()):
+            if isinstance(op.get("seq"), int):
+                yield op  # type: ignore[misc]
+
     def snapshot(self) -> State:
         """The ledger as the journal says it is, without the lock: ``ledger.json`` (replaced
         atomically) rolled forward over the journal lines it does not hold yet."""

@@ -58,20 +58,71 @@ def carried_env(environ: dict[str, str] | None = None) -> dict[str, str]:
     return {name: env[name] for name in CARRIED_ENV if env.get(name)}
 
 
+def cron_home() -> Path | None:
+    """The HOME cron gives this user's jobs: the passwd entry's, not this shell's $HOME."""
+    try:
+        import pwd
+    except ImportError:  # Windows: no cron
+        return None
+    try:
+        return Path(pwd.getpwuid(os.getuid()).pw_dir)
+    except KeyError:  # a uid without a passwd entry (some containers)
+        return None
+
+
+def cron_keys_path() -> Path | None:
+    """Where a cron job finds the key store by itself: the user config dir under cron's HOME,
+    with no XDG_CONFIG_HOME and no MYTHLINE_KEYS_FILE."""
+    from .. import keys
+
+    home = cron_home()
+    if home is None:
+        return None
+    config = "Library/Application Support" if sys.platform == "darwin" else ".config"
+    return home / config / "mythline" / keys.FILE_NAME
+
+
+def config_lookup_env() -> dict[str, str]:
+    """With no config file, what makes a cron job look for one where this shell does.
+
+    The shell read the built-in defaults, and reads the user config dir's mythline.toml once
+    it exists; a job must do the same, not read a file this shell never saw. Cron starts jobs
+    in the passwd home with no XDG_CONFIG_HOME: a different user config dir is carried as
+    XDG_CONFIG_HOME, and a mythline.toml in the passwd home (the job's working directory) is
+    refused, as the job would read it and this shell does not."""
+    from .. import paths
+    from ..errors import UsageError
+
+    home = cron_home()
+    if home is None or sys.platform == "win32":
+        return {}
+    stray = home / paths.CONFIG_NAME
+    if stray.is_file():
+        raise UsageError(f"cron starts jobs in {home}, so the lines would read {stray}, which this shell does not "
+                         f"(it uses the built-in defaults); pass --config {stray}, or move that file into "
+                         f"{paths.user_config_dir()}")
+    here = paths.user_config_dir().absolute()
+    if sys.platform == "darwin" or here == home / ".config" / paths.APP:
+        return {}  # macOS reads no XDG_CONFIG_HOME: its config dir follows HOME alone
+    return {"XDG_CONFIG_HOME": str(here.parent)}
+
+
 def keys_file_env() -> dict[str, str]:
     """MYTHLINE_KEYS_FILE for the lines, when cron would not find the key store by itself.
 
-    Cron starts jobs with HOME and none of the shell's XDG_* variables: a store found
-    through $XDG_CONFIG_HOME or $MYTHLINE_KEYS_FILE here would be missing there.
+    Cron starts jobs with the passwd entry's HOME and none of the shell's XDG_* variables: a
+    store found through $XDG_CONFIG_HOME, $MYTHLINE_KEYS_FILE or a $HOME that is not the
+    passwd one would be missing there.
     """
     from .. import keys
 
-    xdg = os.environ.get("XDG_CONFIG_HOME", "")
-    if xdg and Path(xdg).expanduser().absolute() == Path("~/.config").expanduser().absolute():
-        xdg = ""  # where cron looks anyway
-    if sys.platform == "win32" or not (os.environ.get("MYTHLINE_KEYS_FILE") or xdg):
+    if sys.platform == "win32":
         return {}
-    return {"MYTHLINE_KEYS_FILE": str(keys.path())}
+    here = keys.path()
+    cron = cron_keys_path()
+    if cron is not None and here == cron.absolute():
+        return {}
+    return {"MYTHLINE_KEYS_FILE": str(here)}
 
 
 def windowless_command(*, which: Callable[[str], str | None] = shutil.which,

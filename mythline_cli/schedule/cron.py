@@ -15,7 +15,16 @@ from ..agent import valid_name
 from ..config import Agent, Settings
 from ..durations import format_duration
 from ..errors import SchedulerError, UsageError
-from .common import WATCHDOG_MINUTES, Drift, carried_env, compare, cron_timing, keys_file_env, mythline_command
+from .common import (
+    WATCHDOG_MINUTES,
+    Drift,
+    carried_env,
+    compare,
+    config_lookup_env,
+    cron_timing,
+    keys_file_env,
+    mythline_command,
+)
 
 BEGIN = "# BEGIN mythline"
 END = "# END mythline"
@@ -65,9 +74,11 @@ def plan_cron(settings: Settings, *, agent: str | None = None, fleet: bool = Fal
     state = PurePath(home) if home else paths.home().absolute()
     if any(c in settings.config.schedule.mailto for c in "\r\n"):
         raise UsageError("schedule.mailto cannot contain a line break")
+    # No config file: the lines carry no MYTHLINE_CONFIG, and look for one where this shell does.
+    lookup = config_lookup_env() if config is None else {}
     return CronPlan(agents=chosen, slots={n: i for i, n in enumerate(names)}, command=command, home=state,
                     config=config, mailto=settings.config.schedule.mailto, fleet=fleet,
-                    env={**keys_file_env(), **carried_env()})
+                    env={**lookup, **keys_file_env(), **carried_env()})
 
 
 def _job(plan: CronPlan, args: list[str], log_name: str | None) -> str:

@@ -83,13 +83,17 @@ def plan_windows(settings: Settings, *, agent: str | None = None, exe: str | Non
         command, lead, guess = exe, [], False
     else:
         command, lead, guess = windowless_command(which=which, windows=windows)
+    # A task has no environment of its own: the state home, the config and what the shell set
+    # go on its command line, as the crontab lines carry them in variables.
+    state = home or str(paths.home().absolute())
+    task_home = carried_home(home)
+    if task_home:
+        lead = lead + ["--home", task_home]
     if settings.source:
         lead = lead + ["--config", str(settings.source.absolute())]
-    # A task has no environment of its own: what the shell set goes on the run's command line.
     carried = carried_env()
     flags = [w for name, flag in (("MYTHLINE_MODEL", "--model"), ("MYTHLINE_BASE_URL", "--base-url"))
              if name in carried for w in (flag, carried[name])]
-    state = home or str(paths.home().absolute())
     limit = _iso_minutes(settings.budget.run_timeout + KILL_MARGIN)
     logon = settings.config.schedule.windows_logon
     plans = [TaskPlan(agent=a, slot=names.index(a.name), slots=len(names), command=command,
@@ -99,6 +103,17 @@ def plan_windows(settings: Settings, *, agent: str | None = None, exe: str | Non
     plans.append(TaskPlan(agent=None, slot=0, slots=1, command=command, arguments=_win_args(lead + ["watchdog"]),
                           logon=logon, time_limit=_iso_minutes(KILL_MARGIN), home=state, regenerate=regenerate))
     return plans, guess
+
+
+# Where a task run finds the state home by itself: it runs as the user who wrote it.
+DEFAULT_HOME = r"%LOCALAPPDATA%\mythline"
+
+
+def carried_home(home: str | None) -> str | None:
+    """The --home a task passes: the one given or set in MYTHLINE_HOME; none for the default."""
+    if home is not None:
+        return None if home.rstrip("\\/").lower() == DEFAULT_HOME.lower() else home
+    return str(paths.home().absolute()) if os.environ.get("MYTHLINE_HOME") else None
 
 
 def task_xml(plan: TaskPlan) -> str:

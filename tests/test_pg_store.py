@@ -228,12 +228,21 @@ def test_a_corrupt_checkpoint_is_rebuilt_from_the_shared_store(home, config, llm
     monkeypatch.setenv("MYTHLINE_STATE", pg_dsn)
     llm_server.responder = lore_responder(AGENT)
     assert mythline("run", AGENT).returncode == 0
-    checkpoint = home / "agents" / AGENT / "checkpoint.json"
-    checkpoint.write_bytes(b'{"topics": {"Thr')  # torn
+    import psycopg
+
+    def checkpoint_body(conn):
+        return conn.execute("SELECT body FROM mythline_docs WHERE kind = 'checkpoint' AND agent = %s",
+                            (AGENT,)).fetchone()[0]
+
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:  # the checkpoint is shared too: tear its row
+        assert json.loads(checkpoint_body(conn))["topics"]["Thrall"]["status"] == "done"
+        conn.execute("UPDATE mythline_docs SET body = %s WHERE kind = 'checkpoint' AND agent = %s",
+                     ('{"topics": {"Thr', AGENT))
     result = mythline("run", AGENT)
     assert result.returncode == 0, result.stderr
     assert "(1 topics done, 0 quarantined)" in result.stderr
-    done = json.loads(checkpoint.read_text())["topics"]["Thrall"]
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        done = json.loads(checkpoint_body(conn))["topics"]["Thrall"]
     assert done["status"] == "done" and done["stored"]["hash"] == {k: h for k, h, _ in rows(pg_dsn)}[
         f"npcs/{slug('Thrall')}.json"]
     assert done["stored"]["path"].endswith(f"#npcs/{slug('Thrall')}.json")

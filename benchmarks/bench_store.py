@@ -1,12 +1,17 @@
 """``mythline store ls`` and ``store search`` over a generated store, against ``python -c "import typer, rich.table"``.
 
-    python benchmarks/bench_store.py [--records 100000] [--runs 15] [--json results.json]
+    python benchmarks/bench_store.py [--records 100000] [--runs 15] [--json results.json] [--pg [--dsn URL]]
 
 Target: both medians <= 1.5x the baseline, with the index warm (what every command after the
 first finds). Also timed, once each: building the index from nothing (the first command after
 the index was deleted), and a refresh after one record was added (the first command after a run
 stored something). The store is written as the fleet writes it: store/<domain>/<slug>.json,
 spread over the ten built-in domains, every record valid for its agent's schema.
+
+``--pg``: the same store also in PostgreSQL (moved there by ``mythline state import``, timed),
+and ``store ls`` / ``store search`` timed on it too, interleaved with the file cases. The
+server is ``--dsn`` (one where a database may be created), else a throwaway cluster started
+as the tests start theirs (fsync on).
 """
 
 from __future__ import annotations
@@ -66,9 +71,12 @@ def main() -> int:
     ap.add_argument("--records", type=int, default=100_000, help="records in the generated store")
     ap.add_argument("--runs", type=int, default=15, help="timed runs per case")
     ap.add_argument("--json", type=Path, help="also write the summary here")
+    ap.add_argument("--pg", action="store_true", help="also time the store in PostgreSQL")
+    ap.add_argument("--dsn", default=None, help="with --pg: a server to create the database on")
     args = ap.parse_args()
 
     work = fresh_dir("store")
+    server, gen, db = args.dsn, None, None
     try:
         home = work / "home"
         t0 = time.perf_counter()
@@ -95,21 +103,56 @@ def main() -> int:
                                                                        env),
             "mythline store ls --json": lambda: run_timed([*cli, "store", "ls", "--json"], env),
         }
+        imported = None
+        if args.pg:
+            if server is None:
+                from bench_backends import cluster
+
+                server, gen = cluster()
+            import psycopg
+
+            db = f"bench_store_{os.getpid()}"
+            with psycopg.connect(server, autocommit=True) as conn:
+                conn.execute(f'CREATE DATABASE "{db}"')
+            pg_env = {**env, "MYTHLINE_STATE": server.rsplit("/", 1)[0] + "/" + db}
+            imported = run_timed([*cli, "state", "import"], pg_env, timeout=3600)
+            print(f"state import of {args.records:,} records into PostgreSQL: {imported:.1f} s")
+            run_timed([*cli, "store", "ls"], pg_env)
+            cases.update({
+                "PostgreSQL: mythline store ls": lambda: run_timed([*cli, "store", "ls"], pg_env),
+                "PostgreSQL: mythline store ls --agent world-npcs --min-confidence 0.9": lambda: run_timed(
+                    [*cli, "store", "ls", "--agent", "world-npcs", "--min-confidence", "0.9"], pg_env),
+                "PostgreSQL: mythline store search frost": lambda: run_timed(
+                    [*cli, "store", "search", "frost"], pg_env),
+                "PostgreSQL: mythline store search 'storm raven 4'": lambda: run_timed(
+                    [*cli, "store", "search", "storm raven 4"], pg_env),
+                "PostgreSQL: mythline store ls --json": lambda: run_timed([*cli, "store", "ls", "--json"], pg_env),
+            })
         print(f"command: {' '.join(cli)}   python: {PY}   cpus: {os.cpu_count()}   runs: {args.runs} (interleaved)")
         results = interleave(cases, args.runs)
         summary = summarize(results, BASE)
         worst = 0.0
-        for name in ("mythline store ls", "mythline store search frost"):
+        headline = ["mythline store ls", "mythline store search frost"]
+        headline += [f"PostgreSQL: {n}" for n in headline] if args.pg else []
+        for name in headline:
             ratio = summary[name]["ratio"]
             worst = max(worst, ratio)
             print(f"{name} / baseline = {ratio:.2f}x (target <= {TARGET}x): "
                   f"{'meets' if ratio <= TARGET else 'MISSES'} the target")
         if args.json:
             args.json.write_text(json.dumps({"summary": summary, "target": TARGET, "records": args.records,
-                                             "index_build_s": build, "one_folder_refresh_s": refresh}, indent=2))
+                                             "index_build_s": build, "one_folder_refresh_s": refresh,
+                                             "pg_import_s": imported}, indent=2))
         return 0
     finally:
         remove(work)
+        if db is not None and server is not None:
+            import psycopg
+
+            with psycopg.connect(server, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        if gen is not None:
+            gen.close()  # stops the throwaway cluster
 
 
 if __name__ == "__main__":

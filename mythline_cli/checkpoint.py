@@ -9,9 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from . import files, paths, statedocs
+from . import files, statedocs
 from .clock import stamp as _now
-from .slug import slug
 
 VERSION = 1
 DONE, QUARANTINED = "done", "quarantined"
@@ -145,21 +144,19 @@ class Checkpoint:
         moved = docs.move_aside("checkpoint", agent) if repair else None
         return cls(agent, _blank(agent), moved_aside=moved or docs.where("checkpoint", agent), problem=found)
 
-    def recover(self, queue: tuple[str, ...], *, domain: str) -> dict[str, int]:
+    def recover(self, queue: tuple[str, ...], *, domain: str, settings: Any = None) -> dict[str, int]:
         """After a corrupt checkpoint was moved aside: rebuild what the other files still say,
         so that finished work is not paid for again. A topic whose record is in the store is
         done; a topic the agent's event log saw quarantined stays quarantined. Saved at once.
         (Recorded steps of the attempt in progress are lost with the checkpoint.)"""
+        from .store import stored as stored_record
+
         done = quarantined = 0
         for topic in queue:
-            try:
-                doc = files.read_json(paths.record(domain, slug(topic)))
-            except files.CorruptFile:
-                continue
-            if isinstance(doc, dict) and doc.get("topic") == topic:
+            found = stored_record(domain, topic, settings)  # the file's or the shared row's
+            if found is not None and found[1].get("topic") == topic:
                 state = self.topic_state(topic)
-                state.update(status=DONE, recovered=_now(),
-                             stored={"path": str(paths.record(domain, slug(topic))), "hash": doc.get("content_hash")})
+                state.update(status=DONE, recovered=_now(), stored={"path": found[0], "hash": found[1].get("content_hash")})
                 done += 1
         wanted = set(queue)
         for event in statedocs.backend().entries("events", self.agent):

@@ -294,7 +294,7 @@ class Cycle:
         for repair in repairs:
             warnings.append(repair.warning)
             self.emit("corrupt-state", **repair.event)
-        agent = self.agent = fleet_topics.fold(ck, agent, self.emit)
+        agent = self.agent = fleet_topics.fold(ck, agent, self.emit, self.settings)
         if agent.kind == "lore-crosscheck":
             agent = self.agent = crosscheck.scan(self.settings, agent, ck, self.emit)
         self.plan_ctx = planner.Context.of(self.settings, agent)  # the queue as changed above
@@ -448,7 +448,8 @@ class Cycle:
             **action.provenance,
             "researched_at": steps["research"]["recorded"], "validated_at": action.validated_at,
         }
-        stored = store_record(domain=agent.domain, topic=topic, record=action.record, provenance=provenance)
+        stored = store_record(domain=agent.domain, topic=topic, record=action.record, provenance=provenance,
+                              settings=self.settings)
         self.emit("store", topic=topic, **stored)
         ck.finish_attempt(passed=True, feedback=[], max_attempts=agent.max_attempts, stored=stored)
         if stored["action"] != "unchanged":

@@ -34,7 +34,7 @@ def at_start(ledger: Ledger, ck: Checkpoint, agent: Agent, heartbeat_moved: Path
         out.append(Repair(f"{agent.name}: heartbeat was unreadable; moved aside to {heartbeat_moved} and started "
                           "afresh", {"file": "heartbeat", "moved_to": str(heartbeat_moved)}))
     if ck.moved_aside is not None:
-        found = ck.recover(agent.topics, domain=agent.domain)
+        found = ck.recover(agent.topics, domain=agent.domain, settings=ledger.settings)
         out.append(Repair(f"{agent.name}: checkpoint was unreadable; moved aside to {ck.moved_aside}, rebuilt from "
                           f"the store and the event log ({found['done']} topics done, {found['quarantined']} "
                           "quarantined); the attempt in progress starts again",

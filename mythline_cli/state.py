@@ -23,6 +23,7 @@ import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
@@ -61,6 +62,33 @@ def dsn_of(settings: Settings | None) -> str | None:
         raise StateUnavailable(f"{where} is not a PostgreSQL URL ({describe(value)}); write "
                                'postgresql://USER@HOST:5432/DATABASE, or leave it unset for the state home\'s files')
     return value
+
+
+def dsn_for(config: Path | None) -> str | None:
+    """``dsn_of`` for a command that needs nothing else from the config (the store's reads):
+    ``MYTHLINE_STATE``, else ``state`` in the config file the full path would read, taken
+    from its TOML without validating the rest (no pydantic at start-up)."""
+    if os.environ.get(ENV) is not None:
+        return dsn_of(None)
+    from . import paths
+    from .errors import ConfigError
+
+    source = paths.locate_config(config)[0]
+    if source is None:
+        return None
+    import tomllib
+    from types import SimpleNamespace
+
+    try:
+        value = tomllib.loads(source.read_text(encoding="utf-8")).get("state")
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML ({exc})", path=source) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot be read ({exc})", path=source) from None
+    if value is not None and not isinstance(value, str):
+        raise ConfigError("must be a string: postgresql://USER@HOST:5432/DATABASE, or unset for the state "
+                          "home's files", path=source, key="state")
+    return dsn_of(SimpleNamespace(config=SimpleNamespace(state=value)))  # type: ignore[arg-type]
 
 
 def passwords_of(dsn: str) -> set[str]:

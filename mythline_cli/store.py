@@ -20,12 +20,16 @@ def content_hash(record: dict[str, Any]) -> str:
 
 
 def store_record(*, domain: str, topic: str, record: dict[str, Any], provenance: dict[str, Any],
-                 kind: str = "record") -> dict[str, Any]:
+                 kind: str = "record", settings: Any = None) -> dict[str, Any]:
     """Write the record unless identical content is already stored; returns what happened.
 
     Idempotent: storing the same content again changes nothing. A different validated
-    version replaces the old one and keeps the old hash in ``history``.
+    version replaces the old one and keeps the old hash in ``history``. Where: the shared
+    state's PostgreSQL when ``settings`` (or ``MYTHLINE_STATE``) name one, else the state home.
     """
+    shared = shared_store(settings)
+    if shared is not None:
+        return shared.put(domain=domain, topic=topic, record=record, provenance=provenance, kind=kind)
     path = paths.record(domain, slug(topic))
     digest = content_hash(record)
     try:
@@ -35,23 +39,87 @@ def store_record(*, domain: str, topic: str, record: dict[str, Any], provenance:
         existing = None
     if isinstance(existing, dict) and existing.get("content_hash") == digest:
         return {"action": "unchanged", "path": str(path), "hash": digest}
-    history = []
-    if isinstance(existing, dict):
-        old = _v if isinstance(_v := existing.get("provenance"), dict) else {}
-        history = [h for h in existing.get("history") or [] if isinstance(h, dict)]
-        # The old version itself, not only its hash: a refresh that changed a record can be undone.
-        history.append({"content_hash": existing.get("content_hash"), "stored_at": old.get("stored_at"),
-                        "run_id": old.get("run_id"), "record": existing.get("record"), "provenance": old})
-    doc: dict[str, Any] = {
-        "domain": domain, "topic": topic, "content_hash": digest, **({"kind": kind} if kind != "record" else {}),
-        "provenance": {**provenance, "stored_at": datetime.now(timezone.utc).isoformat()},
-        "record": record, "history": history,
-    }
+    doc = next_version(existing if isinstance(existing, dict) else None, domain=domain, topic=topic, digest=digest,
+                       record=record, provenance=provenance, kind=kind,
+                       stored_at=datetime.now(timezone.utc).isoformat())
     files.write_json(path, doc)
     from .storeindex import note
 
     note(path, doc)
     return {"action": "replaced" if existing else "created", "path": str(path), "hash": digest}
+
+
+def next_version(existing: dict[str, Any] | None, *, domain: str, topic: str, digest: str, record: dict[str, Any],
+                 provenance: dict[str, Any], kind: str, stored_at: str) -> dict[str, Any]:
+    """The document that replaces ``existing`` (None: the first version), on either backend."""
+    history = []
+    if existing is not None:
+        old = _v if isinstance(_v := existing.get("provenance"), dict) else {}
+        history = [h for h in existing.get("history") or [] if isinstance(h, dict)]
+        # The old version itself, not only its hash: a refresh that changed a record can be undone.
+        history.append({"content_hash": existing.get("content_hash"), "stored_at": old.get("stored_at"),
+                        "run_id": old.get("run_id"), "record": existing.get("record"), "provenance": old})
+    return {
+        "domain": domain, "topic": topic, "content_hash": digest, **({"kind": kind} if kind != "record" else {}),
+        "provenance": {**provenance, "stored_at": stored_at},
+        "record": record, "history": history,
+    }
+
+
+# -- which backend ---------------------------------------------------------------------------
+
+def shared_store(settings: Any = None, *, dsn: str | None = None) -> Any:
+    """The store in the shared PostgreSQL (``storepg.PgRecords``) when the state is there
+    (``dsn``, else ``settings`` or ``MYTHLINE_STATE``), else None: the state home's files."""
+    from .state import dsn_of, session
+
+    dsn = dsn or dsn_of(settings)
+    if dsn is None:
+        return None
+    from .storepg import PgRecords
+
+    return PgRecords(session(dsn))
+
+
+def open_index(settings: Any = None, *, dsn: str | None = None, timeout: float | None = None) -> Any:
+    """The store to list, look up and search, brought up to date: ``StoreIndex`` over the
+    state home's files, or the shared PostgreSQL's records. Close it when done."""
+    shared = shared_store(settings, dsn=dsn)
+    if shared is not None:
+        return shared
+    from .storeindex import READ_TIMEOUT, StoreIndex
+
+    return StoreIndex.open(timeout=READ_TIMEOUT if timeout is None else timeout)
+
+
+def run_index(settings: Any = None) -> Any:
+    """The store for a run's look-ups: on files, the index as it stands (never built by a run;
+    None when there is none to use); on PostgreSQL, the records themselves."""
+    shared = shared_store(settings)
+    if shared is not None:
+        return shared
+    from .storeindex import StoreIndex
+
+    try:
+        return StoreIndex.existing()
+    except Exception:  # noqa: BLE001 - without it, the queues and the record files decide
+        return None
+
+
+def stored(domain: str, topic: str, settings: Any = None) -> tuple[str, dict[str, Any]] | None:
+    """(where, the stored document) of ``topic`` in ``domain``; None when there is none, or it
+    cannot be read. On either backend."""
+    shared = shared_store(settings)
+    if shared is not None:
+        key = f"{domain}/{slug(topic)}.json"
+        doc = shared.get(key)
+        return None if doc is None else (shared.path_of(key), doc)
+    path = paths.record(domain, slug(topic))
+    try:
+        doc = files.read_json(path)
+    except files.CorruptFile:
+        return None
+    return (str(path), doc) if isinstance(doc, dict) else None
 
 
 # -- reading the store (files only: no LLM stack, no config) ----------------------------------
@@ -80,6 +148,12 @@ def resolve(index: Any, name: str, *, domain: str | None = None) -> dict[str, An
     hint = f"; did you mean {', '.join(repr(h['name']) for h in hits)}?" if hits else ""
     scope = f" in domain {domain!r}" if domain else ""
     raise UnknownRecord(f"no stored record is named {name!r}{scope}{hint} (see: mythline store search TEXT)")
+
+
+def read_key(key: str, settings: Any = None) -> dict[str, Any]:
+    """``read`` on either backend: the record document at ``key``."""
+    shared = shared_store(settings)
+    return read(key) if shared is None else shared.read(key)
 
 
 def evidence_of(doc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -120,20 +194,20 @@ def sources_for_show(doc: dict[str, Any]) -> list[dict[str, Any]]:
 def describe(index: Any, row: dict[str, Any]) -> dict[str, Any]:
     """Everything ``store show`` prints about one record: the document, its citations, evidence,
     versions and the contradictions that cite it."""
-    doc = read(row["path"])
+    doc = index.read(row["path"])
     record = _v if isinstance(_v := doc.get("record"), dict) else {}
     history = [h for h in doc.get("history") or [] if isinstance(h, dict)]
     contradictions = []
     for c in index.touching(row["path"]):
         try:
-            cdoc = read(c["path"])
+            cdoc = index.read(c["path"])
         except UsageError:
             continue
         crec = cdoc.get("record") or {}
         contradictions.append({"path": c["path"], "name": c["name"], "field": crec.get("field"),
                                "summary": crec.get("summary"), "claims": crec.get("claims") or []})
     return {
-        "path": str(paths.store_dir() / row["path"]), "key": row["path"], "domain": row["domain"],
+        "path": index.path_of(row["path"]), "key": row["path"], "domain": row["domain"],
         "topic": doc.get("topic"), "name": row["name"], "agent": row["agent"], "kind": row["kind"],
         "confidence": row["confidence"], "stored_at": row["stored_at"], "content_hash": doc.get("content_hash"),
         "aliases": row["aliases"], "record": record, "provenance": doc.get("provenance") or {},
@@ -214,7 +288,7 @@ def export(index: Any, *, fmt: str, out_dir: Path | None) -> dict[str, Any]:
         lines = []
         for row in rows:
             try:
-                doc = read(row["path"])
+                doc = index.read(row["path"])
             except UsageError:
                 continue  # removed or broken meanwhile: the index lists it no longer next time
             lines.append(files.encode({"key": row["path"], **doc}, compact=True))

@@ -496,6 +496,16 @@ class StoreIndex:
     def count(self) -> int:
         return self.conn.execute("SELECT count(*) FROM records").fetchone()[0]
 
+    # What the store's readers ask of either backend (``storepg.PgRecords`` answers the same).
+    def read(self, key: str) -> dict[str, Any]:
+        """The record document at ``key``, from its JSON file."""
+        from .store import read
+
+        return read(key)
+
+    def path_of(self, key: str) -> str:
+        return str(paths.store_dir() / key)
+
 
 def _mtime(path: Path) -> int | None:
     try:

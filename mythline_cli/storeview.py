@@ -15,11 +15,16 @@ from .errors import UsageError
 DEFAULT_LIMIT = 50
 
 
-def open_index():  # noqa: ANN201 - StoreIndex
-    from .storeindex import IndexUnavailable, StoreIndex
+def open_index(config: Any = None):  # noqa: ANN201 - StoreIndex | storepg.PgRecords
+    """The store to read: the shared PostgreSQL's when the state is there (``MYTHLINE_STATE``,
+    or ``state`` in the config file at ``config`` or found as usual), else the files' index."""
+    from .state import dsn_for
+    from .store import open_index as opened
+    from .storeindex import IndexUnavailable
 
+    dsn = dsn_for(config)
     try:
-        return StoreIndex.open()
+        return opened(dsn=dsn)
     except IndexUnavailable as exc:
         raise UsageError(f"the store's index cannot be used ({exc}); remove that file and try again: it is "
                          "rebuilt from the JSON records") from None
@@ -90,12 +95,10 @@ def table(rows: list[dict[str, Any]], title: str) -> str:
     return "\n".join([title, "", line(head), "  ".join("\u2500" * w for w in widths), *map(line, body)])
 
 
-def public(row: dict[str, Any]) -> dict[str, Any]:
-    from . import paths
-
+def public(row: dict[str, Any], index: Any) -> dict[str, Any]:
     keep = ("name", "topic", "agent", "domain", "kind", "confidence", "n_sources", "tiers", "aliases", "stored_at",
             "content_hash")
-    return {**{k: row[k] for k in keep}, "path": str(paths.store_dir() / row["path"])}
+    return {**{k: row[k] for k in keep}, "path": index.path_of(row["path"])}
 
 
 def _value(value: Any) -> str:
@@ -179,10 +182,10 @@ def _say(text: str) -> None:
 
 def ls(*, agent: str | None = None, domain: str | None = None, since: str | None = None,
        min_confidence: float | None = None, limit: int = DEFAULT_LIMIT, all_rows: bool = False,
-       json_out: bool = False, check_agent: Any = None) -> None:
+       json_out: bool = False, check_agent: Any = None, config: Any = None) -> None:
     """``store ls``: ``check_agent(name)`` raises when the fleet has no such agent."""
     after = parse_since(since)
-    with open_index() as index:
+    with open_index(config) as index:
         rows, total = index.list(agent=agent, domain=domain, since=after, min_confidence=min_confidence,
                                  limit=None if all_rows else limit)
         problems = index.problems()
@@ -195,9 +198,9 @@ def ls(*, agent: str | None = None, domain: str | None = None, since: str | None
         if agent is not None and check_agent is not None and not total and not index.list(agent=agent, limit=1)[1]:
             # No record names it: a configured agent with nothing stored yet, or a typo.
             check_agent(agent)
+        shown = [public(r, index) for r in rows]
     if json_out:
-        print_json({"total": total, "shown": len(rows), "records": [public(r) for r in rows],
-                    "unreadable": problems})
+        print_json({"total": total, "shown": len(rows), "records": shown, "unreadable": problems})
         return
     if not total:
         filtered = agent or domain or since or min_confidence is not None
@@ -211,15 +214,16 @@ def ls(*, agent: str | None = None, domain: str | None = None, since: str | None
         _say(f"unreadable: {p['path']}: {p['problem']}")
 
 
-def search(text: str, *, limit: int = 20, json_out: bool = False) -> None:
+def search(text: str, *, limit: int = 20, json_out: bool = False, config: Any = None) -> None:
     import re
 
     if not re.search(r"\w", text):
         raise UsageError(f"nothing to search for in {text!r}: give a word, e.g. mythline store search thrall")
-    with open_index() as index:
+    with open_index(config) as index:
         rows, total = index.search(text, limit=limit)
+        shown = [public(r, index) for r in rows]
     if json_out:
-        print_json({"total": total, "shown": len(rows), "records": [public(r) for r in rows]})
+        print_json({"total": total, "shown": len(rows), "records": shown})
         return
     if not rows:
         _say(f"No stored record mentions {text!r}.")

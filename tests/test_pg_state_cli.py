@@ -8,7 +8,7 @@ import json
 import pytest
 from probe import run_main
 
-from mythline_cli.ledger.schema import VERSION
+from mythline_cli.ledger import schema
 
 from helpers import lore_responder, mythline
 
@@ -20,7 +20,7 @@ def test_state_init_creates_the_schema_once_and_refuses_a_newer_one(home, config
     for _ in range(2):
         result = mythline("state", "init", env=env)
         assert result.returncode == 0, result.stderr
-        assert f"is at schema version {VERSION}." in result.stdout and "postgresql://mythline@127.0.0.1" in result.stdout
+        assert f"is at schema version {schema.VERSION}." in result.stdout and "postgresql://mythline@127.0.0.1" in result.stdout
     import psycopg
 
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
@@ -30,7 +30,7 @@ def test_state_init_creates_the_schema_once_and_refuses_a_newer_one(home, config
         assert refused.returncode == 6
         assert refused.stderr.splitlines() == [
             "mythline: the shared state at " + refused.stderr.split(" at ", 1)[1].split(" has ")[0]
-            + f" has schema version 99, newer than this mythline knows ({VERSION}); upgrade mythline on this host"]
+            + f" has schema version 99, newer than this mythline knows ({schema.VERSION}); upgrade mythline on this host"]
 
 
 def test_state_commands_without_a_shared_state_say_how_to_name_one(home, config):

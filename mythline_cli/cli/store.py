@@ -1,4 +1,5 @@
-"""``mythline store ls|show|search|export|reindex``: what the fleet has learned (reads files only)."""
+"""``mythline store ls|show|search|export|reindex``: what the fleet has learned (reads the state
+home's files, or the shared PostgreSQL when the state is there)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 import typer
 
 from ..errors import UsageError
-from ._util import boundary, out, print_json
+from ._util import STATE, boundary, out, print_json
 
 app = typer.Typer(no_args_is_help=True, help="Browse, search and export the lore store: every validated record "
                   "the fleet has stored, with its sources.\n\n\b\nExample:\n  mythline store ls --agent world-npcs\n\n"
@@ -17,7 +18,7 @@ app = typer.Typer(no_args_is_help=True, help="Browse, search and export the lore
 def known_agent(name: str) -> str:
     """``name`` when the fleet has such an agent (from the settings cache when it is fresh)."""
     from .. import settings_cache
-    from ._util import STATE, settings
+    from ._util import settings
 
     cached = settings_cache.load(STATE.config)
     names = cached.agent_names if cached is not None else settings().agent_names
@@ -50,7 +51,7 @@ def ls_cli(
         from ..storeview import ls
 
         ls(agent=agent, domain=domain, since=since, min_confidence=min_confidence, limit=limit, all_rows=all_rows,
-           json_out=json_out, check_agent=known_agent)
+           json_out=json_out, check_agent=known_agent, config=STATE.config)
 
 
 SHOW_HELP = """Show one record for a person: its fields, citations with their tiers, evidence quotes, the
@@ -73,7 +74,7 @@ def show_cli(
         from ..store import describe, resolve
         from ..storeview import open_index, render_record
 
-        with open_index() as index:
+        with open_index(STATE.config) as index:
             data = describe(index, resolve(index, name, domain=domain))
         if json_out:
             print_json(data)
@@ -99,7 +100,7 @@ def search_cli(
     with boundary():
         from ..storeview import search
 
-        search(text, limit=limit, json_out=json_out)
+        search(text, limit=limit, json_out=json_out, config=STATE.config)
 
 
 EXPORT_HELP = """Write the whole store for other tools. jsonl: one record document per line (to stdout, or
@@ -129,7 +130,7 @@ def export_cli(
             raise UsageError(f"--out {out_dir} is a file; give a directory")
         from ..storeview import open_index
 
-        with open_index() as index:
+        with open_index(STATE.config) as index:
             result = export(index, fmt=fmt, out_dir=out_dir)
         if out_dir is None:
             return  # the records went to stdout
@@ -144,8 +145,21 @@ def export_cli(
                              "\b\nExample:\n  mythline store reindex")
 def reindex_cli(json_out: bool = typer.Option(False, "--json", help="Print the result as JSON.")) -> None:
     with boundary():
+        from ..state import dsn_for
         from ..storeindex import IndexUnavailable, StoreIndex
 
+        dsn = dsn_for(STATE.config)
+        if dsn is not None:
+            from ..store import open_index
+
+            shared = open_index(dsn=dsn)
+            result = {"records": shared.count(), "unreadable": 0, "index": shared.where}
+            if json_out:
+                print_json(result)
+            else:
+                out().print(f"The store is in {shared.where}: searched by the database, with no index to rebuild "
+                            f"({result['records']} records).", markup=False)
+            return
         try:
             index = StoreIndex.open(full=True)
         except IndexUnavailable as exc:

@@ -43,7 +43,6 @@ def _claim(key: str, doc: dict[str, Any], value: str) -> dict[str, Any]:
 def find(index: Any) -> list[dict[str, Any]]:
     """Every contradiction the stored records hold now, as record dicts (deterministic order)."""
     from ..errors import UsageError
-    from ..store import read
     from ..storeindex import normal
 
     found: dict[str, dict[str, Any]] = {}
@@ -51,7 +50,7 @@ def find(index: Any) -> list[dict[str, Any]]:
         docs = []
         for key in keys:
             try:
-                doc = read(key)
+                doc = index.read(key)
             except UsageError:
                 continue
             if isinstance(doc.get("record"), dict):
@@ -80,11 +79,10 @@ def scan(settings: Any, agent: Any, ck: Any, emit: Callable[..., Any]) -> Any:
     (at most ``MAX_NEW_PER_RUN`` new ones), mark those that no longer hold as resolved, and add up
     to ``agent.max_proposals`` of the new ones to its own queue as claims to check. Returns the
     agent with its queue as it is now. Never fails the run."""
-    from ..store import read, store_record
-    from ..storeindex import StoreIndex
+    from ..store import open_index, read_key, store_record
 
     try:
-        with StoreIndex.open(timeout=5.0) as index:
+        with open_index(settings, timeout=5.0) as index:
             current = find(index)
             existing = {r["topic"]: r for r in index.list(kind="contradiction", domain=DOMAIN)[0]}
         # Stored under a topic of its own: the claim's research stores its verdict under the claim.
@@ -96,7 +94,7 @@ def scan(settings: Any, agent: Any, ck: Any, emit: Callable[..., Any]) -> Any:
             if PREFIX + topic not in existing and created >= MAX_NEW_PER_RUN:
                 continue
             stored = store_record(domain=DOMAIN, topic=PREFIX + topic, record=record, kind="contradiction",
-                                  provenance={"agent": agent.name, "method": "deterministic"})
+                                  provenance={"agent": agent.name, "method": "deterministic"}, settings=settings)
             if stored["action"] == "created":
                 created += 1
                 emit("contradiction", topic=topic, records=[c["path"] for c in record["claims"]])
@@ -108,12 +106,12 @@ def scan(settings: Any, agent: Any, ck: Any, emit: Callable[..., Any]) -> Any:
         for topic, row in existing.items():
             if topic in live:
                 continue
-            doc = read(row["path"])
+            doc = read_key(row["path"], settings)
             record = dict(doc.get("record") or {})
             if record.get("status") == "open":
                 record["status"] = "resolved"
                 store_record(domain=DOMAIN, topic=topic, record=record, kind="contradiction",
-                             provenance={"agent": agent.name, "method": "deterministic"})
+                             provenance={"agent": agent.name, "method": "deterministic"}, settings=settings)
                 emit("contradiction-resolved", topic=topic)
         if proposed:
             ck.save()

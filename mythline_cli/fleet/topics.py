@@ -323,20 +323,20 @@ def propose(agents, source, topic: str, record: dict, *, index=None) -> list[dic
 
 # -- the cycle's hooks: each one never fails a run ----------------------------------------------
 
-def fold(ck, agent, emit):  # noqa: ANN001, ANN201 - Checkpoint, Agent, event callback -> Agent
+def fold(ck, agent, emit, settings=None):  # noqa: ANN001, ANN201 - Checkpoint, Agent, event callback -> Agent
     """At the start of a run (its lock held): apply the queue changes in the agent's inbox, and
     return the agent with the queue it works on (configured, added, less removed)."""
     import dataclasses
 
     index = None
     try:
-        index = run_index()
+        index = run_index(settings)
         for change in ck.fold_inbox(agent.topics, known=lambda name: in_store(agent.domain, name, index)):
             emit(f"topic-{change['op']}", **{k: v for k, v in change.items() if k != "op"})
         if ck.moved_aside is not None and ck.data["added"]:
             # A checkpoint rebuilt after corruption read its inbox again from the start (the
             # inbox is the journal of queue changes): the added topics already stored are done.
-            ck.recover(tuple(ck.data["added"]), domain=agent.domain)
+            ck.recover(tuple(ck.data["added"]), domain=agent.domain, settings=settings)
     except Exception as exc:  # noqa: BLE001 - the queue as it was is still a queue
         emit("queue-change-failed", error=f"{type(exc).__name__}: {exc}")
     finally:
@@ -362,14 +362,11 @@ def in_store(domain: str, name: str, index=None) -> bool:  # noqa: ANN001 - Stor
     return index is not None and index.has_name(domain, name)
 
 
-def run_index():  # noqa: ANN201 - StoreIndex | None
+def run_index(settings=None):  # noqa: ANN001, ANN201 - Settings -> StoreIndex | PgRecords | None
     """The store's index for a run's look-ups, if there is one to use as it stands."""
-    from ..storeindex import StoreIndex
+    from ..store import run_index as index_for_run
 
-    try:
-        return StoreIndex.existing()
-    except Exception:  # noqa: BLE001 - without it, the queues and the record files decide
-        return None
+    return index_for_run(settings)
 
 
 def after_store(settings, agent, topic: str, record: dict, emit) -> None:  # noqa: ANN001
@@ -378,7 +375,7 @@ def after_store(settings, agent, topic: str, record: dict, emit) -> None:  # noq
         return
     index = None
     try:
-        index = run_index()
+        index = run_index(settings)
         for entry in propose(settings.agents(), agent, topic, record, index=index):
             emit("proposed", topic=entry["topic"], to=entry["to"], record=topic)
     except Exception as exc:  # noqa: BLE001 - a proposal is never worth a failed run
@@ -475,10 +472,12 @@ def change(agent, op: str, topic: str) -> dict:  # noqa: ANN001 - Agent
             # change waits in the inbox for that run.
             return {"agent": agent.name, "op": op, "topic": topic, "result": "next-run",
                     "checkpoint_problem": ck.problem}
-        from ..storeindex import IndexUnavailable, StoreIndex
+        from ..state import dsn_for
+        from ..store import open_index
+        from ..storeindex import IndexUnavailable
 
         try:  # a command, not a run: the index may be brought up to date
-            index = StoreIndex.open(timeout=5.0)
+            index = open_index(dsn=dsn_for(None), timeout=5.0)
         except IndexUnavailable:
             index = None
         try:

@@ -35,6 +35,26 @@ STEPS: list[str] = [
                                                 entry text NOT NULL);
     CREATE INDEX IF NOT EXISTS mythline_events_by_log ON mythline_events (log, agent, id);
     """,
+    # The store of records (storepg.py): one row per (domain, slug), the document as written,
+    # beside the columns the file backend's SQLite index derives from it. ``doc`` is json, not
+    # jsonb: its keys stay in the order written, so an export is the file backend's to the byte.
+    # The time indexes are in the order ``store ls`` reads (newest first, none last): no sort.
+    """
+    CREATE TABLE IF NOT EXISTS mythline_records (
+        key text PRIMARY KEY, domain text NOT NULL, topic text, name text NOT NULL, agent text,
+        confidence double precision, stored_at text, content_hash text NOT NULL, tiers text NOT NULL,
+        n_sources integer NOT NULL, aliases text NOT NULL, kind text NOT NULL, names text[] NOT NULL,
+        links text[] NOT NULL, words tsvector NOT NULL, doc json NOT NULL);
+    CREATE INDEX IF NOT EXISTS mythline_records_stored ON mythline_records
+        ((stored_at COLLATE "C") DESC NULLS LAST);
+    CREATE INDEX IF NOT EXISTS mythline_records_agent ON mythline_records
+        (agent, (stored_at COLLATE "C") DESC NULLS LAST);
+    CREATE INDEX IF NOT EXISTS mythline_records_domain ON mythline_records
+        (domain, (stored_at COLLATE "C") DESC NULLS LAST);
+    CREATE INDEX IF NOT EXISTS mythline_records_names ON mythline_records USING gin (names);
+    CREATE INDEX IF NOT EXISTS mythline_records_links ON mythline_records USING gin (links);
+    CREATE INDEX IF NOT EXISTS mythline_records_words ON mythline_records USING gin (words);
+    """,
 ]
 VERSION = len(STEPS)
 

@@ -22,10 +22,10 @@ import urllib.robotparser
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 from . import __version__, files, paths
+from .retry_after import retry_after
 
 try:  # the openai SDK brings one of the two, under whichever name its release uses
     import httpx2 as httpx
@@ -111,21 +111,6 @@ def _now_iso() -> str:
 def _host(url: str) -> str:
     parts = urllib.parse.urlsplit(url)
     return parts.netloc.lower()
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
 
 
 class Hosts:
@@ -513,7 +498,7 @@ class Fetcher:
                 return Page(url, "gone", final_url=final_url, http_status=status,
                             reason=f"HTTP {status} ({'not found' if status == 404 else 'gone'})")
             if status == 429 or status >= 500:
-                after = _retry_after(resp.headers.get("retry-after"))
+                after = retry_after(resp.headers, rate_limited=status == 429)
                 why = f"HTTP {status}"
                 waited = self.hosts.back_off(host, after, why)
                 return Page(url, "backoff", final_url=final_url, http_status=status,

@@ -164,6 +164,21 @@ class Backend:
 
         wait_for(ended, timeout=30)
 
+    def records(self, home: Any = None) -> int:
+        """How many records are stored (record files under ``home``'s or this test's store, or
+        rows of the shared store)."""
+        if self.dsn is None:
+            from pathlib import Path
+
+            from mythline_cli import paths
+
+            root = Path(home) / "store" if home is not None else paths.store_dir()
+            return len(list(root.rglob("*.json")))
+        import psycopg
+
+        with psycopg.connect(self.dsn) as conn:
+            return int(conn.execute("SELECT count(*) FROM mythline_records").fetchone()[0])  # type: ignore[index]
+
     def journal(self) -> list[dict[str, Any]]:
         """Every journal entry, in order."""
         if self.dsn is None:

@@ -167,6 +167,26 @@ def _folders(root: Path) -> dict[str, int]:
     return out
 
 
+def list_filter(*, agent: str | None, domain: str | None, kind: str | None, since: str | None,
+                min_confidence: float | None, mark: str = "?",
+                stored_at: str = "stored_at") -> tuple[str, list[Any]]:
+    """The WHERE clause and its arguments of ``store ls``'s filters, for either backend's SQL
+    (``mark``: its placeholder; ``stored_at``: how it compares record times)."""
+    where: list[str] = []
+    args: list[Any] = []
+    for column, value in (("agent", agent), ("domain", domain), ("kind", kind)):
+        if value is not None:
+            where.append(f"{column} = {mark}")
+            args.append(value)
+    if since is not None:
+        where.append(f"{stored_at} >= {mark}")
+        args.append(since)
+    if min_confidence is not None:
+        where.append(f"confidence >= {mark}")
+        args.append(min_confidence)
+    return ("WHERE " + " AND ".join(where)) if where else "", args
+
+
 class StoreIndex:
     """An open, fresh index of the store. Use ``StoreIndex.open()``; close when done."""
 
@@ -419,19 +439,8 @@ class StoreIndex:
              min_confidence: float | None = None, limit: int | None = None,
              kind: str | None = None) -> tuple[builtins.list[dict[str, Any]], int]:
         """(records newest first, at most ``limit``; how many match in all)."""
-        where: builtins.list[str] = []
-        args: builtins.list[Any] = []
-        for column, value in (("agent", agent), ("domain", domain), ("kind", kind)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                args.append(value)
-        if since is not None:
-            where.append("stored_at >= ?")
-            args.append(since)
-        if min_confidence is not None:
-            where.append("confidence >= ?")
-            args.append(min_confidence)
-        clause = ("WHERE " + " AND ".join(where)) if where else ""
+        clause, args = list_filter(agent=agent, domain=domain, kind=kind, since=since,
+                                   min_confidence=min_confidence)
         total = self.conn.execute(f"SELECT count(*) FROM records {clause}", args).fetchone()[0]
         sql = f"SELECT {', '.join(COLUMNS)} FROM records {clause} ORDER BY stored_at DESC"
         if limit is not None:

@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from .errors import UnknownRecord
-from .storeindex import COLUMNS, extract, normal
+from .storeindex import COLUMNS, extract, list_filter, normal
 
 if TYPE_CHECKING:
     from .state import Session
@@ -204,19 +204,9 @@ class PgRecords:
              min_confidence: float | None = None, limit: int | None = None,
              kind: str | None = None) -> tuple[builtins.list[dict[str, Any]], int]:
         """(records newest first, at most ``limit``; how many match in all)."""
-        where: builtins.list[str] = []
-        args: builtins.list[Any] = []
-        for column, value in (("agent", agent), ("domain", domain), ("kind", kind)):
-            if value is not None:
-                where.append(f"{column} = %s")
-                args.append(value)
-        if since is not None:
-            where.append('stored_at COLLATE "C" >= %s')
-            args.append(since)
-        if min_confidence is not None:
-            where.append("confidence >= %s")
-            args.append(min_confidence)
-        clause = ("WHERE " + " AND ".join(where)) if where else ""
+        # Byte order for times, as SQLite compares them.
+        clause, args = list_filter(agent=agent, domain=domain, kind=kind, since=since,
+                                   min_confidence=min_confidence, mark="%s", stored_at='stored_at COLLATE "C"')
         total = self._query(f"SELECT count(*) FROM mythline_records {clause}", args)[0][0]
         # Byte order, as SQLite compares; a record without a time last, as SQLite puts NULL.
         sql = f'SELECT {_COLS} FROM mythline_records {clause} ORDER BY stored_at COLLATE "C" DESC NULLS LAST'

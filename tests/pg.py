@@ -21,6 +21,7 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -208,3 +209,10 @@ def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
         yield Backend("postgresql", dsn)
     finally:
         state.forget_sessions()
+
+
+def host(tmp_path: Path, name: str, dsn: str) -> tuple[Path, dict[str, str]]:
+    """A "host": its own working dir and state home, its own name, only the DSN in common."""
+    root = tmp_path / name
+    (root / "work").mkdir(parents=True, exist_ok=True)
+    return root / "work", {"MYTHLINE_STATE": dsn, "MYTHLINE_HOST": name, "MYTHLINE_HOME": str(root / "home")}

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pg import host
 
 from helpers import TEST_KEY, delayed, is_audit, lore_responder, mythline, wait_for
 from llm_server import Reply, error
@@ -20,12 +21,6 @@ from llm_server import Reply, error
 AGENT = "world-npcs"
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
-
-
-def host(tmp_path: Path, name: str, dsn: str) -> tuple[Path, dict[str, str]]:
-    root = tmp_path / name
-    (root / "work").mkdir(parents=True, exist_ok=True)
-    return root / "work", {"MYTHLINE_STATE": dsn, "MYTHLINE_HOST": name, "MYTHLINE_HOME": str(root / "home")}
 
 
 def start(cwd: Path, env: dict[str, str], agent: str = AGENT) -> subprocess.Popen[str]:

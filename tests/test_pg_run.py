@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pg import host
 
 from mythline_cli import state
 
@@ -20,13 +21,6 @@ from helpers import TEST_KEY, delayed, is_audit, lore_responder, mythline, wait_
 AGENT = "world-npcs"
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
-
-
-def host(tmp_path: Path, name: str, dsn: str) -> tuple[Path, dict[str, str]]:
-    """A "host": its own working dir and state home, its own name, only the DSN in common."""
-    root = tmp_path / name
-    (root / "work").mkdir(parents=True, exist_ok=True)
-    return root / "work", {"MYTHLINE_STATE": dsn, "MYTHLINE_HOST": name, "MYTHLINE_HOME": str(root / "home")}
 
 
 def start(cwd: Path, env: dict[str, str], *args: str) -> subprocess.Popen[str]:

@@ -100,8 +100,9 @@ def check(env: dict[str, str], expected_pairs: int) -> None:
 
 
 def cluster() -> tuple[str, Any]:
-    import pg
     import pytest  # the tests' fixture starts and stops it
+
+    import pg
 
     os.environ.setdefault("MYTHLINE_TEST_PG_FSYNC", "on")  # commits reach the disk, as the journal's lines do
     gen = pg.pg_server.__wrapped__()  # type: ignore[attr-defined]
@@ -116,9 +117,9 @@ def cycle(server: str | None, runs: int) -> None:
     import psycopg
     from _common import base_env, fresh_dir, interleave, lore_server, mythline_cmd, remove, run_timed, summarize
     from bench_run import AGENT, init_configs
-    from source_server import SourceServer
 
     from helpers import TEST_KEY
+    from source_server import SourceServer
 
     work = fresh_dir("backends-cycle")
     llm = lore_server(grounded=True)

@@ -25,11 +25,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from source_server import SourceServer  # noqa: E402
-
 from mythline_cli import fetch, sources  # noqa: E402
 from mythline_cli.fleet.topics import SOURCES, TOPICS  # noqa: E402
 from mythline_cli.tiers import DEFAULT_DOMAINS  # noqa: E402
+
+from source_server import SourceServer  # noqa: E402
 
 
 def local(spec: str, base: str) -> str:

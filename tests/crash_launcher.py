@@ -5,7 +5,8 @@
 N = 0 never kills; every write point (a file opened for writing, a rename) is listed in
 LOGFILE either way, one per line, so a test can count them and then kill at each in turn.
 With ``CRASH_ERRNO`` set (e.g. 28, ENOSPC), the Nth write fails with that OSError instead
-of a kill: the disk-full or I/O-error sweep.
+of a kill: the disk-full or I/O-error sweep. ``install`` is the hook alone (tests/zygote.py
+puts it into a forked child).
 The hook lives here, in the test's launcher, not in the product.
 """
 
@@ -17,10 +18,9 @@ import sys
 import time
 
 
-def main() -> None:
-    kill_at = int(sys.argv[1])
-    log_fd = os.open(sys.argv[2], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    args = sys.argv[sys.argv.index("--") + 1:]
+def install(kill_at: int, log: str) -> None:
+    """List every write under the state home in ``log``; stop the process at write ``kill_at``."""
+    log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     home = os.path.realpath(os.environ["MYTHLINE_HOME"])
     count = 0
     fail_errno = int(os.environ.get("CRASH_ERRNO") or 0)
@@ -49,6 +49,11 @@ def main() -> None:
             os.kill(os.getpid(), signal.SIGKILL)
 
     sys.addaudithook(hook)
+
+
+def main() -> None:
+    args = sys.argv[sys.argv.index("--") + 1:]
+    install(int(sys.argv[1]), sys.argv[2])
     sys.argv = ["mythline", *args]
     from mythline_cli.__main__ import main as cli
 

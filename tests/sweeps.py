@@ -12,14 +12,38 @@ from pathlib import Path
 from mythline_cli.ledger import replay
 
 from helpers import TEST_KEY, is_audit
+from zygote import Zygotes
 
 AGENT = "world-npcs"
 LAUNCHER = Path(__file__).with_name("crash_launcher.py")
 
-def launch(kill_at: int, log: Path, home: Path, extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def launch(kill_at: int, log: Path, home: Path, extra: dict[str, str] | None = None,
+           zygotes: Zygotes | None = None) -> subprocess.CompletedProcess:
+    """``mythline run AGENT`` with every write listed in ``log`` and the ``kill_at``-th stopped
+    (0: none): a fresh interpreter, or a child forked by ``zygotes``."""
     env = {**os.environ, **(extra or {}), "MYTHLINE_HOME": str(home)}
+    if zygotes is not None:
+        env.pop("CRASH_ERRNO", None)
+        return zygotes.run(["run", AGENT], env=env, kill_at=kill_at, log=log,
+                           errno=int((extra or {}).get("CRASH_ERRNO") or 0))
     return subprocess.run([sys.executable, str(LAUNCHER), str(kill_at), str(log), "--", "run", AGENT],
                           capture_output=True, text=True, env=env, timeout=120)
+
+
+def resume(home: Path, extra: dict[str, str], zygotes: Zygotes, *args: str) -> subprocess.CompletedProcess:
+    """The next scheduled ``mythline run AGENT`` in ``home``, forked by ``zygotes``."""
+    env = {**os.environ, **extra, "MYTHLINE_HOME": str(home)}
+    env.pop("CRASH_ERRNO", None)
+    return zygotes.run(["run", AGENT, *args], env=env)
+
+
+def same_writes(fresh: Path, forked: Path) -> list[str]:
+    """Where the writes listed in two launch logs differ (a fresh and a forked clean run)."""
+    def kinds(log: Path) -> list[str]:
+        return [desc for _, desc, _ in write_points(log, [])]
+
+    a, b = kinds(fresh), kinds(forked)
+    return [] if a == b else [f"a forked run wrote {b}, a fresh one {a}"]
 
 
 def recorded_steps(home: Path) -> set[str]:

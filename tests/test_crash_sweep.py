@@ -11,27 +11,49 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from source_server import SourceServer
-from sweeps import AGENT, check_invariants, check_sources, launch, open_reservations, recorded_steps, write_points
 
 from helpers import grounded_responder, lore_responder
 from llm_server import ScriptedLLMServer
+from source_server import SourceServer
+from sweeps import (
+    AGENT,
+    check_invariants,
+    check_sources,
+    launch,
+    open_reservations,
+    recorded_steps,
+    resume,
+    same_writes,
+    write_points,
+)
+from zygote import Zygotes
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
 
 
 def sweep(tmp_path: Path, llm_server, *, every: bool, grounded: bool = False) -> int:
+    with ExitStack() as stack:
+        return _sweep(stack, tmp_path, llm_server, every=every, grounded=grounded)
+
+
+def _sweep(stack: ExitStack, tmp_path: Path, llm_server, *, every: bool, grounded: bool) -> int:
     responder = grounded_responder if grounded else lore_responder
     llm_server.responder = responder(AGENT)
     clean = launch(0, tmp_path / "clean.log", tmp_path / "clean")
     assert clean.returncode == 0, clean.stderr
     points = write_points(tmp_path / "clean.log", [r["time"] for r in llm_server.requests])
+    workers = max(2, os.cpu_count() or 2)
+    zygotes = stack.enter_context(Zygotes(workers))
+    # The points below run in forked children: first, one clean cycle forked writes the same.
+    forked = launch(0, tmp_path / "forked.log", tmp_path / "forked", zygotes=zygotes)
+    assert forked.returncode == 0, forked.stderr
+    assert not same_writes(tmp_path / "clean.log", tmp_path / "forked.log")
     written = " ".join(desc for _, desc, _ in points)
     # The sweep covers every kind of write the cycle makes.
     for target in ("checkpoint.json", "heartbeat.json", "events.jsonl", "ledger.json", "ledger-history.jsonl",
@@ -52,21 +74,20 @@ def sweep(tmp_path: Path, llm_server, *, every: bool, grounded: bool = False) ->
         with ScriptedLLMServer() as server:
             server.responder = responder(AGENT)
             env = {"MYTHLINE_BASE_URL": server.base_url}
-            killed = launch(k, tmp_path / f"k{k}.log", home, env)
+            killed = launch(k, tmp_path / f"k{k}.log", home, env, zygotes)
             if killed.returncode != -signal.SIGKILL:
                 return [f"{desc}: the run was not killed ({killed.returncode})"]
             steps = recorded_steps(home)
             dead = open_reservations(home)
             start = server.count()
-            resumed = subprocess.run([sys.executable, "-m", "mythline_cli", "run", AGENT], capture_output=True,
-                                     text=True, env={**os.environ, **env, "MYTHLINE_HOME": str(home)}, timeout=120)
+            resumed = resume(home, env, zygotes)
             problems = [] if resumed.returncode == 0 else [f"resume exited {resumed.returncode}: {resumed.stderr}"]
             problems += check_invariants(home, dead, steps, server.requests[start:])
             if grounded:
                 problems += check_sources(home)
         return [f"{desc} (after {phase} LLM requests): {p}" for p in problems]
 
-    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         violations = [v for found in pool.map(one, points) for v in found]
     print(f"\n{len(points)} crash points, {len(violations)} violations")
     assert not violations, "\n".join(violations)

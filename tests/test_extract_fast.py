@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 from probe import EXTRACTION_DEFERRED, run_main
-from source_server import SourceServer, article, chronicle
 
 from helpers import grounded_responder
+from source_server import SourceServer, article, chronicle
 
 LONG = "Thrall led the Horde across the sea to Kalimdor and founded a new home for the orcs there. " * 8
 # Pages that take each way to a title and each fallback of the extractor: meta tags, JSON-LD

@@ -7,10 +7,11 @@ import subprocess
 import sys
 
 import pytest
-import source_server
-from source_server import SourceServer
 
 from mythline_cli import fetch, paths
+
+import source_server
+from source_server import SourceServer
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from source_server import SourceServer
 from typer.testing import CliRunner
 
 from mythline_cli.cli import app
@@ -17,6 +16,7 @@ from mythline_cli.cli import app
 from factories import record
 from helpers import MODEL, is_audit, topic_of
 from llm_server import Reply, completion
+from source_server import SourceServer
 
 AGENT = "world-npcs"
 FIRST = "Thrall"

@@ -10,25 +10,37 @@ from __future__ import annotations
 
 import errno
 import os
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from sweeps import AGENT, check_invariants, launch, open_reservations, recorded_steps, write_points
 
 from helpers import lore_responder
 from llm_server import ScriptedLLMServer
+from sweeps import AGENT, check_invariants, launch, open_reservations, recorded_steps, resume, same_writes, write_points
+from zygote import Zygotes
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="the sweep's launcher counts POSIX opens")
 
 
 def sweep(tmp_path: Path, llm_server, code: int, *, every: bool) -> None:
     llm_server.responder = lore_responder(AGENT)
+    with ExitStack() as stack:
+        _sweep(stack, tmp_path, llm_server, code, every=every)
+
+
+def _sweep(stack: ExitStack, tmp_path: Path, llm_server, code: int, *, every: bool) -> None:
     clean = launch(0, tmp_path / "clean.log", tmp_path / "clean")
     assert clean.returncode == 0, clean.stderr
     points = write_points(tmp_path / "clean.log", [r["time"] for r in llm_server.requests])
+    workers = max(2, os.cpu_count() or 2)
+    zygotes = stack.enter_context(Zygotes(workers))
+    # The points below run in forked children: first, one clean cycle forked writes the same.
+    forked = launch(0, tmp_path / "forked.log", tmp_path / "forked", zygotes=zygotes)
+    assert forked.returncode == 0, forked.stderr
+    assert not same_writes(tmp_path / "clean.log", tmp_path / "forked.log")
     if not every:
         seen: set[tuple[str, int]] = set()
         points = [p for p in points if (p[1], p[2]) not in seen and not seen.add((p[1], p[2]))]
@@ -41,7 +53,7 @@ def sweep(tmp_path: Path, llm_server, code: int, *, every: bool) -> None:
         with ScriptedLLMServer() as server:
             server.responder = lore_responder(AGENT)
             env = {"MYTHLINE_BASE_URL": server.base_url, "CRASH_ERRNO": str(code)}
-            failed = launch(k, tmp_path / f"e{k}.log", home, env)
+            failed = launch(k, tmp_path / f"e{k}.log", home, env, zygotes)
             problems = []
             lines = failed.stderr.strip().splitlines()
             outcomes.append(f"{desc}: exit {failed.returncode} {lines[-1] if lines else ''}")
@@ -57,21 +69,17 @@ def sweep(tmp_path: Path, llm_server, code: int, *, every: bool) -> None:
             steps = recorded_steps(home)
             dead = open_reservations(home)
             start = server.count()
-            resumed = subprocess.run([sys.executable, "-m", "mythline_cli", "run", AGENT], capture_output=True,
-                                     text=True, env={**os.environ, "MYTHLINE_BASE_URL": server.base_url,
-                                                     "MYTHLINE_HOME": str(home)}, timeout=120)
+            next_env = {"MYTHLINE_BASE_URL": server.base_url}
+            resumed = resume(home, next_env, zygotes)
             if resumed.returncode not in (0,):
                 # A failed cycle backs off; the scheduler's next start after the back-off finishes it.
-                resumed = subprocess.run([sys.executable, "-m", "mythline_cli", "run", AGENT, "--force"],
-                                         capture_output=True, text=True,
-                                         env={**os.environ, "MYTHLINE_BASE_URL": server.base_url,
-                                              "MYTHLINE_HOME": str(home)}, timeout=120)
+                resumed = resume(home, next_env, zygotes, "--force")
             if resumed.returncode != 0:
                 problems.append(f"the next run exited {resumed.returncode}: {resumed.stderr.strip()}")
             problems += check_invariants(home, dead, steps, server.requests[start:])
         return [f"{desc} (after {phase} LLM requests): {p}" for p in problems]
 
-    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         violations = [v for found in pool.map(one, points) for v in found]
     print("\n" + "\n".join(sorted(outcomes)))
     print(f"\n{errno.errorcode[code]}: {len(points)} failure points, {len(violations)} violations")

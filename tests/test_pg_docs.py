@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pg import host
 
 from helpers import TEST_KEY, delayed, is_audit, lore_responder, mythline, wait_for
 from llm_server import Reply, error
+from pg import host
 
 AGENT = "world-npcs"
 

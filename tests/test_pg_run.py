@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pg import host
 
 from mythline_cli import state
 
 from helpers import TEST_KEY, delayed, is_audit, lore_responder, mythline, wait_for
+from pg import host
 
 AGENT = "world-npcs"
 

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 from probe import run_app, run_main
-from source_server import SourceServer
 from typer.testing import CliRunner
 
 from mythline_cli import paths
@@ -25,6 +24,7 @@ from mythline_cli.storeindex import VERSION, index_path
 
 from factories import record
 from helpers import grounded_responder, lore_responder, mythline, wait_for
+from source_server import SourceServer
 
 AGENT = "world-npcs"
 

@@ -20,8 +20,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from filelock import FileLock
-
 from . import backoff, killswitch, negotiate, notify, paths, planner, pricing, recovery, state
 from . import checkpoint as ckpt_mod
 from . import heartbeat as hb_mod
@@ -243,7 +241,7 @@ class Cycle:
         try:
             # First, before any call: on PostgreSQL this connects, and an unreachable database
             # ends the run here.
-            with state.run_lock(self.settings, name, lambda: FileLock(str(paths.run_lock(name)), timeout=0)):
+            with state.run_lock(self.settings, name, paths.run_lock(name)):
                 return self._run_locked()
         finally:
             self.limiter.close()

@@ -18,11 +18,10 @@ import hashlib
 import re
 import time
 import urllib.parse
-import urllib.robotparser
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__, files, paths
 from .retry_after import retry_after
@@ -31,6 +30,9 @@ try:  # the openai SDK brings one of the two, under whichever name its release u
     import httpx2 as httpx
 except ImportError:  # pragma: no cover - depends on the installed openai
     import httpx  # type: ignore[no-redef]
+
+if TYPE_CHECKING:
+    import urllib.robotparser
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 TEXT_TYPES = ("text/plain", "text/markdown", "text/x-markdown")
@@ -348,9 +350,12 @@ class Fetcher:
         self.clock = clock
         self.hosts = Hosts(policy, clock=clock)
         self._robots: dict[str, urllib.robotparser.RobotFileParser | None] = {}
+        from . import tls
+
         self._client = httpx.Client(
             follow_redirects=True, max_redirects=policy.max_redirects, transport=transport,
-            timeout=httpx.Timeout(policy.timeout), headers={"User-Agent": policy.user_agent})
+            timeout=httpx.Timeout(policy.timeout), headers={"User-Agent": policy.user_agent},
+            verify=tls.context())
 
     def close(self) -> None:
         self._client.close()
@@ -382,7 +387,10 @@ class Fetcher:
                 self._robots[origin] = None
                 return None
             files.write_json(cache_path, {"url": robots_url, "checked": self.clock(), "lines": lines})
-        parser = urllib.robotparser.RobotFileParser()
+        # Only for a host whose robots.txt is read: it loads urllib.request.
+        from urllib.robotparser import RobotFileParser
+
+        parser = RobotFileParser()
         parser.parse(lines)
         self._robots[origin] = parser
         return parser

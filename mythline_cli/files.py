@@ -146,16 +146,19 @@ def update_json(path: Path, lock: Path, change: Callable[[Any], T], *, load: Cal
     (or the file did not exist), and return what ``change`` returned."""
     import copy
 
-    from filelock import FileLock
+    from . import locking
 
     lock.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(lock), timeout=timeout):
+    held = locking.acquire(lock, timeout)  # LockTimeout when another process kept it
+    try:
         data = load(path)
         before = copy.deepcopy(data)
         result = change(data)
         # Most updates find nothing new (a watchdog pass, a quiet breaker): leave the file alone.
         if data != before or not path.exists():
             write_json(path, data)
+    finally:
+        held.release()
     return result
 
 

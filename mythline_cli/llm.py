@@ -323,12 +323,18 @@ class LLMClient:
         # An answer can echo the key (a hostile or broken server): it is masked before the
         # answer is checkpointed, stored or parsed.
         self._secrets = (api_key,) if api_key else ()
+        from . import tls
+
+        timeout = openai.Timeout(provider.timeout, connect=min(10.0, provider.timeout))
         self._client = openai.OpenAI(
             base_url=provider.base_url,
             # A local server needs no key, but the SDK insists on a string.
             api_key=api_key or "no-key",
             max_retries=0,
-            timeout=openai.Timeout(provider.timeout, connect=min(10.0, provider.timeout)),
+            timeout=timeout,
+            # The SDK's own defaults, with the process's one TLS context (tls.py).
+            http_client=openai.DefaultHttpxClient(base_url=provider.base_url, timeout=timeout,
+                                                  verify=tls.context()),
         )
 
     def close(self) -> None:

@@ -97,11 +97,12 @@ def entry(provider: Provider, model: str) -> dict[str, Any]:
 
 def record(provider: Provider, model: str, **facts: Any) -> dict[str, Any]:
     """Add ``facts`` to the entry (a fresh one when the settings changed); returns it."""
-    from filelock import FileLock
+    from . import locking
 
     home = paths.home()
     home.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(home / "providers.lock"), timeout=30):
+    held = locking.acquire(home / "providers.lock", 30)
+    try:
         data = _read()
         key, fp = _key(provider, model), _fingerprint(provider, model)
         current = data.get(key) if isinstance(data.get(key), dict) else None
@@ -113,6 +114,8 @@ def record(provider: Provider, model: str, **facts: Any) -> dict[str, Any]:
             data[key] = current
             files.write_json(home / FILE, data)
         return dict(current)
+    finally:
+        held.release()
 
 
 def mode(provider: Provider, model: str) -> str:

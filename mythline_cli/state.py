@@ -265,22 +265,21 @@ def store_for(settings: Settings, *, now: Callable[[], datetime], lock_timeout: 
 
 
 @contextmanager
-def run_lock(settings: Settings, agent: str, file_lock: Callable[[], Any]) -> Iterator[None]:
-    """One run of ``agent`` at a time: the file lock ``file_lock()`` makes, or, on PostgreSQL,
-    a session advisory lock that every host sees. ``AlreadyRunning`` when it is held."""
+def run_lock(settings: Settings, agent: str, path: Path) -> Iterator[None]:
+    """One run of ``agent`` at a time: the lock on the file ``path`` (``locking``), or, on
+    PostgreSQL, a session advisory lock that every host sees. ``AlreadyRunning`` when it is held."""
     dsn = dsn_of(settings)
     if dsn is None:
-        from filelock import Timeout
+        from . import locking
 
-        lock = file_lock()
         try:
-            lock.acquire()
-        except Timeout:
+            held = locking.acquire(path, 0)
+        except locking.LockTimeout:
             raise AlreadyRunning(agent) from None
         try:
             yield
         finally:
-            lock.release()
+            held.release()
         return
     s = session(dsn)
     if not s.try_run_lock(agent):

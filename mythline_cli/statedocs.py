@@ -438,11 +438,9 @@ def copy(source: Docs, target: Docs) -> dict[str, int]:
 
 def run_lock(agent: str) -> Any:
     """The agent's run lock, wherever the state is (a context manager; ``AlreadyRunning``)."""
-    from filelock import FileLock
-
     from .state import run_lock as lock
 
-    return lock(_settings, agent, lambda: FileLock(str(paths.run_lock(agent)), timeout=0))
+    return lock(_settings, agent, paths.run_lock(agent))
 
 
 # -- which one ----------------------------------------------------------------------------------

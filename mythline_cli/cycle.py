@@ -264,6 +264,11 @@ class Cycle:
         self.hb.beat()
         try:
             return self._run_started(t0, ck, hb_moved)
+        except Interrupted as exc:
+            # Stopped before the attempt began (the ledger lock at start, a cut_short wait).
+            self._interrupted(exc)
+            return self._end(t0, "interrupted", exc.exit_code, self.hb.data.get("topic"), f"{agent.name}: {exc}",
+                             ck, warnings, failure=False)
         except Aborted as exc:
             # A second signal: stopped where it was. An interruption, not a failure: no backoff.
             self.emit("interrupted", step=self.hb.data.get("step"), signal=exc.signame, aborted=True)
@@ -316,7 +321,7 @@ class Cycle:
             self.emit("paused", step=self.hb.data.get("step"), note=exc.note)
             return self._end(t0, "paused", exc.exit_code, topic, str(exc), ck, warnings, failure=False)
         except Interrupted as exc:
-            self.emit("interrupted", step=self.hb.data.get("step"), signal=self.stop.signame)
+            self._interrupted(exc)
             return self._end(t0, "interrupted", exc.exit_code, topic, f"{agent.name}: {exc}", ck, warnings,
                              failure=False)
         except BreakerOpen as exc:
@@ -353,6 +358,11 @@ class Cycle:
         out.message = message
         return out
 
+    def _interrupted(self, exc: Interrupted) -> None:
+        """The ``interrupted`` event of a stop at a step boundary or in a wait it cut short."""
+        waiting = {"waiting": exc.waiting} if exc.waiting else {}
+        self.emit("interrupted", step=self.hb.data.get("step"), signal=self.stop.signame, **waiting)
+
     def _today_safe(self) -> dict[str, Any]:
         try:
             return self.today()
@@ -363,8 +373,9 @@ class Cycle:
              warnings: list[str], *, failure: bool = True, result: Result | None = None,
              error: BaseException | None = None) -> Outcome:
         if state == "failed" and failure and self.stop.signame is not None:
-            # A step that failed after a signal (a lock wait or a source fetch running out its
-            # timeout) ends as the stop the signal asked for: no failure, no backoff.
+            # A step that failed after a signal (a wait that is not cut short, such as the
+            # ledger lock for a settle, running out its timeout) ends as the stop the signal
+            # asked for: no failure, no backoff.
             stopped = Interrupted(self.stop.signame, code_of(self.stop.signame))
             self.emit("interrupted", step=self.hb.data.get("step"), signal=self.stop.signame,
                       error=redact(message if error is None else str(error), self.events.secrets))
@@ -568,8 +579,10 @@ class Cycle:
             result = client.chat(messages, model=call.model or self.agent.model, max_tokens=p.max_output_tokens,
                                  response_format=fmt, guard=budget, limiter=self.limiter.call(est.tokens), **vary,
                                  **({"extra_body": call.extra_body} if call.extra_body else {}))
-        except (ProviderWait, RateLimited):
-            budget.charge_failure((0, 0, 0.0))  # refused before it was sent: release the hold
+        except (ProviderWait, RateLimited, Interrupted):
+            # Refused, or stopped in a wait (the rate limiter, a local server's slot) before it
+            # was sent: release the hold. (A call in flight is never cut short by the first signal.)
+            budget.charge_failure((0, 0, 0.0))
             raise
         except LLMError as exc:
             usd = budget.charge_failure(exc.billed)

@@ -144,9 +144,12 @@ class LLMError(MythlineError):
 class Interrupted(MythlineError):
     """The run was stopped by a signal at a step boundary."""
 
-    def __init__(self, signame: str, code: int) -> None:
+    def __init__(self, signame: str, code: int, *, waiting: str | None = None) -> None:
         self.exit_code = ExitCode(code)
-        super().__init__(f"stopped by {signame}; the checkpoint is saved and the next run resumes")
+        self.signame = signame
+        self.waiting = waiting  # the wait it cut short (stopping.cut_short), or None at a step boundary
+        where = f" while {waiting}" if waiting else ""
+        super().__init__(f"stopped by {signame}{where}; the checkpoint is saved and the next run resumes")
 
 
 class Aborted(KeyboardInterrupt):

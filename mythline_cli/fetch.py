@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import __version__, files, paths
 from .retry_after import retry_after
+from .stopping import cut_short
 
 try:  # the openai SDK brings one of the two, under whichever name its release uses
     import httpx2 as httpx
@@ -128,7 +129,7 @@ class Hosts:
         from .locking import acquire
 
         paths.sources_dir().mkdir(parents=True, exist_ok=True)
-        held = acquire(paths.hosts_lock(), 10.0)
+        held = acquire(paths.hosts_lock(), 10.0, cut_short="waiting for the hosts lock")
         try:
             try:
                 state = files.read_json(paths.hosts_state())
@@ -399,7 +400,8 @@ class Fetcher:
         """robots.txt's lines ([] when there is none); None when the server cannot say (then
         nothing on the host is fetched this run, as RFC 9309 asks for server errors)."""
         try:
-            resp = self._client.get(robots_url)
+            with cut_short(f"fetching a source from {_host(robots_url)}"):
+                resp = self._client.get(robots_url)
         except httpx.HTTPError:
             return None
         if resp.status_code >= 500:
@@ -448,7 +450,8 @@ class Fetcher:
         if backed_off:
             return Page(url, "backoff", reason=backed_off)
         if wait > 0:
-            self.sleep(wait)
+            with cut_short(f"waiting out the delay between requests to {host}"):
+                self.sleep(wait)
         headers = {}
         if cached and cached.get("etag"):
             headers["If-None-Match"] = cached["etag"]
@@ -493,7 +496,13 @@ class Fetcher:
     def _download(self, url: str, host: str, headers: dict[str, str], cached: dict[str, Any] | None,
                   cache_path: Any) -> Page:
         deadline = time.monotonic() + self.policy.timeout
-        with self._client.stream("GET", url, headers=headers) as resp:
+        # The network waits (connect, headers, body) are cut short by a stop signal; the cache
+        # and host-table writes are outside them, so none is left half done.
+        fetching = f"fetching a source from {host}"
+        request = self._client.build_request("GET", url, headers=headers)
+        with cut_short(fetching):
+            resp = self._client.send(request, stream=True)
+        try:
             status = resp.status_code
             final_url = str(resp.url)
             if status == 304 and cached:
@@ -523,17 +532,20 @@ class Fetcher:
                 return Page(url, "skipped", final_url=final_url, http_status=status,
                             reason=f"larger than sources.max_bytes ({int(declared):,} > {self.policy.max_bytes:,} bytes)")
             chunks, size = [], 0
-            for chunk in resp.iter_bytes():
-                size += len(chunk)
-                if size > self.policy.max_bytes:
-                    return Page(url, "skipped", final_url=final_url, http_status=status,
-                                reason=f"larger than sources.max_bytes ({self.policy.max_bytes:,} bytes)")
-                if time.monotonic() > deadline:
-                    return Page(url, "failed", final_url=final_url, http_status=status,
-                                reason=f"the page took longer than {self.policy.timeout:g}s to download")
-                chunks.append(chunk)
+            with cut_short(fetching):
+                for chunk in resp.iter_bytes():
+                    size += len(chunk)
+                    if size > self.policy.max_bytes:
+                        return Page(url, "skipped", final_url=final_url, http_status=status,
+                                    reason=f"larger than sources.max_bytes ({self.policy.max_bytes:,} bytes)")
+                    if time.monotonic() > deadline:
+                        return Page(url, "failed", final_url=final_url, http_status=status,
+                                    reason=f"the page took longer than {self.policy.timeout:g}s to download")
+                    chunks.append(chunk)
             body = b"".join(chunks)
             etag, modified = resp.headers.get("etag"), resp.headers.get("last-modified")
+        finally:
+            resp.close()
         self.hosts.clear(host)
         text = decode(body, ctype)
         title = ""

@@ -17,7 +17,10 @@ it is granted later the helper closes the file at once, which releases it. The h
 hand-over to the caller costs a thread wake-up while the lock is already held, which is
 why it is not the first choice. Other signals (the run's SIGTERM/SIGINT handlers) interrupt
 neither: their handlers run and the call is retried (PEP 475), or their exception ends the
-wait and nothing stays locked.
+wait and nothing stays locked. ``acquire(..., cut_short="waiting for X")`` puts the wait in
+a ``stopping.cut_short`` region: there the run's first signal raises, so it ends the wait
+at once (the alarm path's flock, the helper path's wait for its thread, filelock's polling
+sleep), with the descriptor closed or the request given up.
 
 Windows (and any platform without ``fcntl``): ``filelock.FileLock`` (``msvcrt.locking``
 polling), which cannot queue. Both take the same lock as ``filelock`` does on POSIX
@@ -34,6 +37,7 @@ import signal
 import sys
 import threading
 import time
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -60,19 +64,28 @@ class Held(Protocol):
 
 
 def acquire(path: Path | str, timeout: float, *, kind: str | None = None,
-            poll_interval: float = 0.05) -> Held:
+            poll_interval: float = 0.05, cut_short: str | None = None) -> Held:
     """Take the exclusive lock on ``path`` (created if missing), waiting up to ``timeout`` seconds
     (0: one try; negative: no limit, as in filelock).
 
     Raises ``LockTimeout`` when it stayed busy. ``poll_interval`` is for the polling
-    implementation only.
+    implementation only. ``cut_short``: the wait, if there is one, is a ``stopping.cut_short``
+    region of that name (the run's first signal ends it with ``CutShort``).
     """
     kind = kind or DEFAULT
     if kind == "flock":
-        return _acquire_flock(os.fspath(path), timeout)
+        return _acquire_flock(os.fspath(path), timeout, cut_short)
     if kind == "filelock":
-        return _acquire_filelock(os.fspath(path), timeout, poll_interval)
+        return _acquire_filelock(os.fspath(path), timeout, poll_interval, cut_short)
     raise ValueError(f"unknown lock kind {kind!r}")
+
+
+def _region(what: str | None) -> AbstractContextManager[None]:
+    if what is None:
+        return nullcontext()
+    from .stopping import cut_short
+
+    return cut_short(what)
 
 
 # -- POSIX: flock, queued in the kernel -----------------------------------------------------
@@ -133,10 +146,10 @@ class _Waiter:
             return False
 
 
-def _acquire_flock(path: str, timeout: float) -> Held:
+def _acquire_flock(path: str, timeout: float, what: str | None = None) -> Held:
     deadline = time.monotonic() + timeout
     while True:
-        held = _flock_once(path, timeout, deadline)
+        held = _flock_once(path, timeout, deadline, what)
         fd = held.fd  # type: ignore[attr-defined]
         if os.fstat(fd).st_nlink:
             return held
@@ -146,7 +159,7 @@ def _acquire_flock(path: str, timeout: float) -> Held:
             timeout = max(0.0, deadline - time.monotonic())
 
 
-def _flock_once(path: str, timeout: float, deadline: float) -> Held:
+def _flock_once(path: str, timeout: float, deadline: float, what: str | None = None) -> Held:
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -160,7 +173,7 @@ def _flock_once(path: str, timeout: float, deadline: float) -> Held:
         os.close(fd)
         raise LockTimeout(path)
     if _alarm_usable():
-        return _wait_under_alarm(path, fd, deadline if timeout > 0 else None)
+        return _wait_under_alarm(path, fd, deadline if timeout > 0 else None, what)
     waiter = _Waiter(fd)
     try:
         threading.Thread(target=waiter.run, name="mythline-lock-wait", daemon=True).start()
@@ -168,9 +181,10 @@ def _flock_once(path: str, timeout: float, deadline: float) -> Held:
         os.close(fd)
         raise
     try:
-        # Negative: no limit, as in filelock.
-        waiter.done.wait(max(0.0, deadline - time.monotonic()) if timeout > 0 else None)
-    except BaseException:  # KeyboardInterrupt: a second Ctrl-C / SIGTERM while waiting
+        with _region(what):
+            # Negative: no limit, as in filelock.
+            waiter.done.wait(max(0.0, deadline - time.monotonic()) if timeout > 0 else None)
+    except BaseException:  # a second Ctrl-C / SIGTERM, or the first one in a cut_short wait
         if waiter.abandon():
             os.close(fd)  # closing releases the lock if it was granted
         raise
@@ -193,7 +207,7 @@ def _alarm_usable() -> bool:
             and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0))
 
 
-def _wait_under_alarm(path: str, fd: int, deadline: float | None) -> Held:
+def _wait_under_alarm(path: str, fd: int, deadline: float | None, what: str | None = None) -> Held:
     """Block in flock(LOCK_EX) in this thread; a one-shot SIGALRM at ``deadline`` ends the wait."""
     armed = True
 
@@ -209,7 +223,8 @@ def _wait_under_alarm(path: str, fd: int, deadline: float | None) -> Held:
                 if left <= 0:
                     raise _Expired
                 signal.setitimer(signal.ITIMER_REAL, left)
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            with _region(what):
+                fcntl.flock(fd, fcntl.LOCK_EX)
             granted = time.perf_counter()
         finally:
             armed = False
@@ -218,8 +233,8 @@ def _wait_under_alarm(path: str, fd: int, deadline: float | None) -> Held:
         # Possibly granted just as the alarm fired: closing releases it either way.
         os.close(fd)
         raise LockTimeout(path) from None
-    except BaseException:  # KeyboardInterrupt: a second Ctrl-C / SIGTERM while waiting
-        os.close(fd)
+    except BaseException:  # a second Ctrl-C / SIGTERM, or the first one in a cut_short wait
+        os.close(fd)  # granted or not: closing lets go
         raise
     finally:
         # Again: a signal between the inner disarm and its setitimer would leave it armed,
@@ -244,12 +259,17 @@ class _FileLockHeld:
         self.lock.release()
 
 
-def _acquire_filelock(path: str, timeout: float, poll_interval: float) -> Held:
+def _acquire_filelock(path: str, timeout: float, poll_interval: float, what: str | None = None) -> Held:
     from filelock import FileLock, Timeout
 
     lock = FileLock(path, timeout=timeout)
     try:
-        lock.acquire(poll_interval=poll_interval)
+        with _region(what):  # the polling sleep is what a signal ends
+            lock.acquire(poll_interval=poll_interval)
     except Timeout:
         raise LockTimeout(path) from None
+    except BaseException:
+        if lock.is_locked:  # granted the instant before the signal: let go
+            lock.release(force=True)
+        raise
     return _FileLockHeld(lock)

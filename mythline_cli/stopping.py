@@ -1,11 +1,19 @@
 """Graceful stops: SIGTERM / SIGINT (Ctrl-C, and Ctrl-Break on Windows) end a run at the
 next step boundary, with the checkpoint saved and unspent reservations released. A second
-signal stops at once (``Aborted``)."""
+signal stops at once (``Aborted``).
+
+A wait that spends nothing (a lock before a reservation, a source fetch, the delay between
+requests to a host, a local server's slot) is marked with ``cut_short``: the first signal
+ends it at once. Inside such a region the handler raises ``CutShort`` (an ``Interrupted``
+naming the wait), and a blocking call there ends with it (PEP 475: a handler that raises
+ends the system call it interrupted). The call in flight to the provider is never in one:
+its answer is paid for, so it is finished and recorded first."""
 
 from __future__ import annotations
 
 import signal
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -34,6 +42,49 @@ class StopFlag:
         return self.signame is not None
 
 
+class CutShort(Interrupted, KeyboardInterrupt):
+    """The first signal, inside a ``cut_short`` region: an ``Interrupted`` (the cycle reports it
+    as every stop) that is also a ``KeyboardInterrupt``, so that code on the way treats it as
+    Ctrl-C: psycopg cancels the query it was waiting on, and cleanup written for Ctrl-C
+    (``except BaseException``: close the descriptor, give the request up) runs."""
+
+
+# The run's flag (set by ``graceful``) and the wait the main thread is in (``cut_short``).
+_flag: StopFlag | None = None
+_waiting: str | None = None
+
+
+class cut_short:  # noqa: N801 - used as a function: ``with stopping.cut_short("waiting for X"):``
+    """Mark a wait that spends nothing and leaves nothing half done: the first stop signal ends
+    it at once with ``CutShort``, and entering it after a signal raises at once. ``what`` names
+    it in the run's line ("stopped by SIGTERM while <what>").
+
+    Keep file writes and anything paid for out of the region; whatever the region holds when
+    it ends must be given up by the code around it (an ``except BaseException`` that closes
+    the descriptor), because the exception may come the instant after a lock was granted. The
+    handler clears the region before it raises, so it raises at most once per signal. In a
+    thread other than the main one (where no handler runs) only the entry check applies."""
+
+    __slots__ = ("_outer", "_what")
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+        self._outer: str | None = None
+
+    def __enter__(self) -> None:
+        global _waiting
+        flag = _flag
+        if flag is not None and flag.signame is not None:
+            raise CutShort(flag.signame, code_of(flag.signame), waiting=self._what)
+        if threading.current_thread() is threading.main_thread():
+            self._outer, _waiting = _waiting, self._what
+
+    def __exit__(self, *exc: object) -> None:
+        global _waiting
+        if threading.current_thread() is threading.main_thread():
+            _waiting = self._outer
+
+
 def _tell(signame: str) -> None:
     """On a terminal, say at once what the first signal does (people press Ctrl-C twice when
     nothing answers). Off a terminal (cron mails every line) the run's last line says it."""
@@ -51,14 +102,20 @@ def _tell(signame: str) -> None:
 @contextmanager
 def graceful(flag: StopFlag) -> Iterator[StopFlag]:
     """Install the handlers for the duration of a run (main thread only)."""
+    global _flag, _waiting
     names = ["SIGINT", "SIGTERM"] + (["SIGBREAK"] if sys.platform == "win32" else [])
     previous: dict[int, Any] = {}
 
     def handler(signum: int, frame: Any) -> None:
+        global _waiting
         name = signal.Signals(signum).name
         if flag.signame is not None:
             raise Aborted(name, code_of(name))
         flag.signame = name
+        what, _waiting = _waiting, None
+        if what is not None:
+            # A wait that spends nothing: it ends now (the run's line says so at once).
+            raise CutShort(name, code_of(name), waiting=what)
         _tell(name)
 
     try:
@@ -68,8 +125,12 @@ def graceful(flag: StopFlag) -> Iterator[StopFlag]:
                 previous[sig] = signal.signal(sig, handler)
     except ValueError:  # not the main thread: leave signals alone
         previous = {}
+    outer_flag, outer_waiting = _flag, _waiting
+    if previous:  # the regions answer to this run's signals
+        _flag, _waiting = flag, None
     try:
         yield flag
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+        _flag, _waiting = outer_flag, outer_waiting

@@ -187,3 +187,12 @@ def grounded_responder(agent: str, *, score: float = 0.9) -> Callable[[dict[str,
         return completion(json.dumps(faithful_record(agent, request)), prompt_tokens=900, completion_tokens=300,
                           model=MODEL)
     return respond
+
+
+def blocked_waiters(path: Path) -> int:
+    """Requests queued in the kernel on ``path``'s flock (the "->" lines of /proc/locks): a
+    process is then blocked waiting for it, not about to be."""
+    st = path.stat()
+    ident = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    with open("/proc/locks") as fh:
+        return sum(1 for line in fh if "->" in line and ident in line)

@@ -69,7 +69,7 @@ class MemoryStore:
         self._lock = threading.Lock()
 
     @contextmanager
-    def access(self) -> Iterator[Access]:
+    def access(self, cut_short: str | None = None) -> Iterator[Access]:  # a thread lock: no signal waits on it
         with self._lock:
             yield MemoryAccess(self)
 

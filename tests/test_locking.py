@@ -17,6 +17,8 @@ import pytest
 
 from mythline_cli import locking
 
+from helpers import blocked_waiters
+
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="holds the lock with fcntl.flock")
 
 # "flock" waits in the calling thread under SIGALRM (Linux, main thread); "flock-thread" in a
@@ -138,6 +140,61 @@ def test_a_signal_while_waiting_leaves_the_lock_free(tmp_path: Path, kind: str, 
     assert_let_go(path, "the interrupted request kept the lock")
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_first_signal_ends_a_cut_short_wait_and_leaves_the_lock_free(tmp_path: Path, kind: str, use) -> None:
+    """A run's first SIGTERM ends a wait marked cut_short at once (with the lock held for 600 s
+    and no timeout it could sit out); nothing stays held or queued."""
+    from mythline_cli.stopping import CutShort, StopFlag, graceful
+
+    kind = use(kind)
+    path = tmp_path / "x.lock"
+    fd = hold(path)
+    main = threading.main_thread().ident
+    timer = threading.Timer(0.2, signal.pthread_kill, args=(main, signal.SIGTERM))
+    try:
+        with graceful(StopFlag()) as flag:
+            timer.start()
+            with pytest.raises(CutShort) as stopped:
+                locking.acquire(path, -1, kind=kind, cut_short="waiting for the x lock")
+            assert flag.signame == "SIGTERM"
+            # Entered after the signal: ends at once, before it waits.
+            with pytest.raises(CutShort):
+                locking.acquire(path, -1, kind=kind, cut_short="waiting for the x lock")
+    finally:
+        timer.join()
+        free(fd)
+    assert stopped.value.waiting == "waiting for the x lock" and stopped.value.exit_code == 143
+    assert str(stopped.value).startswith("stopped by SIGTERM while waiting for the x lock;")
+    if kind == "flock" and locking.ALARM:
+        assert signal.getsignal(signal.SIGALRM) == signal.SIG_DFL
+        assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    locking.acquire(path, 5.0, kind=kind).release()
+    assert_let_go(path, "the cut-short request kept the lock")
+
+
+def test_outside_a_cut_short_wait_the_first_signal_only_sets_the_flag(tmp_path: Path) -> None:
+    """The settle after a paid call waits on: the first signal sets the flag, the wait goes on."""
+    from mythline_cli.stopping import StopFlag, graceful
+
+    path = tmp_path / "x.lock"
+    fd = hold(path)
+    main = threading.main_thread().ident
+    with graceful(StopFlag()) as flag:
+        def signal_then_free() -> None:
+            time.sleep(0.1)
+            signal.pthread_kill(main, signal.SIGTERM)
+            while flag.signame is None:  # handled, and the wait went on
+                time.sleep(0.01)
+            free(fd)
+
+        helper = threading.Thread(target=signal_then_free)
+        helper.start()
+        held = locking.acquire(path, -1)
+        helper.join()
+        assert flag.signame == "SIGTERM"
+        held.release()
+
+
 def test_a_lock_file_deleted_while_waiting_is_not_trusted(tmp_path: Path) -> None:
     path = tmp_path / "x.lock"
     fd = hold(path)
@@ -179,14 +236,6 @@ held.release()
 """
 
 
-def _blocked_waiters(path: Path) -> int:
-    """Requests queued on ``path``'s lock, from /proc/locks ("->" lines)."""
-    st = path.stat()
-    ident = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
-    with open("/proc/locks") as fh:
-        return sum(1 for line in fh if "->" in line and ident in line)
-
-
 @pytest.mark.skipif(not Path("/proc/locks").exists(), reason="counts queued requests in /proc/locks")
 def test_waiting_processes_are_served_in_arrival_order(tmp_path: Path) -> None:
     path, log = tmp_path / "x.lock", tmp_path / "order.txt"
@@ -197,7 +246,7 @@ def test_waiting_processes_are_served_in_arrival_order(tmp_path: Path) -> None:
         for i in range(5):
             procs.append(subprocess.Popen([sys.executable, "-c", WAITER, str(path), str(log), str(i)], env=env))
             deadline = time.monotonic() + 30
-            while _blocked_waiters(path) < i + 1:  # queued in the kernel before the next one starts
+            while blocked_waiters(path) < i + 1:  # queued in the kernel before the next one starts
                 assert procs[-1].poll() is None and time.monotonic() < deadline
                 time.sleep(0.01)
     finally:

@@ -157,3 +157,40 @@ def test_a_malformed_dsn_is_one_line_without_its_password(home, config, llm_serv
         assert line.startswith("mythline: the shared state at ") and "nothing was called" in line
         assert "DO-NOT-LEAK" not in result.stdout + result.stderr, command
     assert llm_server.count() == 0
+
+
+def test_sigterm_while_another_session_holds_the_ledger_row_ends_the_wait_at_once(home, config, llm_server,
+                                                                                   pg_dsn):
+    import psycopg
+
+    llm_server.responder = lore_responder(AGENT)
+    state.Session(pg_dsn).close()  # the tables, as a first run would make them
+    state.forget_sessions()
+    env = {"MYTHLINE_STATE": pg_dsn, "MYTHLINE_HOST": "host-a"}
+    with psycopg.connect(pg_dsn) as other:  # a transaction holding the ledger row, for as long as it likes
+        other.execute("SELECT 1 FROM mythline_ledger WHERE id = 1 FOR UPDATE")
+        run = start(Path.cwd(), env)
+        try:
+            def waiting() -> bool:
+                with psycopg.connect(pg_dsn, autocommit=True) as admin:
+                    row = admin.execute("SELECT wait_event_type FROM pg_stat_activity WHERE application_name "
+                                        "LIKE 'mythline host-a %'").fetchone()
+                return bool(row and row[0] == "Lock")
+
+            wait_for(waiting)  # the run's access queued on the row, in the server
+            run.send_signal(signal.SIGTERM)
+            _, err = run.communicate(timeout=60)  # the server's lock_timeout (30 s) is not sat out...
+            with psycopg.connect(pg_dsn, autocommit=True) as admin:
+                # ... and the run's query was cancelled, not left queued behind the row.
+                assert admin.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name "
+                                     "LIKE 'mythline host-a %'").fetchone()[0] == 0
+        finally:
+            if run.poll() is None:
+                run.kill()
+        other.rollback()
+    assert run.returncode == 143, err
+    assert err.startswith(f"mythline: {AGENT}: stopped by SIGTERM while waiting for the ledger lock;"), err
+    assert "Traceback" not in err and "unexpected" not in err
+    assert llm_server.count() == 0
+    assert not [e for e in journal(pg_dsn) if e["event"] == "reserve"]
+    state.forget_sessions()

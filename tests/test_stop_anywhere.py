@@ -1,12 +1,17 @@
 """SIGTERM ends a run within a bound whatever it is doing: no phase of a run hangs on it.
 
-The bound each test allows (60 s) is one only a hang would exceed; the documented limits are
-tighter (docs/failing-well.md#signals): the call in flight takes at most provider.timeout,
-a lock wait at most its timeout, and everything else between calls is cut short."""
+The bound each test allows (60 s) is one only a hang would exceed. The call in flight takes
+at most provider.timeout (its answer is paid for); every wait that spends nothing - the
+ledger lock before a reservation, the hosts lock and the delay between requests to a host,
+a source fetch, a local server's slot - ends at once, and the run's line names it
+(docs/failing-well.md#signals). Those tests give the wait a limit far past the bound (a lock
+held for 600 s, a source timeout of 600 s) or check the line and the event, never the time
+taken: a wait sat out fails them however fast or slow the machine is."""
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -18,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from factories import record
-from helpers import lore_responder, research_recorded, wait_for
+from helpers import blocked_waiters, lore_responder, research_recorded, wait_for
 from llm_server import completion
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
@@ -27,9 +32,10 @@ AGENT = "world-npcs"
 BOUND = 60  # seconds: far past every documented limit, so only a hang fails it
 
 
-def start(*args: str) -> subprocess.Popen:
+def start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "mythline_cli", "run", AGENT, *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})})
 
 
 def stop(proc: subprocess.Popen) -> tuple[int, str]:
@@ -48,11 +54,46 @@ def ledger(home: Path) -> dict:
     return json.loads((home / "ledger.json").read_text())
 
 
-def assert_interrupted(home: Path) -> None:
+def events(home: Path) -> list[dict]:
+    return [json.loads(line) for line in (home / "agents" / AGENT / "events.jsonl").read_text().splitlines()]
+
+
+def assert_interrupted(home: Path, waiting: str | None = None) -> None:
+    """Heartbeat ``interrupted`` with no failure counted; the last events ``interrupted`` and
+    ``run-end``; ``waiting``: the wait the signal cut short, named in the event."""
     hb = json.loads((home / "agents" / AGENT / "heartbeat.json").read_text())
     assert hb["state"] == "interrupted" and hb["consecutive_failures"] == 0 and hb.get("backoff_until") is None
-    events = [json.loads(line) for line in (home / "agents" / AGENT / "events.jsonl").read_text().splitlines()]
-    assert [e["event"] for e in events][-2:] == ["interrupted", "run-end"] and events[-2]["error"]
+    evs = events(home)
+    assert [e["event"] for e in evs][-2:] == ["interrupted", "run-end"]
+    assert evs[-1]["outcome"] == "interrupted"
+    if waiting is not None:
+        # Cut short, not sat out: a wait that ran out its timeout would leave its error here.
+        assert waiting in evs[-2]["waiting"] and "error" not in evs[-2], evs[-2]
+    else:
+        assert evs[-2]["error"]
+
+
+def assert_nothing_charged(home: Path) -> None:
+    book = ledger(home) if (home / "ledger.json").exists() else {"reservations": {}, "windows": {}}
+    assert book["reservations"] == {}
+    for window in book["windows"].values():
+        bucket = window.get("agents", {}).get(AGENT, {})
+        assert not bucket.get("calls") and not bucket.get("usd"), book
+
+
+def holder(path: Path, *, kind: str = "flock") -> subprocess.Popen:
+    """Another process that takes the lock on ``path`` and holds it for 600 s."""
+    take = ("held = locking.acquire(sys.argv[1], 10)" if kind == "flock"
+            else "held = FileLock(sys.argv[1]); held.acquire(timeout=10)")
+    proc = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\n"
+        "from filelock import FileLock\n"
+        "from mythline_cli import locking\n"
+        f"{take}\n"
+        "print('held', flush=True)\n"
+        "time.sleep(600)\n"), str(path)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+    return proc
 
 
 @pytest.fixture
@@ -66,9 +107,19 @@ def silent_listener() -> Iterator[socket.socket]:
     listener.close()
 
 
+@pytest.fixture
+def pages():
+    from source_server import SourceServer
+
+    with SourceServer() as server:
+        yield server
+
+
 def test_sigterm_while_a_source_never_answers(home, config, llm_server, silent_listener):
     port = silent_listener.getsockname()[1]
-    config(sections={"defaults": {"sources": [f"http://127.0.0.1:{port}/wiki/{{title}}"]}})
+    # A fetch that would wait 600 s for its answer: only cutting it short ends the run in BOUND.
+    config(sections={"defaults": {"sources": [f"http://127.0.0.1:{port}/wiki/{{title}}"]},
+                     "sources": {"timeout": "600s"}})
     llm_server.responder = lore_responder(AGENT)
     proc = start()
     try:
@@ -79,35 +130,104 @@ def test_sigterm_while_a_source_never_answers(home, config, llm_server, silent_l
         if proc.poll() is None:
             proc.kill()
     assert code == 143, err
-    assert err.startswith(f"mythline: {AGENT}: stopped by SIGTERM")
+    assert err.startswith(f"mythline: {AGENT}: stopped by SIGTERM while fetching a source from 127.0.0.1:{port};")
     assert llm_server.count() == 0
-    assert_interrupted(home)
+    assert_interrupted(home, waiting=f"fetching a source from 127.0.0.1:{port}")
+    assert_nothing_charged(home)
 
 
 def test_sigterm_while_another_process_holds_the_ledger_lock(home, config, llm_server):
     llm_server.responder = lore_responder(AGENT)
     home.mkdir(parents=True, exist_ok=True)
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time\n"
-        "from mythline_cli import locking\n"
-        "held = locking.acquire(sys.argv[1], 10)\n"
-        "print('held', flush=True)\n"
-        "time.sleep(600)\n"), str(home / "ledger.lock")], stdout=subprocess.PIPE, text=True)
+    lock = home / "ledger.lock"
+    other = holder(lock)
     try:
-        assert holder.stdout.readline().strip() == "held"
         proc = start()
-        wait_for(lambda: (home / "agents" / AGENT / "heartbeat.json").exists())
-        time.sleep(0.5)  # inside the wait for the lock
+        wait_for(lambda: blocked_waiters(lock) == 1)  # the run is queued on the lock in the kernel
+        code, err = stop(proc)
+        assert other.poll() is None  # ended while the lock was still held
+    finally:
+        other.kill()
+        other.wait()
+    assert code == 143, err
+    assert err.startswith(f"mythline: {AGENT}: stopped by SIGTERM while waiting for the ledger lock;")
+    assert llm_server.count() == 0
+    assert_interrupted(home, waiting="the ledger lock")
+    assert_nothing_charged(home)
+
+
+def test_sigterm_while_another_process_holds_the_hosts_lock(home, config, llm_server, pages):
+    config(sections={"defaults": {"sources": [pages.base_url + "/wiki/{title}"]}})
+    llm_server.responder = lore_responder(AGENT)
+    lock = home / "sources" / "hosts.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    other = holder(lock)
+    try:
+        proc = start()
+        wait_for(lambda: blocked_waiters(lock) == 1)
         code, err = stop(proc)
     finally:
-        holder.kill()
-        holder.wait()
-    # The lock wait is not cut short (it ends at the ledger's 30 s lock timeout): then the
-    # run stops as the signal asked, with nothing called: an interruption, not a failure.
+        other.kill()
+        other.wait()
     assert code == 143, err
-    assert err.startswith(f"mythline: {AGENT}: stopped by SIGTERM")
+    assert err.startswith(f"mythline: {AGENT}: stopped by SIGTERM while waiting for the hosts lock;")
+    assert not [r for r in pages.requests if r["path"].startswith("/wiki/")]  # no page was asked for
     assert llm_server.count() == 0
-    assert_interrupted(home)
+    assert_interrupted(home, waiting="the hosts lock")
+
+
+def test_sigterm_during_the_delay_between_requests_to_a_host(home, config, llm_server, pages):
+    config(sections={"defaults": {"sources": [pages.base_url + "/wiki/{title}"]}})
+    llm_server.responder = lore_responder(AGENT)
+    host = pages.base_url.split("//", 1)[1]
+    state = home / "sources" / "hosts.json"
+    state.parent.mkdir(parents=True, exist_ok=True)
+    # Another process's request to the host took the next 3000 s: this run's slot comes after.
+    taken = time.time() + 3000
+    state.write_text(json.dumps({host: {"next": taken}}))
+    proc = start()
+    try:
+        wait_for(lambda: json.loads(state.read_text())[host]["next"] > taken)  # its slot is taken: waiting
+        code, err = stop(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 143, err
+    assert err.startswith(f"mythline: {AGENT}: stopped by SIGTERM while waiting out the delay between "
+                          f"requests to {host};")
+    assert not [r for r in pages.requests if r["path"].startswith("/wiki/")]  # not sent after the signal
+    assert llm_server.count() == 0
+    assert_interrupted(home, waiting=f"the delay between requests to {host}")
+
+
+def test_sigterm_while_waiting_for_a_local_servers_slot(home, config, llm_server):
+    from local_server import LocalFake, small_model
+
+    LocalFake(llm_server, small_model(AGENT))
+    # The slot wait lasts up to provider.timeout: 600 s.
+    config(provider={"local": True, "timeout": "600s", "structured_outputs": "json_object_schema"})
+    slots = home / "slots"
+    slots.mkdir(parents=True, exist_ok=True)
+    import hashlib
+
+    from mythline_cli.redact import safe_url
+
+    lock = slots / (hashlib.sha256(safe_url(llm_server.base_url).encode()).hexdigest()[:16] + ".lock")
+    other = holder(lock, kind="filelock")  # another agent's request is out
+    try:
+        proc = start()
+        wait_for(lambda: (home / "agents" / AGENT / "events.jsonl").exists()
+                 and any(e["event"] == "llm-request" for e in events(home)))
+        time.sleep(1.0)  # past the reservation, into the wait for the slot
+        code, err = stop(proc)
+    finally:
+        other.kill()
+        other.wait()
+    assert code == 143, err
+    assert err.startswith(f"mythline: {AGENT}: stopped by SIGTERM while waiting for the local server")
+    assert not [r for r in llm_server.requests if r["path"].endswith("/chat/completions")]
+    assert_interrupted(home, waiting="the local server")
+    assert_nothing_charged(home)  # never sent: the reservation is released, not charged
 
 
 def test_sigterm_while_a_recorded_poison_answer_is_repaired(home, config, llm_server):

@@ -42,8 +42,13 @@ class Store(Protocol):
     last_lock_held: float  # seconds the last access held it
     rebuilt: dict[str, Any] | None  # set by the access that rebuilt an unreadable copy
 
-    def access(self) -> AbstractContextManager[Access]:
-        """The ledger, exclusively, for one read-modify-write; never held across network I/O."""
+    def access(self, cut_short: str | None = None) -> AbstractContextManager[Access]:
+        """The ledger, exclusively, for one read-modify-write; never held across network I/O.
+
+        ``cut_short``: the wait for the turn (only the wait) is a ``stopping.cut_short`` region
+        of that name: the run's first signal ends it, with nothing held or written. For an
+        access with nothing of this run in flight (before a reservation), never for the settle
+        of a paid call."""
         ...
 
     def snapshot(self) -> State:

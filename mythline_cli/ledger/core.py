@@ -17,6 +17,9 @@ from .journal import State
 from .storage import LOCK_TIMEOUT
 from .windows import current, utcnow, window_keys, zone
 
+# The wait a stop signal ends at once (stopping.cut_short), as the run's line names it.
+LOCK_WAIT = "waiting for the ledger lock"
+
 if TYPE_CHECKING:  # the read-only commands use the ledger without pydantic
     from ..config import Agent, Settings
     from ..pricing import Estimate
@@ -69,8 +72,8 @@ class Ledger:
 
     # -- one change: housekeeping first, on every access --------------------------
     @contextmanager
-    def _access(self) -> Iterator[Access]:
-        with self.store.access() as acc:
+    def _access(self, cut_short: str | None = None) -> Iterator[Access]:
+        with self.store.access(cut_short) as acc:
             self._reclaim(acc)
             self._roll(acc)
             yield acc
@@ -126,7 +129,8 @@ class Ledger:
         unpriced = rules.unknown_price(agent, estimate, self._caps(agent))
         if unpriced is not None:
             raise unpriced
-        with self._access() as acc:
+        # Nothing is held yet: a stop signal ends the wait for the lock (stopping.cut_short).
+        with self._access(LOCK_WAIT) as acc:
             refusal = self._refusal(acc.state, agent, estimate)
             if refusal is None:
                 windows = sorted(set(self.current(acc.state).values()))
@@ -198,7 +202,7 @@ class Ledger:
 
         Returns what was done about an unreadable ledger rebuilt from the journal
         (``problem``, ``moved_aside``, ``seq``), or None: worth a warning to the operator."""
-        with self._access():
+        with self._access(LOCK_WAIT):  # nothing of this process is in flight: a signal ends the wait
             pass
         return self.store.rebuilt
 

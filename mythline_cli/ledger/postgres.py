@@ -97,15 +97,23 @@ class PgStore:
             raise self.session.unavailable(exc, during=during) from None
 
     @contextmanager
-    def access(self) -> Iterator[PgAccess]:
+    def access(self, cut_short: str | None = None) -> Iterator[PgAccess]:
         """The ledger row, locked for one transaction; the entries logged are committed with it.
 
         A block that raises rolls the whole access back: nothing of it happened, which is a
-        state a crash at its start could leave."""
+        state a crash at its start could leave. ``cut_short``: the wait for the row is a
+        ``stopping.cut_short`` region; the signal's ``CutShort`` is a ``KeyboardInterrupt`` to
+        psycopg, which cancels the query in the server before it lets it through, and the
+        transaction is rolled back."""
+        from contextlib import nullcontext
+
+        from ..stopping import cut_short as region
+
         t0 = time.perf_counter()
         with self._transaction("while changing the budget ledger") as conn:
-            row = conn.execute("SELECT state, statement_timestamp() FROM mythline_ledger WHERE id = 1 "
-                               "FOR UPDATE").fetchone()
+            with region(cut_short) if cut_short else nullcontext():
+                row = conn.execute("SELECT state, statement_timestamp() FROM mythline_ledger WHERE id = 1 "
+                                   "FOR UPDATE").fetchone()
             t1 = time.perf_counter()
             acc = PgAccess(row[0], self.session, row[1])
             yield acc

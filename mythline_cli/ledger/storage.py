@@ -144,8 +144,9 @@ class FileStore:
         return data
 
     @contextmanager
-    def _lock(self) -> Iterator[None]:
-        """The ledger's lock; times the wait and the hold into ``last_lock_wait/last_lock_held``."""
+    def _lock(self, cut_short: str | None = None) -> Iterator[None]:
+        """The ledger's lock; times the wait and the hold into ``last_lock_wait/last_lock_held``.
+        ``cut_short``: a stop signal ends the wait (``locking.acquire``), never the hold."""
         # Imported here: the read-only commands (status, budget show) never lock.
         from .. import locking
 
@@ -155,7 +156,7 @@ class FileStore:
         lock_path = paths.ledger_lock()
         t0 = time.perf_counter()
         try:
-            held = locking.acquire(lock_path, self.lock_timeout)
+            held = locking.acquire(lock_path, self.lock_timeout, cut_short=cut_short)
         except locking.LockTimeout:
             raise MythlineError(
                 f"the budget ledger stayed locked for {self.lock_timeout:.0f}s "
@@ -172,20 +173,20 @@ class FileStore:
             self.last_lock_wait, self.last_lock_held = t1 - t0, held.released_at - t1
 
     @contextmanager
-    def access(self) -> Iterator[FileAccess]:
+    def access(self, cut_short: str | None = None) -> Iterator[FileAccess]:
         """The ledger, loaded and rolled forward under the lock; saved when the block exits.
 
         Changes are journaled by ``FileAccess.log`` into a batch that is appended (one write,
         one fsync) before the lock is released, also when the block raises: what was applied
         is then rolled forward by the next access, as a crash would be. ``ledger.json`` is
         written after the release (see ``_save``), except when this access rebuilt it and
-        on Windows (``SAVE_IN_LOCK``).
+        on Windows (``SAVE_IN_LOCK``). ``cut_short``: see ``Store.access``.
         """
         journal = paths.ledger_history()
         save: State | None = None
         end = 0
         self.rebuilt = None
-        with self._lock():
+        with self._lock(cut_short):
             data, rebuilt = self._load_to_change()
             acc = FileAccess(data, self.now, self.host)
             try:

@@ -152,6 +152,13 @@ class Interrupted(MythlineError):
         super().__init__(f"stopped by {signame}{where}; the checkpoint is saved and the next run resumes")
 
 
+class CutShort(Interrupted, KeyboardInterrupt):
+    """The first signal, inside a ``stopping.cut_short`` region: an ``Interrupted`` (the cycle reports it
+    as every stop) that is also a ``KeyboardInterrupt``, so that code on the way treats it as
+    Ctrl-C: psycopg cancels the query it was waiting on, and cleanup written for Ctrl-C
+    (``except BaseException``: close the descriptor, give the request up) runs."""
+
+
 class Aborted(KeyboardInterrupt):
     """A second signal: the run stops where it is, not at a step boundary.
 

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from .errors import Aborted, ExitCode, Interrupted
+from .errors import Aborted, CutShort, ExitCode, Interrupted  # noqa: F401 - re-exported: stopping.CutShort
 
 _CODES = {"SIGINT": ExitCode.INTERRUPTED, "SIGTERM": ExitCode.TERMINATED, "SIGBREAK": ExitCode.INTERRUPTED}
 _AGAIN = {"SIGINT": "Ctrl-C", "SIGBREAK": "Ctrl-Break"}
@@ -40,13 +40,6 @@ class StopFlag:
 
     def __bool__(self) -> bool:
         return self.signame is not None
-
-
-class CutShort(Interrupted, KeyboardInterrupt):
-    """The first signal, inside a ``cut_short`` region: an ``Interrupted`` (the cycle reports it
-    as every stop) that is also a ``KeyboardInterrupt``, so that code on the way treats it as
-    Ctrl-C: psycopg cancels the query it was waiting on, and cleanup written for Ctrl-C
-    (``except BaseException``: close the descriptor, give the request up) runs."""
 
 
 # The run's flag (set by ``graceful``) and the wait the main thread is in (``cut_short``).

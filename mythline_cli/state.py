@@ -37,8 +37,11 @@ ENV = "MYTHLINE_STATE"
 SCHEMES = ("postgresql", "postgres")
 CONNECT_TIMEOUT = 10  # seconds: an unreachable server fails the run before anything is called
 # Server-side keepalives for this session: a host that loses its network has its session
-# (and so its run lock and its reservations' liveness) ended within about 30 seconds.
-KEEPALIVES = "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3"
+# (and so its run lock and its reservations' liveness) ended within about 30 seconds. The user
+# timeout (ms) covers an answer the server was sending when the network went: its
+# unacknowledged bytes keep keepalives from starting, and retransmissions last ~15 minutes.
+KEEPALIVES = ("-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3 "
+              "-c tcp_user_timeout=30000")
 # The same on this side: without them, a process cut off from the server waits on its dead
 # socket for the kernel's retransmissions (about 15 minutes) before it learns that its session,
 # and every lock of it, is gone. Keepalives cover a wait for an answer; the user timeout (ms)

@@ -18,7 +18,6 @@ from pathlib import Path
 from . import files, paths
 from .errors import SlotBusy
 from .redact import safe_url
-from .stopping import cut_short
 
 
 def _base(base_url: str) -> Path:
@@ -41,27 +40,21 @@ def hold(base_url: str, *, wait: float, check: Callable[[], None] = lambda: None
     """Hold the server's slot, waiting up to ``wait`` seconds for it (a ``stopping.cut_short``
     wait: a stop signal ends it at once; ``check`` is called between tries); raises ``SlotBusy``. Yields a function
     that records an abandoned request the server may work on for that many more seconds."""
-    from filelock import FileLock, Timeout
+    from . import locking
 
     base = _base(base_url)
     base.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(base.with_suffix(".lock")))
     start = time.monotonic()
-    try:
-        while True:
-            check()
-            try:
-                # Nothing is sent yet: a stop signal ends the wait at once.
-                with cut_short(f"waiting for the local server at {safe_url(base_url)} to be free"):
-                    lock.acquire(timeout=0.2)
-                break
-            except Timeout:
-                if time.monotonic() - start >= wait:
-                    raise SlotBusy(time.monotonic() - start) from None
-    except BaseException:
-        if lock.is_locked:  # granted the instant before the signal: let go
-            lock.release(force=True)
-        raise
+    while True:
+        check()
+        try:
+            # Nothing is sent yet: a stop signal ends the wait at once.
+            held = locking.acquire(base.with_suffix(".lock"), 0.2, kind="filelock",
+                                   cut_short=f"waiting for the local server at {safe_url(base_url)} to be free")
+            break
+        except locking.LockTimeout:
+            if time.monotonic() - start >= wait:
+                raise SlotBusy(time.monotonic() - start) from None
     try:
         until = _abandoned_until(base)
         if clock() < until:
@@ -73,4 +66,4 @@ def hold(base_url: str, *, wait: float, check: Callable[[], None] = lambda: None
 
         yield abandoned
     finally:
-        lock.release()
+        held.release()

@@ -23,18 +23,14 @@ def launch(kill_at: int, log: Path, home: Path, extra: dict[str, str] | None = N
     (0: none): a fresh interpreter, or a child forked by ``zygotes``."""
     env = {**os.environ, **(extra or {}), "MYTHLINE_HOME": str(home)}
     if zygotes is not None:
-        env.pop("CRASH_ERRNO", None)
-        return zygotes.run(["run", AGENT], env=env, kill_at=kill_at, log=log,
-                           errno=int((extra or {}).get("CRASH_ERRNO") or 0))
+        return zygotes.run(["run", AGENT], env=env, kill_at=kill_at, log=log)
     return subprocess.run([sys.executable, str(LAUNCHER), str(kill_at), str(log), "--", "run", AGENT],
                           capture_output=True, text=True, env=env, timeout=120)
 
 
 def resume(home: Path, extra: dict[str, str], zygotes: Zygotes, *args: str) -> subprocess.CompletedProcess:
     """The next scheduled ``mythline run AGENT`` in ``home``, forked by ``zygotes``."""
-    env = {**os.environ, **extra, "MYTHLINE_HOME": str(home)}
-    env.pop("CRASH_ERRNO", None)
-    return zygotes.run(["run", AGENT, *args], env=env)
+    return zygotes.run(["run", AGENT, *args], env={**os.environ, **extra, "MYTHLINE_HOME": str(home)})
 
 
 def same_writes(fresh: Path, forked: Path) -> list[str]:

@@ -94,11 +94,10 @@ class Zygotes:
             server.close()
 
     def run(self, argv: Sequence[str], *, env: dict[str, str], cwd: Path | str | None = None,
-            kill_at: int = 0, log: Path | None = None, errno: int = 0,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+            kill_at: int = 0, log: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """``mythline *argv`` in a forked child, like ``subprocess.run(..., capture_output=True,
         text=True)``. With ``log``, the crash launcher's hook lists every write there and stops
-        the child at write ``kill_at`` (SIGKILL, or the OSError ``errno``)."""
+        the child at write ``kill_at`` (SIGKILL, or the OSError ``CRASH_ERRNO`` in ``env``)."""
         server = self.free.get()
         try:
             import tempfile
@@ -106,7 +105,7 @@ class Zygotes:
             with tempfile.TemporaryDirectory(prefix="zygote-") as tmp:
                 out, err = Path(tmp, "out"), Path(tmp, "err")
                 code = server.run({"argv": list(argv), "env": env, "cwd": str(cwd or os.getcwd()),
-                                   "kill_at": kill_at, "log": str(log) if log else None, "errno": errno,
+                                   "kill_at": kill_at, "log": str(log) if log else None,
                                    "out": str(out), "err": str(err)}, timeout)
                 return subprocess.CompletedProcess(["mythline", *argv], code,
                                                    out.read_text(errors="replace"), err.read_text(errors="replace"))
@@ -132,8 +131,6 @@ def _child(request: dict[str, Any], private: tuple[int, int]) -> None:
         if request["log"]:
             from crash_launcher import install
 
-            if request["errno"]:
-                os.environ["CRASH_ERRNO"] = str(request["errno"])
             install(request["kill_at"], request["log"])
         try:
             from mythline_cli.__main__ import main

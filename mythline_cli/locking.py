@@ -37,11 +37,11 @@ import signal
 import sys
 import threading
 import time
-from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, Protocol
 
 from .errors import LockTimeout  # noqa: F401 - re-exported: locking.LockTimeout
+from .stopping import region
 
 try:
     import fcntl
@@ -78,14 +78,6 @@ def acquire(path: Path | str, timeout: float, *, kind: str | None = None,
     if kind == "filelock":
         return _acquire_filelock(os.fspath(path), timeout, poll_interval, cut_short)
     raise ValueError(f"unknown lock kind {kind!r}")
-
-
-def _region(what: str | None) -> AbstractContextManager[None]:
-    if what is None:
-        return nullcontext()
-    from .stopping import cut_short
-
-    return cut_short(what)
 
 
 # -- POSIX: flock, queued in the kernel -----------------------------------------------------
@@ -181,7 +173,7 @@ def _flock_once(path: str, timeout: float, deadline: float, what: str | None = N
         os.close(fd)
         raise
     try:
-        with _region(what):
+        with region(what):
             # Negative: no limit, as in filelock.
             waiter.done.wait(max(0.0, deadline - time.monotonic()) if timeout > 0 else None)
     except BaseException:  # a second Ctrl-C / SIGTERM, or the first one in a cut_short wait
@@ -223,7 +215,7 @@ def _wait_under_alarm(path: str, fd: int, deadline: float | None, what: str | No
                 if left <= 0:
                     raise _Expired
                 signal.setitimer(signal.ITIMER_REAL, left)
-            with _region(what):
+            with region(what):
                 fcntl.flock(fd, fcntl.LOCK_EX)
             granted = time.perf_counter()
         finally:
@@ -264,7 +256,7 @@ def _acquire_filelock(path: str, timeout: float, poll_interval: float, what: str
 
     lock = FileLock(path, timeout=timeout)
     try:
-        with _region(what):  # the polling sleep is what a signal ends
+        with region(what):  # the polling sleep is what a signal ends
             lock.acquire(poll_interval=poll_interval)
     except Timeout:
         raise LockTimeout(path) from None

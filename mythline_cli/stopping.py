@@ -78,6 +78,13 @@ class cut_short:  # noqa: N801 - used as a function: ``with stopping.cut_short("
             _waiting = self._outer
 
 
+def region(what: str | None) -> Any:
+    """``cut_short(what)``, or nothing when ``what`` is None (a wait a signal must not end)."""
+    from contextlib import nullcontext
+
+    return nullcontext() if what is None else cut_short(what)
+
+
 def _tell(signame: str) -> None:
     """On a terminal, say at once what the first signal does (people press Ctrl-C twice when
     nothing answers). Off a terminal (cron mails every line) the run's last line says it."""

@@ -105,13 +105,11 @@ class PgStore:
         ``stopping.cut_short`` region; the signal's ``CutShort`` is a ``KeyboardInterrupt`` to
         psycopg, which cancels the query in the server before it lets it through, and the
         transaction is rolled back."""
-        from contextlib import nullcontext
-
-        from ..stopping import cut_short as region
+        from ..stopping import region
 
         t0 = time.perf_counter()
         with self._transaction("while changing the budget ledger") as conn:
-            with region(cut_short) if cut_short else nullcontext():
+            with region(cut_short):
                 row = conn.execute("SELECT state, statement_timestamp() FROM mythline_ledger WHERE id = 1 "
                                    "FOR UPDATE").fetchone()
             t1 = time.perf_counter()

@@ -17,7 +17,7 @@ with warnings.catch_warnings():  # bpe-openai reads its data with a deprecated i
     warnings.simplefilter("ignore")
     from test_tokenizer import true_count
 
-from mythline_cli import pricing, research
+from mythline_cli import negotiate, pricing, research
 from mythline_cli.config import parse_config
 from mythline_cli.fleet.schemas import RECORD_MODELS
 
@@ -29,7 +29,7 @@ def main() -> None:
     agent = settings.agent("world-npcs")
     schema = RECORD_MODELS[agent.kind]
     messages = research.messages(agent, "Thrall", [], settings.prompts_dir(), schema, "json_schema")
-    fmt = research.response_format(schema, "json_schema")
+    fmt = negotiate.response_format(schema, "json_schema")
     sent = [*messages, {"role": "system", "content": json.dumps(fmt, separators=(",", ":"))}]
     bound, _ = pricing.count_messages(sent, "chars")
     overhead = pricing.PER_REPLY_TOKENS + len(sent) * pricing.PER_MESSAGE_TOKENS

@@ -8,6 +8,7 @@ settings change. A local server is asked for its context length once, the same w
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -42,11 +43,22 @@ def rejects_format(status: int, detail: str) -> bool:
     return status >= 400 and bool(_FORMAT_WORDS.search(detail or ""))
 
 
+@functools.cache
+def _schema_text(model: type[BaseModel]) -> str:
+    return json.dumps(model.model_json_schema())
+
+
+def json_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """``model.model_json_schema()``, generated once per process (each step a run plans asks
+    for one); every caller gets its own copy."""
+    return json.loads(_schema_text(model))
+
+
 def response_format(model: type[BaseModel], mode: str, name: str | None = None) -> dict[str, Any]:
     """The ``response_format`` of ``mode`` (one of ``LADDER``) for the record ``model``."""
     if mode == "json_object":
         return {"type": "json_object"}
-    schema = model.model_json_schema()
+    schema = json_schema(model)
     if mode == "json_object_schema":
         return {"type": "json_object", "schema": schema}
     return {"type": "json_schema", "json_schema": {"name": name or model.__name__, "strict": True, "schema": schema}}

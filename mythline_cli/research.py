@@ -8,18 +8,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from . import prompts
+from . import negotiate, prompts
 from .config import Agent
 
 MAX_ECHO = 6000
-
-
-def response_format(model: type[BaseModel], mode: str, name: str | None = None) -> dict[str, Any]:
-    """``json_schema`` structured output for the model, or plain ``json_object``."""
-    if mode == "json_object":
-        return {"type": "json_object"}
-    return {"type": "json_schema",
-            "json_schema": {"name": name or model.__name__, "strict": True, "schema": model.model_json_schema()}}
 
 
 UNGROUNDED = ("No sources were retrieved for this agent (its config sets sources = []): leave `sources` "
@@ -63,7 +55,7 @@ def messages(agent: Agent, topic: str, feedback: list[dict[str, Any]], prompts_d
     user = with_sources("research", prompts_dir, user, listed)
     if mode == "json_object":
         # Without structured outputs the schema has to travel in the prompt.
-        user += "\n\n## JSON Schema\n\n" + json.dumps(schema.model_json_schema(), indent=1)
+        user += "\n\n## JSON Schema\n\n" + json.dumps(negotiate.json_schema(schema), indent=1)
     return [{"role": "system", "content": prompts.render("system", prompts_dir)}, {"role": "user", "content": user}]
 
 
@@ -80,7 +72,7 @@ def summary_messages(topic: str, src: Any, part: int, parts: int, text: str, pro
     user = prompts.render("summarise", prompts_dir, topic=topic, title=src.title, url=src.url, part=str(part),
                           parts=str(parts), text=text, words=str(words), passages=str(passages))
     if mode == "json_object":
-        user += "\n\n## JSON Schema\n\n" + json.dumps(Summary.model_json_schema(), indent=1)
+        user += "\n\n## JSON Schema\n\n" + json.dumps(negotiate.json_schema(Summary), indent=1)
     return [{"role": "system", "content": prompts.render("system", prompts_dir)}, {"role": "user", "content": user}]
 
 

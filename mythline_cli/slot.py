@@ -49,7 +49,7 @@ def hold(base_url: str, *, wait: float, check: Callable[[], None] = lambda: None
         check()
         try:
             # Nothing is sent yet: a stop signal ends the wait at once.
-            held = locking.acquire(base.with_suffix(".lock"), 0.2, kind="filelock",
+            held = locking.acquire(base.with_suffix(".lock"), 0.2,
                                    cut_short=f"waiting for the local server at {safe_url(base_url)} to be free")
             break
         except locking.LockTimeout:

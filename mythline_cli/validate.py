@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from . import evidence, prompts
+from . import evidence, negotiate, prompts
 from .config import Agent
 from .tiers import DEFAULT_WEIGHTS, at_least
 
@@ -205,5 +205,5 @@ def audit_messages(agent: Agent, topic: str, record: dict[str, Any], prompts_dir
                           record=json.dumps(record, indent=2, ensure_ascii=False), sources=listed)
     user = with_sources("validate", prompts_dir, user, listed)
     if mode == "json_object":
-        user += "\n\n## JSON Schema\n\n" + json.dumps(Audit.model_json_schema(), indent=1)
+        user += "\n\n## JSON Schema\n\n" + json.dumps(negotiate.json_schema(Audit), indent=1)
     return [{"role": "user", "content": user}]

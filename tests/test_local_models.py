@@ -12,6 +12,9 @@ from pathlib import Path
 import pytest
 from local_server import LocalFake, small_model
 
+from mythline_cli.fleet.schemas import NpcRecord
+from mythline_cli.validate import Audit
+
 from helpers import mythline
 from llm_server import error
 
@@ -42,7 +45,8 @@ def test_the_default_config_steps_down_to_the_schema_in_the_servers_field_and_re
     sent = [b.get("response_format", {}).get("type") for b in chats(llm_server)]
     # One rejected json_schema, then research and audit with the schema the server enforces.
     assert sent == ["json_schema", "json_object", "json_object"]
-    assert chats(llm_server)[1]["response_format"]["schema"]["type"] == "object"
+    assert chats(llm_server)[1]["response_format"]["schema"] == NpcRecord.model_json_schema()
+    assert chats(llm_server)[2]["response_format"]["schema"] == Audit.model_json_schema()
     assert chats(llm_server)[1]["format"] == chats(llm_server)[1]["response_format"]["schema"]
     assert breaker_failures(home) == 0
     facts = json.loads((home / "providers.json").read_text())

@@ -281,6 +281,8 @@ def lore_server(delay: Callable[[], float] | None = None, *, grounded: bool = Fa
 # the command skips, and "imports" + "work" add up to the command.
 IMPORT_ONLY = """\
 import gc, importlib, sys
+if sys.argv[2:] == ['paused']:
+    gc.disable()
 for name in open(sys.argv[1]).read().split():
     try:
         importlib.import_module(name)
@@ -301,11 +303,12 @@ runpy.run_module('mythline_cli', run_name='__main__')
 """
 
 
-def import_only_case(args: Sequence[str], env: dict[str, str], listing: Path) -> list[str]:
-    """The command line that imports exactly what ``mythline ARGS`` ends up importing, and nothing else.
+def import_only_case(args: Sequence[str], env: dict[str, str], listing: Path, *, paused: bool = False) -> list[str]:
+    """The command line that imports exactly what ``mythline ARGS`` ends up importing, and nothing else
+    (``paused``: with the garbage collector off, as a run imports; see mythline_cli/collector.py).
 
     Timing it next to the real command splits the command's time into imports and work.
     """
     subprocess.run([PY, "-c", MODULES_PROBE, str(listing), *args], env=env, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL, timeout=120)
-    return [PY, "-c", IMPORT_ONLY, str(listing)]
+    return [PY, "-c", IMPORT_ONLY, str(listing), *(["paused"] if paused else [])]

@@ -69,11 +69,12 @@ atexit.register(lambda: sys.stderr.write(
 runpy.run_module('mythline_cli', run_name='__main__')
 """
 
-# The run as __main__ starts it, but with gc.freeze() made a no-op: what the run costs when the
-# interpreter's shutdown collections walk everything it allocated.
+# The run as __main__ starts it, but with its last gc.freeze() (collector.final) made a no-op:
+# what the run costs when the interpreter's shutdown collections walk everything it allocated.
 UNFROZEN = """\
-import gc, runpy, sys
-gc.freeze = lambda: None
+import runpy, sys
+import mythline_cli.collector
+mythline_cli.collector.final = lambda: None
 sys.argv = ['mythline', 'run', {agent!r}]
 runpy.run_module('mythline_cli', run_name='__main__')
 """
@@ -155,7 +156,7 @@ def main() -> int:
 
         base = base_env()
         env, _ = env_for_fresh_home()
-        imports = import_only_case(["run", AGENT], env, work / "run-modules.txt")
+        imports = import_only_case(["run", AGENT], env, work / "run-modules.txt", paused=True)
         unfrozen = [PY, "-c", UNFROZEN.format(agent=AGENT)]
         cases = {
             BASE: lambda: run_timed([PY, "-c", "import openai"], base),

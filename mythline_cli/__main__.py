@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from . import grammar
+from . import collector, grammar
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -136,7 +136,7 @@ def _fast_run(argv: list[str]) -> int | None:
 
     guard = StartGuard(agent)
     try:
-        with guard:
+        with guard, collector.paused():  # until the LLM client exists (Cycle.client)
             from .config import load_settings
             from .runner import run_once
 
@@ -209,7 +209,7 @@ def main() -> None:
     if code is None:
         code = _fast_store(argv)
     if code is not None:
-        _skip_final_collection()
+        collector.final()
         sys.exit(code)
     from .cli import app
 
@@ -218,18 +218,8 @@ def main() -> None:
     except SystemExit as exc:
         if exc.code == 2:
             _record_usage_error(argv, started)
-        _skip_final_collection()
+        collector.final()
         raise
-
-
-def _skip_final_collection() -> None:
-    # What the command allocated lives until the process ends anyway. Without this, the garbage
-    # collections of the interpreter's shutdown walk all of it (a run holds the openai SDK's
-    # thousands of classes): a fifth of a short command's time. atexit handlers and stream
-    # flushes still run as usual.
-    import gc
-
-    gc.freeze()
 
 
 def _record_usage_error(argv: list[str], started: datetime) -> None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from . import backoff, killswitch, negotiate, notify, paths, planner, pricing, recovery, state
+from . import backoff, collector, killswitch, negotiate, notify, paths, planner, pricing, recovery, state
 from . import checkpoint as ckpt_mod
 from . import heartbeat as hb_mod
 from .breaker import Breaker, BreakerOpen, ProviderWait, wait_line
@@ -228,6 +228,7 @@ class Cycle:
                 from .llm import LLMClient  # the openai import costs a second: only when calling
 
                 self._client = LLMClient(self.settings.provider, self.key, sleep=self._nap, check=self.stop.check)
+            collector.resume()  # start-up's imports are done
         return self._client
 
     def today(self) -> dict[str, Any]:

@@ -203,7 +203,8 @@ def main() -> None:
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     argv = sys.argv[1:]
     _apply_home(argv)
-    code = _fast_read(argv)
+    with collector.paused():  # a short read: nothing it allocates is worth collecting
+        code = _fast_read(argv)
     if code is None:
         code = _fast_run(argv)
     if code is None:

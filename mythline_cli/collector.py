@@ -5,8 +5,9 @@ classes); the collector walking them again and again while they are being made c
 tenth of ``import openai``. So a run starts with the collector off (:func:`paused`) and,
 once its LLM client exists (the last big import), freezes everything allocated so far and
 switches it back on (:func:`resume`): later collections never walk start-up's objects, and
-what the work allocates is collected as usual. :func:`final` does the same for the
-interpreter's shutdown collections.
+what the work allocates is collected as usual. The fast ``status`` / ``budget show`` reads
+keep it off to the end (they are over in a fraction of a second). :func:`final` freezes
+everything before exit, for the interpreter's shutdown collections.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ calls with). Target: the headline's median <= 1.3x the baseline.
 For information, same rounds: the ``init`` config with tiktoken's o200k_base file in its
 cache (``auto`` then counts with tiktoken; the file is rebuilt from bpe-openai's copy, as
 the tests do), the first run in a home (no caches yet), the run with the interpreter's shutdown collection not skipped, the run's
-imports alone, and ``python -c pass``. Also printed once: ``-X importtime`` top 10 self
+imports alone (with the garbage collector off, as the run imports), and ``python -c pass``. Also printed once: ``-X importtime`` top 10 self
 costs of ``run``, and which of ``tokencost`` / ``anthropic`` / ``tiktoken`` / ``requests``
 / ``openai`` the run left in ``sys.modules``, and of trafilatura's parts (its downloader and
 the packages extraction defers to the pages that need them: htmldate, courlan, justext,

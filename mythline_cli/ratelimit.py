@@ -195,12 +195,10 @@ class Limiter:
             return
         heard = announced(headers)
         if heard and heard != learned(self.settings.provider.base_url):
-            from filelock import FileLock
-
-            with FileLock(str(paths.ratelimit_learned()) + ".lock", timeout=30):
-                data = _learned_all()
-                data[self.key] = {**heard, "learned_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-                files.write_json(paths.ratelimit_learned(), data)
+            entry = {**heard, "learned_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            path = paths.ratelimit_learned()
+            files.update_json(path, path.with_name(path.name + ".lock"), lambda data: data.update({self.key: entry}),
+                              load=lambda _: _learned_all(), timeout=30)
             self._count_late(heard)
         if wait is not None and wait > 0 and (status == 429 or exhausted(headers)):
             self.breaker.hold(wait, agent=self.agent)

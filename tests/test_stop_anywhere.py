@@ -81,15 +81,12 @@ def assert_nothing_charged(home: Path) -> None:
         assert not bucket.get("calls") and not bucket.get("usd"), book
 
 
-def holder(path: Path, *, kind: str = "flock") -> subprocess.Popen:
-    """Another process that takes the lock on ``path`` and holds it for 600 s."""
-    take = ("held = locking.acquire(sys.argv[1], 10)" if kind == "flock"
-            else "held = FileLock(sys.argv[1]); held.acquire(timeout=10)")
+def holder(path: Path) -> subprocess.Popen:
+    """Another process that takes the lock on ``path`` (as Mythline takes it) and holds it for 600 s."""
     proc = subprocess.Popen([sys.executable, "-c", (
         "import sys, time\n"
-        "from filelock import FileLock\n"
         "from mythline_cli import locking\n"
-        f"{take}\n"
+        "held = locking.acquire(sys.argv[1], 10)\n"
         "print('held', flush=True)\n"
         "time.sleep(600)\n"), str(path)], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
@@ -213,12 +210,10 @@ def test_sigterm_while_waiting_for_a_local_servers_slot(home, config, llm_server
     from mythline_cli.redact import safe_url
 
     lock = slots / (hashlib.sha256(safe_url(llm_server.base_url).encode()).hexdigest()[:16] + ".lock")
-    other = holder(lock, kind="filelock")  # another agent's request is out
+    other = holder(lock)  # another agent's request is out
     try:
         proc = start()
-        wait_for(lambda: (home / "agents" / AGENT / "events.jsonl").exists()
-                 and any(e["event"] == "llm-request" for e in events(home)))
-        time.sleep(1.0)  # past the reservation, into the wait for the slot
+        wait_for(lambda: blocked_waiters(lock) == 1)  # past the reservation, queued on the slot in the kernel
         code, err = stop(proc)
     finally:
         other.kill()
@@ -227,6 +222,34 @@ def test_sigterm_while_waiting_for_a_local_servers_slot(home, config, llm_server
     assert err.startswith(f"mythline: {AGENT}: stopped by SIGTERM while waiting for the local server")
     assert not [r for r in llm_server.requests if r["path"].endswith("/chat/completions")]
     assert_interrupted(home, waiting="the local server")
+    assert_nothing_charged(home)  # never sent: the reservation is released, not charged
+
+
+def test_sigterm_while_waiting_for_the_fleets_rate_limit(home, config, llm_server):
+    from mythline_cli import ratelimit
+    from mythline_cli.breaker import Breaker
+    from mythline_cli.config import load_settings
+
+    llm_server.responder = lore_responder(AGENT)
+    # One request a minute for the whole fleet, and a wait of up to 600 s rather than a refusal.
+    config(provider={"requests_per_minute": 1, "max_retry_wait": "600s"})
+    settings = load_settings()
+    other = ratelimit.Limiter(settings, Breaker(settings), agent="world-zones")
+    other.call(1000).before_request()  # another agent's request took this minute's place
+    other.close()
+    proc = start()
+    # Reserved and announced; the next thing the call does is wait for the bucket (about 60 s).
+    wait_for(lambda: (home / "agents" / AGENT / "events.jsonl").exists()
+             and any(e["event"] == "llm-request" for e in events(home)))
+    code, err = stop(proc)
+    assert code == 143, err
+    assert err.startswith(f"mythline: {AGENT}: stopped by SIGTERM"), err
+    assert not [r for r in llm_server.requests if r["path"].endswith("/chat/completions")]
+    hb = json.loads((home / "agents" / AGENT / "heartbeat.json").read_text())
+    assert hb["state"] == "interrupted" and hb["consecutive_failures"] == 0 and hb.get("backoff_until") is None
+    stopped, end = events(home)[-2:]
+    # The limiter's nap ends at the signal and the run stops at the boundary after it: no wait sat out.
+    assert stopped["event"] == "interrupted" and "error" not in stopped and end["outcome"] == "interrupted"
     assert_nothing_charged(home)  # never sent: the reservation is released, not charged
 
 

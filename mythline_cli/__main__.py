@@ -69,6 +69,11 @@ def _fast_read(argv: list[str]) -> int | None:
         command, option = "budget", args[2:]
     else:
         return None
+    with collector.paused():  # a short read: nothing it allocates is worth collecting
+        return _read(command, option, config)
+
+
+def _read(command: str, option: list[str], config: Path | None) -> int | None:
     from . import settings_cache
 
     settings: Any = settings_cache.load(config)
@@ -203,8 +208,7 @@ def main() -> None:
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     argv = sys.argv[1:]
     _apply_home(argv)
-    with collector.paused():  # a short read: nothing it allocates is worth collecting
-        code = _fast_read(argv)
+    code = _fast_read(argv)
     if code is None:
         code = _fast_run(argv)
     if code is None:

@@ -22,15 +22,17 @@ _paused = False
 @contextmanager
 def paused() -> Iterator[None]:
     """The collector off until :func:`resume` or the end of the block (a collector already
-    off stays off)."""
+    off, by the caller or an outer block, is left to them)."""
     global _paused
-    if gc.isenabled():
+    mine = gc.isenabled()
+    if mine:
         gc.disable()
         _paused = True
     try:
         yield
     finally:
-        resume()
+        if mine:
+            resume()
 
 
 def resume() -> None:

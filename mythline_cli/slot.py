@@ -38,23 +38,21 @@ def _abandoned_until(base: Path) -> float:
 def hold(base_url: str, *, wait: float, check: Callable[[], None] = lambda: None,
          clock: Callable[[], float] = time.time) -> Iterator[Callable[[float], None]]:
     """Hold the server's slot, waiting up to ``wait`` seconds for it (a ``stopping.cut_short``
-    wait: a stop signal ends it at once; ``check`` is called between tries); raises ``SlotBusy``. Yields a function
+    wait: a stop signal ends it at once; ``check`` is called before it); raises ``SlotBusy``. Yields a function
     that records an abandoned request the server may work on for that many more seconds."""
     from . import locking
 
     base = _base(base_url)
     base.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
-    while True:
-        check()
-        try:
-            # Nothing is sent yet: a stop signal ends the wait at once.
-            held = locking.acquire(base.with_suffix(".lock"), 0.2,
-                                   cut_short=f"waiting for the local server at {safe_url(base_url)} to be free")
-            break
-        except locking.LockTimeout:
-            if time.monotonic() - start >= wait:
-                raise SlotBusy(time.monotonic() - start) from None
+    check()
+    try:
+        # One wait, queued behind the request that is out; nothing is sent yet, so a stop
+        # signal ends it at once.
+        held = locking.acquire(base.with_suffix(".lock"), wait,
+                               cut_short=f"waiting for the local server at {safe_url(base_url)} to be free")
+    except locking.LockTimeout:
+        raise SlotBusy(time.monotonic() - start) from None
     try:
         until = _abandoned_until(base)
         if clock() < until:

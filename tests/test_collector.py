@@ -15,17 +15,28 @@ from helpers import lore_responder
 
 AGENT = "world-npcs"
 
-# The real command, as cron starts it, with every LLM call noting the collector's state.
+# The real command, as cron starts it, noting the collector's state around the moment the
+# cycle builds its LLM client (the openai import) and at every LLM call. Importing
+# mythline_cli.cycle here does not import the SDK: the client's module is imported by it.
 PROBE = """
 import atexit, gc, json, runpy, sys
-import mythline_cli.llm as llm
-seen = []
-chat = llm.LLMClient.chat
-def noting(self, *args, **kwargs):
-    seen.append({"enabled": gc.isenabled(), "frozen": gc.get_freeze_count()})
-    return chat(self, *args, **kwargs)
-llm.LLMClient.chat = noting
-atexit.register(lambda: sys.stderr.write("PROBE " + json.dumps({"calls": seen, "enabled": gc.isenabled()}) + "\\n"))
+import mythline_cli.cycle as cycle
+seen = {"client": [], "calls": []}
+client = cycle.Cycle.client
+def noting(self):
+    fresh = self._client is None
+    before = (gc.isenabled(), gc.get_freeze_count(), "openai" in sys.modules)
+    made = client(self)
+    if fresh:
+        seen["client"].append({"before": before, "after": (gc.isenabled(), gc.get_freeze_count())})
+        chat = made.chat
+        def chat_noting(*args, **kwargs):
+            seen["calls"].append(gc.isenabled())
+            return chat(*args, **kwargs)
+        made.chat = chat_noting
+    return made
+cycle.Cycle.client = noting
+atexit.register(lambda: sys.stderr.write("PROBE " + json.dumps({**seen, "enabled": gc.isenabled()}) + "\\n"))
 sys.argv = ["mythline", *sys.argv[1:]]
 runpy.run_module("mythline_cli", run_name="__main__")
 """
@@ -65,6 +76,17 @@ def test_the_end_of_the_block_resumes_when_nothing_else_did(restore_gc) -> None:
     assert gc.isenabled()
 
 
+def test_an_inner_block_leaves_the_outer_pause_alone(restore_gc) -> None:
+    gc.enable()
+    with collector.paused():
+        with collector.paused():
+            pass
+        assert not gc.isenabled()
+        collector.resume()  # start-up is over: that ends the outer pause
+        assert gc.isenabled()
+    assert gc.isenabled()
+
+
 def test_a_collector_already_off_stays_off(restore_gc) -> None:
     gc.disable()
     with collector.paused():
@@ -73,12 +95,17 @@ def test_a_collector_already_off_stays_off(restore_gc) -> None:
     assert not gc.isenabled()
 
 
-def test_a_run_calls_the_llm_with_the_collector_on_and_start_up_frozen(home, config, llm_server) -> None:
+def test_a_run_imports_the_sdk_with_the_collector_off_then_freezes_it_and_calls_with_it_on(
+        home, config, llm_server) -> None:
     llm_server.responder = lore_responder(AGENT)
     proc, seen = probe("run", AGENT)
     assert proc.returncode == 0, proc.stderr
-    assert len(seen["calls"]) == 2  # research and audit
-    assert all(c["enabled"] and c["frozen"] > 10_000 for c in seen["calls"])
+    (built,) = seen["client"]
+    enabled_before, frozen_before, sdk_loaded = built["before"]
+    assert not enabled_before and not sdk_loaded  # the SDK is imported while the collector is off
+    enabled_after, frozen_after = built["after"]
+    assert enabled_after and frozen_after - frozen_before > 10_000  # the SDK's objects, frozen
+    assert seen["calls"] == [True, True]  # research and audit, with the collector on
     assert seen["enabled"]
 
 
@@ -86,5 +113,5 @@ def test_a_run_with_nothing_to_call_ends_with_the_collector_on(home, config, llm
     config(sections={f"agents.{AGENT}": {"topics": []}})
     proc, seen = probe("run", AGENT)
     assert proc.returncode == 0, proc.stderr
-    assert seen["calls"] == [] and seen["enabled"]
+    assert seen["client"] == [] and seen["calls"] == [] and seen["enabled"]
     assert not llm_server.requests

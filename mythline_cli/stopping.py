@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 from .errors import Aborted, CutShort, ExitCode, Interrupted  # noqa: F401 - re-exported: stopping.CutShort
@@ -78,10 +78,8 @@ class cut_short:  # noqa: N801 - used as a function: ``with stopping.cut_short("
             _waiting = self._outer
 
 
-def region(what: str | None) -> Any:
+def region(what: str | None) -> AbstractContextManager[None]:
     """``cut_short(what)``, or nothing when ``what`` is None (a wait a signal must not end)."""
-    from contextlib import nullcontext
-
     return nullcontext() if what is None else cut_short(what)
 
 
